@@ -1,0 +1,218 @@
+"""The web application: the outbound-message listener, health, and the embedded worker.
+
+``create_app(settings)`` builds every collaborator from the settings; tests pass their own
+``services`` instead. The listener never calls anything remote: it authenticates, parses,
+commits to the store and only then acks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bridge.ccai import CCAIClient
+from bridge.errors import (
+    AuthenticationFailed,
+    InboundError,
+    MalformedMessage,
+    OrganizationNotAllowed,
+    StoreUnavailable,
+    UnsupportedMediaType,
+)
+from bridge.mapping import TicketMapper
+from bridge.model import NewSend
+from bridge.ratelimit import RateLimiter
+from bridge.record_ids import org_prefix
+from bridge.salesforce import SalesforceGateway
+from bridge.salesforce_om import ACK, parse_outbound_message
+from bridge.settings import Settings
+from bridge.store import Store
+from bridge.worker import Worker, WorkerOptions
+from bridge.writeback import Writeback
+
+logger = logging.getLogger(__name__)
+
+XML_TYPES = ("text/xml", "application/xml", "application/soap+xml")
+
+
+class BodyTooLarge(InboundError):
+    status = 413
+
+
+@dataclass
+class Services:
+    """What the routes and the lifespan use; built from settings or handed in by tests."""
+
+    store: Store
+    worker: Worker | None
+    webhook_tokens: Sequence[str]
+    org_ids: Sequence[str]
+    max_body_bytes: int
+    run_worker: bool = True
+    ccai: CCAIClient | None = None
+
+
+def build_services(settings: Settings, *, run_worker: bool | None = None) -> Services:
+    """Wire the real collaborators from the settings."""
+    store = Store.from_url(settings.database_url)
+    ccai = CCAIClient(
+        base_url=settings.ccai_base_url,
+        subdomain=settings.ccai_subdomain,
+        api_token=settings.ccai_api_token.get_secret_value(),
+        timeout=settings.ccai_timeout_seconds,
+    )
+    gateway = SalesforceGateway(
+        instance_url=settings.salesforce_instance_url,
+        access_token=settings.salesforce_access_token.get_secret_value(),
+        api_version=settings.salesforce_api_version,
+        timeout=settings.salesforce_timeout_seconds,
+        ca_bundle=settings.salesforce_ca_bundle or None,
+    )
+    mapper = TicketMapper(
+        config=settings.mapping, outbound_number=settings.ccai_outbound_number, chat_type=settings.ccai_chat_type
+    )
+    writeback = Writeback(
+        store=store,
+        gateway=gateway,
+        config=settings.writeback,
+        lease_seconds=settings.bridge_lease_seconds,
+        retry_for=settings.bridge_writeback_retry_for_seconds,
+    )
+    worker = Worker(
+        store=store,
+        gateway=gateway,
+        ccai=ccai,
+        mapper=mapper,
+        limiter=RateLimiter(settings.ccai_rate_limit),
+        writeback=writeback,
+        options=WorkerOptions(
+            batch_size=settings.bridge_batch_size,
+            lease_seconds=settings.bridge_lease_seconds,
+            poll_seconds=settings.bridge_poll_seconds,
+            loop_guard_seconds=settings.bridge_loop_guard_seconds,
+            ccai_retry_for=settings.ccai_retry_for_seconds,
+            ccai_timeout=settings.ccai_timeout_seconds,
+            max_concurrency=settings.ccai_max_concurrency,
+            create_task=settings.writeback.create_task,
+        ),
+    )
+    return Services(
+        store=store,
+        worker=worker,
+        webhook_tokens=[t.get_secret_value() for t in settings.bridge_webhook_token],
+        org_ids=settings.salesforce_org_ids,
+        max_body_bytes=settings.bridge_max_body_bytes,
+        run_worker=settings.bridge_embedded_worker if run_worker is None else run_worker,
+        ccai=ccai,
+    )
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
+    if services is None:
+        if settings is None:
+            raise TypeError("create_app needs settings or services")
+        services = build_services(settings)
+    svc = services
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(svc.store.migrate)
+        async with anyio.create_task_group() as group:
+            if svc.run_worker and svc.worker is not None:
+                group.start_soon(svc.worker.run)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+        if svc.ccai is not None:
+            await svc.ccai.aclose()
+        svc.store.close()
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def outbound_message(request: Request) -> Response:
+        _authenticate(request.query_params.get("token", ""), svc.webhook_tokens)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in XML_TYPES:
+            raise UnsupportedMediaType(f"Expected an XML body (text/xml), got {media_type or 'no content type'}.")
+        body = await _read_capped(request, svc.max_body_bytes)
+        org_id, notifications = parse_outbound_message(body)
+        if svc.org_ids and org_prefix(org_id) not in {org_prefix(o) for o in svc.org_ids}:
+            raise OrganizationNotAllowed(f"Organization {org_id} is not in SALESFORCE_ORG_IDS.")
+        new = [
+            NewSend(
+                dedupe_key=f"om:{org_prefix(n.org_id)}:{n.notification_id}",
+                source="outbound_message",
+                ticket_id=n.ticket_id,
+                org_id=n.org_id,
+            )
+            for n in notifications
+        ]
+        stored = await anyio.to_thread.run_sync(svc.store.ingest, new)
+        logger.info(
+            "Outbound message from org %s: %d notification(s), %d new, %d already known",
+            org_id,
+            len(new),
+            stored,
+            len(new) - stored,
+        )
+        if stored and svc.worker is not None:
+            svc.worker.wake()
+        return Response(ACK, media_type="text/xml", headers={"Content-Type": "text/xml; charset=utf-8"})
+
+    async def inbound_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InboundError)
+        if isinstance(exc, AuthenticationFailed):
+            logger.warning("Refused an outbound message: wrong or missing token")
+        else:
+            logger.warning("Refused an outbound message (%s): %s", exc.status, exc)
+        return PlainTextResponse(str(exc) + "\n", status_code=exc.status)
+
+    async def store_unavailable(_request: Request, exc: Exception) -> Response:
+        logger.error("Store unavailable, not acknowledging: %s", exc)
+        return PlainTextResponse("The bridge cannot store events right now; try again.\n", status_code=503)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/salesforce/outbound-message", outbound_message, methods=["POST"]),
+        ],
+        exception_handlers={InboundError: inbound_error, StoreUnavailable: store_unavailable},
+        lifespan=lifespan,
+    )
+
+
+def _authenticate(given: str, tokens: Sequence[str]) -> None:
+    # Compare against every configured token (rotation) without stopping early, in constant time.
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(given.encode(), token.encode())
+    if not (given and matched):
+        raise AuthenticationFailed("Missing or wrong token in the outbound-message URL.")
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"The body is larger than {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"The body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise MalformedMessage("The body is empty.")
+    return body

@@ -1,0 +1,214 @@
+"""The ``bridge`` command: serve, worker-less serve, migrate, the sandbox, sample messages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from bridge import __version__
+from bridge.app import create_app
+from bridge.errors import BridgeError, ConfigError
+from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
+from bridge.sandbox.servers import SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
+from bridge.settings import Settings, load_settings
+from bridge.store import Store
+
+logger = logging.getLogger("bridge")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(getattr(args, "log_level", None) or "INFO")
+    try:
+        result: int = args.handler(args)
+        return result
+    except ConfigError as exc:
+        print(f"bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except BridgeError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description="Salesforce Case events → CCAI Platform SMS.")
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the web server with its embedded worker")
+    serve.add_argument("--sandbox", action="store_true", help="run against simulated CCAI and Salesforce servers")
+    serve.add_argument("--no-worker", action="store_true", help="do not run the embedded worker")
+    serve.add_argument("--host", help="address to listen on (default 0.0.0.0, or HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000, or PORT)")
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the store's schema")
+    migrate.set_defaults(handler=_migrate)
+
+    sandbox = commands.add_parser("sandbox", help="run only the simulated platforms (for tests and benchmarks)")
+    sandbox.add_argument("--ccai-port", type=int, default=0)
+    sandbox.add_argument("--salesforce-port", type=int, default=0)
+    sandbox.add_argument("--latency", type=float, default=0.0, help="seconds the simulated CCAI takes to answer")
+    sandbox.add_argument("--rate-limit", type=float, default=10.0, help="simulated CCAI requests per second")
+    sandbox.add_argument("--dir", type=Path, help="where to write the TLS files (default: a temporary folder)")
+    sandbox.set_defaults(handler=_sandbox)
+
+    sample = commands.add_parser("sample-message", help="print (or post) a sample Salesforce outbound message")
+    sample.add_argument("--case", action="append", dest="cases", help="Case id (repeatable; default: 3 samples)")
+    sample.add_argument("--org", default=SANDBOX_ORG_ID, help="OrganizationId to put in the message")
+    sample.add_argument("--post", metavar="URL", help="post it to this URL and print the answer")
+    sample.set_defaults(handler=_sample)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+    # Each request's URL carries the webhook token: uvicorn's access log would print it.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        timeout_graceful_shutdown=20,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.no_worker:
+        overrides["bridge_embedded_worker"] = False
+    if args.sandbox:
+        return _serve_sandbox(overrides)
+    settings = load_settings(**overrides)
+    missing = settings.missing_for_serving()
+    if missing:
+        raise ConfigError(
+            "these settings are missing: "
+            + ", ".join(missing)
+            + ". Set them in the environment or in .env (see README), or try `bridge serve --sandbox`."
+        )
+    uvicorn.Server(_uvicorn_config(create_app(settings), settings)).run()
+    return 0
+
+
+def _serve_sandbox(overrides: dict[str, Any]) -> int:
+    directory = Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
+    platforms = build_platforms(directory)
+    overrides = {**platforms.bridge_settings(), **overrides}
+    if load_settings().database_url == Settings.model_fields["database_url"].default:
+        # A fresh store for each sandbox run, so a demo never meets an earlier demo's loop guard.
+        overrides["database_url"] = f"sqlite:///{directory / 'bridge-sandbox.db'}"
+    settings = load_settings(**overrides)
+    main_server = uvicorn.Server(_uvicorn_config(create_app(settings), settings))
+    _print_sandbox_banner(settings, platforms)
+    asyncio.run(_run_servers(main_server, platforms.servers))
+    return 0
+
+
+async def _run_servers(main_server: uvicorn.Server, side_servers: Sequence[uvicorn.Server]) -> None:
+    """Run servers in one loop; the main one handles signals and the others stop with it."""
+    side = [asyncio.create_task(server.serve()) for server in side_servers]
+    try:
+        await main_server.serve()
+    finally:
+        for server in side_servers:
+            server.should_exit = True
+        await asyncio.gather(*side, return_exceptions=True)
+
+
+def _print_sandbox_banner(settings: Settings, platforms: Platforms) -> None:
+    bridge_url = f"http://127.0.0.1:{settings.port}"
+    endpoint = f"{bridge_url}/salesforce/outbound-message?token={SANDBOX_WEBHOOK_TOKEN}"
+    exe = shlex.quote(str(Path(sys.argv[0]).resolve())) if sys.argv and sys.argv[0].endswith("bridge") else "bridge"
+    cases = "\n".join(
+        f"    {c['Id']}  {c.get('ContactMobile') or c.get('ContactPhone') or '(no phone)':<18} owner: {c['Owner.Type']}"
+        for c in sample_cases()
+    )
+    print(
+        f"""
+Sandbox ready: the bridge on {bridge_url}, with simulated platforms on 127.0.0.1.
+  Simulated CCAI Platform: {platforms.ccai_url}        (what it received: {platforms.ccai_url}/_sandbox/state)
+  Simulated Salesforce:    {platforms.salesforce_url}  (Cases: {platforms.salesforce_url}/_sandbox/state)
+  Sample Cases:
+{cases}
+
+In another terminal, post an outbound message about the first three Cases:
+
+  {exe} sample-message --post '{endpoint}'
+
+(or with curl: {exe} sample-message | curl -sS -H 'Content-Type: text/xml' --data-binary @- '{endpoint}')
+
+This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the Case.
+Stop with Ctrl-C.
+""",
+        flush=True,
+    )
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    settings = load_settings()
+    store = Store.from_url(settings.database_url)
+    try:
+        version = store.migrate()
+    finally:
+        store.close()
+    print(f"Store schema is at version {version}.")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    platforms = build_platforms(
+        directory,
+        ccai_port=args.ccai_port,
+        salesforce_port=args.salesforce_port,
+        latency=args.latency,
+        rate_limit=args.rate_limit,
+    )
+    print(json.dumps({**platforms.describe(), "settings": platforms.bridge_settings()}), flush=True)
+    # The CCAI simulator's server takes over signal handling for the process.
+    main_server = uvicorn.Server(platforms.servers[0].config)
+    asyncio.run(_run_servers(main_server, platforms.servers[1:]))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    case_ids = args.cases or [case["Id"] for case in sample_cases()[:3]]
+    body = outbound_message(case_ids, org_id=args.org)
+    if not args.post:
+        sys.stdout.write(body.decode())
+        return 0
+    response = httpx.post(
+        args.post, content=body, headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}, timeout=30
+    )
+    print(f"HTTP {response.status_code}\n{response.text}")
+    return 0 if response.status_code == 200 else 1

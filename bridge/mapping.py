@@ -1,0 +1,103 @@
+"""Ticket → SMS request: the customer's number, the agent, the message.
+
+The result is either an :class:`SmsRequest` or an :class:`Outcome` saying why nothing is sent;
+the reason is written to the Case, so it is a sentence an agent understands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.model import Outcome, SmsRequest, Ticket
+from bridge.phones import PhoneProblem, mask, to_e164
+from bridge.settings import MappingConfig
+from bridge.template import MissingField, Template
+
+# Fields every ticket read selects, besides the phone fields and the template's fields.
+BASE_FIELDS = ("Id", "CaseNumber", "Owner.Type", "Owner.Email", "Owner.Name")
+
+
+class TicketMapper:
+    """Turns tickets into SMS requests according to the mapping configuration."""
+
+    def __init__(self, *, config: MappingConfig, outbound_number: str, chat_type: str) -> None:
+        self._config = config
+        self._template: Template = config.template
+        self._outbound_number = outbound_number
+        self._chat_type = chat_type
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The Case fields a ticket read must select for this mapping."""
+        wanted = [*BASE_FIELDS, *self._config.phone_fields, *self._template.fields]
+        if self._config.message_field:
+            wanted.append(self._config.message_field)
+        return tuple(dict.fromkeys(wanted))
+
+    def map(self, ticket: Ticket, overrides: Mapping[str, Any] | None = None) -> SmsRequest | Outcome:
+        overrides = overrides or {}
+        number = self._end_user_number(ticket, overrides.get("end_user_number"))
+        if isinstance(number, Outcome):
+            return number
+        message = self._message(ticket, overrides.get("message"))
+        if isinstance(message, Outcome):
+            return Outcome(status=message.status, reason=message.reason, end_user_hint=mask(number))
+        agent_email, agent_id = self._agent(ticket, overrides)
+        return SmsRequest(
+            end_user_number=number,
+            outbound_number=overrides.get("outbound_number") or self._outbound_number,
+            message=message,
+            chat_type=self._chat_type,
+            ticket_id=ticket.id,
+            agent_email=agent_email,
+            agent_id=agent_id,
+        )
+
+    def _end_user_number(self, ticket: Ticket, override: str | None) -> str | Outcome:
+        if override:
+            raw, label = override, "The requested end-user number"
+        else:
+            found = next(
+                ((name, str(ticket.get(name)).strip()) for name in self._config.phone_fields if _filled(ticket, name)),
+                None,
+            )
+            if found is None:
+                names = " and ".join(self._config.phone_fields)
+                return Outcome(status="skipped", reason=f"The Case has no phone number to text ({names} are empty).")
+            name, raw = found
+            label = f"The Case's {name}"
+        e164 = to_e164(
+            raw,
+            default_region=self._config.default_region,
+            allowed_regions=self._config.allowed_regions,
+            label=label,
+        )
+        if isinstance(e164, PhoneProblem):
+            return Outcome(status="failed", reason=e164.reason)
+        return e164
+
+    def _message(self, ticket: Ticket, override: str | None) -> str | Outcome:
+        if override:
+            return override
+        if self._config.message_field and _filled(ticket, self._config.message_field):
+            return str(ticket.get(self._config.message_field)).strip()
+        rendered = self._template.render(ticket.fields)
+        if isinstance(rendered, MissingField):
+            return Outcome(
+                status="failed",
+                reason=f"The message template needs the Case's {rendered.field}, which is empty; nothing was sent.",
+            )
+        return rendered
+
+    def _agent(self, ticket: Ticket, overrides: Mapping[str, Any]) -> tuple[str | None, int | None]:
+        if overrides.get("agent_email") or overrides.get("agent_id") is not None:
+            return overrides.get("agent_email"), overrides.get("agent_id")
+        if self._config.agent == "owner" and ticket.get("Owner.Type") == "User" and _filled(ticket, "Owner.Email"):
+            return str(ticket.get("Owner.Email")).strip(), None
+        return None, None
+
+
+def _filled(ticket: Ticket, name: str) -> bool:
+    value = ticket.get(name)
+    return value is not None and str(value).strip() != ""

@@ -1,0 +1,44 @@
+"""Phone numbers: parse what a Case holds into E.164, apply the US-only policy, mask for logs."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import phonenumbers
+
+
+@dataclass(frozen=True)
+class PhoneProblem:
+    """Why a value cannot be texted; ``reason`` is safe to show (the number is masked)."""
+
+    reason: str
+
+
+def mask(number: str | None) -> str:
+    """Keep the last digits only: four for a full number, two for anything short."""
+    if not number:
+        return "(none)"
+    digits = [c for c in number if c.isdigit()]
+    keep = 4 if len(digits) >= 8 else 2
+    return "*" * max(len(digits) - keep, 3) + "".join(digits[-keep:])
+
+
+def to_e164(raw: str, *, default_region: str, allowed_regions: Collection[str], label: str) -> str | PhoneProblem:
+    """Parse ``raw`` (any common format) and return E.164, or the reason it cannot be used.
+
+    ``label`` names the value in the reason, e.g. "The Case's phone number".
+    """
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        return PhoneProblem(f"{label} ({mask(raw)}) is not a phone number.")
+    if not phonenumbers.is_valid_number(parsed):
+        return PhoneProblem(f"{label} ({mask(raw)}) is not a valid phone number.")
+    region = phonenumbers.region_code_for_number(parsed)
+    if region not in allowed_regions:
+        allowed = ", ".join(sorted(allowed_regions))
+        return PhoneProblem(
+            f"{label} ({mask(raw)}) is a {region or 'non-geographic'} number; only {allowed} numbers can be texted."
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

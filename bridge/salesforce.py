@@ -1,0 +1,174 @@
+"""The CRM gateway: read Cases and write outcomes back, through simple-salesforce.
+
+simple-salesforce is synchronous and has no default timeout; the gateway gives it a session that
+applies one, and async callers run these methods in a worker thread. Its exceptions and those of
+requests are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import requests
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceError as LibraryError
+from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError
+
+from bridge.errors import SalesforceAuthError, SalesforceRequestError, SalesforceUnavailable
+from bridge.model import RecordResult, Ticket
+from bridge.record_ids import is_record_id, to18
+
+logger = logging.getLogger(__name__)
+
+COLLECTION_LIMIT = 200  # records per sObject Collections call
+# Without this header every Case update re-runs the assignment rules and can move the Case.
+NO_AUTO_ASSIGN = {"Sforce-Auto-Assign": "FALSE"}
+_RETRYABLE_CODES = {"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT"}
+T = TypeVar("T")
+
+
+class CaseGateway(Protocol):
+    """What the worker needs from the CRM."""
+
+    def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]: ...
+
+    def update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]: ...
+
+    def create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]: ...
+
+
+class TimeoutSession(requests.Session):
+    """A requests session that applies a timeout (and, when given, a CA bundle) to every call.
+
+    The CA bundle is passed per request because requests lets ``REQUESTS_CA_BUNDLE`` in the
+    environment override a session's ``verify``; an explicitly configured bundle must win.
+    """
+
+    def __init__(self, timeout: float, *, ca_bundle: str | None = None) -> None:
+        super().__init__()
+        self._timeout = timeout
+        self._ca_bundle = ca_bundle
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        if self._ca_bundle:
+            kwargs.setdefault("verify", self._ca_bundle)
+        return super().request(method, url, *args, **kwargs)
+
+
+class SalesforceGateway:
+    """Reads and updates Cases in one Salesforce org."""
+
+    def __init__(
+        self,
+        *,
+        instance_url: str,
+        access_token: str,
+        api_version: str,
+        timeout: float,
+        ca_bundle: str | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._session = session or TimeoutSession(timeout, ca_bundle=ca_bundle)
+        self._sf = Salesforce(
+            instance_url=instance_url, session_id=access_token, version=api_version, session=self._session
+        )
+
+    @property
+    def api_usage(self) -> Mapping[str, Any]:
+        """The last ``Sforce-Limit-Info`` figures simple-salesforce saw."""
+        return dict(getattr(self._sf, "api_usage", {}) or {})
+
+    def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
+        """Read many Cases in one SOQL query; Cases that do not exist are absent from the result."""
+        wanted = sorted({to18(i) for i in ids})
+        if not wanted:
+            return {}
+        # Ids were validated (letters and digits only), so quoting them cannot inject SOQL.
+        soql = f"SELECT {', '.join(fields)} FROM Case WHERE Id IN ({', '.join(repr(i) for i in wanted)})"  # noqa: S608
+        result = _translate(lambda: self._sf.query_all(soql), action="read the Case")
+        tickets = {}
+        for record in result.get("records", []):
+            flat = dict(_flatten(record))
+            record_id = str(flat.get("Id", ""))
+            if is_record_id(record_id):
+                tickets[to18(record_id)] = Ticket(id=to18(record_id), fields=flat)
+        return tickets
+
+    def update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
+        records = [{"attributes": {"type": "Case"}, "id": case_id, **fields} for case_id, fields in updates]
+        return self._collection("PATCH", records, action="update the Case")
+
+    def create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
+        records = [{"attributes": {"type": "Task"}, **task} for task in tasks]
+        return self._collection("POST", records, action="create the Task")
+
+    def _collection(self, method: str, records: list[dict[str, Any]], *, action: str) -> list[RecordResult]:
+        results: list[RecordResult] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            chunk = records[start : start + COLLECTION_LIMIT]
+            answer = _translate(
+                lambda chunk=chunk: self._sf.restful(  # type: ignore[misc]
+                    "composite/sobjects",
+                    method=method,
+                    json={"allOrNone": False, "records": chunk},
+                    headers=NO_AUTO_ASSIGN,
+                ),
+                action=action,
+            )
+            if not isinstance(answer, list) or len(answer) != len(chunk):
+                raise SalesforceUnavailable(f"Salesforce gave an unexpected answer when asked to {action}.")
+            results.extend(_record_result(item) for item in answer)
+        return results
+
+
+def _record_result(item: Mapping[str, Any]) -> RecordResult:
+    if item.get("success"):
+        return RecordResult(ok=True)
+    errors = item.get("errors") or [{}]
+    first = errors[0]
+    return RecordResult(
+        ok=False, error_code=str(first.get("statusCode") or "UNKNOWN"), message=str(first.get("message") or "")
+    )
+
+
+def _flatten(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in record.items():
+        if key == "attributes":
+            continue
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _translate(call: Callable[[], T], *, action: str) -> T:
+    try:
+        return call()
+    except SalesforceExpiredSession as exc:
+        raise SalesforceAuthError(
+            f"Salesforce refused the session when asked to {action} ({_describe(exc)}); the access token has "
+            "expired or was revoked."
+        ) from exc
+    except LibraryError as exc:
+        code, message = _first_error(exc)
+        text = f"Salesforce could not {action}: {code + ': ' if code else ''}{message}"
+        if code in _RETRYABLE_CODES or (isinstance(exc, SalesforceGeneralError) and exc.status >= 500):
+            raise SalesforceUnavailable(text) from exc
+        raise SalesforceRequestError(text) from exc
+    except requests.RequestException as exc:
+        raise SalesforceUnavailable(f"Could not reach Salesforce to {action} ({type(exc).__name__}).") from exc
+
+
+def _first_error(exc: LibraryError) -> tuple[str, str]:
+    content = exc.content
+    if isinstance(content, list) and content and isinstance(content[0], Mapping):
+        return str(content[0].get("errorCode") or ""), str(content[0].get("message") or "")
+    return "", f"HTTP {exc.status}"
+
+
+def _describe(exc: LibraryError) -> str:
+    code, message = _first_error(exc)
+    return f"{code}: {message}" if code else message

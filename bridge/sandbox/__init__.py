@@ -1,0 +1,1 @@
+"""Simulated CCAI Platform and Salesforce, for ``bridge serve --sandbox`` and for tests."""

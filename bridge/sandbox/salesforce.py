@@ -1,0 +1,169 @@
+"""A simulated Salesforce org: the slice of the REST API the bridge uses, answered like Salesforce.
+
+SOQL is understood only in the shape the bridge sends (``SELECT ... FROM Case WHERE Id IN (...)``);
+unknown fields get ``INVALID_FIELD`` as in a real org. Every call is counted, so tests can hold
+the bridge to its API budget, and ``/_sandbox/control`` injects outages and expired sessions.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge.record_ids import is_record_id, to18
+
+logger = logging.getLogger(__name__)
+
+CASE_FIELDS = frozenset(
+    {
+        "Id",
+        "CaseNumber",
+        "Subject",
+        "Status",
+        "Description",
+        "ContactMobile",
+        "ContactPhone",
+        "ContactEmail",
+        "Owner.Type",
+        "Owner.Name",
+        "Owner.Email",
+        "Owner.FirstName",
+        "Account.Name",
+        "Contact.FirstName",
+        "Contact.LastName",
+        "CCAI_Chat_Id__c",
+        "CCAI_SMS_Status__c",
+        "CCAI_SMS_Error__c",
+        "SMS_Message__c",
+    }
+)
+TASK_FIELDS = frozenset({"WhatId", "Subject", "Status", "Priority", "ActivityDate", "Description", "OwnerId"})
+_SOQL = re.compile(r"^SELECT\s+(?P<fields>.+?)\s+FROM\s+Case\s+WHERE\s+Id\s+IN\s+\((?P<ids>[^)]*)\)\s*$", re.I | re.S)
+
+
+@dataclass
+class SalesforceSimulator:
+    access_token: str
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    fail_next: list[dict[str, Any]] = field(default_factory=list)
+    next_task: int = 1
+
+    def add_cases(self, cases: Iterable[dict[str, Any]]) -> None:
+        for case in cases:
+            self.cases[to18(case["Id"])] = {**case, "Id": to18(case["Id"])}
+
+
+def _errors(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse([{"message": message, "errorCode": code}], status_code=status)
+
+
+def _nested(case: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    record: dict[str, Any] = {"attributes": {"type": "Case", "url": f"/services/data/v61.0/sobjects/Case/{case['Id']}"}}
+    for name in fields:
+        relation, _, child = name.partition(".")
+        if not child:
+            record[name] = case.get(name)
+            continue
+        related = {k.split(".", 1)[1]: v for k, v in case.items() if k.startswith(relation + ".")}
+        if not any(v is not None for v in related.values()):
+            record[relation] = None
+            continue
+        holder = record.setdefault(relation, {"attributes": {"type": case.get(f"{relation}.Type") or relation}})
+        holder[child] = case.get(name)
+    return record
+
+
+def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
+    def gate(request: Request) -> Response | None:
+        sim.calls.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "auto_assign": request.headers.get("sforce-auto-assign"),
+            }
+        )
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(token, sim.access_token):
+            return _errors(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        if sim.fail_next:
+            fault = sim.fail_next.pop(0)
+            return _errors(int(fault.get("status", 503)), fault.get("code", "SERVER_UNAVAILABLE"), "Injected fault")
+        return None
+
+    async def query(request: Request) -> Response:
+        if (refused := gate(request)) is not None:
+            return refused
+        match = _SOQL.match(request.query_params.get("q", ""))
+        if not match:
+            return _errors(400, "MALFORMED_QUERY", "The sandbox understands SELECT ... FROM Case WHERE Id IN (...)")
+        fields = [f.strip() for f in match["fields"].split(",")]
+        unknown = [f for f in fields if f not in CASE_FIELDS]
+        if unknown:
+            return _errors(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Case'.")
+        ids = [to18(i.strip().strip("'\"")) for i in match["ids"].split(",") if i.strip()]
+        records = [_nested(sim.cases[i], fields) for i in ids if i in sim.cases]
+        return JSONResponse({"totalSize": len(records), "done": True, "records": records})
+
+    async def collections(request: Request) -> Response:
+        if (refused := gate(request)) is not None:
+            return refused
+        body = await request.json()
+        return JSONResponse([_apply(sim, request.method, record) for record in body.get("records", [])])
+
+    async def state(_request: Request) -> Response:
+        return JSONResponse({"cases": sim.cases, "tasks": sim.tasks, "calls": sim.calls})
+
+    async def control(request: Request) -> Response:
+        changes = await request.json()
+        sim.fail_next.extend(changes.get("fail_next", []))
+        if "access_token" in changes:
+            sim.access_token = changes["access_token"]
+        sim.add_cases(changes.get("cases", []))
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route("/services/data/{version}/query/", query),
+            Route("/services/data/{version}/query", query),
+            Route("/services/data/{version}/composite/sobjects", collections, methods=["PATCH", "POST"]),
+            Route("/_sandbox/state", state),
+            Route("/_sandbox/control", control, methods=["POST"]),
+        ]
+    )
+
+
+def _apply(sim: SalesforceSimulator, method: str, record: dict[str, Any]) -> dict[str, Any]:
+    kind = record.get("attributes", {}).get("type")
+    values = {k: v for k, v in record.items() if k not in ("attributes", "id")}
+    allowed = CASE_FIELDS if kind == "Case" else TASK_FIELDS
+    unknown = [k for k in values if k not in allowed]
+    if unknown:
+        return _failure("INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type {kind}")
+    if method == "PATCH" and kind == "Case":
+        case_id = str(record.get("id", ""))
+        if not is_record_id(case_id) or to18(case_id) not in sim.cases:
+            return _failure("ENTITY_IS_DELETED", "entity is deleted")
+        sim.cases[to18(case_id)].update(values)
+        logger.info("sandbox Salesforce: Case %s updated: %s", case_id, values)
+        return {"id": to18(case_id), "success": True, "errors": []}
+    if method == "POST" and kind == "Task":
+        task_id = to18(f"00T5g{sim.next_task:010d}")
+        sim.next_task += 1
+        sim.tasks.append({"Id": task_id, **values})
+        return {"id": task_id, "success": True, "errors": []}
+    return _failure("INVALID_TYPE", f"The sandbox does not {method} {kind}")
+
+
+def _failure(code: str, message: str) -> dict[str, Any]:
+    return {"success": False, "errors": [{"statusCode": code, "message": message, "fields": []}]}

@@ -1,0 +1,208 @@
+"""Configuration: environment variables (and ``.env``) plus the mapping file ``config/bridge.toml``.
+
+Everything is read once, in :func:`load_settings`, and passed down; nothing else reads the
+environment. Invalid values stop start-up with a sentence that names the setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bridge.errors import ConfigError
+from bridge.phones import PhoneProblem, to_e164
+from bridge.template import Template
+
+DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
+
+
+class MappingConfig(BaseModel):
+    """How a Case becomes an SMS request (``[mapping]`` in bridge.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phone_fields: tuple[str, ...] = ("ContactMobile", "ContactPhone")
+    default_region: str = "US"
+    allowed_regions: tuple[str, ...] = ("US",)
+    message_field: str = ""
+    message_template: str = (
+        "Hello from {Account.Name|our support team} about your case {CaseNumber}. "
+        "Reply to this message to chat with us."
+    )
+    agent: Literal["owner", "none"] = "owner"
+
+    @field_validator("message_template")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
+        Template(value)  # raises ConfigError with the reason
+        return value
+
+    @property
+    def template(self) -> Template:
+        return Template(self.message_template)
+
+
+class WritebackConfig(BaseModel):
+    """What the bridge writes on the Case (``[writeback]`` in bridge.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chat_id_field: str = "CCAI_Chat_Id__c"
+    status_field: str = "CCAI_SMS_Status__c"
+    error_field: str = "CCAI_SMS_Error__c"
+    error_max_length: int = Field(default=255, ge=20)
+    create_task: bool = True
+    task_subject_sent: str = "SMS sent via CCAI Platform"
+    task_subject_not_sent: str = "SMS not sent via CCAI Platform"
+
+
+class FileConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mapping: MappingConfig = MappingConfig()
+    writeback: WritebackConfig = WritebackConfig()
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All settings. Field names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///bridge.db"
+    host: str = "0.0.0.0"  # noqa: S104 - a web dyno must listen on every interface
+    port: int = 8000
+
+    ccai_subdomain: str = ""
+    ccai_domain: str = ""
+    ccai_api_token: SecretStr = SecretStr("")
+    ccai_base_url: str = ""
+    ccai_outbound_number: str = ""
+    ccai_chat_type: str = "Messaging (SMS)"
+    ccai_timeout_seconds: float = Field(default=15.0, gt=0)
+    ccai_rate_limit: float = Field(default=10.0, gt=0)
+    ccai_retry_for_seconds: float = Field(default=3600.0, ge=0)
+    ccai_max_concurrency: int = Field(default=20, ge=1)
+
+    salesforce_instance_url: str = ""
+    salesforce_access_token: SecretStr = SecretStr("")
+    salesforce_api_version: str = "61.0"
+    salesforce_timeout_seconds: float = Field(default=30.0, gt=0)
+    salesforce_ca_bundle: str = ""
+    salesforce_org_ids: Annotated[tuple[str, ...], NoDecode] = ()
+
+    bridge_webhook_token: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    bridge_config: Path = DEFAULT_CONFIG_PATH
+    bridge_embedded_worker: bool = True
+    bridge_loop_guard_seconds: float = Field(default=600.0, ge=0)
+    bridge_batch_size: int = Field(default=50, ge=1, le=100)
+    bridge_lease_seconds: float = Field(default=120.0, gt=0)
+    bridge_poll_seconds: float = Field(default=1.0, gt=0)
+    bridge_writeback_retry_for_seconds: float = Field(default=86400.0, ge=0)
+    bridge_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+
+    file: FileConfig = FileConfig()
+
+    @field_validator("salesforce_org_ids", "bridge_webhook_token", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("salesforce_org_ids")
+    @classmethod
+    def _org_ids_look_right(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for org in value:
+            if len(org) not in (15, 18) or not org.isalnum():
+                raise ValueError(f"{org!r} is not an organisation id (15 or 18 letters and digits, starting 00D)")
+        return value
+
+    @field_validator("ccai_outbound_number")
+    @classmethod
+    def _outbound_to_e164(cls, value: str) -> str:
+        if not value:
+            return value
+        e164 = to_e164(value, default_region="US", allowed_regions=("US",), label="CCAI_OUTBOUND_NUMBER")
+        if isinstance(e164, PhoneProblem):
+            raise ValueError(e164.reason)
+        return e164
+
+    @model_validator(mode="after")
+    def _derive_ccai_base_url(self) -> Settings:
+        if not self.ccai_base_url and self.ccai_subdomain and self.ccai_domain:
+            object.__setattr__(self, "ccai_base_url", f"https://{self.ccai_subdomain}.{self.ccai_domain}/apps/api/v1")
+        object.__setattr__(self, "ccai_base_url", self.ccai_base_url.rstrip("/"))
+        return self
+
+    @property
+    def mapping(self) -> MappingConfig:
+        return self.file.mapping
+
+    @property
+    def writeback(self) -> WritebackConfig:
+        return self.file.writeback
+
+    def missing_for_serving(self) -> list[str]:
+        """Names of the settings a real (non-sandbox) deployment still lacks."""
+        required = {
+            "CCAI_SUBDOMAIN": self.ccai_subdomain,
+            "CCAI_API_TOKEN": self.ccai_api_token.get_secret_value(),
+            "CCAI_BASE_URL (or CCAI_DOMAIN)": self.ccai_base_url,
+            "CCAI_OUTBOUND_NUMBER": self.ccai_outbound_number,
+            "SALESFORCE_INSTANCE_URL": self.salesforce_instance_url,
+            "SALESFORCE_ACCESS_TOKEN": self.salesforce_access_token.get_secret_value(),
+            "SALESFORCE_ORG_IDS": self.salesforce_org_ids,
+            "BRIDGE_WEBHOOK_TOKEN": self.bridge_webhook_token,
+        }
+        return [name for name, value in required.items() if not value]
+
+
+def read_file_config(path: Path, *, explicit: bool) -> FileConfig:
+    """Read bridge.toml. A missing default file means built-in defaults; a missing named file is an error."""
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"BRIDGE_CONFIG names {path}, which does not exist.")
+        return FileConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Cannot read the mapping file {path}: {exc}.") from exc
+    try:
+        return FileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"The mapping file {path} is not valid: {_describe(exc)}") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, ``.env`` and the mapping file.
+
+    ``overrides`` take precedence over the environment (used by ``--sandbox`` and by tests).
+    """
+    try:
+        settings = Settings(**overrides)
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        raise ConfigError(f"The configuration is not valid: {_describe(exc)}") from exc
+    if "file" in overrides:
+        return settings
+    explicit = settings.bridge_config != DEFAULT_CONFIG_PATH
+    file_config = read_file_config(settings.bridge_config, explicit=explicit)
+    return settings.model_copy(update={"file": file_config})
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]).upper() or "value"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems) + "."
