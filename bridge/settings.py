@@ -179,7 +179,7 @@ def read_file_config(path: Path, *, explicit: bool) -> FileConfig:
     try:
         return FileConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"The mapping file {path} is not valid: {_describe(exc)}") from exc
+        raise ConfigError(f"The mapping file {path} is not valid: {_describe(exc, env=False)}") from exc
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -200,9 +200,14 @@ def load_settings(**overrides: Any) -> Settings:
     return settings.model_copy(update={"file": file_config})
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, *, env: bool = True) -> str:
+    """Name each bad value as the user wrote it: an environment variable, or [section] key of the file."""
     problems = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]).upper() or "value"
+        parts = [str(part) for part in error["loc"]]
+        if env:
+            where = "_".join(parts).upper() or "value"
+        else:
+            where = f"[{parts[0]}] {'.'.join(parts[1:])}" if len(parts) > 1 else ".".join(parts) or "file"
         problems.append(f"{where}: {error['msg']}")
     return "; ".join(problems) + "."
