@@ -127,20 +127,22 @@ class FakeGateway:
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     reads: int = 0
-    failures: list[Exception] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)  # raised by the next reads
+    write_failures: list[Exception] = field(default_factory=list)  # raised by the next writes
     record_errors: dict[str, RecordResult] = field(default_factory=dict)
 
-    def _maybe_fail(self) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
+    @staticmethod
+    def _maybe_fail(failures: list[Exception]) -> None:
+        if failures:
+            raise failures.pop(0)
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
         self.reads += 1
-        self._maybe_fail()
+        self._maybe_fail(self.failures)
         return {i: Ticket(id=i, fields=self.cases[i]) for i in ids if i in self.cases}
 
     def update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
-        self._maybe_fail()
+        self._maybe_fail(self.write_failures)
         results = []
         for case_id, values in updates:
             error = self.record_errors.get(case_id)
@@ -150,7 +152,7 @@ class FakeGateway:
         return results
 
     def create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
-        self._maybe_fail()
+        self._maybe_fail(self.write_failures)
         self.tasks.extend(dict(t) for t in tasks)
         return [RecordResult(ok=True) for _ in tasks]
 

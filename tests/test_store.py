@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from bridge.model import NewSend, Outcome
+from bridge.store import Store
+from tests.conftest import Clock
+
+CASE = "5005g00000SBX01AAH"
+
+
+def om(note: str, case: str = CASE) -> NewSend:
+    return NewSend(dedupe_key=f"om:00D5g00000SBXRG:{note}", source="outbound_message", ticket_id=case, org_id="00D")
+
+
+def test_the_same_notification_is_stored_once_even_after_a_restart(store: Store, store_url: str) -> None:
+    assert store.ingest([om("04l1"), om("04l2"), om("04l1")]) == 2
+    reopened = Store.from_url(store_url)
+    try:
+        assert reopened.ingest([om("04l1"), om("04l2"), om("04l3")]) == 1
+    finally:
+        reopened.close()
+    assert store.counts() == {"queued": 3}
+
+
+def test_migrate_is_idempotent(store: Store) -> None:
+    assert store.migrate() == store.migrate()
+    assert store.schema_is_current()
+
+
+def test_a_claimed_send_is_not_claimed_again_until_its_lease_expires(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    first = store.claim_sends("worker-a", limit=10, lease_seconds=30)
+    assert [c.ticket_id for c in first] == [CASE]
+    assert store.claim_sends("worker-b", limit=10, lease_seconds=30) == []
+    clock.advance(31)
+    again = store.claim_sends("worker-b", limit=10, lease_seconds=30)
+    assert [c.id for c in again] == [first[0].id]
+    assert not again[0].may_have_sent  # worker-a never started a CCAI request
+
+
+def test_a_send_whose_worker_died_mid_request_comes_back_flagged(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("worker-a", limit=1, lease_seconds=30)
+    assert store.mark_inflight(job.id, owner="worker-a", lease_seconds=30)
+    clock.advance(31)
+    [retaken] = store.claim_sends("worker-b", limit=1, lease_seconds=30)
+    assert retaken.may_have_sent
+    assert retaken.attempts == 1
+    # The dead worker's late writes are refused: it no longer holds the lease.
+    assert not store.mark_inflight(job.id, owner="worker-a", lease_seconds=30)
+    assert not store.finish(job.id, Outcome(status="sent", chat_id="1"), owner="worker-a", create_task=True)
+
+
+def test_loop_guard_sees_a_recent_attempt_on_the_same_case(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1"), om("04l2"), om("04l3", case="5005g00000SBX02AAH")])
+    a, b, c = store.claim_sends("w", limit=3, lease_seconds=30)
+    assert store.start_attempt(a.id, CASE, cooldown=600, owner="w") is None
+    assert store.start_attempt(b.id, CASE, cooldown=600, owner="w") == a.id
+    assert store.start_attempt(c.id, c.ticket_id, cooldown=600, owner="w") is None
+    clock.advance(601)
+    store.ingest([om("04l4")])
+    [d] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.start_attempt(d.id, CASE, cooldown=600, owner="w") is None
+
+
+def test_finish_queues_the_write_back_and_claims_it_once(store: Store) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.finish(job.id, Outcome(status="sent", chat_id="114", message="hi"), owner="w", create_task=True)
+    [pending] = store.claim_writebacks(limit=10, lease_seconds=30)
+    assert (pending.status, pending.chat_id, pending.case_pending, pending.task_pending) == ("sent", "114", True, True)
+    assert store.claim_writebacks(limit=10, lease_seconds=30) == []
+    store.record_writeback(job.id, case_state="done", task_state="done", error=None, retry_at=None)
+    row = store.get(job.id)
+    assert row is not None
+    assert (row["writeback"], row["writeback_task"], row["writeback_attempts"]) == ("done", "done", 1)
+
+
+def test_a_429_requeue_refunds_the_attempt(store: Store) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.mark_inflight(job.id, owner="w", lease_seconds=30)
+    store.requeue(job.id, owner="w", not_before=0, reason="429", may_have_sent=False, refund=True)
+    row = store.get(job.id)
+    assert row is not None
+    assert (row["status"], row["attempts"]) == ("queued", 0)
