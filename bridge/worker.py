@@ -136,6 +136,9 @@ class Worker:
                         "so this event (often fired by the bridge's own update of the Case) is not texted again."
                     )
                     # Writing this back would update the Case and could fire the rule once more.
+                    logger.info(
+                        "Send %s for ticket %s: skipped by the loop guard (send %s)", job.id, job.ticket_id, recent
+                    )
                     await self._finish(job, Outcome(status="skipped", reason=reason, write_back=False))
                     continue
             to_read.append(job)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -172,7 +173,8 @@ class SandboxProcess:
         return str(self.info["ca_file"])
 
     def _sf(self) -> httpx.Client:
-        return httpx.Client(base_url=self.info["salesforce_url"], verify=self.ca_file, timeout=10)
+        context = ssl.create_default_context(cafile=self.ca_file)
+        return httpx.Client(base_url=self.info["salesforce_url"], verify=context, timeout=10)
 
     def ccai_state(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.info['ccai_url']}/_sandbox/state", timeout=10).json())
@@ -204,16 +206,20 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    assert process.stdout is not None
-    info = json.loads(process.stdout.readline())
-    handle = SandboxProcess(process=process, info=info)
-    wait_for(lambda: _reachable(handle), what="the sandbox platforms")
-    yield handle
-    process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        assert process.stdout is not None
+        handle = SandboxProcess(process=process, info=json.loads(process.stdout.readline()))
+        wait_for(lambda: _reachable(handle), what="the sandbox platforms")
+        yield handle
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _reachable(handle: SandboxProcess) -> bool:

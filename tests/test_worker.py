@@ -29,12 +29,18 @@ QUEUE_CASE = "5005g00000SBX02AAH"
 NO_PHONE_CASE = "5005g00000SBX03AAH"
 CASES: dict[str, dict[str, Any]] = {
     MOBILE_CASE: {
-        "Id": MOBILE_CASE, "CaseNumber": "00001001", "ContactMobile": "+1 415-555-0100",
-        "Owner.Type": "User", "Owner.Email": "ana@example.com",
+        "Id": MOBILE_CASE,
+        "CaseNumber": "00001001",
+        "ContactMobile": "+1 415-555-0100",
+        "Owner.Type": "User",
+        "Owner.Email": "ana@example.com",
     },
     QUEUE_CASE: {
-        "Id": QUEUE_CASE, "CaseNumber": "00001002", "ContactPhone": "(212) 555-0142",
-        "Owner.Type": "Queue", "Owner.Email": None,
+        "Id": QUEUE_CASE,
+        "CaseNumber": "00001002",
+        "ContactPhone": "(212) 555-0142",
+        "Owner.Type": "Queue",
+        "Owner.Email": None,
     },
     NO_PHONE_CASE: {"Id": NO_PHONE_CASE, "CaseNumber": "00001003", "Owner.Type": "User", "Owner.Email": "a@b.c"},
 }
@@ -84,7 +90,12 @@ def make_harness(
         transport=transport or httpx.ASGITransport(app=create_ccai_app(sim)),
     )
     writeback = Writeback(
-        store=store, gateway=gateway, config=WritebackConfig(), lease_seconds=30, retry_for=3600, clock=clock,
+        store=store,
+        gateway=gateway,
+        config=WritebackConfig(),
+        lease_seconds=30,
+        retry_for=3600,
+        clock=clock,
         rng=random.Random(1),
     )
     worker = Worker(
@@ -117,7 +128,9 @@ async def test_three_cases_give_two_sms_and_three_case_updates(h: Harness) -> No
     assert "agentEmail" not in sent[QUEUE_CASE]
     updates = dict(h.gateway.updates)
     assert updates[MOBILE_CASE] == {
-        "CCAI_SMS_Status__c": "Sent", "CCAI_Chat_Id__c": str(sent[MOBILE_CASE]["chat_id"]), "CCAI_SMS_Error__c": None
+        "CCAI_SMS_Status__c": "Sent",
+        "CCAI_Chat_Id__c": str(sent[MOBILE_CASE]["chat_id"]),
+        "CCAI_SMS_Error__c": None,
     }
     assert updates[QUEUE_CASE]["CCAI_SMS_Status__c"] == "Sent"
     assert updates[NO_PHONE_CASE]["CCAI_SMS_Status__c"] == "Skipped"
@@ -273,11 +286,16 @@ async def test_salesforce_outage_while_reading_is_retried_as_one_query(h: Harnes
 
 
 async def test_a_refused_query_fails_the_sends_with_the_reason(h: Harness) -> None:
-    h.gateway.failures.append(SalesforceRequestError("Salesforce could not read the Case: INVALID_FIELD: No such column"))
+    h.gateway.failures.append(
+        SalesforceRequestError("Salesforce could not read the Case: INVALID_FIELD: No such column")
+    )
     h.ingest(MOBILE_CASE)
     await h.drain()
     row = h.row(MOBILE_CASE)
-    assert (row["status"], row["reason"]) == ("failed", "Salesforce could not read the Case: INVALID_FIELD: No such column")
+    assert (row["status"], row["reason"]) == (
+        "failed",
+        "Salesforce could not read the Case: INVALID_FIELD: No such column",
+    )
 
 
 async def test_a_deleted_case_fails_without_a_write_back(h: Harness) -> None:
@@ -296,5 +314,3 @@ async def test_rate_limiter_spaces_requests(anyio_backend: str) -> None:
     for _ in range(11):
         await limiter.acquire()
     assert time.monotonic() - started >= 0.5 - 0.01
-
-

@@ -96,9 +96,11 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(token, sim.access_token):
             return _errors(401, "INVALID_SESSION_ID", "Session expired or invalid")
-        if sim.fail_next:
-            fault = sim.fail_next.pop(0)
-            return _errors(int(fault.get("status", 503)), fault.get("code", "SERVER_UNAVAILABLE"), "Injected fault")
+        # A fault may name part of a path ("composite", "query") to hit only those calls.
+        for index, fault in enumerate(sim.fail_next):
+            if fault.get("path", "") in request.url.path:
+                del sim.fail_next[index]
+                return _errors(int(fault.get("status", 503)), fault.get("code", "SERVER_UNAVAILABLE"), "Injected fault")
         return None
 
     async def query(request: Request) -> Response:

@@ -1,0 +1,184 @@
+"""End to end, as deployed: ``bridge serve`` and ``bridge sandbox`` as real processes on 127.0.0.1,
+Salesforce over HTTPS with a test CA, real outbound-message XML.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bridge.record_ids import to18
+from bridge.sandbox.cases import outbound_message, sample_cases
+from tests.ccai_errors import DOCUMENTED_ERRORS
+from tests.conftest import FIXTURES, BridgeProcess, SandboxProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+MOBILE, NATIONAL_QUEUE, NO_PHONE, UK = (c["Id"] for c in sample_cases())
+StartBridge = Callable[..., BridgeProcess]
+
+
+def statuses(sandbox: SandboxProcess, case_ids: list[str]) -> dict[str, Any]:
+    cases = sandbox.salesforce_state()["cases"]
+    return {case_id: cases[case_id].get("CCAI_SMS_Status__c") for case_id in case_ids}
+
+
+def all_written(sandbox: SandboxProcess, case_ids: list[str]) -> bool:
+    return all(statuses(sandbox, case_ids).values())
+
+
+def extra_cases(sandbox: SandboxProcess, count: int, *, start: int = 10) -> list[str]:
+    """Add Cases with distinct valid US mobiles to the simulated org."""
+    cases = [
+        {
+            "Id": to18(f"5005g00000E{start + i:04d}"),
+            "CaseNumber": f"0000{start + i:04d}",
+            "ContactMobile": f"+1 415-555-{100 + start + i:04d}",
+            "Owner.Type": "User",
+            "Owner.Email": "ana.agent@example.com",
+        }
+        for i in range(count)
+    ]
+    sandbox.salesforce_control(cases=cases)
+    return [c["Id"] for c in cases]
+
+
+def test_three_notifications_give_two_sms_three_updates_and_redelivery_sends_nothing(
+    sandbox: SandboxProcess, start_bridge: StartBridge
+) -> None:
+    bridge = start_bridge()
+    body = (FIXTURES / "outbound_message_3.xml").read_bytes()
+    response = bridge.post_xml(body)
+    assert response.status_code == 200
+    assert b"<Ack>true</Ack>" in response.content
+    cases = [MOBILE, NATIONAL_QUEUE, NO_PHONE]
+    wait_for(lambda: all_written(sandbox, cases), what="three Case updates")
+
+    accepted = {sms["ticket_id"]: sms for sms in sandbox.ccai_state()["accepted"]}
+    assert set(accepted) == {MOBILE, NATIONAL_QUEUE}
+    assert accepted[MOBILE]["end_user_number"] == "+14155550100"
+    assert accepted[MOBILE]["outbound_number"] == "+16285550199"
+    assert accepted[MOBILE]["chat_type"] == "Messaging (SMS)"
+    assert accepted[MOBILE]["agentEmail"] == "ana.agent@example.com"
+    assert accepted[NATIONAL_QUEUE]["end_user_number"] == "+12125550142"
+    assert "agentEmail" not in accepted[NATIONAL_QUEUE]
+    assert "case 00001001" in accepted[MOBILE]["message"]
+
+    state = sandbox.salesforce_state()
+    case = state["cases"][MOBILE]
+    assert (case["CCAI_SMS_Status__c"], case["CCAI_Chat_Id__c"], case["CCAI_SMS_Error__c"]) == (
+        "Sent",
+        str(accepted[MOBILE]["chat_id"]),
+        None,
+    )
+    assert state["cases"][NATIONAL_QUEUE]["CCAI_SMS_Status__c"] == "Sent"
+    assert state["cases"][NO_PHONE]["CCAI_SMS_Status__c"] == "Skipped"
+    assert "no phone number" in state["cases"][NO_PHONE]["CCAI_SMS_Error__c"]
+    wait_for(lambda: len(sandbox.salesforce_state()["tasks"]) == 3, what="three Tasks")
+    calls = sandbox.salesforce_state()["calls"]
+    assert all(c["auto_assign"] == "FALSE" for c in calls if c["method"] == "PATCH")
+    assert len(calls) <= 3  # one query, one collection update, one collection insert
+
+    # Salesforce redelivers the same message: acked again, nothing sent, nothing updated.
+    assert bridge.post_xml(body).status_code == 200
+    bridge.stop()
+    restarted = start_bridge()
+    assert restarted.post_xml(body).status_code == 200
+    wait_for(lambda: "3 already known" in restarted.logs(), what="the redelivery to be recognised")
+    assert len(sandbox.ccai_state()["accepted"]) == 2
+    assert len(sandbox.salesforce_state()["calls"]) == len(calls)
+
+
+def test_each_documented_ccai_error_lands_on_its_case(sandbox: SandboxProcess, start_bridge: StartBridge) -> None:
+    cases = extra_cases(sandbox, len(DOCUMENTED_ERRORS))
+    sandbox.ccai_control(script=[{"status": 400, "message": m} for m in DOCUMENTED_ERRORS])
+    bridge = start_bridge()
+    assert bridge.post_xml(outbound_message(cases)).status_code == 200
+    wait_for(lambda: all_written(sandbox, cases), what="every Case to be updated")
+    state = sandbox.salesforce_state()["cases"]
+    assert {state[c]["CCAI_SMS_Status__c"] for c in cases} == {"Failed"}
+    assert sorted(state[c]["CCAI_SMS_Error__c"] for c in cases) == sorted(DOCUMENTED_ERRORS)
+    assert sandbox.ccai_state()["answered"] == {"400": len(DOCUMENTED_ERRORS)}  # none retried
+
+
+def test_uk_number_is_refused_by_the_bridge_before_ccai(sandbox: SandboxProcess, start_bridge: StartBridge) -> None:
+    bridge = start_bridge()
+    bridge.post_xml(outbound_message([UK]))
+    wait_for(lambda: all_written(sandbox, [UK]), what="the Case update")
+    case = sandbox.case(UK)
+    assert case["CCAI_SMS_Status__c"] == "Failed"
+    assert "only US numbers can be texted" in case["CCAI_SMS_Error__c"]
+    assert "7946" not in case["CCAI_SMS_Error__c"].replace("0958", "")
+    assert sandbox.ccai_state()["accepted"] == []
+
+
+def test_refused_requests_store_nothing(sandbox: SandboxProcess, start_bridge: StartBridge) -> None:
+    bridge = start_bridge()
+    body = outbound_message([MOBILE])
+    assert bridge.post_xml(body, token="wrong").status_code == 401
+    assert bridge.post_xml(outbound_message([MOBILE], org_id="00D5g00000OTHERXYZ")).status_code == 403
+    assert bridge.post_xml(b"<xml/>").status_code == 400
+    assert bridge.post_xml(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY b "c">]><a>&b;</a>').status_code == 400
+    assert bridge.post_xml(body).status_code == 200
+    wait_for(lambda: all_written(sandbox, [MOBILE]), what="the one accepted message")
+    assert len(sandbox.ccai_state()["accepted"]) == 1
+
+
+def test_a_lost_answer_is_recorded_as_unknown_not_sent_twice(
+    sandbox: SandboxProcess, start_bridge: StartBridge
+) -> None:
+    # CCAI creates the chat but the answer never comes back before the bridge's 2 s timeout.
+    sandbox.ccai_control(script=[{"action": "accept_then_hang", "seconds": 4}])
+    bridge = start_bridge()
+    bridge.post_xml(outbound_message([MOBILE]))
+    wait_for(lambda: all_written(sandbox, [MOBILE]), timeout=30, what="the Case update")
+    case = sandbox.case(MOBILE)
+    assert case["CCAI_SMS_Status__c"] == "Unknown"
+    assert "most likely reached the customer" in case["CCAI_SMS_Error__c"]
+    assert len(sandbox.ccai_state()["accepted"]) == 1
+
+
+def test_salesforce_down_during_write_back_never_resends(sandbox: SandboxProcess, start_bridge: StartBridge) -> None:
+    sandbox.salesforce_control(fail_next=[{"status": 503, "path": "composite"}] * 3)
+    bridge = start_bridge()
+    bridge.post_xml(outbound_message([MOBILE]))
+    wait_for(lambda: all_written(sandbox, [MOBILE]), timeout=40, what="the write-back to get through")
+    assert sandbox.case(MOBILE)["CCAI_SMS_Status__c"] == "Sent"
+    assert len(sandbox.ccai_state()["accepted"]) == 1
+
+
+def test_the_bridges_own_update_firing_the_rule_again_is_skipped(
+    sandbox: SandboxProcess, start_bridge: StartBridge
+) -> None:
+    bridge = start_bridge()
+    bridge.post_xml(outbound_message([MOBILE]))
+    wait_for(lambda: all_written(sandbox, [MOBILE]), what="the first send")
+    calls = len(sandbox.salesforce_state()["calls"])
+    bridge.post_xml(outbound_message([MOBILE]))  # a new notification id for the same Case
+    wait_for(lambda: "skipped by the loop guard" in bridge.logs(), what="the repeat event to be skipped")
+    assert len(sandbox.ccai_state()["accepted"]) == 1
+    assert len(sandbox.salesforce_state()["calls"]) == calls  # the Case is not updated again
+
+
+def test_kill_9_mid_batch_loses_nothing_and_texts_nobody_twice(
+    sandbox: SandboxProcess, start_bridge: StartBridge
+) -> None:
+    cases = extra_cases(sandbox, 8)
+    sandbox.ccai_control(latency=0.4)
+    bridge = start_bridge(CCAI_RATE_LIMIT="4")
+    assert bridge.post_xml(outbound_message(cases)).status_code == 200
+    wait_for(lambda: len(sandbox.ccai_state()["accepted"]) >= 2, what="the first SMS")
+    bridge.kill()
+    sent_before_restart = len(sandbox.ccai_state()["accepted"])
+    assert sent_before_restart < len(cases)
+
+    start_bridge()
+    wait_for(lambda: all_written(sandbox, cases), timeout=40, what="every Case to be finished after the restart")
+    per_case = Counter(sms["ticket_id"] for sms in sandbox.ccai_state()["accepted"])
+    assert max(per_case.values()) == 1
+    final = statuses(sandbox, cases)
+    assert set(final.values()) <= {"Sent", "Unknown"}
+    assert sum(1 for s in final.values() if s == "Sent") >= len(cases) - 2
