@@ -132,8 +132,9 @@ def _interpret(response: httpx.Response) -> Chat:
             reached=False,
         )
     if status >= 500:
+        # CCAI answered, so the request was handled and refused; only a lost answer is ambiguous.
         raise CCAIUnavailable(
-            f"CCAI Platform had a server error (HTTP {status}).", reached=True, retry_after=_retry_after(response)
+            f"CCAI Platform had a server error (HTTP {status}).", reached=False, retry_after=_retry_after(response)
         )
     raise CCAIRejected(_error_message(response), status=status)
 

@@ -12,7 +12,7 @@
     ├── StoreUnavailable            503: the database cannot be reached; nothing is acked
     ├── CCAIError                   the SMS endpoint did not give us a chat
     │   ├── CCAIRejected            final: CCAI refused this request (its message is kept verbatim)
-    │   ├── CCAIUnavailable         retryable: network, 429, 5xx; says whether the request may have arrived
+    │   ├── CCAIUnavailable         retryable: network, 429, 5xx; says whether an unanswered request may have arrived
     │   └── CCAIBadResponse         200 without a usable chat: the outcome cannot be known
     └── SalesforceError             the CRM call failed
         ├── SalesforceUnavailable   retryable: network, 5xx, request limits, row locks
@@ -76,9 +76,10 @@ class CCAIRejected(CCAIError):
 class CCAIUnavailable(CCAIError):
     """A failure worth retrying.
 
-    ``reached`` is True when the request may have been received by CCAI (a timeout while waiting
-    for the answer, a 5xx), so a retry must be recorded as possibly repeating a delivered SMS.
-    ``throttled`` marks a 429, which pauses sending without counting as a failed attempt.
+    ``reached`` is True when the request may have been received by CCAI without us hearing the
+    answer (a timeout while waiting, a connection dropped mid-request), so a retry must be
+    recorded as possibly repeating a delivered SMS. ``throttled`` marks a 429, which pauses
+    sending without counting as a failed attempt.
     """
 
     def __init__(

@@ -30,8 +30,7 @@ class MappingConfig(BaseModel):
     allowed_regions: tuple[str, ...] = ("US",)
     message_field: str = ""
     message_template: str = (
-        "Hello from {Account.Name|our support team} about your case {CaseNumber}. "
-        "Reply to this message to chat with us."
+        "Hello from our support team about your case {CaseNumber}. Reply to this message to chat with us."
     )
     agent: Literal["owner", "none"] = "owner"
 

@@ -353,10 +353,11 @@ class Store:
             send_at = connection.execute(
                 select(func.min(sends.c.not_before)).where(sends.c.status == "queued")
             ).scalar()
+            # A leased write-back is not due before its lease ends (else an idle worker would spin).
+            lease_end = sends.c.writeback_lease_until
+            due_at = case((lease_end > sends.c.writeback_not_before, lease_end), else_=sends.c.writeback_not_before)
             writeback_at = connection.execute(
-                select(func.min(sends.c.writeback_not_before)).where(
-                    or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
-                )
+                select(func.min(due_at)).where(or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending"))
             ).scalar()
         candidates = [t for t in (send_at, writeback_at) if t is not None]
         return min(candidates) if candidates else None

@@ -83,3 +83,12 @@ def test_a_429_requeue_refunds_the_attempt(store: Store) -> None:
     row = store.get(job.id)
     assert row is not None
     assert (row["status"], row["attempts"]) == ("queued", 0)
+
+
+def test_a_leased_write_back_is_not_due_before_its_lease_ends(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.finish(job.id, Outcome(status="failed", reason="x"), owner="w", create_task=False)
+    assert store.next_due() == clock.now
+    store.claim_writebacks(limit=10, lease_seconds=45)  # then the worker holding it dies
+    assert store.next_due() == clock.now + 45

@@ -177,6 +177,17 @@ async def test_retries_stop_after_the_bounded_time_with_a_clear_reason(sqlite_st
     assert dict(h.gateway.updates)[MOBILE_CASE]["CCAI_SMS_Status__c"] == "Failed"
 
 
+async def test_server_errors_until_the_deadline_give_up_as_failed(sqlite_store: Store, clock: Clock) -> None:
+    h = make_harness(sqlite_store, clock, ccai_retry_for=60)
+    h.sim.script.extend([{"status": 503}] * 50)
+    h.ingest(MOBILE_CASE)
+    await h.drain(advance=15, rounds=40)
+    row = h.row(MOBILE_CASE)
+    assert row["status"] == "failed"
+    assert "CCAI Platform had a server error (HTTP 503)" in row["reason"]
+    assert "may have reached" not in row["reason"]
+
+
 async def test_an_unanswered_send_is_not_blindly_repeated(sqlite_store: Store, clock: Clock) -> None:
     """The first request reaches CCAI but the answer is lost; the retry meets the active session."""
     sim_holder: list[CCAISimulator] = []
