@@ -30,8 +30,6 @@ FIELD_TICKET = "ticket_id"
 FIELD_AGENT_ID = "agentId"
 FIELD_AGENT_EMAIL = "agentEmail"
 
-ACTIVE_SESSION_MESSAGE = "Outbound SMS failed. Consumer is already in an active SMS session."
-
 
 def request_body(request: SmsRequest) -> dict[str, Any]:
     body: dict[str, Any] = {

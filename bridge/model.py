@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# queued -> sending -> sent | failed | skipped | unknown; retries go back to queued with not_before.
-SendStatus = Literal["queued", "sending", "sent", "failed", "skipped", "unknown"]
-FINAL_STATUSES: tuple[SendStatus, ...] = ("sent", "failed", "skipped", "unknown")
+# A send goes queued -> sending -> one of these; retries go back to queued with a not_before time.
+FinalStatus = Literal["sent", "failed", "skipped", "unknown"]
 
 # What the Case shows in its status field.
 CaseStatus = Literal["Sent", "Failed", "Skipped", "Unknown"]
@@ -18,9 +17,6 @@ CASE_STATUS: Mapping[str, CaseStatus] = {
     "skipped": "Skipped",
     "unknown": "Unknown",
 }
-
-# Write-back has its own life so that a Salesforce outage never touches the SMS step.
-WritebackStatus = Literal["none", "pending", "done", "failed"]
 
 Source = Literal["outbound_message", "api", "cli"]
 
@@ -95,7 +91,7 @@ class ClaimedSend:
 class Outcome:
     """The final result of a send, as recorded in the store and written to the Case."""
 
-    status: Literal["sent", "failed", "skipped", "unknown"]
+    status: FinalStatus
     reason: str | None = None
     chat_id: str | None = None
     message: str | None = None
@@ -109,7 +105,7 @@ class PendingWriteback:
 
     id: int
     ticket_id: str
-    status: Literal["sent", "failed", "skipped", "unknown"]
+    status: FinalStatus
     reason: str | None
     chat_id: str | None
     message: str | None

@@ -76,11 +76,6 @@ class SalesforceGateway:
             instance_url=instance_url, session_id=access_token, version=api_version, session=self._session
         )
 
-    @property
-    def api_usage(self) -> Mapping[str, Any]:
-        """The last ``Sforce-Limit-Info`` figures simple-salesforce saw."""
-        return dict(getattr(self._sf, "api_usage", {}) or {})
-
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
         """Read many Cases in one SOQL query; Cases that do not exist are absent from the result."""
         wanted = sorted({to18(i) for i in ids})

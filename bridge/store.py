@@ -98,14 +98,6 @@ class Store:
                     connection.execute(insert(schema_version).values(version=number, applied_at=self._clock()))
         return LATEST_VERSION
 
-    def schema_is_current(self) -> bool:
-        with self._tx() as connection:
-            return current_version(connection) >= LATEST_VERSION
-
-    def ping(self) -> None:
-        with self._tx() as connection:
-            connection.execute(select(1))
-
     # -- inbox --------------------------------------------------------------------------------
 
     def ingest(self, new: Sequence[NewSend]) -> int:

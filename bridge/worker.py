@@ -97,6 +97,11 @@ class Worker:
             except StoreUnavailable as exc:
                 logger.warning("Worker cannot reach the store (%s); trying again shortly", exc)
                 done = 0
+            except Exception:
+                # A bug must not stop the worker (nor, through the lifespan, the web server). The
+                # sends of the failed pass stay leased and are taken up again when the lease ends.
+                logger.exception("A worker pass failed unexpectedly; carrying on")
+                done = 0
             if done:
                 continue
             await self._idle()

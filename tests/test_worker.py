@@ -324,3 +324,16 @@ async def test_rate_limiter_spaces_requests(anyio_backend: str) -> None:
     for _ in range(11):
         await limiter.acquire()
     assert time.monotonic() - started >= 0.5 - 0.01
+
+
+async def test_an_unexpected_error_does_not_stop_the_worker(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    import anyio
+
+    h.gateway.failures.append(RuntimeError("a bug"))
+    h.ingest(MOBILE_CASE)
+    with anyio.move_on_after(1.5):
+        await h.worker.run()
+    assert "A worker pass failed unexpectedly" in caplog.text
+    h.clock.advance(31)  # the send's lease runs out and it is taken up again
+    await h.drain()
+    assert h.row(MOBILE_CASE)["status"] == "sent"
