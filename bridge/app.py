@@ -72,8 +72,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         timeout=settings.ccai_timeout_seconds,
     )
     gateway = SalesforceGateway(
-        instance_url=settings.salesforce_instance_url,
-        access_token=settings.salesforce_access_token.get_secret_value(),
+        credentials=settings.salesforce_credentials(),
         api_version=settings.salesforce_api_version,
         timeout=settings.salesforce_timeout_seconds,
         ca_bundle=settings.salesforce_ca_bundle or None,

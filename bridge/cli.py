@@ -108,12 +108,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.sandbox:
         return _serve_sandbox(overrides)
     settings = load_settings(**overrides)
-    missing = settings.missing_for_serving()
-    if missing:
+    problems = settings.problems_for_serving()
+    if problems:
         raise ConfigError(
-            "these settings are missing: "
-            + ", ".join(missing)
-            + ". Set them in the environment or in .env (see README), or try `bridge serve --sandbox`."
+            " ".join(problems)
+            + " Set them in the environment or in .env (see README), or try `bridge serve --sandbox`."
         )
     uvicorn.Server(_uvicorn_config(create_app(settings), settings)).run()
     return 0

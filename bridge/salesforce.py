@@ -8,6 +8,7 @@ requests are translated here and nowhere else.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -19,6 +20,7 @@ from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGen
 from bridge.errors import SalesforceAuthError, SalesforceRequestError, SalesforceUnavailable
 from bridge.model import RecordResult, Ticket
 from bridge.record_ids import is_record_id, to18
+from bridge.salesforce_auth import SalesforceCredentials, login
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +61,53 @@ class TimeoutSession(requests.Session):
 
 
 class SalesforceGateway:
-    """Reads and updates Cases in one Salesforce org."""
+    """Reads and updates Cases in one Salesforce org.
+
+    It logs in on first use. When Salesforce answers 401 ``INVALID_SESSION_ID`` and the login mode
+    can renew itself, it logs in again and retries the call once; a bare access token cannot be
+    renewed, so the error says the token expired.
+    """
 
     def __init__(
         self,
         *,
-        instance_url: str,
-        access_token: str,
+        credentials: SalesforceCredentials,
         api_version: str,
         timeout: float,
         ca_bundle: str | None = None,
         session: requests.Session | None = None,
     ) -> None:
+        self._credentials = credentials
+        self._api_version = api_version
         self._session = session or TimeoutSession(timeout, ca_bundle=ca_bundle)
-        self._sf = Salesforce(
-            instance_url=instance_url, session_id=access_token, version=api_version, session=self._session
-        )
+        self._sf: Salesforce | None = None
+        self._lock = threading.Lock()
+        self.logins = 0
+
+    def _client(self, *, replacing: Salesforce | None = None) -> Salesforce:
+        with self._lock:
+            # Renew only if nobody else has since the failing call (threads share the client).
+            if self._sf is None or (replacing is not None and self._sf is replacing):
+                token, instance = login(self._credentials, session=self._session, api_version=self._api_version)
+                self.logins += 1
+                self._sf = Salesforce(
+                    session_id=token, instance=instance, version=self._api_version, session=self._session
+                )
+            return self._sf
+
+    def _call(self, call: Callable[[Salesforce], T], *, action: str) -> T:
+        client = self._client()
+        try:
+            return _translate(lambda: call(client), action=action)
+        except SalesforceAuthError as exc:
+            if not self._credentials.can_login:
+                raise SalesforceAuthError(
+                    f"Salesforce refused the access token when asked to {action}: the token has expired or was "
+                    "revoked. Set a new SALESFORCE_ACCESS_TOKEN, or use a login mode that renews itself (README)."
+                ) from exc
+            logger.info("Salesforce session expired; logging in again")
+            client = self._client(replacing=client)
+            return _translate(lambda: call(client), action=action)
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
         """Read many Cases in one SOQL query; Cases that do not exist are absent from the result."""
@@ -83,7 +116,7 @@ class SalesforceGateway:
             return {}
         # Ids were validated (letters and digits only), so quoting them cannot inject SOQL.
         soql = f"SELECT {', '.join(fields)} FROM Case WHERE Id IN ({', '.join(repr(i) for i in wanted)})"  # noqa: S608
-        result = _translate(lambda: self._sf.query_all(soql), action="read the Case")
+        result = self._call(lambda sf: sf.query_all(soql), action="read the Case")
         tickets = {}
         for record in result.get("records", []):
             flat = dict(_flatten(record))
@@ -91,6 +124,11 @@ class SalesforceGateway:
             if is_record_id(record_id):
                 tickets[to18(record_id)] = Ticket(id=to18(record_id), fields=flat)
         return tickets
+
+    def describe(self, sobject: str) -> dict[str, dict[str, Any]]:
+        """The fields of an object, by API name (each with ``type``, ``updateable``, ``relationshipName``...)."""
+        answer = self._call(lambda sf: sf.restful(f"sobjects/{sobject}/describe/"), action=f"describe {sobject}")
+        return {str(f["name"]): dict(f) for f in (answer or {}).get("fields", [])}
 
     def update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
         records = [{"attributes": {"type": "Case"}, "id": case_id, **fields} for case_id, fields in updates]
@@ -104,12 +142,10 @@ class SalesforceGateway:
         results: list[RecordResult] = []
         for start in range(0, len(records), COLLECTION_LIMIT):
             chunk = records[start : start + COLLECTION_LIMIT]
-            answer = _translate(
-                lambda chunk=chunk: self._sf.restful(  # type: ignore[misc]
-                    "composite/sobjects",
-                    method=method,
-                    json={"allOrNone": False, "records": chunk},
-                    headers=NO_AUTO_ASSIGN,
+            body = {"allOrNone": False, "records": chunk}
+            answer = self._call(
+                lambda sf, body=body: sf.restful(  # type: ignore[misc]
+                    "composite/sobjects", method=method, json=body, headers=NO_AUTO_ASSIGN
                 ),
                 action=action,
             )

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.errors import ConfigError
 from bridge.phones import PhoneProblem, to_e164
+from bridge.salesforce_auth import SalesforceCredentials, choose_credentials
 from bridge.template import Template
 
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
@@ -94,12 +95,21 @@ class Settings(BaseSettings):
 
     salesforce_instance_url: str = ""
     salesforce_access_token: SecretStr = SecretStr("")
+    salesforce_client_id: str = ""
+    salesforce_client_secret: SecretStr = SecretStr("")
+    salesforce_domain: str = ""
+    salesforce_username: str = ""
+    salesforce_password: SecretStr = SecretStr("")
+    salesforce_security_token: SecretStr = SecretStr("")
+    salesforce_private_key: SecretStr = SecretStr("")
+    salesforce_private_key_file: str = ""
     salesforce_api_version: str = "61.0"
     salesforce_timeout_seconds: float = Field(default=30.0, gt=0)
     salesforce_ca_bundle: str = ""
     salesforce_org_ids: Annotated[tuple[str, ...], NoDecode] = ()
 
     bridge_webhook_token: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    bridge_api_key: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     bridge_config: Path = DEFAULT_CONFIG_PATH
     bridge_embedded_worker: bool = True
     bridge_loop_guard_seconds: float = Field(default=600.0, ge=0)
@@ -112,7 +122,7 @@ class Settings(BaseSettings):
 
     file: FileConfig = FileConfig()
 
-    @field_validator("salesforce_org_ids", "bridge_webhook_token", mode="before")
+    @field_validator("salesforce_org_ids", "bridge_webhook_token", "bridge_api_key", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return _comma_list(value)
@@ -150,19 +160,42 @@ class Settings(BaseSettings):
     def writeback(self) -> WritebackConfig:
         return self.file.writeback
 
-    def missing_for_serving(self) -> list[str]:
-        """Names of the settings a real (non-sandbox) deployment still lacks."""
+    def salesforce_credentials(self) -> SalesforceCredentials:
+        """The one complete Salesforce login in the settings, or :class:`ConfigError` saying what is missing."""
+        # A PEM in an environment variable often arrives with its newlines written as "\n".
+        private_key = self.salesforce_private_key.get_secret_value().replace("\\n", "\n")
+        return choose_credentials(
+            {
+                "instance_url": self.salesforce_instance_url,
+                "access_token": self.salesforce_access_token.get_secret_value(),
+                "client_id": self.salesforce_client_id,
+                "client_secret": self.salesforce_client_secret.get_secret_value(),
+                "domain": self.salesforce_domain,
+                "username": self.salesforce_username,
+                "password": self.salesforce_password.get_secret_value(),
+                "security_token": self.salesforce_security_token.get_secret_value(),
+                "private_key": private_key,
+                "private_key_file": self.salesforce_private_key_file,
+            }
+        )
+
+    def problems_for_serving(self) -> list[str]:
+        """What a real (non-sandbox) deployment still lacks, as sentences; empty when it can start."""
         required = {
             "CCAI_SUBDOMAIN": self.ccai_subdomain,
             "CCAI_API_TOKEN": self.ccai_api_token.get_secret_value(),
             "CCAI_BASE_URL (or CCAI_DOMAIN)": self.ccai_base_url,
             "CCAI_OUTBOUND_NUMBER": self.ccai_outbound_number,
-            "SALESFORCE_INSTANCE_URL": self.salesforce_instance_url,
-            "SALESFORCE_ACCESS_TOKEN": self.salesforce_access_token.get_secret_value(),
             "SALESFORCE_ORG_IDS": self.salesforce_org_ids,
             "BRIDGE_WEBHOOK_TOKEN": self.bridge_webhook_token,
         }
-        return [name for name, value in required.items() if not value]
+        missing = [name for name, value in required.items() if not value]
+        problems = [f"these settings are missing: {', '.join(missing)}."] if missing else []
+        try:
+            self.salesforce_credentials()
+        except ConfigError as exc:
+            problems.append(str(exc))
+        return problems
 
 
 def read_file_config(path: Path, *, explicit: bool) -> FileConfig:

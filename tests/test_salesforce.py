@@ -6,18 +6,26 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
 
 from bridge.errors import SalesforceAuthError, SalesforceRequestError, SalesforceUnavailable
-from bridge.salesforce import SalesforceGateway
+from bridge.salesforce import SalesforceGateway, TimeoutSession
+from bridge.salesforce_auth import SalesforceCredentials
 from bridge.sandbox.cases import sample_cases
 from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.servers import TlsFiles, free_port, make_tls_files
 from tests.conftest import wait_for
 
 CASE_1, CASE_2, CASE_3 = (c["Id"] for c in sample_cases()[:3])
+KEYS: dict[str, str] = {}
 FIELDS = ["Id", "CaseNumber", "Owner.Type", "Owner.Email", "ContactMobile", "ContactPhone", "Account.Name"]
 
 
@@ -28,15 +36,49 @@ class Org:
     tls: TlsFiles
 
     def gateway(self, *, token: str = "good-token", ca: str | None = None) -> SalesforceGateway:
+        credentials = SalesforceCredentials(mode="token", instance_url=self.url, access_token=token)
         return SalesforceGateway(
-            instance_url=self.url, access_token=token, api_version="61.0", timeout=5, ca_bundle=ca or str(self.tls.ca)
+            credentials=credentials, api_version="61.0", timeout=5, ca_bundle=ca or str(self.tls.ca)
         )
+
+    def login_gateway(self, credentials: SalesforceCredentials) -> SalesforceGateway:
+        """A gateway whose *.salesforce.com login URLs reach this org (simple-salesforce builds them
+        from the domain, so they are redirected at the HTTP layer)."""
+        session = TimeoutSession(5, ca_bundle=str(self.tls.ca))
+        session.mount("https://", RedirectAdapter(urlsplit(self.url).netloc))
+        return SalesforceGateway(credentials=credentials, api_version="61.0", timeout=5, session=session)
+
+
+class RedirectAdapter(HTTPAdapter):
+    """Sends requests for *.salesforce.com to the local org instead."""
+
+    def __init__(self, netloc: str) -> None:
+        super().__init__()
+        self.netloc = netloc
+
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
+        parts = urlsplit(request.url or "")
+        if (parts.hostname or "").endswith(".salesforce.com"):
+            request.url = urlunsplit(("https", self.netloc, parts.path, parts.query, ""))
+        return super().send(request, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
     tls = make_tls_files(Path(tmp_path_factory.mktemp("tls")))
-    sim = SalesforceSimulator(access_token="good-token")
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (Path(tmp_path_factory.mktemp("keys")) / "key.pem").write_bytes(
+        private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
+    sim = SalesforceSimulator(
+        access_token="good-token",
+        clients={"client-id": "client-secret"},
+        jwt_keys={
+            "client-id": private_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+        },
+        users={"bridge@acme.example": "password" + "securitytoken"},
+    )
+    KEYS["pem"] = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
     port = free_port()
     config = uvicorn.Config(
         create_salesforce_app(sim),
@@ -63,6 +105,9 @@ def fresh_org(org: Org) -> None:
     org.sim.calls.clear()
     org.sim.fail_next.clear()
     org.sim.tasks.clear()
+    org.sim.logins.clear()
+    org.sim.valid_tokens.clear()
+    org.sim.valid_tokens.add("good-token")
 
 
 def test_reads_many_cases_in_one_query_with_relationships_flattened(org: Org) -> None:
@@ -133,8 +178,68 @@ def test_an_expired_token_is_an_auth_error_without_the_token(org: Org) -> None:
 
 
 def test_an_unreachable_org_is_unavailable(tmp_path: Path) -> None:
-    gateway = SalesforceGateway(
-        instance_url=f"https://127.0.0.1:{free_port()}", access_token="t", api_version="61.0", timeout=2
-    )
+    credentials = SalesforceCredentials(mode="token", instance_url=f"https://127.0.0.1:{free_port()}", access_token="t")
+    gateway = SalesforceGateway(credentials=credentials, api_version="61.0", timeout=2)
     with pytest.raises(SalesforceUnavailable, match="Could not reach Salesforce"):
         gateway.read_tickets([CASE_1], ["Id"])
+
+
+LOGINS = {
+    "client_credentials": {"client_id": "client-id", "client_secret": "client-secret", "domain": "acme.my"},
+    "password": {"username": "bridge@acme.example", "password": "password", "security_token": "securitytoken"},
+}
+
+
+def credentials_for(mode: str) -> SalesforceCredentials:
+    if mode == "jwt":
+        values = {"username": "bridge@acme.example", "client_id": "client-id", "domain": "login"}
+        return SalesforceCredentials(mode="jwt", private_key=KEYS["pem"], **values)
+    return SalesforceCredentials(mode=mode, **LOGINS[mode])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["client_credentials", "jwt", "password"])
+def test_each_login_mode_gets_a_session_and_renews_it_once_when_it_expires(org: Org, mode: str) -> None:
+    gateway = org.login_gateway(credentials_for(mode))
+    assert CASE_1 in gateway.read_tickets([CASE_1], ["Id"])
+    assert org.sim.logins == [mode]
+    org.sim.valid_tokens.clear()  # the org expires every session mid-run
+    assert CASE_1 in gateway.read_tickets([CASE_1], ["Id"])
+    assert org.sim.logins == [mode, mode]
+    assert gateway.logins == 2
+    paths = [c["path"] for c in org.sim.calls]
+    assert paths.count("/services/data/v61.0/query/") == 3  # the refused call was retried once
+
+
+def test_a_bare_access_token_that_expires_says_so(org: Org) -> None:
+    gateway = org.gateway()
+    gateway.read_tickets([CASE_1], ["Id"])
+    org.sim.valid_tokens.clear()
+    with pytest.raises(
+        SalesforceAuthError, match=r"token has expired or was revoked\. Set a new SALESFORCE_ACCESS_TOKEN"
+    ):
+        gateway.read_tickets([CASE_1], ["Id"])
+    assert len([c for c in org.sim.calls if "query" in c["path"]]) == 2  # no retry without a way to log in
+
+
+@pytest.mark.parametrize(
+    ("mode", "change", "message"),
+    [
+        ("client_credentials", {"client_secret": "wrong"}, "invalid_client"),
+        ("password", {"password": "wrong"}, "INVALID_LOGIN"),
+    ],
+)
+def test_a_refused_login_is_an_auth_error_without_secrets(
+    org: Org, mode: str, change: dict[str, str], message: str
+) -> None:
+    values = {**LOGINS[mode], **change}
+    gateway = org.login_gateway(SalesforceCredentials(mode=mode, **values))  # type: ignore[arg-type]
+    with pytest.raises(SalesforceAuthError, match=message) as caught:
+        gateway.read_tickets([CASE_1], ["Id"])
+    assert "wrong" not in str(caught.value)
+    assert "client-secret" not in repr(credentials_for("client_credentials"))
+
+
+def test_describe_lists_fields_and_relationships(org: Org) -> None:
+    fields = org.gateway().describe("Case")
+    assert fields["CCAI_Chat_Id__c"]["updateable"]
+    assert fields["OwnerId"]["relationshipName"] == "Owner"

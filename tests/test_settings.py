@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ ROOT = Path(__file__).parents[1]
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("CCAI_OUTBOUND_NUMBER", "SALESFORCE_ORG_IDS", "BRIDGE_WEBHOOK_TOKEN", "BRIDGE_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_")):
+            monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env or config/ from the working directory
 
 
@@ -64,7 +66,82 @@ def test_a_named_mapping_file_must_exist(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_serving_lists_every_missing_setting() -> None:
-    missing = load_settings().missing_for_serving()
-    assert "CCAI_API_TOKEN" in missing
-    assert "SALESFORCE_ORG_IDS" in missing
-    assert "BRIDGE_WEBHOOK_TOKEN" in missing
+    problems = " ".join(load_settings().problems_for_serving())
+    for name in ("CCAI_API_TOKEN", "SALESFORCE_ORG_IDS", "BRIDGE_WEBHOOK_TOKEN", "SALESFORCE_CLIENT_SECRET"):
+        assert name in problems
+
+
+@pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({"SALESFORCE_INSTANCE_URL": "https://acme.my.salesforce.com", "SALESFORCE_ACCESS_TOKEN": "t"}, "token"),
+        (
+            {"SALESFORCE_CLIENT_ID": "c", "SALESFORCE_CLIENT_SECRET": "s", "SALESFORCE_DOMAIN": "acme.my"},
+            "client_credentials",
+        ),
+        (
+            {
+                "SALESFORCE_USERNAME": "u",
+                "SALESFORCE_CLIENT_ID": "c",
+                "SALESFORCE_PRIVATE_KEY_FILE": "/k.pem",
+                "SALESFORCE_DOMAIN": "login",
+            },
+            "jwt",
+        ),
+        ({"SALESFORCE_USERNAME": "u", "SALESFORCE_PASSWORD": "p", "SALESFORCE_SECURITY_TOKEN": "x"}, "password"),
+    ],
+)
+def test_exactly_one_complete_login_chooses_the_mode(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], mode: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().salesforce_credentials().mode == mode
+
+
+def test_no_complete_login_says_what_each_mode_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SALESFORCE_CLIENT_ID", "c")
+    monkeypatch.setenv("SALESFORCE_DOMAIN", "acme.my")
+    with pytest.raises(ConfigError) as caught:
+        load_settings().salesforce_credentials()
+    text = str(caught.value)
+    assert "OAuth client credentials needs SALESFORCE_CLIENT_SECRET" in text
+    assert "JWT bearer needs SALESFORCE_USERNAME, SALESFORCE_PRIVATE_KEY" in text
+    assert "access token needs SALESFORCE_INSTANCE_URL, SALESFORCE_ACCESS_TOKEN" in text
+
+
+def test_two_complete_logins_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "SALESFORCE_INSTANCE_URL": "https://x",
+        "SALESFORCE_ACCESS_TOKEN": "t",
+        "SALESFORCE_USERNAME": "u",
+        "SALESFORCE_PASSWORD": "p",
+        "SALESFORCE_SECURITY_TOKEN": "x",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="several logins"):
+        load_settings().salesforce_credentials()
+
+
+def test_client_credentials_need_a_my_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "SALESFORCE_CLIENT_ID": "c",
+        "SALESFORCE_CLIENT_SECRET": "s",
+        "SALESFORCE_DOMAIN": "login",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="My Domain"):
+        load_settings().salesforce_credentials()
+
+
+def test_a_private_key_with_escaped_newlines_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "SALESFORCE_USERNAME": "u",
+        "SALESFORCE_CLIENT_ID": "c",
+        "SALESFORCE_DOMAIN": "login",
+        "SALESFORCE_PRIVATE_KEY": "-----BEGIN KEY-----\\nabc\\n-----END KEY-----",
+    }.items():
+        monkeypatch.setenv(name, value)
+    credentials = load_settings().salesforce_credentials()
+    assert credentials.private_key == "-----BEGIN KEY-----\nabc\n-----END KEY-----"
+    assert "BEGIN" not in repr(credentials)

@@ -7,11 +7,12 @@ the bridge to its API budget, and ``/_sandbox/control`` injects outages and expi
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.record_ids import is_record_id, to18
+from bridge.sandbox._login import oauth_token, soap_login
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +55,25 @@ _SOQL = re.compile(r"^SELECT\s+(?P<fields>.+?)\s+FROM\s+Case\s+WHERE\s+Id\s+IN\s
 @dataclass
 class SalesforceSimulator:
     access_token: str
+    clients: dict[str, str] = field(default_factory=dict)  # OAuth client id -> secret
+    jwt_keys: dict[str, str] = field(default_factory=dict)  # OAuth client id -> PEM public key
+    users: dict[str, str] = field(default_factory=dict)  # username -> password + security token
+    valid_tokens: set[str] = field(default_factory=set)
+    logins: list[str] = field(default_factory=list)
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[dict[str, Any]] = field(default_factory=list)
     next_task: int = 1
+
+    def __post_init__(self) -> None:
+        self.valid_tokens.add(self.access_token)
+
+    def issue_token(self, how: str) -> str:
+        token = secrets.token_urlsafe(24)
+        self.valid_tokens.add(token)
+        self.logins.append(how)
+        return token
 
     def add_cases(self, cases: Iterable[dict[str, Any]]) -> None:
         for case in cases:
@@ -94,7 +110,7 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
             }
         )
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(token, sim.access_token):
+        if token not in sim.valid_tokens:
             return _errors(401, "INVALID_SESSION_ID", "Session expired or invalid")
         # A fault may name part of a path ("composite", "query") to hit only those calls.
         for index, fault in enumerate(sim.fail_next):
@@ -124,13 +140,21 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         return JSONResponse([_apply(sim, request.method, record) for record in body.get("records", [])])
 
     async def state(_request: Request) -> Response:
-        return JSONResponse({"cases": sim.cases, "tasks": sim.tasks, "calls": sim.calls})
+        return JSONResponse({"cases": sim.cases, "tasks": sim.tasks, "calls": sim.calls, "logins": sim.logins})
+
+    async def describe(request: Request) -> Response:
+        if (refused := gate(request)) is not None:
+            return refused
+        name = request.path_params["sobject"]
+        if name not in ("Case", "Task"):
+            return _errors(404, "NOT_FOUND", f"The requested resource does not exist: {name}")
+        return JSONResponse({"name": name, "fields": _describe_fields(name)})
 
     async def control(request: Request) -> Response:
         changes = await request.json()
         sim.fail_next.extend(changes.get("fail_next", []))
-        if "access_token" in changes:
-            sim.access_token = changes["access_token"]
+        if changes.get("expire_tokens"):
+            sim.valid_tokens.clear()
         sim.add_cases(changes.get("cases", []))
         return JSONResponse({"ok": True})
 
@@ -139,6 +163,9 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
             Route("/services/data/{version}/query/", query),
             Route("/services/data/{version}/query", query),
             Route("/services/data/{version}/composite/sobjects", collections, methods=["PATCH", "POST"]),
+            Route("/services/data/{version}/sobjects/{sobject}/describe/", describe),
+            Route("/services/oauth2/token", partial(oauth_token, sim), methods=["POST"]),
+            Route("/services/Soap/u/{version}", partial(soap_login, sim), methods=["POST"]),
             Route("/_sandbox/state", state),
             Route("/_sandbox/control", control, methods=["POST"]),
         ]
@@ -169,3 +196,36 @@ def _apply(sim: SalesforceSimulator, method: str, record: dict[str, Any]) -> dic
 
 def _failure(code: str, message: str) -> dict[str, Any]:
     return {"success": False, "errors": [{"statusCode": code, "message": message, "fields": []}]}
+
+
+_RELATIONSHIPS = {
+    "Owner": ("OwnerId", ["Group", "User"]),
+    "Account": ("AccountId", ["Account"]),
+    "Contact": ("ContactId", ["Contact"]),
+}
+
+
+def _describe_fields(name: str) -> list[dict[str, Any]]:
+    names = sorted(f for f in CASE_FIELDS if "." not in f) if name == "Case" else sorted(TASK_FIELDS | {"Id"})
+    fields: list[dict[str, Any]] = [
+        {
+            "name": f,
+            "type": "string",
+            "updateable": f not in ("Id", "CaseNumber"),
+            "relationshipName": None,
+            "referenceTo": [],
+        }
+        for f in names
+    ]
+    if name == "Case":
+        fields += [
+            {
+                "name": field_name,
+                "type": "reference",
+                "updateable": True,
+                "relationshipName": relation,
+                "referenceTo": targets,
+            }
+            for relation, (field_name, targets) in _RELATIONSHIPS.items()
+        ]
+    return fields
