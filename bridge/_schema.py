@@ -18,7 +18,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
+    text,
 )
 
 metadata = MetaData()
@@ -62,6 +64,9 @@ sends = Table(
     Column("writeback_not_before", Float),
     Column("writeback_lease_until", Float),
     Column("writeback_error", Text),
+    # v2: the Idempotency-Key's body fingerprint (API sends), and when an operator re-queued a send.
+    Column("request_hash", String(64)),
+    Column("requeued_at", Float),
     Index("ix_sends_due", "status", "not_before"),
     Index("ix_sends_writeback_due", "writeback", "writeback_not_before"),
     Index("ix_sends_ticket_attempt", "ticket_id", "first_attempt_at"),
@@ -72,8 +77,17 @@ def _v1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[sends])
 
 
+def _v2(connection: Connection) -> None:
+    # v1 creates the table from the current definition, so a new store already has these columns;
+    # a store created by an older release gets them added.
+    present = {column["name"] for column in inspect(connection).get_columns("sends")}
+    for name, kind in (("request_hash", "VARCHAR(64)"), ("requeued_at", "DOUBLE PRECISION")):
+        if name not in present:
+            connection.execute(text(f"ALTER TABLE sends ADD COLUMN {name} {kind}"))
+
+
 # Append only: each entry upgrades the schema from the previous version.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
 
 
 def current_version(connection: Connection) -> int:

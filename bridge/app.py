@@ -20,8 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge.api import SendApi
 from bridge.ccai import CCAIClient
 from bridge.errors import (
+    ApiError,
     AuthenticationFailed,
     InboundError,
     MalformedMessage,
@@ -58,6 +60,7 @@ class Services:
     webhook_tokens: Sequence[str]
     org_ids: Sequence[str]
     max_body_bytes: int
+    api_keys: Sequence[str] = ()
     run_worker: bool = True
     ccai: CCAIClient | None = None
 
@@ -109,6 +112,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         store=store,
         worker=worker,
         webhook_tokens=[t.get_secret_value() for t in settings.bridge_webhook_token],
+        api_keys=[k.get_secret_value() for k in settings.bridge_api_key],
         org_ids=settings.salesforce_org_ids,
         max_body_bytes=settings.bridge_max_body_bytes,
         run_worker=settings.bridge_embedded_worker if run_worker is None else run_worker,
@@ -178,16 +182,30 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             logger.warning("Refused an outbound message (%s): %s", exc.status, exc)
         return PlainTextResponse(str(exc) + "\n", status_code=exc.status)
 
+    async def api_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        if exc.status >= 500 or exc.status == 401:
+            logger.warning("Refused an API request (%s): %s", exc.status, exc)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
     async def store_unavailable(_request: Request, exc: Exception) -> Response:
         logger.error("Store unavailable, not acknowledging: %s", exc)
         return PlainTextResponse("The bridge cannot store events right now; try again.\n", status_code=503)
 
+    api = SendApi(
+        store=svc.store,
+        api_keys=svc.api_keys,
+        wake=svc.worker.wake if svc.worker is not None else (lambda: None),
+        max_body_bytes=svc.max_body_bytes,
+    )
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/salesforce/outbound-message", outbound_message, methods=["POST"]),
+            Route("/api/v1/sends", api.create, methods=["POST"]),
+            Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
         ],
-        exception_handlers={InboundError: inbound_error, StoreUnavailable: store_unavailable},
+        exception_handlers={InboundError: inbound_error, ApiError: api_error, StoreUnavailable: store_unavailable},
         lifespan=lifespan,
     )
 

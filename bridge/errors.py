@@ -9,6 +9,11 @@
     │   ├── OrganizationNotAllowed  403: OrganizationId not in SALESFORCE_ORG_IDS
     │   ├── MalformedMessage        400: not a well-formed outbound message
     │   └── UnsupportedMediaType    415: not XML
+    ├── ApiError                    the JSON send API refuses a request (answered as {"error": ...})
+    │   ├── ApiUnauthorized         401: missing or wrong API key
+    │   ├── ApiNotFound             404: no such send
+    │   ├── ApiConflict             409: an Idempotency-Key reused with another body
+    │   └── ApiDisabled             503: BRIDGE_API_KEY is not set
     ├── StoreUnavailable            503: the database cannot be reached; nothing is acked
     ├── CCAIError                   the SMS endpoint did not give us a chat
     │   ├── CCAIRejected            final: CCAI refused this request (its message is kept verbatim)
@@ -54,6 +59,28 @@ class MalformedMessage(InboundError):
 
 class UnsupportedMediaType(InboundError):
     status = 415
+
+
+class ApiError(BridgeError):
+    """A refused JSON API request; ``status`` is the HTTP status, the message goes in ``{"error": ...}``."""
+
+    status = 400
+
+
+class ApiUnauthorized(ApiError):
+    status = 401
+
+
+class ApiNotFound(ApiError):
+    status = 404
+
+
+class ApiConflict(ApiError):
+    status = 409
+
+
+class ApiDisabled(ApiError):
+    status = 503
 
 
 class StoreUnavailable(BridgeError):

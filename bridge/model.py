@@ -85,6 +85,12 @@ class ClaimedSend:
     created_at: float
     first_attempt_at: float | None
     overrides: Mapping[str, Any]
+    requeued_at: float | None = None
+
+    @property
+    def retrying_since(self) -> float:
+        """Where the bounded retry time starts: the first attempt, or an operator's re-queue."""
+        return max(self.first_attempt_at or self.created_at, self.requeued_at or 0.0)
 
 
 @dataclass(frozen=True)

@@ -108,30 +108,60 @@ class Store:
         if not new:
             return 0
         now = self._clock()
-        rows = [
-            {
-                "dedupe_key": item.dedupe_key,
-                "source": item.source,
-                "org_id": item.org_id,
-                "ticket_id": item.ticket_id,
-                "overrides": json.dumps(dict(item.overrides)) if item.overrides else None,
-                "status": "queued",
-                "attempts": 0,
-                "not_before": now,
-                "inflight": False,
-                "may_have_sent": False,
-                "created_at": now,
-                "writeback": "none",
-                "writeback_task": "none",
-                "writeback_attempts": 0,
-            }
-            for item in new
-        ]
+        rows = [_new_row(item, now) for item in new]
         dialect_insert = pg_insert if self._postgres else sqlite_insert
         statement = dialect_insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
         with self._tx() as connection:
             # One statement per row (executemany with RETURNING is not portable), one transaction.
             return sum(len(connection.execute(statement, row).all()) for row in rows)
+
+    def create(self, new: NewSend, *, request_hash: str | None = None) -> tuple[int, str | None, bool]:
+        """Store one send. Returns ``(id, stored request hash, created)``; when the dedupe key was
+        already taken, the existing send's id and hash with ``created`` False.
+        """
+        now = self._clock()
+        dialect_insert = pg_insert if self._postgres else sqlite_insert
+        statement = (
+            dialect_insert(sends)
+            .values(**_new_row(new, now), request_hash=request_hash)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(sends.c.id)
+        )
+        with self._tx() as connection:
+            inserted = connection.execute(statement).first()
+            if inserted is not None:
+                return int(inserted[0]), request_hash, True
+            existing = connection.execute(
+                select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
+            ).one()
+        return int(existing[0]), existing[1], False
+
+    def requeue_finished(self, send_id: int, *, statuses: Sequence[str]) -> bool:
+        """An operator's retry: queue a finished send again if its status is one of ``statuses``.
+
+        The loop guard does not apply to it, and its retry time starts anew.
+        """
+        now = self._clock()
+        with self._tx() as connection:
+            result = connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.status.in_(list(statuses)))
+                .values(
+                    status="queued",
+                    not_before=now,
+                    requeued_at=now,
+                    first_attempt_at=func.coalesce(sends.c.first_attempt_at, now),
+                    inflight=False,
+                    may_have_sent=False,
+                    lease_owner=None,
+                    lease_until=None,
+                    finished_at=None,
+                    writeback="none",
+                    writeback_task="none",
+                    writeback_lease_until=None,
+                )
+            )
+        return result.rowcount == 1
 
     # -- the send step ------------------------------------------------------------------------
 
@@ -169,6 +199,7 @@ class Store:
                 created_at=row["created_at"],
                 first_attempt_at=row["first_attempt_at"],
                 overrides=json.loads(row["overrides"]) if row["overrides"] else {},
+                requeued_at=row["requeued_at"],
             )
             for row in rows
         ]
@@ -353,3 +384,22 @@ class Store:
             ).scalar()
         candidates = [t for t in (send_at, writeback_at) if t is not None]
         return min(candidates) if candidates else None
+
+
+def _new_row(item: NewSend, now: float) -> dict[str, Any]:
+    return {
+        "dedupe_key": item.dedupe_key,
+        "source": item.source,
+        "org_id": item.org_id,
+        "ticket_id": item.ticket_id,
+        "overrides": json.dumps(dict(item.overrides)) if item.overrides else None,
+        "status": "queued",
+        "attempts": 0,
+        "not_before": now,
+        "inflight": False,
+        "may_have_sent": False,
+        "created_at": now,
+        "writeback": "none",
+        "writeback_task": "none",
+        "writeback_attempts": 0,
+    }

@@ -132,7 +132,9 @@ class Worker:
         to_read = []
         for job in claimed:
             if job.first_attempt_at is None:
-                guard = partial(self._store.start_attempt, cooldown=options.loop_guard_seconds, owner=self.owner)
+                # The loop guard is for events Salesforce fires; a person's explicit send is not a loop.
+                cooldown = options.loop_guard_seconds if job.source == "outbound_message" else 0.0
+                guard = partial(self._store.start_attempt, cooldown=cooldown, owner=self.owner)
                 recent = await anyio.to_thread.run_sync(guard, job.id, job.ticket_id)
                 if recent is not None:
                     minutes = math.ceil(options.loop_guard_seconds / 60)
@@ -185,7 +187,7 @@ class Worker:
         except SalesforceError as exc:
             logger.warning("Reading %d Case(s) failed, will retry: %s", len(ids), exc)
             # One delay for the whole batch, so that the retry is again a single query.
-            wait = _backoff.delay(self._clock() - min(j.first_attempt_at or j.created_at for j in jobs), rng=self._rng)
+            wait = _backoff.delay(self._clock() - min(j.retrying_since for j in jobs), rng=self._rng)
             for job in jobs:
                 await self._retry_or_give_up(job, str(exc), reached=False, wait=wait)
         return None
@@ -244,7 +246,7 @@ class Worker:
     ) -> None:
         now = self._clock()
         may_have_sent = job.may_have_sent or reached
-        elapsed = now - (job.first_attempt_at or job.created_at)
+        elapsed = now - job.retrying_since
         if elapsed < self._options.ccai_retry_for:
             wait = max(retry_after or 0.0, wait if wait is not None else _backoff.delay(elapsed, rng=self._rng))
             logger.info("Send %s will be retried in %.0f s: %s", job.id, wait, reason)

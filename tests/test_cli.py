@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from bridge._schema import LATEST_VERSION
 from bridge.salesforce_om import parse_outbound_message
 from bridge.sandbox.cases import sample_cases
 from tests.conftest import python_command
@@ -39,7 +40,7 @@ def test_migrate_creates_the_store_and_is_repeatable(tmp_path: Path) -> None:
     for _ in range(2):
         result = run("migrate", cwd=tmp_path, DATABASE_URL=url)
         assert result.returncode == 0, result.stderr
-        assert "version 1" in result.stdout
+        assert f"version {LATEST_VERSION}" in result.stdout
     assert (tmp_path / "x.db").exists()
 
 

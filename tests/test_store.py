@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from sqlalchemy import inspect, text
+
+from bridge._schema import LATEST_VERSION
 from bridge.model import NewSend, Outcome
 from bridge.store import Store
 from tests.conftest import Clock
@@ -22,7 +25,7 @@ def test_the_same_notification_is_stored_once_even_after_a_restart(store: Store,
 
 
 def test_migrate_is_idempotent(store: Store) -> None:
-    assert store.migrate() == store.migrate() == 1
+    assert store.migrate() == store.migrate() == LATEST_VERSION
     store.ingest([om("04l1")])
     store.migrate()
     assert store.counts() == {"queued": 1}
@@ -94,3 +97,46 @@ def test_a_leased_write_back_is_not_due_before_its_lease_ends(store: Store, cloc
     assert store.next_due() == clock.now
     store.claim_writebacks(limit=10, lease_seconds=45)  # then the worker holding it dies
     assert store.next_due() == clock.now + 45
+
+
+def test_a_store_from_the_first_release_is_upgraded_in_place(store: Store) -> None:
+    old = store
+    with old.engine.begin() as connection:  # the v1 schema, as the first release created it
+        connection.execute(text("DROP TABLE sends"))
+        connection.execute(text("DELETE FROM bridge_schema_version WHERE version > 1"))
+        connection.execute(
+            text(
+                "CREATE TABLE sends (id INTEGER PRIMARY KEY, dedupe_key VARCHAR(200) NOT NULL UNIQUE, "
+                "source VARCHAR(32) NOT NULL, org_id VARCHAR(18), ticket_id VARCHAR(18) NOT NULL, overrides TEXT, "
+                "status VARCHAR(16) NOT NULL, reason TEXT, chat_id VARCHAR(64), message TEXT, "
+                "end_user_hint VARCHAR(16), "
+                "attempts INTEGER NOT NULL, not_before FLOAT NOT NULL, lease_owner VARCHAR(64), lease_until FLOAT, "
+                "inflight BOOLEAN NOT NULL, may_have_sent BOOLEAN NOT NULL, created_at FLOAT NOT NULL, "
+                "first_attempt_at FLOAT, finished_at FLOAT, writeback VARCHAR(16) NOT NULL, "
+                "writeback_task VARCHAR(16) NOT NULL, writeback_attempts INTEGER NOT NULL, writeback_not_before FLOAT, "
+                "writeback_lease_until FLOAT, writeback_error TEXT)"
+            )
+        )
+    assert old.migrate() == LATEST_VERSION
+    with old.engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("sends")}
+    assert {"request_hash", "requeued_at"} <= columns
+
+
+def test_create_reports_an_existing_key_with_its_fingerprint(store: Store) -> None:
+    new = NewSend(dedupe_key="api:key-1", source="api", ticket_id=CASE)
+    first = store.create(new, request_hash="aaa")
+    assert first[1:] == ("aaa", True)
+    assert store.create(new, request_hash="bbb") == (first[0], "aaa", False)
+
+
+def test_an_operator_retry_requeues_only_allowed_statuses(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.finish(job.id, Outcome(status="sent", chat_id="1"), owner="w", create_task=True)
+    assert not store.requeue_finished(job.id, statuses=("failed",))
+    clock.advance(5)
+    assert store.requeue_finished(job.id, statuses=("failed", "sent"))
+    row = store.get(job.id)
+    assert row is not None
+    assert (row["status"], row["requeued_at"], row["writeback"]) == ("queued", clock.now, "none")

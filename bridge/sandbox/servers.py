@@ -21,6 +21,7 @@ from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
 
 SANDBOX_WEBHOOK_TOKEN = "sandbox-webhook-token"  # noqa: S105 - a well-known value for the local demo
+SANDBOX_API_KEY = "sandbox-api-key"
 _CCAI_SUBDOMAIN = "sandbox"
 _CCAI_TOKEN = "sandbox-api-token"  # noqa: S105
 _SALESFORCE_TOKEN = "sandbox-access-token"  # noqa: S105
@@ -86,6 +87,7 @@ class Platforms:
             "salesforce_ca_bundle": str(self.tls.ca),
             "salesforce_org_ids": SANDBOX_ORG_ID,
             "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
+            "bridge_api_key": SANDBOX_API_KEY,
         }
 
     def describe(self) -> dict[str, str]:
