@@ -18,6 +18,7 @@ import uvicorn
 
 from bridge import __version__
 from bridge.app import create_app
+from bridge.console import add_commands
 from bridge.errors import BridgeError, ConfigError
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.servers import SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--org", default=SANDBOX_ORG_ID, help="OrganizationId to put in the message")
     sample.add_argument("--post", metavar="URL", help="post it to this URL and print the answer")
     sample.set_defaults(handler=_sample)
+    add_commands(commands)
     return parser
 
 

@@ -98,6 +98,10 @@ class Store:
                     connection.execute(insert(schema_version).values(version=number, applied_at=self._clock()))
         return LATEST_VERSION
 
+    def schema_version(self) -> int:
+        with self._tx() as connection:
+            return current_version(connection)
+
     # -- inbox --------------------------------------------------------------------------------
 
     def ingest(self, new: Sequence[NewSend]) -> int:

@@ -198,10 +198,9 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
+def _run_sandbox(directory: Path) -> Iterator[SandboxProcess]:
     process = subprocess.Popen(
-        python_command("sandbox", "--dir", str(tmp_path / "tls")),
+        python_command("sandbox", "--dir", str(directory / "tls")),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -220,6 +219,17 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
+    yield from _run_sandbox(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """One sandbox for a whole module, for tests that never change the platforms' state."""
+    yield from _run_sandbox(tmp_path_factory.mktemp("sandbox"))
 
 
 def _reachable(handle: SandboxProcess) -> bool:
@@ -292,13 +302,12 @@ class BridgeProcess:
         return self.log_path.read_text()
 
 
-@pytest.fixture
-def bridge_env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
+def bridge_environment(sandbox: SandboxProcess, directory: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_"))}
     env.update({k.upper(): str(v) for k, v in sandbox.info["settings"].items()})
     env.update(
         {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'bridge.db'}",
+            "DATABASE_URL": f"sqlite:///{directory / 'bridge.db'}",
             "BRIDGE_CONFIG": str(Path(__file__).parents[1] / "config" / "bridge.toml"),
             "BRIDGE_POLL_SECONDS": "0.2",
             "BRIDGE_LEASE_SECONDS": "3",
@@ -308,6 +317,21 @@ def bridge_env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture
+def bridge_env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
+    return bridge_environment(sandbox, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_bridge(module_sandbox: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
+    """One running bridge for a module, beside ``module_sandbox``."""
+    directory = tmp_path_factory.mktemp("bridge")
+    bridge = BridgeProcess(env=bridge_environment(module_sandbox, directory), log_path=directory / "bridge.log")
+    bridge.start()
+    yield bridge
+    bridge.stop()
 
 
 @pytest.fixture

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from bridge._schema import LATEST_VERSION
 from bridge.salesforce_om import parse_outbound_message
 from bridge.sandbox.cases import sample_cases
-from tests.conftest import python_command
+from tests.conftest import BridgeProcess, python_command
+
+MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
 
 
 def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -55,3 +62,64 @@ def test_sample_message_prints_a_valid_outbound_message(tmp_path: Path) -> None:
     assert result.returncode == 0
     _, notes = parse_outbound_message(result.stdout.encode())
     assert [n.ticket_id for n in notes] == [c["Id"] for c in sample_cases()[:3]]
+
+
+# -- against a running bridge and the sandbox platforms ------------------------------------------
+
+
+@pytest.mark.e2e
+def test_check_passes_against_working_platforms(bridge_env: dict[str, str], tmp_path: Path) -> None:
+    assert run("migrate", cwd=tmp_path, **bridge_env).returncode == 0
+    result = run("check", cwd=tmp_path, **bridge_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for area in ("Settings", "Store", "CCAI", "Salesforce", "Write-back fields", "Mapping fields", "Tasks"):
+        assert re.search(rf"^ok\s+{area}\s", result.stdout, re.M), area
+    assert "All checks passed." in result.stdout
+    assert "sandbox-api-token" not in result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_check_names_what_is_wrong(bridge_env: dict[str, str], tmp_path: Path) -> None:
+    mapping = tmp_path / "bridge.toml"
+    mapping.write_text(
+        '[mapping]\nmessage_template = "Hi {Contact.Nickname__c}"\n[writeback]\nchat_id_field = "Chat__c"\n'
+    )
+    env = {**bridge_env, "BRIDGE_CONFIG": str(mapping), "CCAI_OUTBOUND_NUMBER": "+1 212 555 0142"}
+    result = run("check", "--json", cwd=tmp_path, **env)
+    assert result.returncode == 1
+    findings = {f["area"]: f for f in json.loads(result.stdout)}
+    assert not findings["CCAI"]["ok"]
+    assert "outbound_number is not found" in findings["CCAI"]["detail"]
+    assert not findings["Write-back fields"]["ok"]
+    assert "Chat__c" in findings["Write-back fields"]["detail"]
+    assert findings["Mapping fields"]["ok"]  # Contact is a relationship of Case; its fields are not described
+    wrong_token = run("check", cwd=tmp_path, **{**bridge_env, "CCAI_API_TOKEN": "wrong"})
+    assert re.search(r"^FAIL\s+CCAI\s+.*credentials", wrong_token.stdout, re.M)
+
+
+@pytest.mark.e2e
+def test_send_list_show_and_retry_as_an_operator(
+    start_bridge: Callable[..., BridgeProcess], bridge_env: dict[str, str], tmp_path: Path
+) -> None:
+    start_bridge()
+    sent = run("send", MOBILE, "--message", "Hello from the CLI", "--wait", "10", cwd=tmp_path, **bridge_env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert re.search(r"Send (\d+) for Case 5005g00000SBX01AAH: sent", sent.stdout)
+    failed = run("send", UK, "--wait", "10", cwd=tmp_path, **bridge_env)
+    assert failed.returncode == 1
+    assert "only US numbers can be texted" in failed.stdout
+
+    listing = run("sends", "list", cwd=tmp_path, **bridge_env)
+    assert listing.stdout.splitlines()[0].split()[:3] == ["ID", "CREATED", "AT"]
+    assert len(listing.stdout.splitlines()) == 3
+    rows = json.loads(run("sends", "list", "--status", "failed", "--json", cwd=tmp_path, **bridge_env).stdout)
+    assert [(r["ticket_id"], r["status"]) for r in rows] == [(UK, "failed")]
+    shown = json.loads(run("sends", "show", str(rows[0]["id"]), "--json", cwd=tmp_path, **bridge_env).stdout)
+    assert shown["error"].startswith("The Case's ContactMobile")
+
+    refused = run("sends", "retry", "1", cwd=tmp_path, **bridge_env)
+    assert refused.returncode == 1
+    assert "--force" in refused.stdout
+    again = run("sends", "retry", "--status", "failed", cwd=tmp_path, **bridge_env)
+    assert again.stdout.strip().endswith("1 failed send(s) queued again.")
+    assert run("sends", "show", "9", cwd=tmp_path, **bridge_env).returncode == 1

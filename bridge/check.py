@@ -1,0 +1,152 @@
+"""``bridge check``: verify a configuration end to end without texting anyone.
+
+CCAI is probed with a request whose message is empty: CCAI refuses it ("message is required")
+before creating a chat, and only after accepting the credentials and the numbers, so reaching that
+refusal proves the endpoint, the API token and the outbound number together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio.to_thread
+
+from bridge._schema import LATEST_VERSION
+from bridge.ccai import CCAIClient
+from bridge.errors import BridgeError, CCAIRejected, ConfigError
+from bridge.mapping import BASE_FIELDS, TicketMapper
+from bridge.model import SmsRequest
+from bridge.salesforce import SalesforceGateway
+from bridge.settings import Settings
+from bridge.store import Store
+
+# A fictional number (555-01xx is reserved for fiction); the probe's empty message is refused anyway.
+PROBE_NUMBER = "+12015550123"
+
+
+@dataclass(frozen=True)
+class Finding:
+    area: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def run_checks(settings: Settings) -> list[Finding]:
+    findings = [_check_settings(settings)]
+    findings.append(await anyio.to_thread.run_sync(_check_store, settings))
+    if settings.ccai_base_url and settings.ccai_outbound_number:
+        findings.append(await _check_ccai(settings))
+    try:
+        credentials = settings.salesforce_credentials()
+    except ConfigError:
+        return findings  # already reported by the settings check
+    gateway = SalesforceGateway(
+        credentials=credentials,
+        api_version=settings.salesforce_api_version,
+        timeout=settings.salesforce_timeout_seconds,
+        ca_bundle=settings.salesforce_ca_bundle or None,
+    )
+    findings.extend(await anyio.to_thread.run_sync(_check_salesforce, settings, gateway))
+    return findings
+
+
+def _check_settings(settings: Settings) -> Finding:
+    problems = settings.problems_for_serving()
+    if problems:
+        return Finding("Settings", False, " ".join(problems))
+    detail = f"complete; Salesforce login: {settings.salesforce_credentials().mode}"
+    if not settings.bridge_api_key:
+        detail += "; the send API is off (BRIDGE_API_KEY is empty)"
+    return Finding("Settings", True, detail)
+
+
+def _check_store(settings: Settings) -> Finding:
+    where = _redact(settings.database_url)
+    store = Store.from_url(settings.database_url)
+    try:
+        version = store.schema_version()
+    except BridgeError as exc:
+        return Finding("Store", False, f"{where}: {exc}")
+    finally:
+        store.close()
+    if version < LATEST_VERSION:
+        return Finding("Store", False, f"{where} is at schema version {version}; run `bridge migrate`.")
+    return Finding("Store", True, f"{where} at schema version {version}")
+
+
+async def _check_ccai(settings: Settings) -> Finding:
+    client = CCAIClient(
+        base_url=settings.ccai_base_url,
+        subdomain=settings.ccai_subdomain,
+        api_token=settings.ccai_api_token.get_secret_value(),
+        timeout=settings.ccai_timeout_seconds,
+    )
+    probe = SmsRequest(
+        end_user_number=PROBE_NUMBER,
+        outbound_number=settings.ccai_outbound_number,
+        message="",
+        chat_type=settings.ccai_chat_type,
+    )
+    try:
+        chat = await client.send(probe)
+    except CCAIRejected as exc:
+        if exc.message == "message is required":
+            return Finding(
+                "CCAI", True, f"{settings.ccai_base_url}: credentials, chat type and outbound number accepted"
+            )
+        if "outbound_number" in exc.message:
+            return Finding("CCAI", False, f"CCAI refused CCAI_OUTBOUND_NUMBER: {exc.message}")
+        return Finding("CCAI", False, f"CCAI refused the probe: {exc.message}")
+    except BridgeError as exc:
+        return Finding("CCAI", False, str(exc))
+    finally:
+        await client.aclose()
+    return Finding("CCAI", False, f"CCAI accepted a probe with an empty message (chat {chat.id}); please report this.")
+
+
+def _check_salesforce(settings: Settings, gateway: SalesforceGateway) -> list[Finding]:
+    try:
+        case_fields = gateway.describe("Case")
+    except BridgeError as exc:
+        return [Finding("Salesforce", False, str(exc))]
+    findings = [Finding("Salesforce", True, f"logged in ({settings.salesforce_credentials().mode}); Case described")]
+    config = settings.writeback
+    wanted = (config.chat_id_field, config.status_field, config.error_field)
+    bad = [name for name in wanted if not case_fields.get(name, {}).get("updateable")]
+    findings.append(
+        Finding("Write-back fields", False, f"missing or read-only on Case: {', '.join(bad)} (see README)")
+        if bad
+        else Finding("Write-back fields", True, ", ".join(wanted))
+    )
+    mapper = TicketMapper(config=settings.mapping, outbound_number=settings.ccai_outbound_number, chat_type="")
+    relationships = {str(f.get("relationshipName")) for f in case_fields.values() if f.get("relationshipName")}
+    unknown = [
+        name
+        for name in mapper.fields
+        if name not in BASE_FIELDS
+        and (name.split(".")[0] not in relationships if "." in name else name not in case_fields)
+    ]
+    findings.append(
+        Finding("Mapping fields", False, f"not on Case: {', '.join(unknown)} (check config/bridge.toml)")
+        if unknown
+        else Finding("Mapping fields", True, ", ".join(n for n in mapper.fields if n not in BASE_FIELDS))
+    )
+    if config.create_task:
+        try:
+            gateway.describe("Task")
+            findings.append(Finding("Tasks", True, "the bridge's user can describe Task"))
+        except BridgeError as exc:
+            findings.append(Finding("Tasks", False, str(exc)))
+    return findings
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
