@@ -21,7 +21,7 @@ from bridge.app import create_app
 from bridge.console import add_commands
 from bridge.errors import BridgeError, ConfigError
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
-from bridge.sandbox.servers import SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
+from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
 from bridge.settings import Settings, load_settings
 from bridge.store import Store
 
@@ -168,6 +168,14 @@ In another terminal, post an outbound message about the first three Cases:
 (or with curl: {exe} sample-message | curl -sS -H 'Content-Type: text/xml' --data-binary @- '{endpoint}')
 
 This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the Case.
+
+Or send as an agent's button would, through the send API:
+
+  curl -sS '{bridge_url}/api/v1/sends?wait=10' -H 'Authorization: Bearer {SANDBOX_API_KEY}' \\
+       -H 'Content-Type: application/json' -d '{{"ticket_id": "{sample_cases()[1]["Id"]}"}}'
+
+and look at the sends with: {exe} sends list   (with DATABASE_URL={settings.database_url})
+
 Stop with Ctrl-C.
 """,
         flush=True,
