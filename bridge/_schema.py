@@ -72,6 +72,23 @@ sends = Table(
     Index("ix_sends_ticket_attempt", "ticket_id", "first_attempt_at"),
 )
 
+# v3: the CCAI request pacing shared by every worker, one row per CCAI tenant.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("next_slot", Float, nullable=False),
+)
+
+# v3: what operators read with `bridge status`: worker heartbeats, the last Salesforce API usage.
+bridge_status = Table(
+    "bridge_status",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 
 def _v1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[sends])
@@ -86,8 +103,12 @@ def _v2(connection: Connection) -> None:
             connection.execute(text(f"ALTER TABLE sends ADD COLUMN {name} {kind}"))
 
 
+def _v3(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[rate_limits, bridge_status])
+
+
 # Append only: each entry upgrades the schema from the previous version.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 
 
 def current_version(connection: Connection) -> int:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,7 +34,7 @@ from bridge.errors import (
 )
 from bridge.mapping import TicketMapper
 from bridge.model import NewSend
-from bridge.ratelimit import RateLimiter
+from bridge.ratelimit import SharedRateLimiter
 from bridge.record_ids import org_prefix
 from bridge.salesforce import SalesforceGateway
 from bridge.salesforce_om import ACK, parse_outbound_message
@@ -61,6 +62,7 @@ class Services:
     org_ids: Sequence[str]
     max_body_bytes: int
     api_keys: Sequence[str] = ()
+    shutdown_seconds: float = 20.0
     run_worker: bool = True
     ccai: CCAIClient | None = None
 
@@ -95,7 +97,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         gateway=gateway,
         ccai=ccai,
         mapper=mapper,
-        limiter=RateLimiter(settings.ccai_rate_limit),
+        limiter=SharedRateLimiter(store, tenant=settings.ccai_subdomain, rate=settings.ccai_rate_limit),
         writeback=writeback,
         options=WorkerOptions(
             batch_size=settings.bridge_batch_size,
@@ -113,6 +115,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         worker=worker,
         webhook_tokens=[t.get_secret_value() for t in settings.bridge_webhook_token],
         api_keys=[k.get_secret_value() for k in settings.bridge_api_key],
+        shutdown_seconds=settings.bridge_shutdown_seconds,
         org_ids=settings.salesforce_org_ids,
         max_body_bytes=settings.bridge_max_body_bytes,
         run_worker=settings.bridge_embedded_worker if run_worker is None else run_worker,
@@ -131,11 +134,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(svc.store.migrate)
         async with anyio.create_task_group() as group:
-            if svc.run_worker and svc.worker is not None:
-                group.start_soon(svc.worker.run)
+            worker = svc.worker if svc.run_worker else None
+            if worker is not None:
+                stopped = await start_worker(group, worker)
             try:
                 yield
             finally:
+                if worker is not None:
+                    await drain_worker(worker, stopped, svc.shutdown_seconds)
                 group.cancel_scope.cancel()
         if svc.ccai is not None:
             await svc.ccai.aclose()
@@ -208,6 +214,33 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         exception_handlers={InboundError: inbound_error, ApiError: api_error, StoreUnavailable: store_unavailable},
         lifespan=lifespan,
     )
+
+
+async def start_worker(group: anyio.abc.TaskGroup, worker: Worker) -> anyio.Event:
+    """Run the worker in ``group``; the returned event is set when it has stopped."""
+    stopped = anyio.Event()
+
+    async def run() -> None:
+        try:
+            await worker.run()
+        finally:
+            stopped.set()
+
+    group.start_soon(run)
+    return stopped
+
+
+async def drain_worker(worker: Worker, stopped: anyio.Event, seconds: float) -> None:
+    """Ask the worker to stop and give it ``seconds`` to finish the requests under way.
+
+    A request still unanswered after that is cancelled; its send stays flagged as possibly
+    delivered, so whoever takes it up next follows the ambiguous-outcome rule.
+    """
+    worker.stop()
+    with anyio.move_on_after(seconds):
+        await stopped.wait()
+    if not stopped.is_set():
+        logger.warning("The worker did not finish within %.0f s; its unanswered sends will be retaken", seconds)
 
 
 def _authenticate(given: str, tokens: Sequence[str]) -> None:

@@ -7,23 +7,27 @@ import asyncio
 import json
 import logging
 import shlex
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import uvicorn
 
 from bridge import __version__
-from bridge.app import create_app
+from bridge._schema import LATEST_VERSION
+from bridge.app import build_services, create_app, drain_worker, start_worker
 from bridge.console import add_commands
 from bridge.errors import BridgeError, ConfigError
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
 from bridge.settings import Settings, load_settings
 from bridge.store import Store
+from bridge.worker import Worker
 
 logger = logging.getLogger("bridge")
 
@@ -56,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0, or HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000, or PORT)")
     serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run a worker alone (no web server); stops cleanly on SIGTERM")
+    worker.set_defaults(handler=_worker)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the store's schema")
     migrate.set_defaults(handler=_migrate)
@@ -110,6 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.sandbox:
         return _serve_sandbox(overrides)
     settings = load_settings(**overrides)
+    settings.check_storage()
     problems = settings.problems_for_serving()
     if problems:
         raise ConfigError(
@@ -182,8 +190,35 @@ Stop with Ctrl-C.
     )
 
 
+def _worker(_args: argparse.Namespace) -> int:
+    settings = load_settings()
+    settings.check_storage()
+    problems = settings.problems_for_serving(web=False)
+    if problems:
+        raise ConfigError(" ".join(problems) + " Set them in the environment or in .env (see README).")
+    services = build_services(settings, run_worker=True)
+    if not services.store.schema_version() >= LATEST_VERSION:
+        raise ConfigError("The store's schema is not up to date: run `bridge migrate` first.")
+    assert services.worker is not None
+    anyio.run(_run_worker, services.worker, settings.bridge_shutdown_seconds)
+    return 0
+
+
+async def _run_worker(worker: Worker, shutdown_seconds: float) -> None:
+    """Run until SIGTERM or SIGINT, then drain (Heroku sends SIGKILL 30 s after SIGTERM)."""
+    async with anyio.create_task_group() as group:
+        stopped = await start_worker(group, worker)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for received in signals:
+                logger.info("Received %s; stopping the worker", signal.Signals(received).name)
+                break
+        await drain_worker(worker, stopped, shutdown_seconds)
+        group.cancel_scope.cancel()
+
+
 def _migrate(_args: argparse.Namespace) -> int:
     settings = load_settings()
+    settings.check_storage()
     store = Store.from_url(settings.database_url)
     try:
         version = store.migrate()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,10 +20,11 @@ from bridge.check import run_checks
 from bridge.errors import ConfigError
 from bridge.model import NewSend
 from bridge.record_ids import is_record_id, to18
-from bridge.sends import FINAL, REACHED_CCAI, RETRYABLE, public_view, retry, wait_for_outcome
+from bridge.sends import FINAL, REACHED_CCAI, RETRYABLE, iso, public_view, retry, wait_for_outcome
 from bridge.settings import load_settings
 from bridge.store import Store
 
+WORKER_SILENT_SECONDS = 60.0  # a worker reports every few seconds; silent this long means gone
 LIST_COLUMNS = ("id", "created_at", "source", "ticket_id", "status", "attempts", "chat_id", "write_back", "error")
 
 
@@ -55,6 +57,10 @@ def add_commands(commands: Any) -> None:
     which.add_argument("--status", choices=("failed", "skipped", "unknown"))
     again.add_argument("--force", action="store_true", help="also retry sends that may have reached the customer")
     again.set_defaults(handler=_retry)
+
+    status = commands.add_parser("status", help="queue, workers and Salesforce API usage")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_status)
 
     check = commands.add_parser("check", help="verify the configuration against both platforms")
     check.add_argument("--json", action="store_true")
@@ -155,6 +161,41 @@ def _each_with_progress(ids: Sequence[int], action: Callable[[int], object]) -> 
             print(f"\r{done}/{len(ids)}", end="", file=sys.stderr, flush=True)
     if sys.stderr.isatty() and ids:
         print(file=sys.stderr)
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = _store()
+    try:
+        summary = store.queue_summary()
+        workers = store.status_items("worker:")
+        usage = store.status_items("salesforce:api_usage").get("salesforce:api_usage")
+        now = time.time()
+    finally:
+        store.close()
+    live = {
+        key.removeprefix("worker:"): now - at for key, (_, at) in workers.items() if now - at < WORKER_SILENT_SECONDS
+    }
+    report = {
+        **summary,
+        "workers": {name: round(age, 1) for name, age in sorted(live.items())},
+        "salesforce_api_usage": None if usage is None else {**usage[0], "as_of": iso(usage[1])},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_status"].items())) or "empty"
+    oldest = summary["oldest_queued_seconds"]
+    print(f"Sends:               {counts}")
+    print(f"Oldest queued:       {'-' if oldest is None else f'{oldest:.0f} s'}")
+    print(f"Write-backs pending: {summary['writebacks_pending']}")
+    print(
+        f"Workers alive:       {len(live)}" + "".join(f"\n  {n} (seen {a:.0f} s ago)" for n, a in sorted(live.items()))
+    )
+    if usage is None:
+        print("Salesforce API usage: not reported yet")
+    else:
+        print(f"Salesforce API usage: {usage[0]['used']:,} of {usage[0]['total']:,} today (as of {iso(usage[1])})")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -40,6 +40,9 @@ class CaseGateway(Protocol):
 
     def create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]: ...
 
+    def api_usage(self) -> tuple[int, int] | None:
+        """The org's API calls used and allowed today, as last reported by Salesforce."""
+
 
 class TimeoutSession(requests.Session):
     """A requests session that applies a timeout (and, when given, a CA bundle) to every call.
@@ -108,6 +111,11 @@ class SalesforceGateway:
             logger.info("Salesforce session expired; logging in again")
             client = self._client(replacing=client)
             return _translate(lambda: call(client), action=action)
+
+    def api_usage(self) -> tuple[int, int] | None:
+        """From the last ``Sforce-Limit-Info`` header simple-salesforce saw, if any."""
+        usage = getattr(self._sf, "api_usage", {}).get("api-usage") if self._sf is not None else None
+        return (int(usage.used), int(usage.total)) if usage is not None else None
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
         """Read many Cases in one SOQL query; Cases that do not exist are absent from the result."""

@@ -19,7 +19,7 @@ RETRYABLE = ("failed", "skipped")
 REACHED_CCAI = ("sent", "unknown")
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -38,10 +38,10 @@ def public_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "end_user_number": row["end_user_hint"],
         "write_back": _write_back_state(row),
         "write_back_error": row["writeback_error"],
-        "created_at": _iso(row["created_at"]),
-        "first_attempt_at": _iso(row["first_attempt_at"]),
-        "finished_at": _iso(row["finished_at"]),
-        "next_attempt_at": _iso(row["not_before"]) if row["status"] == "queued" else None,
+        "created_at": iso(row["created_at"]),
+        "first_attempt_at": iso(row["first_attempt_at"]),
+        "finished_at": iso(row["finished_at"]),
+        "next_attempt_at": iso(row["not_before"]) if row["status"] == "queued" else None,
     }
 
 

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     bridge_poll_seconds: float = Field(default=1.0, gt=0)
     bridge_writeback_retry_for_seconds: float = Field(default=86400.0, ge=0)
     bridge_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    bridge_shutdown_seconds: float = Field(default=20.0, ge=0, le=25)
+    bridge_allow_sqlite_on_heroku: bool = False
+    dyno: str = ""  # set by Heroku on every dyno
     log_level: str = "INFO"
 
     file: FileConfig = FileConfig()
@@ -179,16 +182,30 @@ class Settings(BaseSettings):
             }
         )
 
-    def problems_for_serving(self) -> list[str]:
-        """What a real (non-sandbox) deployment still lacks, as sentences; empty when it can start."""
-        required = {
+    def check_storage(self) -> None:
+        """Refuse SQLite on Heroku, where every restart wipes the dyno's disk (and the queue with it)."""
+        if self.dyno and self.database_url.startswith("sqlite") and not self.bridge_allow_sqlite_on_heroku:
+            raise ConfigError(
+                f"This is a Heroku dyno ({self.dyno}) and DATABASE_URL is SQLite: the dyno's disk is wiped on "
+                "every restart, so queued events would be lost. Add Heroku Postgres (it sets DATABASE_URL), or set "
+                "BRIDGE_ALLOW_SQLITE_ON_HEROKU=true to accept the loss."
+            )
+
+    def problems_for_serving(self, *, web: bool = True) -> list[str]:
+        """What a real (non-sandbox) deployment still lacks, as sentences; empty when it can start.
+        A worker alone (``web=False``) does not need the inbound secrets.
+        """
+        required: dict[str, object] = {
             "CCAI_SUBDOMAIN": self.ccai_subdomain,
             "CCAI_API_TOKEN": self.ccai_api_token.get_secret_value(),
             "CCAI_BASE_URL (or CCAI_DOMAIN)": self.ccai_base_url,
             "CCAI_OUTBOUND_NUMBER": self.ccai_outbound_number,
-            "SALESFORCE_ORG_IDS": self.salesforce_org_ids,
-            "BRIDGE_WEBHOOK_TOKEN": self.bridge_webhook_token,
         }
+        if web:
+            required |= {
+                "SALESFORCE_ORG_IDS": self.salesforce_org_ids,
+                "BRIDGE_WEBHOOK_TOKEN": self.bridge_webhook_token,
+            }
         missing = [name for name, value in required.items() if not value]
         problems = [f"these settings are missing: {', '.join(missing)}."] if missing else []
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +19,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from bridge._schema import LATEST_VERSION, MIGRATIONS, current_version, schema_version, sends
+from bridge._schema import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    bridge_status,
+    current_version,
+    rate_limits,
+    schema_version,
+    sends,
+)
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.model import ClaimedSend, NewSend, Outcome, PendingWriteback
 
@@ -350,6 +358,80 @@ class Store:
             values["writeback_not_before"] = retry_at
         with self._tx() as connection:
             connection.execute(update(sends).where(sends.c.id == send_id).values(values))
+
+    def release(self, owner: str) -> int:
+        """Give back this worker's claimed sends whose CCAI request has not started (on shutdown)."""
+        with self._tx() as connection:
+            result = connection.execute(
+                update(sends)
+                .where(sends.c.lease_owner == owner, sends.c.status == "sending", sends.c.inflight.is_(False))
+                .values(status="queued", lease_owner=None, lease_until=None)
+            )
+        return int(result.rowcount)
+
+    # -- the shared CCAI pacing ---------------------------------------------------------------
+
+    def reserve_slot(self, name: str, interval: float) -> float:
+        """Take the next request slot of ``name``; returns how many seconds until it.
+
+        Slots are ``interval`` apart across every process using this store, so all workers together
+        stay within the tenant's rate.
+        """
+        now = self._clock()
+        with self._tx() as connection:
+            next_slot = self._slot_row(connection, name)
+            slot = max(now, next_slot)
+            connection.execute(update(rate_limits).where(rate_limits.c.name == name).values(next_slot=slot + interval))
+        return slot - now
+
+    def pause_slots(self, name: str, seconds: float) -> None:
+        """No slot of ``name`` before ``seconds`` from now (after a 429)."""
+        until = self._clock() + seconds
+        with self._tx() as connection:
+            if self._slot_row(connection, name) < until:
+                connection.execute(update(rate_limits).where(rate_limits.c.name == name).values(next_slot=until))
+
+    def _slot_row(self, connection: Connection, name: str) -> float:
+        dialect_insert = pg_insert if self._postgres else sqlite_insert
+        connection.execute(
+            dialect_insert(rate_limits).values(name=name, next_slot=0.0).on_conflict_do_nothing(index_elements=["name"])
+        )
+        query = select(rate_limits.c.next_slot).where(rate_limits.c.name == name)
+        if self._postgres:
+            query = query.with_for_update()
+        return float(connection.execute(query).scalar_one())
+
+    # -- operator status ----------------------------------------------------------------------
+
+    def put_status(self, key: str, value: Mapping[str, Any]) -> None:
+        now = self._clock()
+        row = {"key": key, "value": json.dumps(dict(value)), "updated_at": now}
+        dialect_insert = pg_insert if self._postgres else sqlite_insert
+        statement = dialect_insert(bridge_status).values(row)
+        statement = statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+        )
+        with self._tx() as connection:
+            connection.execute(statement)
+
+    def status_items(self, prefix: str = "") -> dict[str, tuple[dict[str, Any], float]]:
+        query = select(bridge_status).where(bridge_status.c.key.startswith(prefix, autoescape=True))
+        with self._tx() as connection:
+            rows = connection.execute(query).all()
+        return {row.key: (json.loads(row.value), row.updated_at) for row in rows}
+
+    def queue_summary(self) -> dict[str, Any]:
+        """Counts by status, the oldest queued send's age and pending write-backs."""
+        pending_writeback = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
+        with self._tx() as connection:
+            oldest = connection.execute(select(func.min(sends.c.created_at)).where(sends.c.status == "queued")).scalar()
+            writebacks = connection.execute(select(func.count()).where(pending_writeback)).scalar_one()
+        return {
+            "by_status": self.counts(),
+            "oldest_queued_seconds": None if oldest is None else max(0.0, self._clock() - oldest),
+            "writebacks_pending": int(writebacks),
+        }
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ from bridge.writeback import Writeback
 
 logger = logging.getLogger(__name__)
 
+REPORT_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -82,17 +84,25 @@ class Worker:
         self._rng = rng or random.Random()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = anyio.Event()
-        self.heartbeat = 0.0
+        self._stopping = False
+        self._reported_at = 0.0
 
     def wake(self) -> None:
         """Ask the loop to look for work now (called after new events are stored)."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Stop claiming work. The current pass finishes the CCAI requests already under way; sends
+        it had claimed but not started are given back to the queue, then :meth:`run` returns.
+        """
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
         logger.info("Worker %s started", self.owner)
-        while True:
-            self.heartbeat = self._clock()
+        while not self._stopping:
             try:
+                await self._report()
                 done = await self.run_once()
             except StoreUnavailable as exc:
                 logger.warning("Worker cannot reach the store (%s); trying again shortly", exc)
@@ -102,13 +112,30 @@ class Worker:
                 # sends of the failed pass stay leased and are taken up again when the lease ends.
                 logger.exception("A worker pass failed unexpectedly; carrying on")
                 done = 0
-            if done:
+            if done or self._stopping:
                 continue
             await self._idle()
+        released = await anyio.to_thread.run_sync(self._store.release, self.owner)
+        logger.info("Worker %s stopped; %d unstarted send(s) given back to the queue", self.owner, released)
 
     async def run_once(self) -> int:
         """One pass: a batch of sends, then a batch of write-backs. Returns how much was handled."""
-        return await self._send_batch() + await self._writeback.run_batch()
+        sent = await self._send_batch()
+        if self._stopping:
+            return sent
+        return sent + await self._writeback.run_batch()
+
+    async def _report(self) -> None:
+        """Every few seconds: a heartbeat, and the last Salesforce API usage seen, for `bridge status`."""
+        now = self._clock()
+        if now - self._reported_at < REPORT_SECONDS:
+            return
+        self._reported_at = now
+        await anyio.to_thread.run_sync(self._store.put_status, f"worker:{self.owner}", {"heartbeat": now})
+        usage = self._gateway.api_usage()
+        if usage is not None:
+            record = {"used": usage[0], "total": usage[1]}
+            await anyio.to_thread.run_sync(self._store.put_status, "salesforce:api_usage", record)
 
     async def _idle(self) -> None:
         next_due = await anyio.to_thread.run_sync(self._store.next_due)
@@ -197,7 +224,11 @@ class Worker:
             await self._send_one(job, request)
 
     async def _send_one(self, job: ClaimedSend, request: SmsRequest) -> None:
+        if self._stopping:
+            return  # given back to the queue when the worker stops
         await self._limiter.acquire()
+        if self._stopping:
+            return
         lease = self._options.ccai_timeout + self._options.lease_seconds
         marked = await anyio.to_thread.run_sync(
             lambda: self._store.mark_inflight(job.id, owner=self.owner, lease_seconds=lease)
@@ -220,7 +251,7 @@ class Worker:
         except CCAIUnavailable as exc:
             if exc.throttled:
                 pause = exc.retry_after if exc.retry_after is not None else 1.0
-                self._limiter.pause(pause)
+                await self._limiter.pause(pause)
                 logger.warning("CCAI rate-limited send %s; pausing sends for %.1f s", job.id, pause)
                 await self._requeue(job, self._clock() + pause, exc.reason, job.may_have_sent, refund=True)
                 return

@@ -157,6 +157,9 @@ class FakeGateway:
         self.tasks.extend(dict(t) for t in tasks)
         return [RecordResult(ok=True) for _ in tasks]
 
+    def api_usage(self) -> tuple[int, int] | None:
+        return (self.reads, 100_000) if self.reads else None
+
 
 # -- real processes on 127.0.0.1 ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from bridge.ccai import CCAIClient
 from bridge.errors import SalesforceRequestError, SalesforceUnavailable
 from bridge.mapping import TicketMapper
 from bridge.model import NewSend, RecordResult
-from bridge.ratelimit import RateLimiter
+from bridge.ratelimit import LocalRateLimiter
 from bridge.sandbox.ccai import ACTIVE_SESSION, CCAISimulator, create_ccai_app
 from bridge.settings import MappingConfig, WritebackConfig
 from bridge.store import Store
@@ -102,7 +102,7 @@ def make_harness(
         gateway=gateway,
         ccai=ccai,
         mapper=TicketMapper(config=MappingConfig(), outbound_number="+16285550199", chat_type="Messaging (SMS)"),
-        limiter=RateLimiter(1000),
+        limiter=LocalRateLimiter(1000),
         writeback=writeback,
         options=WorkerOptions(**{"ccai_retry_for": 600, "lease_seconds": 30, **options}),
         clock=clock,
@@ -319,7 +319,7 @@ async def test_a_deleted_case_fails_without_a_write_back(h: Harness) -> None:
 async def test_rate_limiter_spaces_requests(anyio_backend: str) -> None:
     import time
 
-    limiter = RateLimiter(20)
+    limiter = LocalRateLimiter(20)
     started = time.monotonic()
     for _ in range(11):
         await limiter.acquire()

@@ -16,9 +16,11 @@ from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.record_ids import is_record_id, to18
 from bridge.sandbox._login import oauth_token, soap_login
@@ -159,6 +161,7 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         return JSONResponse({"ok": True})
 
     return Starlette(
+        middleware=[Middleware(_LimitInfo, sim=sim)],
         routes=[
             Route("/services/data/{version}/query/", query),
             Route("/services/data/{version}/query", query),
@@ -168,8 +171,29 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
             Route("/services/Soap/u/{version}", partial(soap_login, sim), methods=["POST"]),
             Route("/_sandbox/state", state),
             Route("/_sandbox/control", control, methods=["POST"]),
-        ]
+        ],
     )
+
+
+class _LimitInfo:
+    """Adds ``Sforce-Limit-Info`` to REST answers, as Salesforce does (one call counted per request)."""
+
+    def __init__(self, app: ASGIApp, *, sim: SalesforceSimulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/services/data/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_usage(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                usage = f"api-usage={len(self.sim.calls)}/100000".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"sforce-limit-info", usage)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_usage)
 
 
 def _apply(sim: SalesforceSimulator, method: str, record: dict[str, Any]) -> dict[str, Any]:
