@@ -138,7 +138,10 @@ class Worker:
             await anyio.to_thread.run_sync(self._store.put_status, "salesforce:api_usage", record)
 
     async def _idle(self) -> None:
-        next_due = await anyio.to_thread.run_sync(self._store.next_due)
+        try:
+            next_due = await anyio.to_thread.run_sync(self._store.next_due)
+        except StoreUnavailable:
+            next_due = None  # the next pass reports it; just wait the usual interval
         wait = self._options.poll_seconds
         if next_due is not None:
             wait = min(wait, max(0.0, next_due - self._clock()))
@@ -221,7 +224,11 @@ class Worker:
 
     async def _send_limited(self, limit: anyio.CapacityLimiter, job: ClaimedSend, request: SmsRequest) -> None:
         async with limit:
-            await self._send_one(job, request)
+            try:
+                await self._send_one(job, request)
+            except StoreUnavailable as exc:
+                # Its lease runs out and it is taken up again, following the ambiguous-outcome rule.
+                logger.warning("Send %s could not be recorded (%s); it will be taken up again", job.id, exc)
 
     async def _send_one(self, job: ClaimedSend, request: SmsRequest) -> None:
         if self._stopping:
@@ -304,8 +311,19 @@ class Worker:
         )
 
     async def _finish(self, job: ClaimedSend, outcome: Outcome) -> None:
-        recorded = await anyio.to_thread.run_sync(
-            lambda: self._store.finish(job.id, outcome, owner=self.owner, create_task=self._options.create_task)
-        )
+        # An SMS may already be out: keep trying to record its outcome through a short store outage
+        # (a database restart), rather than leave the send to be retaken as "possibly delivered".
+        deadline = self._clock() + self._options.lease_seconds
+        while True:
+            try:
+                recorded = await anyio.to_thread.run_sync(
+                    lambda: self._store.finish(job.id, outcome, owner=self.owner, create_task=self._options.create_task)
+                )
+                break
+            except StoreUnavailable:
+                if self._clock() >= deadline:
+                    raise
+                logger.warning("Store unavailable while recording send %s; trying again", job.id)
+                await anyio.sleep(1.0)
         if not recorded:
             logger.warning("Send %s was taken over by another worker before its outcome was recorded", job.id)

@@ -65,7 +65,8 @@ def postgres_url() -> str:
 def pg_schema_url(postgres_url: str) -> Iterator[str]:
     """A PostgreSQL URL whose connections use a fresh schema of their own."""
     schema = f"t_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    # pre_ping: a test may restart the server, leaving pooled connections dead.
+    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True)
     with engine.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     separator = "&" if "?" in postgres_url else "?"

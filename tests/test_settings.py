@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[1]
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
-        if name.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_")):
+        if name.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_", "DATABASE_URL", "DYNO")):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env or config/ from the working directory
 
@@ -145,3 +145,14 @@ def test_a_private_key_with_escaped_newlines_is_restored(monkeypatch: pytest.Mon
     credentials = load_settings().salesforce_credentials()
     assert credentials.private_key == "-----BEGIN KEY-----\nabc\n-----END KEY-----"
     assert "BEGIN" not in repr(credentials)
+
+
+def test_sqlite_on_heroku_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYNO", "web.1")
+    with pytest.raises(ConfigError, match="disk is wiped on every restart"):
+        load_settings().check_storage()
+    monkeypatch.setenv("BRIDGE_ALLOW_SQLITE_ON_HEROKU", "true")
+    load_settings().check_storage()
+    monkeypatch.setenv("BRIDGE_ALLOW_SQLITE_ON_HEROKU", "false")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.example:5432/d")
+    load_settings().check_storage()

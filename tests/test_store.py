@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import inspect, text
 
 from bridge._schema import LATEST_VERSION
@@ -140,3 +141,35 @@ def test_an_operator_retry_requeues_only_allowed_statuses(store: Store, clock: C
     row = store.get(job.id)
     assert row is not None
     assert (row["status"], row["requeued_at"], row["writeback"]) == ("queued", clock.now, "none")
+
+
+def test_request_slots_are_shared_by_every_store_instance(store: Store, store_url: str, clock: Clock) -> None:
+    other = Store.from_url(store_url, clock=clock)  # e.g. a second worker process
+    try:
+        waits = [s.reserve_slot("ccai:acme", 0.1) for s in (store, other, store, other)]
+        assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3])
+        assert other.reserve_slot("ccai:other-tenant", 0.1) == 0.0
+        store.pause_slots("ccai:acme", 5)  # a 429 pauses everybody
+        assert other.reserve_slot("ccai:acme", 0.1) == pytest.approx(5.0)
+    finally:
+        other.close()
+
+
+def test_release_gives_back_only_unstarted_sends_of_that_worker(store: Store) -> None:
+    store.ingest([om("04l1"), om("04l2"), om("04l3")])
+    a, b, c = store.claim_sends("stopping", limit=3, lease_seconds=30)
+    store.mark_inflight(a.id, owner="stopping", lease_seconds=30)
+    assert store.release("stopping") == 2
+    statuses = {row["id"]: row["status"] for row in store.find()}
+    assert statuses == {a.id: "sending", b.id: "queued", c.id: "queued"}
+
+
+def test_status_records_and_queue_summary(store: Store, clock: Clock) -> None:
+    store.put_status("worker:a", {"heartbeat": 1})
+    store.put_status("worker:a", {"heartbeat": 2})
+    store.put_status("salesforce:api_usage", {"used": 5, "total": 100})
+    assert store.status_items("worker:") == {"worker:a": ({"heartbeat": 2}, clock.now)}
+    store.ingest([om("04l1")])
+    clock.advance(7)
+    summary = store.queue_summary()
+    assert summary == {"by_status": {"queued": 1}, "oldest_queued_seconds": 7.0, "writebacks_pending": 0}

@@ -337,3 +337,27 @@ async def test_an_unexpected_error_does_not_stop_the_worker(h: Harness, caplog: 
     h.clock.advance(31)  # the send's lease runs out and it is taken up again
     await h.drain()
     assert h.row(MOBILE_CASE)["status"] == "sent"
+
+
+async def test_stopping_finishes_requests_under_way_and_gives_back_the_rest(sqlite_store: Store, clock: Clock) -> None:
+    import anyio
+
+    started = anyio.Event()
+
+    async def slow_ccai(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await anyio.sleep(0.3)
+        return httpx.Response(200, json={"id": 500, "status": "selecting"})
+
+    h = make_harness(sqlite_store, clock, transport=httpx.MockTransport(slow_ccai))
+    h.worker._limiter = LocalRateLimiter(2)  # one request leaves now, the next only after 0.5 s
+    extra = {f"5005g00000STP{i:02d}AAA": {**CASES[MOBILE_CASE], "Id": f"5005g00000STP{i:02d}AAA"} for i in range(4)}
+    h.gateway.cases.update(extra)
+    h.ingest(*extra)
+    async with anyio.create_task_group() as group:
+        group.start_soon(h.worker.run)
+        await started.wait()
+        h.worker.stop()
+    rows = h.store.find()
+    assert sorted(r["status"] for r in rows) == ["queued", "queued", "queued", "sent"]
+    assert not any(r["inflight"] or r["lease_owner"] for r in rows)

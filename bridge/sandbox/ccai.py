@@ -44,6 +44,11 @@ class CCAISimulator:
     sessions: set[str] = field(default_factory=set)
     request_times: list[float] = field(default_factory=list)
     next_chat_id: int = 114
+    # An outage: until outage_until, answer outage_status, or (status 0) hang for outage_hang seconds
+    # without creating a chat, as an overloaded service whose caller times out.
+    outage_until: float = 0.0
+    outage_status: int = 503
+    outage_hang: float = 0.0
     _tokens: float = 0.0
     _refilled: float = field(default_factory=time.monotonic)
 
@@ -132,6 +137,11 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
             return _answer(
                 sim, JSONResponse({"message": "Too Many Requests"}, status_code=429, headers={"Retry-After": "1"})
             )
+        if time.monotonic() < sim.outage_until:
+            if sim.outage_status == 0:
+                await asyncio.sleep(sim.outage_hang)
+                return _answer(sim, JSONResponse({"message": "Gateway Timeout"}, status_code=504))
+            return _answer(sim, JSONResponse({"message": "Service Unavailable"}, status_code=sim.outage_status))
         if sim.latency:
             await asyncio.sleep(sim.latency)
         step = sim.script.pop(0) if sim.script else {}
@@ -174,6 +184,11 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
             if name in changes:
                 setattr(sim, name, changes[name])
         sim.script.extend(changes.get("script", []))
+        if "outage" in changes:
+            outage = changes["outage"]
+            sim.outage_until = time.monotonic() + float(outage.get("seconds", 0))
+            sim.outage_status = int(outage.get("status", 503))
+            sim.outage_hang = float(outage.get("hang", 0))
         if changes.get("end_sessions"):
             sim.sessions.clear()
         return JSONResponse({"ok": True})
