@@ -21,6 +21,7 @@ import uvicorn
 from bridge import __version__
 from bridge._schema import LATEST_VERSION
 from bridge.app import build_services, create_app, drain_worker, start_worker
+from bridge.benchmark import run_benchmark
 from bridge.console import add_commands
 from bridge.errors import BridgeError, ConfigError
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
@@ -74,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--rate-limit", type=float, default=10.0, help="simulated CCAI requests per second")
     sandbox.add_argument("--dir", type=Path, help="where to write the TLS files (default: a temporary folder)")
     sandbox.set_defaults(handler=_sandbox)
+
+    bench = commands.add_parser("benchmark", help="measure the send pipeline against the CCAI limit (PostgreSQL)")
+    bench.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
+    bench.add_argument("--events", type=int, default=1000)
+    bench.add_argument("--workers", type=int, default=3)
+    bench.add_argument("--latency", type=float, default=0.2, help="simulated CCAI latency in seconds")
+    bench.add_argument("--rate", type=float, default=10.0, help="the simulated tenant's limit, requests per second")
+    bench.set_defaults(handler=_benchmark)
 
     sample = commands.add_parser("sample-message", help="print (or post) a sample Salesforce outbound message")
     sample.add_argument("--case", action="append", dest="cases", help="Case id (repeatable; default: 3 samples)")
@@ -242,6 +251,15 @@ def _sandbox(args: argparse.Namespace) -> int:
     # The CCAI simulator's server takes over signal handling for the process.
     main_server = uvicorn.Server(platforms.servers[0].config)
     asyncio.run(_run_servers(main_server, platforms.servers[1:]))
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    figures = run_benchmark(
+        database_url=args.database_url, events=args.events, workers=args.workers, latency=args.latency, rate=args.rate
+    )
+    width = max(len(k) for k in figures)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in figures.items()))
     return 0
 
 
