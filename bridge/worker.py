@@ -86,6 +86,7 @@ class Worker:
         self._wake = anyio.Event()
         self._stopping = False
         self._reported_at = 0.0
+        self._reported_usage: tuple[int, int] | None = None
 
     def wake(self) -> None:
         """Ask the loop to look for work now (called after new events are stored)."""
@@ -126,14 +127,14 @@ class Worker:
         return sent + await self._writeback.run_batch()
 
     async def _report(self) -> None:
-        """Every few seconds: a heartbeat, and the last Salesforce API usage seen, for `bridge status`."""
+        """For `bridge status`: a heartbeat every few seconds, and Salesforce's API usage when it changed."""
         now = self._clock()
-        if now - self._reported_at < REPORT_SECONDS:
-            return
-        self._reported_at = now
-        await anyio.to_thread.run_sync(self._store.put_status, f"worker:{self.owner}", {"heartbeat": now})
+        if now - self._reported_at >= REPORT_SECONDS:
+            self._reported_at = now
+            await anyio.to_thread.run_sync(self._store.put_status, f"worker:{self.owner}", {"heartbeat": now})
         usage = self._gateway.api_usage()
-        if usage is not None:
+        if usage is not None and usage != self._reported_usage:
+            self._reported_usage = usage
             record = {"used": usage[0], "total": usage[1]}
             await anyio.to_thread.run_sync(self._store.put_status, "salesforce:api_usage", record)
 

@@ -123,3 +123,9 @@ def test_send_list_show_and_retry_as_an_operator(
     again = run("sends", "retry", "--status", "failed", cwd=tmp_path, **bridge_env)
     assert again.stdout.strip().endswith("1 failed send(s) queued again.")
     assert run("sends", "show", "9", cwd=tmp_path, **bridge_env).returncode == 1
+
+    status = json.loads(run("status", "--json", cwd=tmp_path, **bridge_env).stdout)
+    assert status["by_status"]["sent"] == 1
+    assert len(status["workers"]) == 1  # the running bridge's embedded worker
+    assert status["salesforce_api_usage"]["total"] == 100_000
+    assert "Workers alive:       1" in run("status", cwd=tmp_path, **bridge_env).stdout
