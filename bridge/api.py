@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.errors import ApiConflict, ApiDisabled, ApiError, ApiNotFound, ApiUnauthorized
+from bridge.metrics import Metrics
 from bridge.model import NewSend
 from bridge.phones import PhoneProblem, to_e164
 from bridge.record_ids import is_record_id, to18
@@ -80,7 +81,10 @@ class SendRequest(BaseModel):
 class SendApi:
     """The API's handlers, built with the store, the keys and a way to wake the worker."""
 
-    def __init__(self, *, store: Store, api_keys: Sequence[str], wake: Any, max_body_bytes: int) -> None:
+    def __init__(
+        self, *, store: Store, api_keys: Sequence[str], wake: Any, max_body_bytes: int, metrics: Metrics
+    ) -> None:
+        self._metrics = metrics
         self._store = store
         self._keys = [key for key in api_keys if key]
         self._wake = wake
@@ -94,6 +98,7 @@ class SendApi:
         for key in self._keys:  # every key, no early exit: constant time across rotation
             matched |= hmac.compare_digest(given.strip().encode(), key.encode())
         if scheme.lower() != "bearer" or not given or not matched:
+            self._metrics.auth_failures.labels("api").inc()
             raise ApiUnauthorized("Missing or wrong API key (Authorization: Bearer <key>).")
 
     async def create(self, request: Request) -> Response:
@@ -120,6 +125,9 @@ class SendApi:
         )
         if not created and stored_hash != fingerprint:
             raise ApiConflict("This Idempotency-Key was already used with a different request body.")
+        self._metrics.events_received.labels("api").inc()
+        if not created:
+            self._metrics.events_duplicate.labels("api").inc()
         if created:
             logger.info("API send %s queued for ticket %s", send_id, send.ticket_id)
             self._wake()

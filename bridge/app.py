@@ -10,17 +10,25 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge import logs
+from bridge._schema import LATEST_VERSION
 from bridge.api import SendApi
 from bridge.ccai import CCAIClient
 from bridge.errors import (
@@ -33,6 +41,7 @@ from bridge.errors import (
     UnsupportedMediaType,
 )
 from bridge.mapping import TicketMapper
+from bridge.metrics import Metrics
 from bridge.model import NewSend
 from bridge.ratelimit import SharedRateLimiter
 from bridge.record_ids import org_prefix
@@ -46,6 +55,8 @@ from bridge.writeback import Writeback
 logger = logging.getLogger(__name__)
 
 XML_TYPES = ("text/xml", "application/xml", "application/soap+xml")
+WORKER_SILENT_SECONDS = 60.0
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class BodyTooLarge(InboundError):
@@ -63,20 +74,26 @@ class Services:
     max_body_bytes: int
     api_keys: Sequence[str] = ()
     shutdown_seconds: float = 20.0
+    metrics: Metrics = field(default_factory=Metrics)
+    metrics_key: str = ""
     run_worker: bool = True
     ccai: CCAIClient | None = None
 
 
 def build_services(settings: Settings, *, run_worker: bool | None = None) -> Services:
     """Wire the real collaborators from the settings."""
+    metrics = Metrics()
     store = Store.from_url(settings.database_url)
+    metrics.watch_store(store)
     ccai = CCAIClient(
+        metrics=metrics,
         base_url=settings.ccai_base_url,
         subdomain=settings.ccai_subdomain,
         api_token=settings.ccai_api_token.get_secret_value(),
         timeout=settings.ccai_timeout_seconds,
     )
     gateway = SalesforceGateway(
+        metrics=metrics,
         credentials=settings.salesforce_credentials(),
         api_version=settings.salesforce_api_version,
         timeout=settings.salesforce_timeout_seconds,
@@ -86,6 +103,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         config=settings.mapping, outbound_number=settings.ccai_outbound_number, chat_type=settings.ccai_chat_type
     )
     writeback = Writeback(
+        metrics=metrics,
         store=store,
         gateway=gateway,
         config=settings.writeback,
@@ -93,6 +111,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         retry_for=settings.bridge_writeback_retry_for_seconds,
     )
     worker = Worker(
+        metrics=metrics,
         store=store,
         gateway=gateway,
         ccai=ccai,
@@ -108,6 +127,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
             ccai_timeout=settings.ccai_timeout_seconds,
             max_concurrency=settings.ccai_max_concurrency,
             create_task=settings.writeback.create_task,
+            retention_seconds=settings.bridge_retention_days * 86400,
         ),
     )
     return Services(
@@ -116,6 +136,8 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         webhook_tokens=[t.get_secret_value() for t in settings.bridge_webhook_token],
         api_keys=[k.get_secret_value() for k in settings.bridge_api_key],
         shutdown_seconds=settings.bridge_shutdown_seconds,
+        metrics=metrics,
+        metrics_key=settings.bridge_metrics_key.get_secret_value(),
         org_ids=settings.salesforce_org_ids,
         max_body_bytes=settings.bridge_max_body_bytes,
         run_worker=settings.bridge_embedded_worker if run_worker is None else run_worker,
@@ -150,8 +172,34 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(_request: Request) -> Response:
+        problems = []
+        try:
+            if await anyio.to_thread.run_sync(svc.store.schema_version) < LATEST_VERSION:
+                problems.append("the store's schema is out of date: run `bridge migrate`")
+        except StoreUnavailable:
+            problems.append("the store is unreachable")
+        if svc.run_worker and svc.worker is not None:
+            silent = time.monotonic() - svc.worker.alive_at
+            if silent > WORKER_SILENT_SECONDS:
+                problems.append(f"the embedded worker has shown no sign of life for {silent:.0f} s")
+        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
+
+    async def metrics(request: Request) -> Response:
+        if svc.metrics_key:
+            _, _, given = request.headers.get("authorization", "").partition(" ")
+            if not hmac.compare_digest(given.encode(), svc.metrics_key.encode()):
+                svc.metrics.auth_failures.labels("metrics").inc()
+                return PlainTextResponse("Missing or wrong metrics key.\n", status_code=401)
+        body = await anyio.to_thread.run_sync(svc.metrics.render)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def outbound_message(request: Request) -> Response:
-        _authenticate(request.query_params.get("token", ""), svc.webhook_tokens)
+        try:
+            _authenticate(request.query_params.get("token", ""), svc.webhook_tokens)
+        except AuthenticationFailed:
+            svc.metrics.auth_failures.labels("outbound_message").inc()
+            raise
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in XML_TYPES:
             raise UnsupportedMediaType(f"Expected an XML body (text/xml), got {media_type or 'no content type'}.")
@@ -169,6 +217,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             for n in notifications
         ]
         stored = await anyio.to_thread.run_sync(svc.store.ingest, new)
+        svc.metrics.events_received.labels("outbound_message").inc(len(new))
+        svc.metrics.events_duplicate.labels("outbound_message").inc(len(new) - stored)
         logger.info(
             "Outbound message from org %s: %d notification(s), %d new, %d already known",
             org_id,
@@ -199,6 +249,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         return PlainTextResponse("The bridge cannot store events right now; try again.\n", status_code=503)
 
     api = SendApi(
+        metrics=svc.metrics,
         store=svc.store,
         api_keys=svc.api_keys,
         wake=svc.worker.wake if svc.worker is not None else (lambda: None),
@@ -207,13 +258,41 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     return Starlette(
         routes=[
             Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
             Route("/salesforce/outbound-message", outbound_message, methods=["POST"]),
             Route("/api/v1/sends", api.create, methods=["POST"]),
             Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
         ],
         exception_handlers={InboundError: inbound_error, ApiError: api_error, StoreUnavailable: store_unavailable},
+        middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (the caller's X-Request-ID when it is sane) for its log lines."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        value = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        token = logs.request_id.set(value)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", value.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.request_id.reset(token)
 
 
 async def start_worker(group: anyio.abc.TaskGroup, worker: Worker) -> anyio.Event:

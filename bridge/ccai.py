@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
+from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
 from bridge.phones import mask
 
@@ -62,7 +63,9 @@ class CCAIClient:
         api_token: str,
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._client = httpx.AsyncClient(
             base_url=base_url,
             auth=httpx.BasicAuth(subdomain, api_token),
@@ -79,7 +82,18 @@ class CCAIClient:
     async def send(self, request: SmsRequest) -> Chat:
         started = time.perf_counter()
         try:
-            response = await self._client.post("/sms", json=request_body(request))
+            response = await self._post(request)
+        except CCAIUnavailable:
+            self._metrics.ccai_responses.labels("error").inc()
+            raise
+        finally:
+            self._metrics.ccai_latency.observe(time.perf_counter() - started)
+        self._metrics.ccai_responses.labels(str(response.status_code)).inc()
+        return self._answer(request, response, started)
+
+    async def _post(self, request: SmsRequest) -> httpx.Response:
+        try:
+            return await self._client.post("/sms", json=request_body(request))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise CCAIUnavailable(f"Could not connect to CCAI Platform ({type(exc).__name__}).", reached=False) from exc
         except httpx.TimeoutException as exc:
@@ -93,6 +107,8 @@ class CCAIClient:
                 "arrived.",
                 reached=True,
             ) from exc
+
+    def _answer(self, request: SmsRequest, response: httpx.Response, started: float) -> Chat:
         elapsed_ms = (time.perf_counter() - started) * 1000
         logger.info(
             "CCAI answered %s in %.0f ms for ticket %s to %s",

@@ -24,6 +24,7 @@ from bridge.app import build_services, create_app, drain_worker, start_worker
 from bridge.benchmark import run_benchmark
 from bridge.console import add_commands
 from bridge.errors import BridgeError, ConfigError
+from bridge.logs import configure_logging
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
 from bridge.settings import Settings, load_settings
@@ -36,7 +37,8 @@ logger = logging.getLogger("bridge")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _configure_logging(getattr(args, "log_level", None) or "INFO")
+    # Until a command has its settings: plain lines on stderr, so data printed to stdout stays clean.
+    configure_logging("INFO", "text", stream=sys.stderr)
     try:
         result: int = args.handler(args)
         return result
@@ -93,16 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
-    # Each request's URL carries the webhook token: uvicorn's access log would print it.
-    logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    # Behind Heroku's router (DYNO set) every request comes through the proxy, so trust its headers.
+    trusted = settings.forwarded_allow_ips or ("*" if settings.dyno else "127.0.0.1")
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -110,9 +105,14 @@ def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         access_log=False,
         log_config=None,
         proxy_headers=True,
-        forwarded_allow_ips="*",
+        forwarded_allow_ips=trusted,
         timeout_graceful_shutdown=20,
     )
+
+
+def _server_logging(settings: Settings) -> None:
+    """Long-running processes log to stdout, as JSON unless it is a terminal (or LOG_FORMAT says)."""
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stdout)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -126,6 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.sandbox:
         return _serve_sandbox(overrides)
     settings = load_settings(**overrides)
+    _server_logging(settings)
     settings.check_storage()
     problems = settings.problems_for_serving()
     if problems:
@@ -145,6 +146,7 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
         # A fresh store for each sandbox run, so a demo never meets an earlier demo's loop guard.
         overrides["database_url"] = f"sqlite:///{directory / 'bridge-sandbox.db'}"
     settings = load_settings(**overrides)
+    _server_logging(settings)
     main_server = uvicorn.Server(_uvicorn_config(create_app(settings), settings))
     _print_sandbox_banner(settings, platforms)
     asyncio.run(_run_servers(main_server, platforms.servers))
@@ -201,6 +203,7 @@ Stop with Ctrl-C.
 
 def _worker(_args: argparse.Namespace) -> int:
     settings = load_settings()
+    _server_logging(settings)
     settings.check_storage()
     problems = settings.problems_for_serving(web=False)
     if problems:

@@ -62,6 +62,10 @@ def add_commands(commands: Any) -> None:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_status)
 
+    purge = commands.add_parser("purge", help="delete finished sends older than the retention period")
+    purge.add_argument("--older-than-days", type=float, help="default: BRIDGE_RETENTION_DAYS (at least 2)")
+    purge.set_defaults(handler=_purge)
+
     check = commands.add_parser("check", help="verify the configuration against both platforms")
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=_check)
@@ -195,6 +199,29 @@ def _status(args: argparse.Namespace) -> int:
         print("Salesforce API usage: not reported yet")
     else:
         print(f"Salesforce API usage: {usage[0]['used']:,} of {usage[0]['total']:,} today (as of {iso(usage[1])})")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    days = settings.bridge_retention_days if args.older_than_days is None else args.older_than_days
+    if days < 2:
+        raise ConfigError(
+            "Keep at least 2 days: redelivered events and idempotency keys are recognised by what is kept."
+        )
+    store = Store.from_url(settings.database_url)
+    removed = 0
+    try:
+        cutoff = time.time() - days * 86400
+        while batch := store.purge(cutoff, batch=1000, once=True):
+            removed += batch
+            if sys.stderr.isatty():
+                print(f"\rremoved {removed}", end="", file=sys.stderr, flush=True)
+    finally:
+        store.close()
+    if sys.stderr.isatty() and removed:
+        print(file=sys.stderr)
+    print(f"Removed {removed} finished send(s) older than {days:g} days.")
     return 0
 
 

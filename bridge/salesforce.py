@@ -17,7 +17,8 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as LibraryError
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError
 
-from bridge.errors import SalesforceAuthError, SalesforceRequestError, SalesforceUnavailable
+from bridge.errors import SalesforceAuthError, SalesforceError, SalesforceRequestError, SalesforceUnavailable
+from bridge.metrics import Metrics
 from bridge.model import RecordResult, Ticket
 from bridge.record_ids import is_record_id, to18
 from bridge.salesforce_auth import SalesforceCredentials, login
@@ -79,7 +80,9 @@ class SalesforceGateway:
         timeout: float,
         ca_bundle: str | None = None,
         session: requests.Session | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._credentials = credentials
         self._api_version = api_version
         self._session = session or TimeoutSession(timeout, ca_bundle=ca_bundle)
@@ -101,7 +104,7 @@ class SalesforceGateway:
     def _call(self, call: Callable[[Salesforce], T], *, action: str) -> T:
         client = self._client()
         try:
-            return _translate(lambda: call(client), action=action)
+            return self._counted(lambda: call(client), action)
         except SalesforceAuthError as exc:
             if not self._credentials.can_login:
                 raise SalesforceAuthError(
@@ -110,7 +113,16 @@ class SalesforceGateway:
                 ) from exc
             logger.info("Salesforce session expired; logging in again")
             client = self._client(replacing=client)
-            return _translate(lambda: call(client), action=action)
+            return self._counted(lambda: call(client), action)
+
+    def _counted(self, call: Callable[[], T], action: str) -> T:
+        try:
+            result = _translate(call, action=action)
+        except SalesforceError:
+            self._metrics.salesforce_calls.labels(action, "error").inc()
+            raise
+        self._metrics.salesforce_calls.labels(action, "ok").inc()
+        return result
 
     def api_usage(self) -> tuple[int, int] | None:
         """From the last ``Sforce-Limit-Info`` header simple-salesforce saw, if any."""

@@ -121,7 +121,11 @@ class Settings(BaseSettings):
     bridge_shutdown_seconds: float = Field(default=20.0, ge=0, le=25)
     bridge_allow_sqlite_on_heroku: bool = False
     dyno: str = ""  # set by Heroku on every dyno
+    bridge_retention_days: float = Field(default=30.0, ge=2)
+    bridge_metrics_key: SecretStr = SecretStr("")
+    forwarded_allow_ips: str = ""
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     file: FileConfig = FileConfig()
 

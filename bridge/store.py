@@ -13,7 +13,21 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, create_engine, event, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -368,6 +382,29 @@ class Store:
                 .values(status="queued", lease_owner=None, lease_until=None)
             )
         return int(result.rowcount)
+
+    def purge(self, cutoff: float, *, batch: int = 1000, once: bool = False) -> int:
+        """Delete finished sends (write-back settled) that finished before ``cutoff``, in batches.
+
+        Their dedupe keys go with them, so the retention must outlast every redelivery window:
+        Salesforce retries for 24 hours and API idempotency keys are promised for 24 hours, hence
+        the 2-day minimum on the retention setting.
+        """
+        settled = and_(
+            sends.c.status.in_(("sent", "failed", "skipped", "unknown")),
+            sends.c.writeback != "pending",
+            sends.c.writeback_task != "pending",
+            sends.c.finished_at < cutoff,
+        )
+        removed = 0
+        while True:
+            with self._tx() as connection:
+                ids = [row[0] for row in connection.execute(select(sends.c.id).where(settled).limit(batch))]
+                if ids:
+                    connection.execute(delete(sends).where(sends.c.id.in_(ids)))
+            removed += len(ids)
+            if once or len(ids) < batch:  # ``once``: one batch per call, for callers showing progress
+                return removed
 
     # -- the shared CCAI pacing ---------------------------------------------------------------
 

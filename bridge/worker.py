@@ -32,7 +32,9 @@ from bridge.errors import (
     SalesforceRequestError,
     StoreUnavailable,
 )
+from bridge.logs import about_send
 from bridge.mapping import TicketMapper
+from bridge.metrics import Metrics
 from bridge.model import ClaimedSend, Outcome, SmsRequest, Ticket
 from bridge.phones import mask
 from bridge.ratelimit import RateLimiter
@@ -43,6 +45,7 @@ from bridge.writeback import Writeback
 logger = logging.getLogger(__name__)
 
 REPORT_SECONDS = 5.0
+PURGE_EVERY_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class WorkerOptions:
     ccai_timeout: float = 15.0
     max_concurrency: int = 20
     create_task: bool = True
+    retention_seconds: float = 30 * 86400.0
 
 
 class Worker:
@@ -72,7 +76,9 @@ class Worker:
         options: WorkerOptions,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._store = store
         self._gateway = gateway
         self._ccai = ccai
@@ -86,6 +92,8 @@ class Worker:
         self._wake = anyio.Event()
         self._stopping = False
         self._reported_at = 0.0
+        self._purged_at = 0.0
+        self.alive_at = time.monotonic()  # for /readyz: when this worker last showed signs of life
         self._reported_usage: tuple[int, int] | None = None
 
     def wake(self) -> None:
@@ -102,8 +110,10 @@ class Worker:
     async def run(self) -> None:
         logger.info("Worker %s started", self.owner)
         while not self._stopping:
+            self.alive_at = time.monotonic()
             try:
                 await self._report()
+                await self._purge()
                 done = await self.run_once()
             except StoreUnavailable as exc:
                 logger.warning("Worker cannot reach the store (%s); trying again shortly", exc)
@@ -125,6 +135,16 @@ class Worker:
         if self._stopping:
             return sent
         return sent + await self._writeback.run_batch()
+
+    async def _purge(self) -> None:
+        """Once an hour, delete finished sends older than the retention period (see README: Privacy)."""
+        now = self._clock()
+        if self._options.retention_seconds <= 0 or now - self._purged_at < PURGE_EVERY_SECONDS:
+            return
+        self._purged_at = now
+        removed = await anyio.to_thread.run_sync(self._store.purge, now - self._options.retention_seconds)
+        if removed:
+            logger.info("Purged %d finished send(s) older than the retention period", removed)
 
     async def _report(self) -> None:
         """For `bridge status`: a heartbeat every few seconds, and Salesforce's API usage when it changed."""
@@ -225,11 +245,12 @@ class Worker:
 
     async def _send_limited(self, limit: anyio.CapacityLimiter, job: ClaimedSend, request: SmsRequest) -> None:
         async with limit:
-            try:
-                await self._send_one(job, request)
-            except StoreUnavailable as exc:
-                # Its lease runs out and it is taken up again, following the ambiguous-outcome rule.
-                logger.warning("Send %s could not be recorded (%s); it will be taken up again", job.id, exc)
+            with about_send(job.id):  # this task's log lines carry the send id
+                try:
+                    await self._send_one(job, request)
+                except StoreUnavailable as exc:
+                    # Its lease runs out and it is taken up again, following the ambiguous-outcome rule.
+                    logger.warning("Send %s could not be recorded (%s); it will be taken up again", job.id, exc)
 
     async def _send_one(self, job: ClaimedSend, request: SmsRequest) -> None:
         if self._stopping:
@@ -237,6 +258,7 @@ class Worker:
         await self._limiter.acquire()
         if self._stopping:
             return
+        self.alive_at = time.monotonic()
         lease = self._options.ccai_timeout + self._options.lease_seconds
         marked = await anyio.to_thread.run_sync(
             lambda: self._store.mark_inflight(job.id, owner=self.owner, lease_seconds=lease)
@@ -261,6 +283,7 @@ class Worker:
                 pause = exc.retry_after if exc.retry_after is not None else 1.0
                 await self._limiter.pause(pause)
                 logger.warning("CCAI rate-limited send %s; pausing sends for %.1f s", job.id, pause)
+                self._metrics.retries.labels("ccai_throttled").inc()
                 await self._requeue(job, self._clock() + pause, exc.reason, job.may_have_sent, refund=True)
                 return
             await self._retry_or_give_up(job, exc.reason, reached=exc.reached, retry_after=exc.retry_after)
@@ -289,6 +312,7 @@ class Worker:
         if elapsed < self._options.ccai_retry_for:
             wait = max(retry_after or 0.0, wait if wait is not None else _backoff.delay(elapsed, rng=self._rng))
             logger.info("Send %s will be retried in %.0f s: %s", job.id, wait, reason)
+            self._metrics.retries.labels("unavailable").inc()
             await self._requeue(job, now + wait, reason, may_have_sent)
             return
         minutes = max(1, round(elapsed / 60))
@@ -326,5 +350,7 @@ class Worker:
                     raise
                 logger.warning("Store unavailable while recording send %s; trying again", job.id)
                 await anyio.sleep(1.0)
-        if not recorded:
+        if recorded:
+            self._metrics.sends_finished.labels(outcome.status).inc()
+        else:
             logger.warning("Send %s was taken over by another worker before its outcome was recorded", job.id)

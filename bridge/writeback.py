@@ -16,6 +16,7 @@ import anyio.to_thread
 
 from bridge import _backoff
 from bridge.errors import SalesforceError, SalesforceRequestError
+from bridge.metrics import Metrics
 from bridge.model import CASE_STATUS, PendingWriteback, RecordResult
 from bridge.salesforce import CaseGateway
 from bridge.settings import WritebackConfig
@@ -70,7 +71,9 @@ class Writeback:
         retry_for: float,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._store = store
         self._gateway = gateway
         self._config = config
@@ -128,6 +131,8 @@ class Writeback:
         task_state = _state(task, gave_up)
         retrying = "pending" in (case_state, task_state)
         for part, result, state in (("Case update", case, case_state), ("Task", task, task_state)):
+            if result is not None and not result.ok:
+                self._metrics.writeback_failures.labels("case" if part == "Case update" else "task").inc()
             if result is not None and state == "failed":
                 logger.error("Write-back of send %s (%s) failed for good: %s", item.id, part, result.message)
         self._store.record_writeback(

@@ -4,10 +4,12 @@ Salesforce over HTTPS with a test CA, real outbound-message XML.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge.record_ids import to18
@@ -182,3 +184,51 @@ def test_kill_9_mid_batch_loses_nothing_and_texts_nobody_twice(
     final = statuses(sandbox, cases)
     assert set(final.values()) <= {"Sent", "Unknown"}
     assert sum(1 for s in final.values() if s == "Sent") >= len(cases) - 2
+
+
+def test_no_number_or_secret_reaches_the_logs(sandbox: SandboxProcess, start_bridge: StartBridge) -> None:
+    bridge = start_bridge(BRIDGE_API_KEY="sandbox-api-key", LOG_LEVEL="DEBUG")
+    bridge.post_xml((FIXTURES / "outbound_message_3.xml").read_bytes())
+    bridge.post_xml(outbound_message([UK]))
+    bridge.post_xml(outbound_message([MOBILE]), token="wrong-token-123")
+    api = f"{bridge.url}/api/v1/sends"
+    headers = {"Authorization": "Bearer sandbox-api-key"}
+    sandbox.ccai_control(script=[{"status": 400, "message": DOCUMENTED_ERRORS[5]}])
+    answers = [
+        httpx.post(
+            api,
+            json={"ticket_id": NO_PHONE, "end_user_number": "(646) 555-0123"},
+            headers=headers,
+            params={"wait": "10"},
+        ),
+        httpx.post(api, json={"ticket_id": MOBILE, "end_user_number": "+1 415 555 01"}, headers=headers),
+        httpx.post(api, json={"ticket_id": MOBILE}, headers={"Authorization": "Bearer wrong-key-123"}),
+    ]
+    wait_for(lambda: all_written(sandbox, [MOBILE, NATIONAL_QUEUE, NO_PHONE, UK]), what="every Case")
+    logs = bridge.logs()
+    visible = logs + "".join(a.text for a in answers)
+    full_numbers = [
+        "4155550100",
+        "415-555-0100",
+        "2125550142",
+        "212) 555-0142",
+        "2079460958",
+        "7946 0958",
+        "6465550123",
+        "646) 555-0123",
+        "41555501",
+    ]
+    secrets = [
+        "sandbox-webhook-token",
+        "sandbox-api-key",
+        "sandbox-api-token",
+        "sandbox-access-token",
+        "wrong-token-123",
+        "wrong-key-123",
+    ]
+    for needle in full_numbers + secrets:
+        assert needle not in visible, f"{needle!r} leaked"
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert lines, "the bridge logs JSON lines when its output is not a terminal"
+    assert any("send_id" in line for line in lines)
+    assert any("request_id" in line for line in lines)

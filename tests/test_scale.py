@@ -89,9 +89,14 @@ def test_three_workers_share_one_rate_limit_and_send_each_event_once(cluster: Cl
     assert len(state["accepted"]) == 40
     assert_at_most_one_sms_each(sandbox)
     assert state["answered"].get("429", 0) == 0
+    # The workers hand out request slots 100 ms apart; arrival times at CCAI also carry process
+    # scheduling jitter (two requests can land closer than their slots), so a strict 1-second
+    # window gets a little slack, while a longer window must hold the rate.
     times = sorted(state["request_times"])
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-    assert busiest <= 11  # 10 per second, plus one for timing at the window's edge
+    assert busiest <= 12
+    busiest_3s = max(sum(1 for t in times if start <= t < start + 3.0) for start in times)
+    assert busiest_3s <= 31
     assert "sandbox-api-token" not in cluster.logs()
 
 

@@ -173,3 +173,22 @@ def test_status_records_and_queue_summary(store: Store, clock: Clock) -> None:
     clock.advance(7)
     summary = store.queue_summary()
     assert summary == {"by_status": {"queued": 1}, "oldest_queued_seconds": 7.0, "writebacks_pending": 0}
+
+
+def test_purge_removes_only_settled_sends_older_than_the_cutoff(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1"), om("04l2"), om("04l3"), om("04l4")])
+    old_done, old_pending, _queued, recent = store.claim_sends("w", limit=4, lease_seconds=30)
+    store.release("w")
+    store.claim_sends("w", limit=4, lease_seconds=30)
+    outcome = Outcome(status="failed", reason="x")
+    store.finish(old_done.id, outcome, owner="w", create_task=False)
+    store.record_writeback(old_done.id, case_state="done", task_state=None, error=None, retry_at=None)
+    store.finish(old_pending.id, outcome, owner="w", create_task=False)  # its write-back never got through
+    clock.advance(3 * 86400)
+    store.finish(recent.id, outcome, owner="w", create_task=False)
+    store.record_writeback(recent.id, case_state="done", task_state=None, error=None, retry_at=None)
+    assert store.purge(clock.now - 2 * 86400) == 1
+    remaining = {row["id"] for row in store.find()}
+    assert old_done.id not in remaining
+    assert {old_pending.id, recent.id} <= remaining
+    assert len(remaining) == 3  # the queued one stays too
