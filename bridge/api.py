@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from bridge.errors import ApiConflict, ApiDisabled, ApiError, ApiNotFound, ApiUnauthorized
 from bridge.metrics import Metrics
 from bridge.model import NewSend
-from bridge.phones import PhoneProblem, to_e164
+from bridge.phones import us_e164
 from bridge.record_ids import is_record_id, to18
 from bridge.sends import FINAL, public_view, wait_for_outcome
 from bridge.store import Store
@@ -64,12 +64,7 @@ class SendRequest(BaseModel):
     @field_validator("end_user_number", "outbound_number")
     @classmethod
     def _us_number(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        e164 = to_e164(value, default_region="US", allowed_regions=("US",), label="The number")
-        if isinstance(e164, PhoneProblem):
-            raise ValueError(e164.reason)
-        return e164
+        return None if value is None else us_e164(value, label="The number")
 
     @model_validator(mode="after")
     def _one_agent(self) -> SendRequest:

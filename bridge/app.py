@@ -80,25 +80,33 @@ class Services:
     ccai: CCAIClient | None = None
 
 
-def build_services(settings: Settings, *, run_worker: bool | None = None) -> Services:
-    """Wire the real collaborators from the settings."""
-    metrics = Metrics()
-    store = Store.from_url(settings.database_url)
-    metrics.watch_store(store)
-    ccai = CCAIClient(
+def ccai_client(settings: Settings, metrics: Metrics | None = None) -> CCAIClient:
+    return CCAIClient(
         metrics=metrics,
         base_url=settings.ccai_base_url,
         subdomain=settings.ccai_subdomain,
         api_token=settings.ccai_api_token.get_secret_value(),
         timeout=settings.ccai_timeout_seconds,
     )
-    gateway = SalesforceGateway(
+
+
+def salesforce_gateway(settings: Settings, metrics: Metrics | None = None) -> SalesforceGateway:
+    return SalesforceGateway(
         metrics=metrics,
         credentials=settings.salesforce_credentials(),
         api_version=settings.salesforce_api_version,
         timeout=settings.salesforce_timeout_seconds,
         ca_bundle=settings.salesforce_ca_bundle or None,
     )
+
+
+def build_services(settings: Settings, *, run_worker: bool | None = None) -> Services:
+    """Wire the real collaborators from the settings."""
+    metrics = Metrics()
+    store = Store.from_url(settings.database_url)
+    metrics.watch_store(store)
+    ccai = ccai_client(settings, metrics)
+    gateway = salesforce_gateway(settings, metrics)
     mapper = TicketMapper(
         config=settings.mapping, outbound_number=settings.ccai_outbound_number, chat_type=settings.ccai_chat_type
     )

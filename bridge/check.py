@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 
 from bridge._schema import LATEST_VERSION
-from bridge.ccai import CCAIClient
+from bridge.app import ccai_client, salesforce_gateway
 from bridge.errors import BridgeError, CCAIRejected, ConfigError
 from bridge.mapping import BASE_FIELDS, TicketMapper
 from bridge.model import SmsRequest
@@ -42,15 +42,10 @@ async def run_checks(settings: Settings) -> list[Finding]:
     if settings.ccai_base_url and settings.ccai_outbound_number:
         findings.append(await _check_ccai(settings))
     try:
-        credentials = settings.salesforce_credentials()
+        settings.salesforce_credentials()
     except ConfigError:
         return findings  # already reported by the settings check
-    gateway = SalesforceGateway(
-        credentials=credentials,
-        api_version=settings.salesforce_api_version,
-        timeout=settings.salesforce_timeout_seconds,
-        ca_bundle=settings.salesforce_ca_bundle or None,
-    )
+    gateway = salesforce_gateway(settings)
     findings.extend(await anyio.to_thread.run_sync(_check_salesforce, settings, gateway))
     return findings
 
@@ -80,12 +75,7 @@ def _check_store(settings: Settings) -> Finding:
 
 
 async def _check_ccai(settings: Settings) -> Finding:
-    client = CCAIClient(
-        base_url=settings.ccai_base_url,
-        subdomain=settings.ccai_subdomain,
-        api_token=settings.ccai_api_token.get_secret_value(),
-        timeout=settings.ccai_timeout_seconds,
-    )
+    client = ccai_client(settings)
     probe = SmsRequest(
         end_user_number=PROBE_NUMBER,
         outbound_number=settings.ccai_outbound_number,

@@ -24,6 +24,14 @@ def mask(number: str | None) -> str:
     return "*" * max(len(digits) - keep, 3) + "".join(digits[-keep:])
 
 
+def us_e164(raw: str, *, label: str) -> str:
+    """For validators: a valid US number in E.164, or ``ValueError`` with the masked reason."""
+    e164 = to_e164(raw, default_region="US", allowed_regions=("US",), label=label)
+    if isinstance(e164, PhoneProblem):
+        raise ValueError(e164.reason)
+    return e164
+
+
 def to_e164(raw: str, *, default_region: str, allowed_regions: Collection[str], label: str) -> str | PhoneProblem:
     """Parse ``raw`` (any common format) and return E.164, or the reason it cannot be used.
 

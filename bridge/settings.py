@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.errors import ConfigError
-from bridge.phones import PhoneProblem, to_e164
+from bridge.phones import us_e164
 from bridge.salesforce_auth import SalesforceCredentials, choose_credentials
 from bridge.template import Template
 
@@ -145,12 +145,7 @@ class Settings(BaseSettings):
     @field_validator("ccai_outbound_number")
     @classmethod
     def _outbound_to_e164(cls, value: str) -> str:
-        if not value:
-            return value
-        e164 = to_e164(value, default_region="US", allowed_regions=("US",), label="CCAI_OUTBOUND_NUMBER")
-        if isinstance(e164, PhoneProblem):
-            raise ValueError(e164.reason)
-        return e164
+        return us_e164(value, label="CCAI_OUTBOUND_NUMBER") if value else value
 
     @model_validator(mode="after")
     def _derive_ccai_base_url(self) -> Settings:

@@ -12,7 +12,7 @@ GOOD = {
     "end_user_number": "+1 415-555-0100",
     "outbound_number": "+1 628-555-0199",
     "message": "lorem ipsum",
-    "ticket_id": "5006x00000XXxxxXXX",
+    "ticket_id": "5005g00000SBX01AAH",
 }
 
 
