@@ -37,9 +37,9 @@ class CaseGateway(Protocol):
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]: ...
 
-    def update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]: ...
-
-    def create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]: ...
+    def write_back(
+        self, updates: Sequence[tuple[str, Mapping[str, Any]]], tasks: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[RecordResult], list[RecordResult]]: ...
 
     def api_usage(self) -> tuple[int, int] | None:
         """The org's API calls used and allowed today, as last reported by Salesforce."""
@@ -150,29 +150,67 @@ class SalesforceGateway:
         answer = self._call(lambda sf: sf.restful(f"sobjects/{sobject}/describe/"), action=f"describe {sobject}")
         return {str(f["name"]): dict(f) for f in (answer or {}).get("fields", [])}
 
-    def update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
-        records = [{"attributes": {"type": "Case"}, "id": case_id, **fields} for case_id, fields in updates]
-        return self._collection("PATCH", records, action="update the Case")
-
-    def create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
-        records = [{"attributes": {"type": "Task"}, **task} for task in tasks]
-        return self._collection("POST", records, action="create the Task")
-
-    def _collection(self, method: str, records: list[dict[str, Any]], *, action: str) -> list[RecordResult]:
-        results: list[RecordResult] = []
-        for start in range(0, len(records), COLLECTION_LIMIT):
-            chunk = records[start : start + COLLECTION_LIMIT]
-            body = {"allOrNone": False, "records": chunk}
+    def write_back(
+        self, updates: Sequence[tuple[str, Mapping[str, Any]]], tasks: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[RecordResult], list[RecordResult]]:
+        """Update Cases and create Tasks in one API call: a composite request holding an sObject
+        Collections update and an sObject Collections insert (up to 200 records each).
+        Returns the per-record results of both, in order.
+        """
+        case_results: list[RecordResult] = []
+        task_results: list[RecordResult] = []
+        for start in range(0, max(len(updates), len(tasks)), COLLECTION_LIMIT):
+            case_records = [
+                {"attributes": {"type": "Case"}, "id": case_id, **fields}
+                for case_id, fields in updates[start : start + COLLECTION_LIMIT]
+            ]
+            task_records = [
+                {"attributes": {"type": "Task"}, **task} for task in tasks[start : start + COLLECTION_LIMIT]
+            ]
             answer = self._call(
-                lambda sf, body=body: sf.restful(  # type: ignore[misc]
-                    "composite/sobjects", method=method, json=body, headers=NO_AUTO_ASSIGN
+                lambda sf, c=case_records, t=task_records: sf.restful(  # type: ignore[misc]
+                    "composite", method="POST", json=self._composite(c, t), headers=NO_AUTO_ASSIGN
                 ),
-                action=action,
+                action="write the outcome back",
             )
-            if not isinstance(answer, list) or len(answer) != len(chunk):
-                raise SalesforceUnavailable(f"Salesforce gave an unexpected answer when asked to {action}.")
-            results.extend(_record_result(item) for item in answer)
-        return results
+            parts = {part.get("referenceId"): part for part in (answer or {}).get("compositeResponse", [])}
+            case_results += _part_results(parts.get("cases"), len(case_records))
+            task_results += _part_results(parts.get("tasks"), len(task_records))
+        return case_results, task_results
+
+    def _composite(self, cases: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        url = f"/services/data/v{self._api_version}/composite/sobjects"
+        subrequests = [
+            {
+                "method": method,
+                "url": url,
+                "referenceId": reference,
+                "body": {"allOrNone": False, "records": records},
+                # Each subrequest carries it too: no assignment rule may move the Case.
+                "httpHeaders": NO_AUTO_ASSIGN,
+            }
+            for method, reference, records in (("PATCH", "cases", cases), ("POST", "tasks", tasks))
+            if records
+        ]
+        return {"allOrNone": False, "compositeRequest": subrequests}
+
+
+def _part_results(part: Mapping[str, Any] | None, expected: int) -> list[RecordResult]:
+    """The records' results of one composite subrequest; a refused subrequest fails all its records."""
+    if expected == 0:
+        return []
+    if part is None:
+        raise SalesforceUnavailable("Salesforce's composite answer lacked a part of the write-back.")
+    body = part.get("body")
+    if 200 <= int(part.get("httpStatusCode", 0)) < 300 and isinstance(body, list) and len(body) == expected:
+        return [_record_result(item) for item in body]
+    error = body[0] if isinstance(body, list) and body and isinstance(body[0], Mapping) else {}
+    failed = RecordResult(
+        ok=False,
+        error_code=str(error.get("errorCode") or f"HTTP_{part.get('httpStatusCode')}"),
+        message=str(error.get("message") or "The write-back subrequest was refused."),
+    )
+    return [failed] * expected
 
 
 def _record_result(item: Mapping[str, Any]) -> RecordResult:

@@ -97,32 +97,30 @@ class Writeback:
         case_items = list(newest.values())
         task_items = [item for item in items if item.task_pending]
 
-        case_results = await self._call(
-            case_items,
-            lambda: self._gateway.update_cases([(i.ticket_id, case_fields(i, self._config)) for i in case_items]),
-        )
-        task_results = await self._call(
-            task_items, lambda: self._gateway.create_tasks([task_record(i, self._config) for i in task_items])
-        )
+        case_results, task_results = await self._write(case_items, task_items)
         for item in items:
             superseded = item.case_pending and newest.get(item.ticket_id) is not item
             case = RecordResult(ok=True) if superseded else case_results.get(item.id)
             await anyio.to_thread.run_sync(self._record, item, case, task_results.get(item.id))
         return len(items)
 
-    async def _call(
-        self, items: Sequence[PendingWriteback], call: Callable[[], list[RecordResult]]
-    ) -> dict[int, RecordResult]:
-        if not items:
-            return {}
+    async def _write(
+        self, case_items: Sequence[PendingWriteback], task_items: Sequence[PendingWriteback]
+    ) -> tuple[dict[int, RecordResult], dict[int, RecordResult]]:
+        """One call for the batch's Case updates and Tasks; each send's results, by send id."""
+        updates = [(item.ticket_id, case_fields(item, self._config)) for item in case_items]
+        tasks = [task_record(item, self._config) for item in task_items]
         try:
-            results = await anyio.to_thread.run_sync(call)
+            case_results, task_results = await anyio.to_thread.run_sync(self._gateway.write_back, updates, tasks)
         except SalesforceError as exc:
-            permanent = isinstance(exc, SalesforceRequestError)
-            code = "REQUEST_REFUSED" if permanent else "UNAVAILABLE"
-            logger.warning("Write-back call for %d send(s) failed: %s", len(items), exc)
-            return {item.id: RecordResult(ok=False, error_code=code, message=str(exc)) for item in items}
-        return {item.id: result for item, result in zip(items, results, strict=True)}
+            code = "REQUEST_REFUSED" if isinstance(exc, SalesforceRequestError) else "UNAVAILABLE"
+            logger.warning("Write-back call for %d send(s) failed: %s", len(case_items) + len(task_items), exc)
+            failed = RecordResult(ok=False, error_code=code, message=str(exc))
+            return {i.id: failed for i in case_items}, {i.id: failed for i in task_items}
+        return (
+            {item.id: result for item, result in zip(case_items, case_results, strict=True)},
+            {item.id: result for item, result in zip(task_items, task_results, strict=True)},
+        )
 
     def _record(self, item: PendingWriteback, case: RecordResult | None, task: RecordResult | None) -> None:
         errors = [r.message or r.error_code or "" for r in (case, task) if r is not None and not r.ok]

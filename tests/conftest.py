@@ -143,8 +143,16 @@ class FakeGateway:
         self._maybe_fail(self.failures)
         return {i: Ticket(id=i, fields=self.cases[i]) for i in ids if i in self.cases}
 
-    def update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
+    writes: int = 0
+
+    def write_back(
+        self, updates: Sequence[tuple[str, Mapping[str, Any]]], tasks: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[RecordResult], list[RecordResult]]:
+        self.writes += 1
         self._maybe_fail(self.write_failures)
+        return self._update_cases(updates), self._create_tasks(tasks)
+
+    def _update_cases(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecordResult]:
         results = []
         for case_id, values in updates:
             error = self.record_errors.get(case_id)
@@ -153,8 +161,7 @@ class FakeGateway:
             results.append(error or RecordResult(ok=True))
         return results
 
-    def create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
-        self._maybe_fail(self.write_failures)
+    def _create_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[RecordResult]:
         self.tasks.extend(dict(t) for t in tasks)
         return [RecordResult(ok=True) for _ in tasks]
 

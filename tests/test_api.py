@@ -95,8 +95,13 @@ def test_wait_returns_the_chat_id_quickly(bridge: BridgeProcess, sandbox: Sandbo
     assert body["chat_id"] == str(sms["chat_id"])
     assert sms["agentEmail"] == "clicker@example.com"  # the agent who clicked, not the owner
     assert elapsed < 2.0  # an Apex callout gives up after 10 s by default
-    wait_for(lambda: sandbox.case(MOBILE).get("CCAI_Chat_Id__c") == body["chat_id"], what="the write-back")
-    assert get(bridge, body["id"]).json()["write_back"] == "done"
+    wait_for(lambda: get(bridge, body["id"]).json()["write_back"] == "done", what="the write-back")
+    assert sandbox.case(MOBILE)["CCAI_Chat_Id__c"] == body["chat_id"]
+    # The Salesforce budget of one agent send: read the Case, then one call for the Case and the Task.
+    assert [c["path"] for c in sandbox.salesforce_state()["calls"]] == [
+        "/services/data/v61.0/query/",
+        "/services/data/v61.0/composite",
+    ]
 
 
 def test_message_and_agent_id_overrides_reach_ccai(bridge: BridgeProcess, sandbox: SandboxProcess) -> None:

@@ -136,23 +136,34 @@ def test_a_field_that_does_not_exist_is_a_request_error_naming_it(org: Org) -> N
         org.gateway().read_tickets([CASE_1], ["Id", "Nope__c"])
 
 
-def test_updates_go_in_collections_without_auto_assignment(org: Org) -> None:
+def test_case_updates_and_tasks_go_in_one_composite_call_without_auto_assignment(org: Org) -> None:
     updates = [(CASE_1, {"CCAI_SMS_Status__c": "Sent", "CCAI_Chat_Id__c": "114"})] * 150 + [
         ("5005g00000SBX99AAH", {"CCAI_SMS_Status__c": "Failed"})
     ] * 100
-    results = org.gateway().update_cases(updates)
-    assert len(results) == 250
-    assert results[0].ok
-    assert (results[-1].ok, results[-1].error_code) == (False, "ENTITY_IS_DELETED")
-    assert org.sim.cases[CASE_1]["CCAI_Chat_Id__c"] == "114"
-    assert [(c["method"], c["auto_assign"]) for c in org.sim.calls] == [("PATCH", "FALSE"), ("PATCH", "FALSE")]
-
-
-def test_tasks_are_created_in_one_call(org: Org) -> None:
-    results = org.gateway().create_tasks([{"WhatId": CASE_1, "Subject": "SMS", "Status": "Completed"}] * 3)
-    assert all(r.ok for r in results)
+    tasks = [{"WhatId": CASE_1, "Subject": "SMS", "Status": "Completed"}] * 3
+    case_results, task_results = org.gateway().write_back(updates, tasks)
+    assert len(case_results) == 250
+    assert case_results[0].ok
+    assert (case_results[-1].ok, case_results[-1].error_code) == (False, "ENTITY_IS_DELETED")
+    assert all(r.ok for r in task_results)
     assert len(org.sim.tasks) == 3
-    assert len(org.sim.calls) == 1
+    assert org.sim.cases[CASE_1]["CCAI_Chat_Id__c"] == "114"
+    assert [(c["method"], c["path"], c["auto_assign"]) for c in org.sim.calls] == [
+        ("POST", "/services/data/v61.0/composite", "FALSE")
+    ] * 2  # 250 Cases need two calls of at most 200 records each
+    subrequests = [s for c in org.sim.calls for s in c["subrequests"]]
+    assert [(s["method"], s["auto_assign"]) for s in subrequests] == [
+        ("PATCH", "FALSE"),
+        ("POST", "FALSE"),
+        ("PATCH", "FALSE"),
+    ]
+
+
+def test_a_refused_subrequest_fails_its_records_only(org: Org) -> None:
+    tasks = [{"WhatId": CASE_1, "Subject": "SMS", "Nope__c": 1}]
+    case_results, task_results = org.gateway().write_back([(CASE_1, {"CCAI_SMS_Status__c": "Sent"})], tasks)
+    assert case_results[0].ok
+    assert (task_results[0].ok, task_results[0].error_code) == (False, "INVALID_FIELD")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -141,6 +142,30 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         body = await request.json()
         return JSONResponse([_apply(sim, request.method, record) for record in body.get("records", [])])
 
+    async def composite(request: Request) -> Response:
+        if (refused := gate(request)) is not None:
+            return refused
+        body = await request.json()
+        subrequests = sim.calls[-1].setdefault("subrequests", [])
+        answers = []
+        for sub in body.get("compositeRequest", []):
+            path = urlsplit(sub.get("url", "")).path
+            headers = {k.lower(): v for k, v in (sub.get("httpHeaders") or {}).items()}
+            subrequests.append(
+                {"method": sub.get("method"), "path": path, "auto_assign": headers.get("sforce-auto-assign")}
+            )
+            if path.endswith("/composite/sobjects") and sub.get("method") in ("PATCH", "POST"):
+                results = [_apply(sim, sub["method"], record) for record in sub.get("body", {}).get("records", [])]
+                answers.append(
+                    {"body": results, "httpHeaders": {}, "httpStatusCode": 200, "referenceId": sub.get("referenceId")}
+                )
+            else:
+                refusal = [{"errorCode": "NOT_FOUND", "message": f"The sandbox does not serve {path} in composite"}]
+                answers.append(
+                    {"body": refusal, "httpHeaders": {}, "httpStatusCode": 404, "referenceId": sub.get("referenceId")}
+                )
+        return JSONResponse({"compositeResponse": answers})
+
     async def state(_request: Request) -> Response:
         return JSONResponse({"cases": sim.cases, "tasks": sim.tasks, "calls": sim.calls, "logins": sim.logins})
 
@@ -166,6 +191,7 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
             Route("/services/data/{version}/query/", query),
             Route("/services/data/{version}/query", query),
             Route("/services/data/{version}/composite/sobjects", collections, methods=["PATCH", "POST"]),
+            Route("/services/data/{version}/composite", composite, methods=["POST"]),
             Route("/services/data/{version}/sobjects/{sobject}/describe/", describe),
             Route("/services/oauth2/token", partial(oauth_token, sim), methods=["POST"]),
             Route("/services/Soap/u/{version}", partial(soap_login, sim), methods=["POST"]),
