@@ -21,7 +21,9 @@ import uvicorn
 from bridge import __version__
 from bridge._schema import LATEST_VERSION
 from bridge.app import build_services, create_app, drain_worker, start_worker
-from bridge.benchmark import run_benchmark
+from bridge.bench.calls import run_calls
+from bridge.bench.ingest import run_ingest
+from bridge.bench.pipeline import run_pipeline
 from bridge.console import add_commands
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging
@@ -78,13 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--dir", type=Path, help="where to write the TLS files (default: a temporary folder)")
     sandbox.set_defaults(handler=_sandbox)
 
-    bench = commands.add_parser("benchmark", help="measure the send pipeline against the CCAI limit (PostgreSQL)")
-    bench.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
-    bench.add_argument("--events", type=int, default=1000)
-    bench.add_argument("--workers", type=int, default=3)
-    bench.add_argument("--latency", type=float, default=0.2, help="simulated CCAI latency in seconds")
-    bench.add_argument("--rate", type=float, default=10.0, help="the simulated tenant's limit, requests per second")
-    bench.set_defaults(handler=_benchmark)
+    bench = commands.add_parser("benchmark", help="measure the bridge against its ceilings (not a test)")
+    scenarios = bench.add_subparsers(required=True, metavar="SCENARIO")
+    pipeline = scenarios.add_parser("pipeline", help="queued events sent by worker processes on PostgreSQL")
+    pipeline.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
+    pipeline.add_argument("--events", type=int, default=1000)
+    pipeline.add_argument("--workers", type=int, default=3)
+    pipeline.add_argument("--latency", type=float, default=0.2, help="simulated CCAI latency in seconds")
+    pipeline.add_argument("--rate", type=float, default=10.0, help="the simulated tenant's limit per second")
+    pipeline.add_argument("--max-seconds", type=float, help="stop measuring after this long")
+    pipeline.set_defaults(handler=_benchmark_pipeline)
+    ingest = scenarios.add_parser("ingest", help="acks per second of one bridge serve on SQLite vs a bare ceiling")
+    ingest.add_argument("--seconds", type=float, default=10.0, help="load duration per measurement")
+    ingest.add_argument("--concurrency", type=int, default=16)
+    ingest.add_argument("--grow", type=int, default=0, metavar="N", help="measure again with N finished records")
+    ingest.set_defaults(handler=_benchmark_ingest)
+    calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
+    calls.add_argument("--burst", type=int, default=100)
+    calls.set_defaults(handler=_benchmark_calls)
 
     sample = commands.add_parser("sample-message", help="print (or post) a sample Salesforce outbound message")
     sample.add_argument("--case", action="append", dest="cases", help="Case id (repeatable; default: 3 samples)")
@@ -257,10 +270,28 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _benchmark(args: argparse.Namespace) -> int:
-    figures = run_benchmark(
-        database_url=args.database_url, events=args.events, workers=args.workers, latency=args.latency, rate=args.rate
+def _benchmark_pipeline(args: argparse.Namespace) -> int:
+    return _print_figures(
+        run_pipeline(
+            database_url=args.database_url,
+            events=args.events,
+            workers=args.workers,
+            latency=args.latency,
+            rate=args.rate,
+            max_seconds=args.max_seconds,
+        )
     )
+
+
+def _benchmark_ingest(args: argparse.Namespace) -> int:
+    return _print_figures(run_ingest(seconds=args.seconds, concurrency=args.concurrency, grow=args.grow))
+
+
+def _benchmark_calls(args: argparse.Namespace) -> int:
+    return _print_figures(run_calls(burst=args.burst))
+
+
+def _print_figures(figures: dict[str, Any]) -> int:
     width = max(len(k) for k in figures)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in figures.items()))
     return 0

@@ -1,4 +1,4 @@
-"""``bridge benchmark``: the send pipeline against its ceiling, measured with real processes.
+"""``bridge benchmark pipeline``: the send pipeline against its ceiling, measured with real processes.
 
 It starts the simulated platforms (CCAI with the given latency and per-tenant rate limit), queues
 a backlog of events in a fresh PostgreSQL schema, starts worker processes, and reports the SMS
@@ -7,48 +7,49 @@ rate CCAI saw, the 429s it answered and any duplicate SMS. Nothing here runs in 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
+import ssl
 import tempfile
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import httpx
 from sqlalchemy import text
 
+from bridge.bench._procs import bridge_env, peak_rss_mb, start, start_sandbox, stop
 from bridge.errors import ConfigError
 from bridge.model import NewSend
 from bridge.record_ids import to18
 from bridge.store import Store
 
-# Fictional numbers (555-01xx) across area codes, so every Case has its own valid US number.
+# 555 numbers across area codes, so every Case has its own valid US number (1,000 per area code).
 _AREAS = ("212", "415", "628", "646", "718", "312", "305", "206", "617", "702", "213", "303", "404", "512")
 
 
-def run_benchmark(*, database_url: str, events: int, workers: int, latency: float, rate: float) -> dict[str, Any]:
+def run_pipeline(
+    *, database_url: str, events: int, workers: int, latency: float, rate: float, max_seconds: float | None = None
+) -> dict[str, Any]:
+    """Queue ``events`` and let ``workers`` send them; stop after ``max_seconds`` if given (a large
+    backlog then measures memory and rate without waiting for the last SMS).
+    """
     if not database_url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("The benchmark needs PostgreSQL: pass --database-url postgresql://...")
-    if events > 100 * len(_AREAS):
-        raise ConfigError(f"At most {100 * len(_AREAS)} events (distinct fictional numbers run out).")
+    if events > 1000 * len(_AREAS):
+        raise ConfigError(f"At most {1000 * len(_AREAS)} events (distinct numbers run out).")
     directory = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = Store.from_url(database_url)
     with admin.engine.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     url = f"{database_url}{'&' if '?' in database_url else '?'}options=-csearch_path%3D{schema}"
-    processes: list[subprocess.Popen[Any]] = []
+    processes: list[Popen[Any]] = []
     try:
-        sandbox = _start(["sandbox", "--dir", str(directory), "--latency", str(latency), "--rate-limit", str(rate)])
+        sandbox, info = start_sandbox(directory, latency=latency, rate=rate)
         processes.append(sandbox)
-        assert sandbox.stdout is not None
-        info = json.loads(sandbox.stdout.readline())
-        env = _environment(info, url, rate)
+        env = bridge_env(info, DATABASE_URL=url, CCAI_RATE_LIMIT=str(rate))
         ccai = httpx.Client(base_url=info["ccai_url"], timeout=30)
         cases = _seed_cases(info, events)
         store = Store.from_url(url)
@@ -56,39 +57,19 @@ def run_benchmark(*, database_url: str, events: int, workers: int, latency: floa
         store.ingest([NewSend(dedupe_key=f"bench:{c}", source="outbound_message", ticket_id=c) for c in cases])
         store.close()
         started = time.time()
-        processes += [_start(["worker"], env=env, log=directory / f"worker{i}.log") for i in range(workers)]
-        state = _wait_for_all(ccai, events, deadline=started + 60 + 3 * events / rate)
+        worker_processes = [start(["worker"], env=env, log=directory / f"worker{i}.log") for i in range(workers)]
+        processes += worker_processes
+        deadline = started + (max_seconds if max_seconds is not None else 60 + 3 * events / rate)
+        state = _wait_for_all(ccai, events, deadline=deadline)
         finished = time.time()
-        return _figures(state, events=events, workers=workers, latency=latency, rate=rate, wall=finished - started)
+        figures = _figures(state, events=events, workers=workers, latency=latency, rate=rate, wall=finished - started)
+        figures["worker_peak_rss_mb"] = max(peak_rss_mb(p.pid) for p in worker_processes)
+        return figures
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
         with admin.engine.begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.close()
-
-
-def _start(args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[Any]:
-    output = log.open("ab") if log else subprocess.PIPE
-    return subprocess.Popen(  # noqa: S603 - runs this same program, with fixed arguments
-        [sys.executable, "-m", "bridge", *args],
-        env=env,
-        stdout=output,
-        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
-        text=log is None,
-    )
-
-
-def _environment(info: dict[str, Any], database_url: str, rate: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_"))}
-    env.update({k.upper(): str(v) for k, v in info["settings"].items()})
-    env.update({"DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", "CCAI_RATE_LIMIT": str(rate)})
-    return env
 
 
 def _seed_cases(info: dict[str, Any], count: int) -> list[str]:
@@ -96,14 +77,16 @@ def _seed_cases(info: dict[str, Any], count: int) -> list[str]:
         {
             "Id": to18(f"5005g0000B{i:05d}"),
             "CaseNumber": f"{i:08d}",
-            "ContactMobile": f"+1 {_AREAS[i // 100]}-555-01{i % 100:02d}",
+            "ContactMobile": f"+1 {_AREAS[i // 1000]}-555-{i % 1000:04d}",
             "Owner.Type": "User",
             "Owner.Email": "agent@example.com",
         }
         for i in range(count)
     ]
-    with httpx.Client(base_url=info["salesforce_url"], verify=False, timeout=30) as salesforce:  # noqa: S501 - local sandbox
-        salesforce.post("/_sandbox/control", json={"cases": cases}).raise_for_status()
+    context = ssl.create_default_context(cafile=info["ca_file"])
+    with httpx.Client(base_url=info["salesforce_url"], verify=context, timeout=120) as salesforce:
+        for start_at in range(0, len(cases), 2000):
+            salesforce.post("/_sandbox/control", json={"cases": cases[start_at : start_at + 2000]}).raise_for_status()
     return [c["Id"] for c in cases]
 
 
@@ -127,6 +110,7 @@ def _figures(
         "ccai_latency_s": latency,
         "ccai_limit_per_s": rate,
         "sms_accepted": len(times),
+        "backlog_left": events - len(times),
         "sms_per_s_sustained": round(sustained, 2),
         "share_of_limit": round(sustained / rate, 3),
         "http_429": int(state["answered"].get("429", 0)),

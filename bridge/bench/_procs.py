@@ -1,0 +1,74 @@
+"""Starting the processes a benchmark needs, and reading what the kernel says about them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def start(args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[Any]:
+    """``python -m bridge ARGS`` (or ``-m module`` when ARGS starts with ``-m``)."""
+    command = [sys.executable, *args] if args[0] == "-m" else [sys.executable, "-m", "bridge", *args]
+    output = log.open("ab") if log else subprocess.PIPE
+    return subprocess.Popen(  # noqa: S603 - runs this same program, with fixed arguments
+        command,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+        text=log is None,
+    )
+
+
+def start_sandbox(
+    directory: Path, *, latency: float = 0.0, rate: float = 10.0
+) -> tuple[subprocess.Popen[Any], dict[str, Any]]:
+    process = start(["sandbox", "--dir", str(directory), "--latency", str(latency), "--rate-limit", str(rate)])
+    assert process.stdout is not None
+    return process, json.loads(process.stdout.readline())
+
+
+def bridge_env(info: dict[str, Any], **extra: str) -> dict[str, str]:
+    """The environment of a bridge pointed at the sandbox platforms described by ``info``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_", "DATABASE_URL"))}
+    env.update({k.upper(): str(v) for k, v in info["settings"].items()})
+    env.update({"LOG_LEVEL": "WARNING", **extra})
+    return env
+
+
+def wait_until_up(url: str, *, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def stop(processes: list[subprocess.Popen[Any]]) -> None:
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
