@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bridge._secrets import matches_any
 from bridge.errors import ApiConflict, ApiDisabled, ApiError, ApiNotFound, ApiUnauthorized
 from bridge.metrics import Metrics
 from bridge.model import NewSend
@@ -89,10 +89,7 @@ class SendApi:
         if not self._keys:
             raise ApiDisabled("The send API is not enabled: set BRIDGE_API_KEY.")
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        matched = False
-        for key in self._keys:  # every key, no early exit: constant time across rotation
-            matched |= hmac.compare_digest(given.strip().encode(), key.encode())
-        if scheme.lower() != "bearer" or not given or not matched:
+        if scheme.lower() != "bearer" or not matches_any(given.strip(), self._keys):
             self._metrics.auth_failures.labels("api").inc()
             raise ApiUnauthorized("Missing or wrong API key (Authorization: Bearer <key>).")
 

@@ -8,7 +8,6 @@ commits to the store and only then acks.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import re
 import time
@@ -29,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import logs
 from bridge._schema import LATEST_VERSION
+from bridge._secrets import matches_any
 from bridge.api import SendApi
 from bridge.ccai import CCAIClient
 from bridge.errors import (
@@ -196,7 +196,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def metrics(request: Request) -> Response:
         if svc.metrics_key:
             _, _, given = request.headers.get("authorization", "").partition(" ")
-            if not hmac.compare_digest(given.encode(), svc.metrics_key.encode()):
+            if not matches_any(given, [svc.metrics_key]):
                 svc.metrics.auth_failures.labels("metrics").inc()
                 return PlainTextResponse("Missing or wrong metrics key.\n", status_code=401)
         body = await anyio.to_thread.run_sync(svc.metrics.render)
@@ -331,11 +331,7 @@ async def drain_worker(worker: Worker, stopped: anyio.Event, seconds: float) -> 
 
 
 def _authenticate(given: str, tokens: Sequence[str]) -> None:
-    # Compare against every configured token (rotation) without stopping early, in constant time.
-    matched = False
-    for token in tokens:
-        matched |= hmac.compare_digest(given.encode(), token.encode())
-    if not (given and matched):
+    if not matches_any(given, tokens):
         raise AuthenticationFailed("Missing or wrong token in the outbound-message URL.")
 
 

@@ -1,0 +1,17 @@
+"""Comparing a caller's secret with the configured ones."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+
+def matches_any(given: str, secrets: Iterable[str]) -> bool:
+    """True when ``given`` equals one of ``secrets``. Every secret is compared, in constant time, with
+    no early exit, so timing reveals neither the secret nor which one of a rotation matched.
+    An empty ``given`` never matches.
+    """
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(given.encode(), secret.encode())
+    return bool(given) and matched
