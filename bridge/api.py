@@ -1,7 +1,10 @@
-"""The JSON send API for agent buttons, Flow HTTP callouts and Apex.
+"""The JSON door, for agent buttons, Flow HTTP callouts and Apex.
 
-``POST /api/v1/sends`` queues a send for a Case (optionally waiting for its outcome) and
-``GET /api/v1/sends/{id}`` reads one. Callers authenticate with ``Authorization: Bearer <key>``.
+``POST /api/v1/sends`` queues a send for a ticket (optionally waiting for its outcome) and
+``GET /api/v1/sends/{id}`` reads one; :mod:`bridge.optout_api` and :mod:`bridge.preview_api` add the
+opt-out list and the "what would happen" preview on the same door (:class:`JSONDoor`). Callers
+authenticate with ``Authorization: Bearer <key>``. Refusals are :class:`~bridge.errors.InboundError`\\ s,
+answered as ``{"error": "..."}`` and counted by reason.
 """
 
 from __future__ import annotations
@@ -11,48 +14,73 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
 
+import anyio
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bridge._body import read_capped
 from bridge._secrets import matches_any
-from bridge.errors import ApiConflict, ApiDisabled, ApiError, ApiNotFound, ApiUnauthorized
+from bridge.crm import TicketIds
+from bridge.errors import (
+    AuthenticationFailed,
+    Conflict,
+    DoorDisabled,
+    InboundError,
+    MalformedMessage,
+    NotFound,
+    StoreRejected,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from bridge.metrics import Metrics
 from bridge.model import NewSend
 from bridge.phones import us_e164
-from bridge.record_ids import is_record_id, to18
-from bridge.sends import FINAL, public_view, wait_for_outcome
+from bridge.segments import count_segments, over_limit
+from bridge.sends import http_status, public_view, wait_for_outcome
 from bridge.store import Store
+from bridge.text import forbidden_characters, sanitize
 
 logger = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 25.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+_SEND_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 class SendRequest(BaseModel):
-    """The body of ``POST /api/v1/sends``."""
+    """The body of ``POST /api/v1/sends``. Validate with ``context={"ticket_ids": ...}``."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     ticket_id: str
-    message: str | None = Field(default=None, min_length=1, max_length=1600)
+    # Its length is limited in SMS segments, the one limit every message source shares (see SendAPI).
+    message: str | None = Field(default=None, min_length=1)
     agent_email: str | None = Field(default=None, max_length=254)
-    agent_id: int | None = Field(default=None, ge=1)
+    agent_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     end_user_number: str | None = None
     outbound_number: str | None = None
+    # "ignore": an agent answering a customer who just wrote may text outside the send window.
+    send_window: Literal["ignore"] | None = None
 
     @field_validator("ticket_id")
     @classmethod
-    def _case_id(cls, value: str) -> str:
-        if not is_record_id(value) or not value.startswith("500"):
-            raise ValueError("must be a Case id (15 or 18 letters and digits, starting 500)")
-        return to18(value)
+    def _ticket_id(cls, value: str, info: ValidationInfo) -> str:
+        normalise: TicketIds = (info.context or {})["ticket_ids"]
+        return normalise(value)
+
+    @field_validator("message", "agent_email")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        bad = forbidden_characters(value) if value is not None else []
+        if bad:
+            raise ValueError(f"contains characters that cannot be texted or stored: {', '.join(bad)}")
+        return value
 
     @field_validator("agent_email")
     @classmethod
@@ -73,37 +101,88 @@ class SendRequest(BaseModel):
         return self
 
 
-class SendApi:
-    """The API's handlers, built with the store, the keys and a way to wake the worker."""
+class JSONDoor:
+    """What every endpoint of the JSON door shares: the key check, the body, refusal counting."""
 
-    def __init__(
-        self, *, store: Store, api_keys: Sequence[str], wake: Any, max_body_bytes: int, metrics: Metrics
-    ) -> None:
-        self._metrics = metrics
-        self._store = store
+    def __init__(self, *, api_keys: Sequence[str], max_body_bytes: int, metrics: Metrics) -> None:
         self._keys = [key for key in api_keys if key]
-        self._wake = wake
         self._max_body = max_body_bytes
+        self._metrics = metrics
+
+    async def counted(self, endpoint: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
+        """Run ``endpoint`` after the key check, counting a refusal under its reason."""
+        try:
+            self._authenticate(request)
+            return await endpoint(request)
+        except InboundError as exc:
+            self._metrics.refusals.labels("api", exc.reason).inc()
+            if isinstance(exc, AuthenticationFailed):
+                self._metrics.auth_failures.labels("api").inc()
+            raise
 
     def _authenticate(self, request: Request) -> None:
         if not self._keys:
-            raise ApiDisabled("The send API is not enabled: set BRIDGE_API_KEY.")
+            raise DoorDisabled("The send API is not enabled: set BRIDGE_API_KEY.")
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not matches_any(given.strip(), self._keys):
-            self._metrics.auth_failures.labels("api").inc()
-            raise ApiUnauthorized("Missing or wrong API key (Authorization: Bearer <key>).")
+            raise AuthenticationFailed("Missing or wrong API key (Authorization: Bearer <key>).")
+
+    async def json_body(self, request: Request) -> dict[str, Any]:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise UnsupportedMediaType("The body must be JSON (Content-Type: application/json).")
+        body = await read_capped(request, self._max_body)
+        try:
+            value = json.loads(body)
+        except ValueError as exc:
+            raise MalformedMessage("The body is not valid JSON.") from exc
+        if not isinstance(value, dict):
+            raise MalformedMessage("The body must be a JSON object.")
+        return value
+
+
+class SendAPI(JSONDoor):
+    """``POST /api/v1/sends`` and ``GET /api/v1/sends/{id}``."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        api_keys: Sequence[str],
+        ticket_ids: TicketIds,
+        wake: Callable[[], None],
+        max_body_bytes: int,
+        metrics: Metrics,
+        shutting_down: anyio.Event,
+        max_segments: int = 10,
+    ) -> None:
+        super().__init__(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
+        self._max_segments = max_segments
+        self._store = store
+        self._ticket_ids = ticket_ids
+        self._wake = wake
+        self._shutting_down = shutting_down
 
     async def create(self, request: Request) -> Response:
-        self._authenticate(request)
-        body = await _json_body(request, self._max_body)
+        return await self.counted(self._create, request)
+
+    async def read(self, request: Request) -> Response:
+        return await self.counted(self._read, request)
+
+    async def _create(self, request: Request) -> Response:
+        body = await self.json_body(request)
         try:
-            send = SendRequest.model_validate(body)
+            send = SendRequest.model_validate(body, context={"ticket_ids": self._ticket_ids})
         except ValidationError as exc:
-            raise ApiError(_first_problem(exc)) from exc
+            raise MalformedMessage(first_problem(exc)) from exc
+        if send.message is not None:
+            too_long = over_limit(count_segments(sanitize(send.message)), limit=self._max_segments)
+            if too_long:
+                raise Unprocessable(f"message: {too_long}")
         wait = _wait_seconds(request)
         key = request.headers.get("idempotency-key")
         if key is not None and not _IDEMPOTENCY_KEY.match(key):
-            raise ApiError("Idempotency-Key must be 1 to 200 visible ASCII characters.")
+            raise MalformedMessage("Idempotency-Key must be 1 to 200 visible ASCII characters.")
         overrides = send.model_dump(exclude={"ticket_id"}, exclude_none=True)
         fingerprint = hashlib.sha256(json.dumps(send.model_dump(), sort_keys=True).encode()).hexdigest()
         new = NewSend(
@@ -112,50 +191,27 @@ class SendApi:
             ticket_id=send.ticket_id,
             overrides=overrides,
         )
-        send_id, stored_hash, created = await anyio.to_thread.run_sync(
-            lambda: self._store.create(new, request_hash=fingerprint)
-        )
-        if not created and stored_hash != fingerprint:
-            raise ApiConflict("This Idempotency-Key was already used with a different request body.")
+        try:
+            created = await anyio.to_thread.run_sync(lambda: self._store.create(new, request_hash=fingerprint))
+        except StoreRejected as exc:
+            raise Unprocessable(f"The request could not be stored: {exc}") from exc
+        if not created.created and created.request_hash != fingerprint:
+            raise Conflict("This Idempotency-Key was already used with a different request body.")
         self._metrics.events_received.labels("api").inc()
-        if not created:
-            self._metrics.events_duplicate.labels("api").inc()
-        if created:
-            logger.info("API send %s queued for ticket %s", send_id, send.ticket_id)
+        if created.created:
+            logger.info("API send %s queued for ticket %s", created.id, send.ticket_id)
             self._wake()
-        return await self._answer(send_id, wait)
+        else:
+            self._metrics.events_duplicate.labels("api").inc()
+        record = await wait_for_outcome(self._store, created.id, timeout=wait, stop=self._shutting_down)
+        return JSONResponse(public_view(record), status_code=http_status(record))
 
-    async def read(self, request: Request) -> Response:
-        self._authenticate(request)
+    async def _read(self, request: Request) -> Response:
         raw = request.path_params["send_id"]
-        row = await anyio.to_thread.run_sync(self._store.get, int(raw)) if raw.isdigit() else None
-        if row is None:
-            raise ApiNotFound(f"There is no send {raw}.")
-        return JSONResponse(public_view(row))
-
-    async def _answer(self, send_id: int, wait: float) -> Response:
-        row = await wait_for_outcome(self._store, send_id, timeout=wait)
-        # Sent: 200. Final without an SMS (or not knowably one): 422 with the reason. Pending: 202.
-        status = 200 if row["status"] == "sent" else 422 if row["status"] in FINAL else 202
-        return JSONResponse(public_view(row), status_code=status)
-
-
-async def _json_body(request: Request, limit: int) -> Any:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise ApiError("The body must be JSON (Content-Type: application/json).")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(f"The body is larger than {limit} bytes.")
-    try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise ApiError("The body is not valid JSON.") from exc
-    if not isinstance(value, dict):
-        raise ApiError("The body must be a JSON object.")
-    return value
+        found = await anyio.to_thread.run_sync(self._store.get, int(raw)) if _SEND_ID.match(raw) else None
+        if found is None:
+            raise NotFound(f"There is no send {raw[:40]}.")
+        return JSONResponse(public_view(found))
 
 
 def _wait_seconds(request: Request) -> float:
@@ -165,13 +221,13 @@ def _wait_seconds(request: Request) -> float:
     try:
         seconds = float(raw)
     except ValueError:
-        raise ApiError("wait must be a number of seconds (at most 25).") from None
+        raise MalformedMessage("wait must be a number of seconds (at most 25).") from None
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
-        raise ApiError("wait must be between 0 and 25 seconds.")
+        raise MalformedMessage("wait must be between 0 and 25 seconds.")
     return seconds
 
 
-def _first_problem(exc: ValidationError) -> str:
+def first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":

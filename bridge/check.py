@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 
 from bridge._schema import LATEST_VERSION
-from bridge.app import ccai_client, salesforce_gateway
 from bridge.errors import BridgeError, CCAIRejected, ConfigError
-from bridge.mapping import BASE_FIELDS, TicketMapper
+from bridge.mapping import TicketMapper
 from bridge.model import SmsRequest
-from bridge.salesforce import SalesforceGateway
+from bridge.ratelimit import LocalRateLimiter
+from bridge.salesforce import BASE_FIELDS, SalesforceGateway
+from bridge.services import ccai_client, salesforce_gateway
 from bridge.settings import Settings
 from bridge.store import Store
 
@@ -46,7 +46,10 @@ async def run_checks(settings: Settings) -> list[Finding]:
     except ConfigError:
         return findings  # already reported by the settings check
     gateway = salesforce_gateway(settings)
-    findings.extend(await anyio.to_thread.run_sync(_check_salesforce, settings, gateway))
+    try:
+        findings.extend(await anyio.to_thread.run_sync(_check_salesforce, settings, gateway))
+    finally:
+        gateway.close()
     return findings
 
 
@@ -61,7 +64,7 @@ def _check_settings(settings: Settings) -> Finding:
 
 
 def _check_store(settings: Settings) -> Finding:
-    where = _redact(settings.database_url)
+    where = settings.redacted_database_url()
     store = Store.from_url(settings.database_url)
     try:
         version = store.schema_version()
@@ -75,7 +78,7 @@ def _check_store(settings: Settings) -> Finding:
 
 
 async def _check_ccai(settings: Settings) -> Finding:
-    client = ccai_client(settings)
+    client = ccai_client(settings, LocalRateLimiter(settings.ccai_rate_limit))
     probe = SmsRequest(
         end_user_number=PROBE_NUMBER,
         outbound_number=settings.ccai_outbound_number,
@@ -133,10 +136,3 @@ def _check_salesforce(settings: Settings, gateway: SalesforceGateway) -> list[Fi
         except BridgeError as exc:
             findings.append(Finding("Tasks", False, str(exc)))
     return findings
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url

@@ -1,4 +1,5 @@
-"""The ``bridge`` command: serve, worker-less serve, migrate, the sandbox, sample messages."""
+"""The ``bridge`` command line: serve, worker, migrate, the sandbox, sample messages; the operator
+commands are registered from :mod:`bridge.admin`. Benchmarks are not here: see ``benchmarks/``."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import shlex
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -20,18 +23,15 @@ import uvicorn
 
 from bridge import __version__
 from bridge._schema import LATEST_VERSION
-from bridge.app import build_services, create_app, drain_worker, start_worker
-from bridge.bench.calls import run_calls
-from bridge.bench.ingest import run_ingest
-from bridge.bench.pipeline import run_pipeline
-from bridge.console import add_commands
-from bridge.errors import BridgeError, ConfigError
+from bridge.admin import register
+from bridge.app import create_app
+from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
+from bridge.services import Services, Shutdown, build_services, drain_worker, start_worker
 from bridge.settings import Settings, load_settings
 from bridge.store import Store
-from bridge.worker import Worker
 
 logger = logging.getLogger("bridge")
 
@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except ConfigError as exc:
         print(f"bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
         return 2
     except BridgeError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
@@ -80,47 +83,47 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--dir", type=Path, help="where to write the TLS files (default: a temporary folder)")
     sandbox.set_defaults(handler=_sandbox)
 
-    bench = commands.add_parser("benchmark", help="measure the bridge against its ceilings (not a test)")
-    scenarios = bench.add_subparsers(required=True, metavar="SCENARIO")
-    pipeline = scenarios.add_parser("pipeline", help="queued events sent by worker processes on PostgreSQL")
-    pipeline.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
-    pipeline.add_argument("--events", type=int, default=1000)
-    pipeline.add_argument("--workers", type=int, default=3)
-    pipeline.add_argument("--latency", type=float, default=0.2, help="simulated CCAI latency in seconds")
-    pipeline.add_argument("--rate", type=float, default=10.0, help="the simulated tenant's limit per second")
-    pipeline.add_argument("--max-seconds", type=float, help="stop measuring after this long")
-    pipeline.set_defaults(handler=_benchmark_pipeline)
-    ingest = scenarios.add_parser("ingest", help="acks per second of one bridge serve on SQLite vs a bare ceiling")
-    ingest.add_argument("--seconds", type=float, default=10.0, help="load duration per measurement")
-    ingest.add_argument("--concurrency", type=int, default=16)
-    ingest.add_argument("--grow", type=int, default=0, metavar="N", help="measure again with N finished records")
-    ingest.set_defaults(handler=_benchmark_ingest)
-    calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
-    calls.add_argument("--burst", type=int, default=100)
-    calls.set_defaults(handler=_benchmark_calls)
-
     sample = commands.add_parser("sample-message", help="print (or post) a sample Salesforce outbound message")
     sample.add_argument("--case", action="append", dest="cases", help="Case id (repeatable; default: 3 samples)")
     sample.add_argument("--org", default=SANDBOX_ORG_ID, help="OrganizationId to put in the message")
     sample.add_argument("--post", metavar="URL", help="post it to this URL and print the answer")
     sample.set_defaults(handler=_sample)
-    add_commands(commands)
+    register(commands)
     return parser
 
 
-def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+class BridgeServer(uvicorn.Server):
+    """uvicorn, with the bridge's shutdown started by the signal itself: the worker stops claiming
+    and waiting API requests answer at once, instead of only after uvicorn has waited for them."""
+
+    def __init__(self, config: uvicorn.Config, shutdown: Shutdown, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._shutdown = shutdown
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._shutdown.begin()
+        self._on_signal()
+        super().handle_exit(sig, frame)
+
+
+def _server(settings: Settings, services: Services) -> BridgeServer:
     # Behind Heroku's router (DYNO set) every request comes through the proxy, so trust its headers.
     trusted = settings.forwarded_allow_ips or ("*" if settings.dyno else "127.0.0.1")
-    return uvicorn.Config(
-        app,
+    config = uvicorn.Config(
+        create_app(services=services),
         host=settings.host,
         port=settings.port,
         access_log=False,
         log_config=None,
         proxy_headers=True,
         forwarded_allow_ips=trusted,
-        timeout_graceful_shutdown=20,
+        # Open connections may take what the shutdown deadline allows; the worker drains within
+        # the same deadline, so the process exits before Heroku's kill 30 s after SIGTERM.
+        timeout_graceful_shutdown=math.floor(settings.bridge_shutdown_seconds),
     )
+    worker = services.worker if services.run_worker else None
+    return BridgeServer(config, services.shutdown, worker.stop if worker is not None else (lambda: None))
 
 
 def _server_logging(settings: Settings) -> None:
@@ -147,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
             " ".join(problems)
             + " Set them in the environment or in .env (see README), or try `bridge serve --sandbox`."
         )
-    uvicorn.Server(_uvicorn_config(create_app(settings), settings)).run()
+    _server(settings, build_services(settings)).run()
     return 0
 
 
@@ -160,7 +163,7 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
         overrides["database_url"] = f"sqlite:///{directory / 'bridge-sandbox.db'}"
     settings = load_settings(**overrides)
     _server_logging(settings)
-    main_server = uvicorn.Server(_uvicorn_config(create_app(settings), settings))
+    main_server = _server(settings, build_services(settings))
     _print_sandbox_banner(settings, platforms)
     asyncio.run(_run_servers(main_server, platforms.servers))
     return 0
@@ -222,23 +225,28 @@ def _worker(_args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError(" ".join(problems) + " Set them in the environment or in .env (see README).")
     services = build_services(settings, run_worker=True)
-    if not services.store.schema_version() >= LATEST_VERSION:
-        raise ConfigError("The store's schema is not up to date: run `bridge migrate` first.")
-    assert services.worker is not None
-    anyio.run(_run_worker, services.worker, settings.bridge_shutdown_seconds)
+    try:
+        if not services.store.schema_version() >= LATEST_VERSION:
+            raise ConfigError("The store's schema is not up to date: run `bridge migrate` first.")
+        anyio.run(_run_worker, services)
+    finally:
+        services.store.close()
     return 0
 
 
-async def _run_worker(worker: Worker, shutdown_seconds: float) -> None:
+async def _run_worker(services: Services) -> None:
     """Run until SIGTERM or SIGINT, then drain (Heroku sends SIGKILL 30 s after SIGTERM)."""
+    worker = services.worker
+    assert worker is not None
     async with anyio.create_task_group() as group:
         stopped = await start_worker(group, worker)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for received in signals:
                 logger.info("Received %s; stopping the worker", signal.Signals(received).name)
                 break
-        await drain_worker(worker, stopped, shutdown_seconds)
+        await drain_worker(worker, stopped, services.shutdown)
         group.cancel_scope.cancel()
+    await services.aclose()
 
 
 def _migrate(_args: argparse.Namespace) -> int:
@@ -267,33 +275,6 @@ def _sandbox(args: argparse.Namespace) -> int:
     # The CCAI simulator's server takes over signal handling for the process.
     main_server = uvicorn.Server(platforms.servers[0].config)
     asyncio.run(_run_servers(main_server, platforms.servers[1:]))
-    return 0
-
-
-def _benchmark_pipeline(args: argparse.Namespace) -> int:
-    return _print_figures(
-        run_pipeline(
-            database_url=args.database_url,
-            events=args.events,
-            workers=args.workers,
-            latency=args.latency,
-            rate=args.rate,
-            max_seconds=args.max_seconds,
-        )
-    )
-
-
-def _benchmark_ingest(args: argparse.Namespace) -> int:
-    return _print_figures(run_ingest(seconds=args.seconds, concurrency=args.concurrency, grow=args.grow))
-
-
-def _benchmark_calls(args: argparse.Namespace) -> int:
-    return _print_figures(run_calls(burst=args.burst))
-
-
-def _print_figures(figures: dict[str, Any]) -> int:
-    width = max(len(k) for k in figures)
-    print("\n".join(f"{name:<{width}}  {value}" for name, value in figures.items()))
     return 0
 
 

@@ -4,28 +4,32 @@
 
     BridgeError
     ├── ConfigError                 settings or mapping file unusable; start-up stops with the message
-    ├── InboundError                a caller sent us something we refuse (mapped to HTTP by app.py)
-    │   ├── AuthenticationFailed    401: missing or wrong webhook token
+    ├── UsageError                  a command's arguments cannot work (exit status 2)
+    ├── InboundError                a caller sent us something we refuse (status is the HTTP answer)
+    │   ├── AuthenticationFailed    401: missing or wrong webhook token or API key
     │   ├── OrganizationNotAllowed  403: OrganizationId not in SALESFORCE_ORG_IDS
-    │   ├── MalformedMessage        400: not a well-formed outbound message
-    │   └── UnsupportedMediaType    415: not XML
-    ├── ApiError                    the JSON send API refuses a request (answered as {"error": ...})
-    │   ├── ApiUnauthorized         401: missing or wrong API key
-    │   ├── ApiNotFound             404: no such send
-    │   ├── ApiConflict             409: an Idempotency-Key reused with another body
-    │   └── ApiDisabled             503: BRIDGE_API_KEY is not set
-    ├── StoreUnavailable            503: the database cannot be reached; nothing is acked
-    ├── CCAIError                   the SMS endpoint did not give us a chat
+    │   ├── MalformedMessage        400: not a well-formed outbound message or request
+    │   ├── BodyTooLarge            413: over BRIDGE_MAX_BODY_BYTES (both doors)
+    │   ├── UnsupportedMediaType    415: not XML / not JSON
+    │   ├── NotFound                404: no such send
+    │   ├── Conflict                409: an Idempotency-Key reused with another body
+    │   ├── Unprocessable           422: understood, but refused (e.g. a message over the segment limit)
+    │   └── DoorDisabled            503: the send API without BRIDGE_API_KEY
+    ├── StoreError                  the database did not do what was asked
+    │   ├── StoreUnavailable        503: it cannot be reached (an outage: try again); nothing is acked
+    │   └── StoreRejected           the data itself was refused (e.g. DataError): retrying cannot help
+    ├── CCAIError                   CCAI Platform did not give us what we asked for
     │   ├── CCAIRejected            final: CCAI refused this request (its message is kept verbatim)
-    │   ├── CCAIUnavailable         retryable: network, 429, 5xx; says whether an unanswered request may have arrived
-    │   └── CCAIBadResponse         200 without a usable chat: the outcome cannot be known
-    └── SalesforceError             the CRM call failed
-        ├── SalesforceUnavailable   retryable: network, 5xx, request limits, row locks
-        ├── SalesforceAuthError     the session is expired or refused; retryable once fixed
-        └── SalesforceRequestError  final for this request: e.g. a field that does not exist
+    │   ├── CCAIUnavailable         retryable: network, 429, 5xx; says whether CCAI may have acted
+    │   └── CCAIBadResponse         2xx without a usable chat: the outcome cannot be known
+    └── CRMError                    the CRM call failed (messages name the CRM, e.g. Salesforce)
+        ├── CRMUnavailable          retryable: network, 5xx, request limits, row locks
+        ├── CRMAuthError            the session or token was refused; retryable once fixed
+        └── CRMRequestError         final for this request: e.g. a field that does not exist
 
 Third-party exceptions are translated into these only in the module that wraps the library
-(``ccai.py`` for httpx, ``salesforce.py`` for simple-salesforce, ``store.py`` for SQLAlchemy).
+(``ccai.py`` for httpx, ``salesforce.py`` for simple-salesforce, ``database.py`` for SQLAlchemy).
+HTTP statuses are chosen once, in the app's exception handlers, from ``status``.
 """
 
 from __future__ import annotations
@@ -39,52 +43,76 @@ class ConfigError(BridgeError):
     """The configuration cannot work; the message says which setting and why."""
 
 
+class UsageError(BridgeError):
+    """A command was given arguments that cannot work; the message says which and why."""
+
+
 class InboundError(BridgeError):
-    """A request we refuse. ``status`` is the HTTP status app.py answers with."""
+    """A request we refuse. ``status`` is the HTTP status the app answers with; ``reason`` is the
+    short label under which the refusal is counted on ``/metrics``.
+    """
 
     status = 400
+    reason = "invalid"
 
 
 class AuthenticationFailed(InboundError):
     status = 401
+    reason = "unauthorized"
 
 
 class OrganizationNotAllowed(InboundError):
     status = 403
+    reason = "organization"
 
 
 class MalformedMessage(InboundError):
     status = 400
+    reason = "malformed"
+
+
+class BodyTooLarge(InboundError):
+    status = 413
+    reason = "too_large"
 
 
 class UnsupportedMediaType(InboundError):
     status = 415
+    reason = "media_type"
 
 
-class ApiError(BridgeError):
-    """A refused JSON API request; ``status`` is the HTTP status, the message goes in ``{"error": ...}``."""
-
-    status = 400
-
-
-class ApiUnauthorized(ApiError):
-    status = 401
-
-
-class ApiNotFound(ApiError):
+class NotFound(InboundError):
     status = 404
+    reason = "not_found"
 
 
-class ApiConflict(ApiError):
+class Conflict(InboundError):
     status = 409
+    reason = "conflict"
 
 
-class ApiDisabled(ApiError):
+class Unprocessable(InboundError):
+    status = 422
+    reason = "unprocessable"
+
+
+class DoorDisabled(InboundError):
     status = 503
+    reason = "disabled"
 
 
-class StoreUnavailable(BridgeError):
-    """The store could not be read or written; callers must not acknowledge anything."""
+class StoreError(BridgeError):
+    """Base for database failures."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached; callers must not acknowledge anything and may try again."""
+
+
+class StoreRejected(StoreError):
+    """The database refused the data itself (too long, a character it cannot hold...): the same
+    write fails the same way, so it must not be retried as if the database were down.
+    """
 
 
 class CCAIError(BridgeError):
@@ -103,10 +131,10 @@ class CCAIRejected(CCAIError):
 class CCAIUnavailable(CCAIError):
     """A failure worth retrying.
 
-    ``reached`` is True when the request may have been received by CCAI without us hearing the
-    answer (a timeout while waiting, a connection dropped mid-request), so a retry must be
-    recorded as possibly repeating a delivered SMS. ``throttled`` marks a 429, which pauses
-    sending without counting as a failed attempt.
+    ``reached`` is True when CCAI may have acted on the request without us hearing the outcome: a
+    timeout, a connection dropped mid-request, or a 5xx from a gateway that may sit in front of a
+    backend that did the work. Before such a send is repeated, the chat is looked up.
+    ``throttled`` marks a 429, which pauses sending without counting as a failed attempt.
     """
 
     def __init__(
@@ -123,17 +151,17 @@ class CCAIBadResponse(CCAIError):
     """CCAI answered 2xx but without a chat id: it may have created a chat we cannot name."""
 
 
-class SalesforceError(BridgeError):
-    """Base for Salesforce failures."""
+class CRMError(BridgeError):
+    """Base for CRM failures."""
 
 
-class SalesforceUnavailable(SalesforceError):
-    """Worth retrying later: network failure, 5xx, REQUEST_LIMIT_EXCEEDED, UNABLE_TO_LOCK_ROW."""
+class CRMUnavailable(CRMError):
+    """Worth retrying later: network failure, 5xx, request limits, row locks."""
 
 
-class SalesforceAuthError(SalesforceError):
+class CRMAuthError(CRMError):
     """The session or token was refused. Retried (an operator can fix the credentials)."""
 
 
-class SalesforceRequestError(SalesforceError):
-    """Salesforce refused the request itself; the same request gets the same answer."""
+class CRMRequestError(CRMError):
+    """The CRM refused the request itself; the same request gets the same answer."""

@@ -9,38 +9,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.model import Outcome, SmsRequest, Ticket
+from bridge.crm import Ticket
+from bridge.model import Outcome, SmsRequest
 from bridge.phones import PhoneProblem, mask, to_e164
+from bridge.segments import count_segments, over_limit
 from bridge.settings import MappingConfig
 from bridge.template import MissingField, Template
-
-# Fields every ticket read selects, besides the phone fields and the template's fields.
-BASE_FIELDS = ("Id", "CaseNumber", "Owner.Type", "Owner.Email", "Owner.Name")
+from bridge.text import sanitize
 
 
 class TicketMapper:
     """Turns tickets into SMS requests according to the mapping configuration."""
 
-    def __init__(self, *, config: MappingConfig, outbound_number: str, chat_type: str) -> None:
+    def __init__(self, *, config: MappingConfig, outbound_number: str, chat_type: str, max_segments: int = 10) -> None:
         self._config = config
+        self._max_segments = max_segments
         self._template: Template = config.template
         self._outbound_number = outbound_number
         self._chat_type = chat_type
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The Case fields a ticket read must select for this mapping."""
-        wanted = [*BASE_FIELDS, *self._config.phone_fields, *self._template.fields]
+        """The ticket fields a read must select for this mapping."""
+        wanted = [*self._config.phone_fields, *self._template.fields]
         if self._config.message_field:
             wanted.append(self._config.message_field)
         return tuple(dict.fromkeys(wanted))
 
     def map(self, ticket: Ticket, overrides: Mapping[str, Any] | None = None) -> SmsRequest | Outcome:
         overrides = overrides or {}
-        number = self._end_user_number(ticket, overrides.get("end_user_number"))
+        number = self.number(ticket, overrides.get("end_user_number"))
         if isinstance(number, Outcome):
             return number
-        message = self._message(ticket, overrides.get("message"))
+        message = self.message(ticket, overrides.get("message"))
         if isinstance(message, Outcome):
             return Outcome(status=message.status, reason=message.reason, end_user_hint=mask(number))
         agent_email, agent_id = self._agent(ticket, overrides)
@@ -54,7 +55,8 @@ class TicketMapper:
             agent_id=agent_id,
         )
 
-    def _end_user_number(self, ticket: Ticket, override: str | None) -> str | Outcome:
+    def number(self, ticket: Ticket, override: str | None = None) -> str | Outcome:
+        """The customer's number in E.164, or why there is none to text."""
         if override:
             raw, label = override, "The requested end-user number"
         else:
@@ -72,29 +74,40 @@ class TicketMapper:
             default_region=self._config.default_region,
             allowed_regions=self._config.allowed_regions,
             label=label,
+            textable=True,
         )
         if isinstance(e164, PhoneProblem):
             return Outcome(status="failed", reason=e164.reason)
         return e164
 
-    def _message(self, ticket: Ticket, override: str | None) -> str | Outcome:
+    def message(self, ticket: Ticket, override: str | None = None) -> str | Outcome:
+        """The text to send, from whichever source, cleaned of control characters and within the
+        segment limit: one policy for every source (audit A1, A14)."""
         if override:
-            return override
-        if self._config.message_field and _filled(ticket, self._config.message_field):
-            return str(ticket.get(self._config.message_field)).strip()
-        rendered = self._template.render(ticket.fields)
-        if isinstance(rendered, MissingField):
-            return Outcome(
-                status="failed",
-                reason=f"The message template needs the Case's {rendered.field}, which is empty; nothing was sent.",
-            )
-        return rendered
+            text = override
+        elif self._config.message_field and _filled(ticket, self._config.message_field):
+            text = str(ticket.get(self._config.message_field))
+        else:
+            rendered = self._template.render(ticket.fields)
+            if isinstance(rendered, MissingField):
+                return Outcome(
+                    status="failed",
+                    reason=f"The message template needs the Case's {rendered.field}, which is empty; nothing was sent.",
+                )
+            text = rendered
+        text = sanitize(text).strip()
+        if not text:
+            return Outcome(status="failed", reason="The message is empty once its control characters are removed.")
+        too_long = over_limit(count_segments(text), limit=self._max_segments)
+        if too_long:
+            return Outcome(status="failed", reason=f"The message is too long to text: {too_long}")
+        return text
 
     def _agent(self, ticket: Ticket, overrides: Mapping[str, Any]) -> tuple[str | None, int | None]:
         if overrides.get("agent_email") or overrides.get("agent_id") is not None:
             return overrides.get("agent_email"), overrides.get("agent_id")
-        if self._config.agent == "owner" and ticket.get("Owner.Type") == "User" and _filled(ticket, "Owner.Email"):
-            return str(ticket.get("Owner.Email")).strip(), None
+        if self._config.agent == "owner" and ticket.owner_email:
+            return ticket.owner_email, None
         return None, None
 
 

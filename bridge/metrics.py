@@ -1,20 +1,25 @@
 """Prometheus metrics: counters kept by this process, and gauges read from the store at scrape time.
 
-The gauges (queue depth, oldest queued send, sends by status, Salesforce API usage) come from the
-store, so they cover every process. The counters and the CCAI latency histogram cover the process
-that serves ``/metrics`` (the web process and its embedded worker).
+The gauges (queue depth, oldest queued send, sends by status, CRM API usage, live workers) come
+from the store, so they cover every process; they are cached for a few seconds, so that frequent
+or concurrent scrapes cost the store one read, not one each. The counters and the CCAI latency
+histogram cover the process that serves ``/metrics`` (the web process and its embedded worker).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.errors import StoreUnavailable
-from bridge.store import Store
+from bridge.errors import StoreError
+
+CACHE_SECONDS = 5.0
 
 
 class Metrics:
@@ -28,6 +33,9 @@ class Metrics:
             "bridge_events_duplicate", "Events already known (redeliveries), by source", ["source"], registry=r
         )
         self.auth_failures = Counter("bridge_auth_failures", "Refused credentials, by door", ["door"], registry=r)
+        self.refusals = Counter(
+            "bridge_refusals", "Requests refused, by door and reason (401s included)", ["door", "reason"], registry=r
+        )
         self.sends_finished = Counter("bridge_sends_finished", "Sends finished, by outcome", ["status"], registry=r)
         self.retries = Counter("bridge_send_retries", "Sends put back for a retry, by cause", ["cause"], registry=r)
         self.ccai_latency = Histogram(
@@ -39,6 +47,12 @@ class Metrics:
         self.ccai_responses = Counter(
             "bridge_ccai_responses", "CCAI answers by HTTP status ('error' when none came)", ["code"], registry=r
         )
+        self.ccai_lookups = Counter(
+            "bridge_ccai_chat_lookups",
+            "Chat lookups after a lost answer, by result (found, not_found, error)",
+            ["result"],
+            registry=r,
+        )
         self.salesforce_calls = Counter(
             "bridge_salesforce_calls",
             "Salesforce API calls, by operation and result",
@@ -49,38 +63,60 @@ class Metrics:
             "bridge_writeback_failures", "Write-back attempts that failed, by part", ["part"], registry=r
         )
 
-    def watch_store(self, store: Store) -> None:
-        self.registry.register(_StoreCollector(store))
+    def watch(self, read: Callable[[], StoreGauges]) -> None:
+        """Publish gauges from ``read`` (called at most every few seconds)."""
+        self.registry.register(_StoreCollector(read))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+StoreGauges = dict[str, Any]
+"""``by_status`` (status -> count), ``oldest_queued_seconds``, ``writebacks_pending``, ``workers_alive``,
+and optionally ``api_usage`` (``used``, ``total``)."""
+
+
 class _StoreCollector(Collector):
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, read: Callable[[], StoreGauges], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._read = read
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, StoreGauges | None] = (-CACHE_SECONDS, None)
+
+    def _gauges(self) -> StoreGauges | None:
+        with self._lock:  # concurrent scrapes wait for one read instead of each making their own
+            read_at, gauges = self._cached
+            if self._clock() - read_at >= CACHE_SECONDS:
+                try:
+                    gauges = self._read()
+                except StoreError:
+                    gauges = None
+                self._cached = (self._clock(), gauges)
+            return gauges
 
     def collect(self) -> Iterator[Metric]:
-        try:
-            summary = self._store.queue_summary()
-            usage = self._store.status_items("salesforce:api_usage").get("salesforce:api_usage")
-        except StoreUnavailable:
+        gauges = self._gauges()
+        if gauges is None:
             return
         by_status = GaugeMetricFamily("bridge_sends", "Sends in the store, by status", labels=["status"])
-        for status, count in sorted(summary["by_status"].items()):
+        for status, count in sorted(gauges["by_status"].items()):
             by_status.add_metric([status], count)
         yield by_status
         yield GaugeMetricFamily(
-            "bridge_queue_depth", "Sends waiting to be sent", value=summary["by_status"].get("queued", 0)
+            "bridge_queue_depth", "Sends waiting to be sent", value=gauges["by_status"].get("queued", 0)
         )
         yield GaugeMetricFamily(
-            "bridge_oldest_queued_seconds", "Age of the oldest queued send", value=summary["oldest_queued_seconds"] or 0
+            "bridge_oldest_queued_seconds", "Age of the oldest queued send", value=gauges["oldest_queued_seconds"] or 0
         )
         yield GaugeMetricFamily(
-            "bridge_writebacks_pending", "Outcomes waiting to reach Salesforce", value=summary["writebacks_pending"]
+            "bridge_writebacks_pending", "Outcomes waiting to reach Salesforce", value=gauges["writebacks_pending"]
         )
+        yield GaugeMetricFamily(
+            "bridge_workers_alive", "Workers with a recent heartbeat", value=gauges["workers_alive"]
+        )
+        usage = gauges.get("api_usage")
         if usage is not None:
             api = GaugeMetricFamily("bridge_salesforce_api_usage", "Salesforce API calls today", labels=["kind"])
-            api.add_metric(["used"], usage[0]["used"])
-            api.add_metric(["allowed"], usage[0]["total"])
+            api.add_metric(["used"], usage["used"])
+            api.add_metric(["allowed"], usage["total"])
             yield api

@@ -1,55 +1,75 @@
-"""Plain types passed between the bridge's parts. No I/O here."""
+"""Plain types passed between the bridge's parts, and the names of its states. No I/O here."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-# A send goes queued -> sending -> one of these; retries go back to queued with a not_before time.
-FinalStatus = Literal["sent", "failed", "skipped", "unknown"]
+# A send goes queued -> sending -> one of the final statuses. Retries go back to queued with a
+# not_before time; a send held for the recipient's send window waits as scheduled.
+PendingStatus = Literal["queued", "sending", "scheduled"]
+FinalStatus = Literal["sent", "failed", "skipped", "suppressed", "unknown", "opted_out"]
+SendStatus = PendingStatus | FinalStatus
+PENDING_STATUSES: tuple[PendingStatus, ...] = get_args(PendingStatus)
+FINAL_STATUSES: tuple[FinalStatus, ...] = get_args(FinalStatus)
 
-# What the Case shows in its status field.
-CaseStatus = Literal["Sent", "Failed", "Skipped", "Unknown"]
-CASE_STATUS: Mapping[str, CaseStatus] = {
-    "sent": "Sent",
-    "failed": "Failed",
-    "skipped": "Skipped",
-    "unknown": "Unknown",
-}
+# Outcomes after which nothing can have reached the customer, unless an earlier attempt's answer
+# was lost (``may_have_sent``). Only these can be retried by an operator without --force.
+NOTHING_SENT: tuple[FinalStatus, ...] = ("failed", "skipped", "opted_out")
+
+# The state of one part of a write-back (the ticket's fields, or the note/Task on it).
+WritebackState = Literal["none", "pending", "done", "failed"]
 
 Source = Literal["outbound_message", "api", "cli"]
+ResendPolicy = Literal["lookup", "never"]
 
 
 @dataclass(frozen=True)
 class Notification:
-    """One notification from a Salesforce outbound message."""
+    """One notification from a Salesforce outbound message. ``ticket_id`` is None when Salesforce
+    delivered it without a record (the record was deleted before delivery)."""
 
     org_id: str
     notification_id: str
-    ticket_id: str
+    ticket_id: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The final result of a send, as recorded in the store and written to the ticket."""
+
+    status: FinalStatus
+    reason: str | None = None
+    chat_id: str | None = None
+    message: str | None = None
+    end_user_hint: str | None = None
+    write_back: bool = True
+    segments: int | None = None
+    opt_out_learned: bool = False  # opted out by something the CRM may not know yet
 
 
 @dataclass(frozen=True)
 class NewSend:
-    """A send to be stored; ``dedupe_key`` is unique in the store."""
+    """A send to be stored; ``dedupe_key`` is unique in the store. ``finished`` stores it already
+    final (an event that can never be sent, recorded so that it is visible and not retried)."""
 
     dedupe_key: str
     source: Source
     ticket_id: str
     org_id: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    finished: Outcome | None = None
 
 
 @dataclass(frozen=True)
-class Ticket:
-    """A Case as read from Salesforce, with relationship fields flattened (``Owner.Email``)."""
+class Created:
+    """What :meth:`Store.create` did: the send's id, the request fingerprint stored with its
+    dedupe key, and whether this call created it (False: the key was already taken)."""
 
-    id: str
-    fields: Mapping[str, Any]
-
-    def get(self, name: str) -> Any:
-        return self.fields.get(name)
+    id: int
+    request_hash: str | None
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -67,51 +87,50 @@ class SmsRequest:
 
 @dataclass(frozen=True)
 class Chat:
-    """CCAI's answer to a successful send."""
+    """A CCAI chat: the answer to a successful send, or one found in the Manager API's list."""
 
     id: str
-    status: str | None
+    status: str | None = None
 
 
 @dataclass(frozen=True)
 class ClaimedSend:
-    """A send a worker holds a lease on."""
+    """A send a worker holds a lease on.
+
+    ``token`` fences the lease: every claim increments it, and a write made with an older token
+    is refused, whoever's clock says what. ``retrying_for`` is how long the send has been tried
+    (by the database's clock at claim time), ``ambiguous_since`` when the first attempt whose
+    answer was lost left (the start of the window a chat lookup searches).
+    """
 
     id: int
     ticket_id: str
     source: Source
     attempts: int
     may_have_sent: bool
-    created_at: float
+    token: int
+    takeovers: int
+    retrying_for: float
     first_attempt_at: float | None
+    ambiguous_since: float | None
     overrides: Mapping[str, Any]
-    requeued_at: float | None = None
-
-    @property
-    def retrying_since(self) -> float:
-        """Where the bounded retry time starts: the first attempt, or an operator's re-queue."""
-        return max(self.first_attempt_at or self.created_at, self.requeued_at or 0.0)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The final result of a send, as recorded in the store and written to the Case."""
-
-    status: FinalStatus
-    reason: str | None = None
-    chat_id: str | None = None
-    message: str | None = None
-    end_user_hint: str | None = None
-    write_back: bool = True
+    claimed_at: float = 0.0  # the database's "now" when it was claimed
 
 
 @dataclass(frozen=True)
 class PendingWriteback:
-    """A finished send whose outcome still has to reach the Case."""
+    """A finished send whose outcome still has to reach the ticket.
+
+    ``superseded``: a later outcome for the same ticket exists, so only its note is written (the
+    ticket must never show an older outcome over a newer one). ``ticket_chat_id``: the chat the
+    ticket should show whatever this outcome is (a refusal never erases an existing chat).
+    ``note_uncertain``: an earlier attempt to add the note may have succeeded without us hearing it,
+    so look before adding.
+    """
 
     id: int
     ticket_id: str
-    status: FinalStatus
+    status: SendStatus
     reason: str | None
     chat_id: str | None
     message: str | None
@@ -119,21 +138,57 @@ class PendingWriteback:
     task_pending: bool
     attempts: int
     finished_at: float
+    age: float  # seconds since the send finished, by the database's clock
+    superseded: bool = False
+    note_uncertain: bool = False
+    ticket_chat_id: str | None = None  # the newest chat any send created for this ticket
+    opt_out_learned: bool = False
 
 
 @dataclass(frozen=True)
-class RecordResult:
-    """Salesforce's answer for one record of a collection call."""
+class SendRecord:
+    """One send as stored, for the API, the operator commands and the dashboard."""
 
-    ok: bool
-    error_code: str | None = None
-    message: str | None = None
+    id: int
+    dedupe_key: str
+    source: Source
+    ticket_id: str
+    status: SendStatus
+    reason: str | None
+    chat_id: str | None
+    message: str | None
+    end_user_hint: str | None
+    attempts: int
+    may_have_sent: bool
+    created_at: float
+    first_attempt_at: float | None
+    finished_at: float | None
+    not_before: float
+    writeback: WritebackState
+    writeback_task: WritebackState
+    writeback_attempts: int
+    writeback_error: str | None
+    request_hash: str | None
+    requeued_at: float | None
+    overrides: Mapping[str, Any]
+    segments: int | None = None
 
     @property
-    def retryable(self) -> bool:
-        return not self.ok and self.error_code in RETRYABLE_RECORD_ERRORS
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def write_back_state(self) -> WritebackState:
+        """One word for both parts: failed, then pending, then done wins."""
+        parts = {self.writeback, self.writeback_task}
+        precedence: tuple[WritebackState, ...] = ("failed", "pending", "done")
+        return next((state for state in precedence if state in parts), "none")
 
 
-# Per-record errors worth another try; anything else (INVALID_FIELD, ENTITY_IS_DELETED,
-# FIELD_CUSTOM_VALIDATION_EXCEPTION, ...) gets the same answer next time.
-RETRYABLE_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE"})
+@dataclass(frozen=True)
+class QueueSummary:
+    """What ``bridge status`` and ``/metrics`` show about the queue."""
+
+    by_status: Mapping[str, int]
+    oldest_queued_seconds: float | None
+    writebacks_pending: int

@@ -32,10 +32,32 @@ def us_e164(raw: str, *, label: str) -> str:
     return e164
 
 
-def to_e164(raw: str, *, default_region: str, allowed_regions: Collection[str], label: str) -> str | PhoneProblem:
+# Numbers a text can reach. Toll-free, premium-rate, shared-cost, pager and the like are refused
+# (audit A14: a vanity 1-800 number and a premium-rate number were texted).
+_TEXTABLE = frozenset(
+    {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.VOIP,
+    }
+)
+_KIND = {
+    phonenumbers.PhoneNumberType.TOLL_FREE: "a toll-free number",
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    phonenumbers.PhoneNumberType.SHARED_COST: "a shared-cost number",
+    phonenumbers.PhoneNumberType.FIXED_LINE: "a landline",
+    phonenumbers.PhoneNumberType.PAGER: "a pager number",
+}
+
+
+def to_e164(
+    raw: str, *, default_region: str, allowed_regions: Collection[str], label: str, textable: bool = False
+) -> str | PhoneProblem:
     """Parse ``raw`` (any common format) and return E.164, or the reason it cannot be used.
 
-    ``label`` names the value in the reason, e.g. "The Case's phone number".
+    ``label`` names the value in the reason, e.g. "The Case's phone number". ``textable`` also
+    refuses numbers a customer's text cannot go to: with an extension (the text would reach the
+    switchboard, not the person), and of a kind that cannot receive one (toll-free, premium-rate...).
     """
     try:
         parsed = phonenumbers.parse(raw, default_region)
@@ -43,6 +65,14 @@ def to_e164(raw: str, *, default_region: str, allowed_regions: Collection[str], 
         return PhoneProblem(f"{label} ({mask(raw)}) is not a phone number.")
     if not phonenumbers.is_valid_number(parsed):
         return PhoneProblem(f"{label} ({mask(raw)}) is not a valid phone number.")
+    if textable and parsed.extension:
+        return PhoneProblem(
+            f"{label} ({mask(raw)}) has an extension; a text would reach the switchboard, not the customer."
+        )
+    kind = phonenumbers.number_type(parsed)
+    if textable and kind not in _TEXTABLE:
+        what = _KIND.get(kind, "not a number that can receive texts")
+        return PhoneProblem(f"{label} ({mask(raw)}) is {what}; it cannot be texted.")
     region = phonenumbers.region_code_for_number(parsed)
     if region not in allowed_regions:
         allowed = ", ".join(sorted(allowed_regions))

@@ -1,63 +1,160 @@
-"""Pacing of CCAI requests: at most ``rate`` per second per tenant, evenly spaced, paused after a 429.
+"""Pacing of CCAI requests: every process together stays under the tenant's limit, measured in any
+one-second window, whatever each host's clock says and however late a request leaves.
 
-Requests are spaced ``1/rate`` apart rather than allowed in bursts, so that no one-second window
-holds more than ``rate`` requests whatever window CCAI measures with. :class:`SharedRateLimiter`
-keeps the spacing in the store, so any number of worker processes together stay within the
-tenant's limit; :class:`LocalRateLimiter` does the same inside one process (tests, tools).
+CCAI allows 10 requests per second per tenant, shared by every integration. The bridge may use
+``share`` of it, and leaves ``headroom`` for the jitter between a request leaving here and
+arriving there: at most ``limit * share`` requests leave in any ``1 + headroom`` seconds, at least
+``(1 + headroom) / (limit * share)`` apart. A request's departure is recorded when it is allowed to
+go (it goes at once), by the database's clock, in a log every process reads
+(:class:`SharedRateLimiter`), so a request that leaves late pushes the next ones back instead of
+crowding them. A 429 pauses everyone for its ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 import anyio.to_thread
+from sqlalchemy import Connection, delete, select, update
 
-from bridge.store import Store
+from bridge._schema import rate_events, rate_limits
+from bridge.database import Database
 
 
 class RateLimiter(Protocol):
     async def acquire(self) -> None:
-        """Wait for this caller's turn to send one request."""
+        """Wait for this caller's turn to send one request; it must then leave at once."""
 
     async def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (after a 429)."""
 
 
-class SharedRateLimiter:
-    """Paces one CCAI tenant across every process that uses the same store."""
+@dataclass(frozen=True)
+class Pace:
+    """How many requests may leave in which window, and how far apart."""
 
-    def __init__(self, store: Store, *, tenant: str, rate: float) -> None:
-        self._store = store
+    limit: float = 10.0
+    share: float = 1.0
+    headroom: float = 0.1
+
+    @property
+    def per_window(self) -> int:
+        return max(1, math.floor(self.limit * self.share + 1e-9))
+
+    @property
+    def window(self) -> float:
+        return 1.0 + self.headroom
+
+    @property
+    def gap(self) -> float:
+        return self.window / self.per_window
+
+    def wait(self, now: float, departures: list[float], paused_until: float) -> float:
+        """Seconds until the next request may leave, given the recent departures (oldest first)."""
+        earliest = max(now, paused_until)
+        if departures:
+            earliest = max(earliest, departures[-1] + self.gap)
+        if len(departures) >= self.per_window:
+            earliest = max(earliest, departures[-self.per_window] + self.window)
+        return earliest - now
+
+
+class SharedRateLimiter:
+    """Paces one CCAI tenant across every process that uses the same database.
+
+    Within a process, callers queue on a lock, so only one of them at a time polls the database.
+    """
+
+    def __init__(self, db: Database, *, tenant: str, pace: Pace) -> None:
+        self._db = db
         self._name = f"ccai:{tenant}"
-        self._interval = 1.0 / rate
+        self._pace = pace
+        self._lock = anyio.Lock()
 
     async def acquire(self) -> None:
-        wait = await anyio.to_thread.run_sync(self._store.reserve_slot, self._name, self._interval)
-        if wait > 0:
-            await anyio.sleep(wait)
+        async with self._lock:
+            while (wait := await anyio.to_thread.run_sync(self._try_depart)) > 0:
+                await anyio.sleep(wait)
 
     async def pause(self, seconds: float) -> None:
-        await anyio.to_thread.run_sync(self._store.pause_slots, self._name, seconds)
+        await anyio.to_thread.run_sync(self._pause, seconds)
+
+    def _try_depart(self) -> float:
+        """Record a departure now if allowed (returns 0), else say how long to wait."""
+        with self._db.tx() as connection:
+            paused_until = self._lock_row(connection)
+            now = self._db.now(connection)
+            recent = [
+                float(at)
+                for (at,) in connection.execute(
+                    select(rate_events.c.at)
+                    .where(rate_events.c.name == self._name, rate_events.c.at > now - self._pace.window)
+                    .order_by(rate_events.c.at)
+                )
+            ]
+            wait = self._pace.wait(now, recent, paused_until)
+            if wait > 0:
+                return wait
+            connection.execute(rate_events.insert().values(name=self._name, at=now))
+            connection.execute(
+                delete(rate_events).where(rate_events.c.name == self._name, rate_events.c.at < now - 60.0)
+            )
+            return 0.0
+
+    def _pause(self, seconds: float) -> None:
+        with self._db.tx() as connection:
+            paused_until = self._lock_row(connection)
+            until = self._db.now(connection) + seconds
+            if paused_until < until:
+                connection.execute(update(rate_limits).where(rate_limits.c.name == self._name).values(next_slot=until))
+
+    def _lock_row(self, connection: Connection) -> float:
+        """Lock this tenant's row (creating it) for the transaction; returns its pause-until time."""
+        connection.execute(
+            self._db.insert(rate_limits)
+            .values(name=self._name, next_slot=0.0)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        query = select(rate_limits.c.next_slot).where(rate_limits.c.name == self._name)
+        if self._db.postgres:
+            query = query.with_for_update()
+        return float(connection.execute(query).scalar_one())
 
 
 class LocalRateLimiter:
-    """Paces requests within one process."""
+    """The same pacing within one process (tests, tools)."""
 
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = 1.0 / rate
+    def __init__(
+        self,
+        pace: Pace | float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._pace = pace if isinstance(pace, Pace) else Pace(limit=pace, headroom=0.0)
         self._clock = clock
-        self._next_slot = clock()
+        self._sleep = sleep
+        self._departures: list[float] = []
+        self._paused_until = 0.0
+        self._lock = anyio.Lock()
 
     async def acquire(self) -> None:
-        # The slot is reserved before sleeping, so concurrent callers never share one.
+        async with self._lock:
+            while (wait := self._try_depart()) > 0:
+                await self._sleep(wait)
+
+    def _try_depart(self) -> float:
         now = self._clock()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self._interval
-        if slot > now:
-            await anyio.sleep(slot - now)
+        self._departures = [t for t in self._departures if t > now - self._pace.window]
+        wait = self._pace.wait(now, self._departures, self._paused_until)
+        if wait <= 0:
+            self._departures.append(now)
+        return wait
 
     async def pause(self, seconds: float) -> None:
-        self._next_slot = max(self._next_slot, self._clock() + seconds)
+        self._paused_until = max(self._paused_until, self._clock() + seconds)

@@ -17,6 +17,14 @@ def is_record_id(value: str) -> bool:
     return bool(_ID.match(value))
 
 
+def valid_id(value: str) -> bool:
+    """A well-formed id whose 18-character form, if given, carries the right checksum suffix (one bad
+    id in a query would make Salesforce refuse the whole batch of Cases read with it)."""
+    if not is_record_id(value):
+        return False
+    return len(value) == 15 or to18(value[:15])[15:] == value[15:].upper()
+
+
 def to18(record_id: str) -> str:
     """Return the 18-character form of a 15- or 18-character Salesforce id."""
     if not is_record_id(record_id):

@@ -1,8 +1,10 @@
-"""The CRM gateway: read Cases and write outcomes back, through simple-salesforce.
+"""The Salesforce gateway: reads Cases and writes outcomes back, through simple-salesforce.
 
-simple-salesforce is synchronous and has no default timeout; the gateway gives it a session that
-applies one, and async callers run these methods in a worker thread. Its exceptions and those of
-requests are translated here and nowhere else.
+Everything shaped like Salesforce lives here: SOQL, sObject records (Case fields by the API names
+of ``[writeback]``, Tasks), record ids, error codes. The rest of the bridge speaks the neutral types
+of :mod:`bridge.crm`. simple-salesforce is synchronous and has no default timeout; the gateway
+gives it a session that applies one, and async callers run these methods in a worker thread. Its
+exceptions and those of requests are translated here into :class:`~bridge.errors.CRMError`.
 """
 
 from __future__ import annotations
@@ -10,39 +12,57 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as LibraryError
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError
 
-from bridge.errors import SalesforceAuthError, SalesforceError, SalesforceRequestError, SalesforceUnavailable
+from bridge.crm import Note, Ticket, TicketUpdate, WriteResult
+from bridge.errors import CRMAuthError, CRMError, CRMRequestError, CRMUnavailable
 from bridge.metrics import Metrics
-from bridge.model import RecordResult, Ticket
-from bridge.record_ids import is_record_id, to18
+from bridge.model import SendStatus
+from bridge.record_ids import is_record_id, to18, valid_id
 from bridge.salesforce_auth import SalesforceCredentials, login
+from bridge.settings import WritebackConfig
 
 logger = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections call
+OPT_OUTS_PER_CALL = 11  # 2 collections + 2 subrequests per opt-out fit the composite limit of 25
 # Without this header every Case update re-runs the assignment rules and can move the Case.
 NO_AUTO_ASSIGN = {"Sforce-Auto-Assign": "FALSE"}
-_RETRYABLE_CODES = {"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT"}
+# Error codes worth another try, for whole calls and for single records alike; anything else
+# (INVALID_FIELD, ENTITY_IS_DELETED, FIELD_CUSTOM_VALIDATION_EXCEPTION, ...) gets the same answer again.
+RETRYABLE_CODES = frozenset(
+    {"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT", "UNAVAILABLE"}
+)
+# Fields every Case read selects besides the mapping's: the id and who owns it (User or Queue).
+BASE_FIELDS = ("Id", "Owner.Type", "Owner.Email")
+# The values of the status picklist (README: Salesforce set-up).
+CASE_STATUS: Mapping[SendStatus, str] = {
+    "scheduled": "Scheduled",
+    "sent": "Sent",
+    "failed": "Failed",
+    "skipped": "Skipped",
+    "suppressed": "Skipped",
+    "unknown": "Unknown",
+    "opted_out": "Opted Out",
+}
 T = TypeVar("T")
 
 
-class CaseGateway(Protocol):
-    """What the worker needs from the CRM."""
+def normalize_case_id(raw: str) -> str:
+    """The 18-character form of a Case id, or ``ValueError`` saying why it is not one."""
+    if not valid_id(raw) or not raw.startswith("500"):
+        raise ValueError("must be a Case id (15 or 18 letters and digits, starting 500)")
+    return to18(raw)
 
-    def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]: ...
 
-    def write_back(
-        self, updates: Sequence[tuple[str, Mapping[str, Any]]], tasks: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[RecordResult], list[RecordResult]]: ...
-
-    def api_usage(self) -> tuple[int, int] | None:
-        """The org's API calls used and allowed today, as last reported by Salesforce."""
+def note_marker(key: str) -> str:
+    """How a Task names the send it records, so that it can be found again."""
+    return f"[CCAI bridge {key}]"
 
 
 class TimeoutSession(requests.Session):
@@ -65,7 +85,7 @@ class TimeoutSession(requests.Session):
 
 
 class SalesforceGateway:
-    """Reads and updates Cases in one Salesforce org.
+    """Reads and updates Cases in one Salesforce org (a :class:`~bridge.crm.CRMGateway`).
 
     It logs in on first use. When Salesforce answers 401 ``INVALID_SESSION_ID`` and the login mode
     can renew itself, it logs in again and retries the call once; a bare access token cannot be
@@ -78,6 +98,8 @@ class SalesforceGateway:
         credentials: SalesforceCredentials,
         api_version: str,
         timeout: float,
+        writeback: WritebackConfig,
+        opt_out_field: str = "",
         ca_bundle: str | None = None,
         session: requests.Session | None = None,
         metrics: Metrics | None = None,
@@ -85,10 +107,17 @@ class SalesforceGateway:
         self._metrics = metrics or Metrics()
         self._credentials = credentials
         self._api_version = api_version
+        self._fields = writeback
+        # "Contact.<checkbox>" to tick when the bridge learns of an opt-out the CRM may not know.
+        self._opt_out_field = opt_out_field.removeprefix("Contact.")
         self._session = session or TimeoutSession(timeout, ca_bundle=ca_bundle)
         self._sf: Salesforce | None = None
         self._lock = threading.Lock()
         self.logins = 0
+
+    def close(self) -> None:
+        """Close the keep-alive connections (a server waiting for them to end would otherwise wait)."""
+        self._session.close()
 
     def _client(self, *, replacing: Salesforce | None = None) -> Salesforce:
         with self._lock:
@@ -105,9 +134,9 @@ class SalesforceGateway:
         client = self._client()
         try:
             return self._counted(lambda: call(client), action)
-        except SalesforceAuthError as exc:
+        except CRMAuthError as exc:
             if not self._credentials.can_login:
-                raise SalesforceAuthError(
+                raise CRMAuthError(
                     f"Salesforce refused the access token when asked to {action}: the token has expired or was "
                     "revoked. Set a new SALESFORCE_ACCESS_TOKEN, or use a login mode that renews itself (README)."
                 ) from exc
@@ -118,7 +147,7 @@ class SalesforceGateway:
     def _counted(self, call: Callable[[], T], action: str) -> T:
         try:
             result = _translate(call, action=action)
-        except SalesforceError:
+        except CRMError:
             self._metrics.salesforce_calls.labels(action, "error").inc()
             raise
         self._metrics.salesforce_calls.labels(action, "ok").inc()
@@ -134,15 +163,19 @@ class SalesforceGateway:
         wanted = sorted({to18(i) for i in ids})
         if not wanted:
             return {}
+        selected = ", ".join(dict.fromkeys([*BASE_FIELDS, *fields]))
         # Ids were validated (letters and digits only), so quoting them cannot inject SOQL.
-        soql = f"SELECT {', '.join(fields)} FROM Case WHERE Id IN ({', '.join(repr(i) for i in wanted)})"  # noqa: S608
+        soql = f"SELECT {selected} FROM Case WHERE Id IN ({', '.join(repr(i) for i in wanted)})"  # noqa: S608
         result = self._call(lambda sf: sf.query_all(soql), action="read the Case")
         tickets = {}
         for record in result.get("records", []):
             flat = dict(_flatten(record))
             record_id = str(flat.get("Id", ""))
             if is_record_id(record_id):
-                tickets[to18(record_id)] = Ticket(id=to18(record_id), fields=flat)
+                owner = flat.get("Owner.Email") if flat.get("Owner.Type") == "User" else None
+                tickets[to18(record_id)] = Ticket(
+                    id=to18(record_id), fields=flat, owner_email=str(owner).strip() if owner else None
+                )
         return tickets
 
     def describe(self, sobject: str) -> dict[str, dict[str, Any]]:
@@ -150,37 +183,95 @@ class SalesforceGateway:
         answer = self._call(lambda sf: sf.restful(f"sobjects/{sobject}/describe/"), action=f"describe {sobject}")
         return {str(f["name"]): dict(f) for f in (answer or {}).get("fields", [])}
 
-    def write_back(
-        self, updates: Sequence[tuple[str, Mapping[str, Any]]], tasks: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[RecordResult], list[RecordResult]]:
+    def write_outcomes(
+        self, updates: Sequence[TicketUpdate], notes: Sequence[Note]
+    ) -> tuple[list[WriteResult], list[WriteResult]]:
         """Update Cases and create Tasks in one API call: a composite request holding an sObject
         Collections update and an sObject Collections insert (up to 200 records each).
         Returns the per-record results of both, in order.
         """
-        case_results: list[RecordResult] = []
-        task_results: list[RecordResult] = []
-        for start in range(0, max(len(updates), len(tasks)), COLLECTION_LIMIT):
-            case_records = [
-                {"attributes": {"type": "Case"}, "id": case_id, **fields}
-                for case_id, fields in updates[start : start + COLLECTION_LIMIT]
-            ]
-            task_records = [
-                {"attributes": {"type": "Task"}, **task} for task in tasks[start : start + COLLECTION_LIMIT]
-            ]
-            answer = self._call(
-                lambda sf, c=case_records, t=task_records: sf.restful(  # type: ignore[misc]
-                    "composite", method="POST", json=self._composite(c, t), headers=NO_AUTO_ASSIGN
-                ),
-                action="write the outcome back",
-            )
-            parts = {part.get("referenceId"): part for part in (answer or {}).get("compositeResponse", [])}
+        case_results: list[WriteResult] = []
+        task_results: list[WriteResult] = []
+        for start in range(0, max(len(updates), len(notes)), COLLECTION_LIMIT):
+            chunk = updates[start : start + COLLECTION_LIMIT]
+            case_records = [self._case_record(u) for u in chunk]
+            task_records = [_task_record(n) for n in notes[start : start + COLLECTION_LIMIT]]
+            opt_outs = [u.ticket_id for u in chunk if u.opted_out] if self._opt_out_field else []
+            # A composite request holds at most 25 subrequests: the two collections, then opt-outs in pairs.
+            first, rest = opt_outs[:OPT_OUTS_PER_CALL], opt_outs[OPT_OUTS_PER_CALL:]
+            parts = self._composite_call(self._composite(case_records, task_records) + self._contact_writes(first))
             case_results += _part_results(parts.get("cases"), len(case_records))
             task_results += _part_results(parts.get("tasks"), len(task_records))
+            _log_contact_writes(parts, first)
+            for index in range(0, len(rest), OPT_OUTS_PER_CALL):
+                group = rest[index : index + OPT_OUTS_PER_CALL]
+                _log_contact_writes(self._composite_call(self._contact_writes(group)), group)
         return case_results, task_results
 
-    def _composite(self, cases: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    def _composite_call(self, subrequests: list[dict[str, Any]]) -> dict[str, Any]:
+        answer = self._call(
+            lambda sf: sf.restful(
+                "composite",
+                method="POST",
+                json={"allOrNone": False, "compositeRequest": subrequests},
+                headers=NO_AUTO_ASSIGN,
+            ),
+            action="write the outcome back",
+        )
+        return {part.get("referenceId"): part for part in (answer or {}).get("compositeResponse", [])}
+
+    def _contact_writes(self, case_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Tick the opt-out checkbox on each Case's Contact: read the Case's ContactId, then update
+        that Contact, chained by a composite reference (the bridge never stores contact ids)."""
+        base = f"/services/data/v{self._api_version}/sobjects"
+        subrequests: list[dict[str, Any]] = []
+        for index, case_id in enumerate(case_ids):
+            subrequests += [
+                {
+                    "method": "GET",
+                    "url": f"{base}/Case/{to18(case_id)}?fields=ContactId",
+                    "referenceId": f"case{index}",
+                },
+                {
+                    "method": "PATCH",
+                    "url": f"{base}/Contact/@{{case{index}.ContactId}}",
+                    "referenceId": f"optout{index}",
+                    "body": {self._opt_out_field: True},
+                },
+            ]
+        return subrequests
+
+    def existing_notes(self, notes: Sequence[Note]) -> set[str]:
+        """The keys of those notes that a Task on their Case already records (one SOQL query)."""
+        cases = sorted({to18(n.ticket_id) for n in notes})
+        if not cases:
+            return set()
+        soql = (
+            "SELECT Id, WhatId, Description FROM Task "  # noqa: S608 - ids validated as above
+            f"WHERE WhatId IN ({', '.join(repr(c) for c in cases)}) AND CreatedDate = LAST_N_DAYS:7"
+        )
+        result = self._call(lambda sf: sf.query_all(soql), action="look for Tasks already written")
+        found: set[str] = set()
+        for record in result.get("records", []):
+            description = str(record.get("Description") or "")
+            found |= {n.key for n in notes if note_marker(n.key) in description}
+        return found
+
+    def _case_record(self, update: TicketUpdate) -> dict[str, Any]:
+        config = self._fields
+        record: dict[str, Any] = {
+            "attributes": {"type": "Case"},
+            "id": to18(update.ticket_id),
+            config.status_field: CASE_STATUS[update.status],
+            config.error_field: update.reason,
+        }
+        if update.chat_id is not None:  # a refusal keeps the chat id a success wrote
+            record[config.chat_id_field] = update.chat_id
+        return record
+
+    def _composite(self, cases: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         url = f"/services/data/v{self._api_version}/composite/sobjects"
-        subrequests = [
+        return [
             {
                 "method": method,
                 "url": url,
@@ -192,35 +283,55 @@ class SalesforceGateway:
             for method, reference, records in (("PATCH", "cases", cases), ("POST", "tasks", tasks))
             if records
         ]
-        return {"allOrNone": False, "compositeRequest": subrequests}
 
 
-def _part_results(part: Mapping[str, Any] | None, expected: int) -> list[RecordResult]:
+def _log_contact_writes(parts: Mapping[str, Any], case_ids: Sequence[str]) -> None:
+    for index, case_id in enumerate(case_ids):
+        part = parts.get(f"optout{index}") or {}
+        if not 200 <= int(part.get("httpStatusCode", 0)) < 300:
+            body = part.get("body")
+            detail = body[0].get("message") if isinstance(body, list) and body and isinstance(body[0], Mapping) else ""
+            logger.warning("Could not record the opt-out on the Contact of Case %s: %s", case_id, detail or "no answer")
+
+
+def _task_record(note: Note) -> dict[str, Any]:
+    return {
+        "attributes": {"type": "Task"},
+        "WhatId": to18(note.ticket_id),
+        "Subject": note.subject,
+        "Status": "Completed",
+        "Priority": "Normal",
+        "ActivityDate": note.date,
+        "Description": f"{note.body}\n\n{note_marker(note.key)}"[:32000],
+    }
+
+
+def _part_results(part: Mapping[str, Any] | None, expected: int) -> list[WriteResult]:
     """The records' results of one composite subrequest; a refused subrequest fails all its records."""
     if expected == 0:
         return []
     if part is None:
-        raise SalesforceUnavailable("Salesforce's composite answer lacked a part of the write-back.")
+        raise CRMUnavailable("Salesforce's composite answer lacked a part of the write-back.")
     body = part.get("body")
     if 200 <= int(part.get("httpStatusCode", 0)) < 300 and isinstance(body, list) and len(body) == expected:
         return [_record_result(item) for item in body]
     error = body[0] if isinstance(body, list) and body and isinstance(body[0], Mapping) else {}
-    failed = RecordResult(
+    status = int(part.get("httpStatusCode", 0))
+    code = str(error.get("errorCode") or f"HTTP_{status}")
+    failed = WriteResult(
         ok=False,
-        error_code=str(error.get("errorCode") or f"HTTP_{part.get('httpStatusCode')}"),
-        message=str(error.get("message") or "The write-back subrequest was refused."),
+        retryable=code in RETRYABLE_CODES or status >= 500,
+        message=f"{code}: {error.get('message') or 'The write-back subrequest was refused.'}",
     )
     return [failed] * expected
 
 
-def _record_result(item: Mapping[str, Any]) -> RecordResult:
+def _record_result(item: Mapping[str, Any]) -> WriteResult:
     if item.get("success"):
-        return RecordResult(ok=True)
-    errors = item.get("errors") or [{}]
-    first = errors[0]
-    return RecordResult(
-        ok=False, error_code=str(first.get("statusCode") or "UNKNOWN"), message=str(first.get("message") or "")
-    )
+        return WriteResult(ok=True, ref=str(item["id"]) if item.get("id") else None)
+    first = (item.get("errors") or [{}])[0]
+    code = str(first.get("statusCode") or "UNKNOWN")
+    return WriteResult(ok=False, retryable=code in RETRYABLE_CODES, message=f"{code}: {first.get('message') or ''}")
 
 
 def _flatten(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -237,18 +348,18 @@ def _translate(call: Callable[[], T], *, action: str) -> T:
     try:
         return call()
     except SalesforceExpiredSession as exc:
-        raise SalesforceAuthError(
+        raise CRMAuthError(
             f"Salesforce refused the session when asked to {action} ({_describe(exc)}); the access token has "
             "expired or was revoked."
         ) from exc
     except LibraryError as exc:
         code, message = _first_error(exc)
         text = f"Salesforce could not {action}: {code + ': ' if code else ''}{message}"
-        if code in _RETRYABLE_CODES or (isinstance(exc, SalesforceGeneralError) and exc.status >= 500):
-            raise SalesforceUnavailable(text) from exc
-        raise SalesforceRequestError(text) from exc
+        if code in RETRYABLE_CODES or (isinstance(exc, SalesforceGeneralError) and exc.status >= 500):
+            raise CRMUnavailable(text) from exc
+        raise CRMRequestError(text) from exc
     except requests.RequestException as exc:
-        raise SalesforceUnavailable(f"Could not reach Salesforce to {action} ({type(exc).__name__}).") from exc
+        raise CRMUnavailable(f"Could not reach Salesforce to {action} ({type(exc).__name__}).") from exc
 
 
 def _first_error(exc: LibraryError) -> tuple[str, str]:

@@ -22,7 +22,7 @@ import requests
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from simple_salesforce.login import SalesforceLogin
 
-from bridge.errors import ConfigError, SalesforceAuthError, SalesforceUnavailable
+from bridge.errors import ConfigError, CRMAuthError, CRMUnavailable
 
 LoginMode = Literal["token", "client_credentials", "jwt", "password"]
 
@@ -129,11 +129,11 @@ def login(credentials: SalesforceCredentials, *, session: requests.Session, api_
     try:
         session_id, instance = SalesforceLogin(session=session, sf_version=api_version, **kwargs)  # type: ignore[arg-type]
     except SalesforceAuthenticationFailed as exc:
-        raise SalesforceAuthError(
+        raise CRMAuthError(
             f"Salesforce refused the {_MODE_NAMES[credentials.mode]} login ({exc.code}: {exc.message})."
         ) from exc
     except requests.RequestException as exc:
-        raise SalesforceUnavailable(f"Could not reach Salesforce to log in ({type(exc).__name__}).") from exc
+        raise CRMUnavailable(f"Could not reach Salesforce to log in ({type(exc).__name__}).") from exc
     except (OSError, ValueError) as exc:  # e.g. an unreadable or malformed private key
-        raise SalesforceAuthError(f"The {_MODE_NAMES[credentials.mode]} login could not be prepared: {exc}.") from exc
+        raise CRMAuthError(f"The {_MODE_NAMES[credentials.mode]} login could not be prepared: {exc}.") from exc
     return str(session_id), str(instance)

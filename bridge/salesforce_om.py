@@ -1,20 +1,42 @@
-"""Salesforce outbound messages: parse the SOAP notification (hardened XML), build the ack.
+"""The outbound-message door: Salesforce's SOAP notifications in, the ack out.
 
 Only the shape Salesforce sends is accepted: ``Envelope/Body/notifications`` in the outbound
 namespace with 1 to 100 ``Notification`` elements on Case. DTDs and entities are refused by
-defusedxml before anything is expanded.
+defusedxml before anything is expanded. The endpoint never calls anything remote: it
+authenticates, parses, commits every notification to the store, and only then acks.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from xml.etree.ElementTree import Element, ParseError
 
+import anyio.to_thread
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
+from starlette.requests import Request
+from starlette.responses import Response
 
-from bridge.errors import MalformedMessage
-from bridge.model import Notification
-from bridge.record_ids import is_record_id, to18
+from bridge._body import read_capped
+from bridge._secrets import matches_any
+from bridge.errors import (
+    AuthenticationFailed,
+    InboundError,
+    MalformedMessage,
+    OrganizationNotAllowed,
+    StoreRejected,
+    UnsupportedMediaType,
+)
+from bridge.metrics import Metrics
+from bridge.model import NewSend, Notification, Outcome
+from bridge.record_ids import is_record_id, org_prefix, to18
+from bridge.store import Store
+
+logger = logging.getLogger(__name__)
+
+XML_TYPES = ("text/xml", "application/xml", "application/soap+xml")
+DELETED_RECORD = "The Case was deleted before Salesforce delivered the notification; there is nothing to text."
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
@@ -69,7 +91,11 @@ def _notification(item: Element, org_id: str) -> Notification:
     if sobject is None:
         raise MalformedMessage(f"Notification {notification_id} carries no sObject.")
     object_type = sobject.get(_q(XSI_NS, "type"), "")
+    if len(sobject) == 0 and object_type.rpartition(":")[2] in ("Case", ""):
+        # Salesforce delivers a notification whose record was deleted meanwhile with an empty sObject.
+        return Notification(org_id=org_id, notification_id=notification_id, ticket_id=None)
     if object_type.rpartition(":")[2] != "Case":
+        # A misconfigured outbound message (on another object): an admin must see it, so refuse.
         raise MalformedMessage(
             f"Notification {notification_id} is about {object_type or 'an untyped object'}; the bridge handles Case."
         )
@@ -81,3 +107,72 @@ def _notification(item: Element, org_id: str) -> Notification:
 
 def _text(parent: Element, name: str) -> str:
     return parent.findtext(_q(OUTBOUND_NS, name), default="").strip()
+
+
+class OutboundMessageEndpoint:
+    """``POST /salesforce/outbound-message?token=...``: store every notification, then ack."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        tokens: Sequence[str],
+        org_ids: Sequence[str],
+        max_body_bytes: int,
+        metrics: Metrics,
+        wake: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._orgs = {org_prefix(o) for o in org_ids}
+        self._max_body = max_body_bytes
+        self._metrics = metrics
+        self._wake = wake
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._handle(request)
+        except InboundError as exc:
+            self._metrics.refusals.labels("outbound_message", exc.reason).inc()
+            if isinstance(exc, AuthenticationFailed):
+                self._metrics.auth_failures.labels("outbound_message").inc()
+            raise
+
+    async def _handle(self, request: Request) -> Response:
+        if not matches_any(request.query_params.get("token", ""), self._tokens):
+            raise AuthenticationFailed("Missing or wrong token in the outbound-message URL.")
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in XML_TYPES:
+            raise UnsupportedMediaType(f"Expected an XML body (text/xml), got {media_type or 'no content type'}.")
+        org_id, notifications = parse_outbound_message(await read_capped(request, self._max_body))
+        if self._orgs and org_prefix(org_id) not in self._orgs:
+            raise OrganizationNotAllowed(f"Organization {org_id} is not in SALESFORCE_ORG_IDS.")
+        new = [_new_send(n) for n in notifications]
+        try:
+            stored = await anyio.to_thread.run_sync(self._store.ingest, new)
+        except StoreRejected as exc:
+            raise MalformedMessage(f"The notifications could not be stored: {exc}") from exc
+        self._metrics.events_received.labels("outbound_message").inc(len(new))
+        self._metrics.events_duplicate.labels("outbound_message").inc(len(new) - stored)
+        logger.info(
+            "Outbound message from org %s: %d notification(s), %d new, %d already known",
+            org_id,
+            len(new),
+            stored,
+            len(new) - stored,
+        )
+        if stored:
+            self._wake()
+        return Response(ACK, media_type="text/xml", headers={"Content-Type": "text/xml; charset=utf-8"})
+
+
+def _new_send(notification: Notification) -> NewSend:
+    key = f"om:{org_prefix(notification.org_id)}:{notification.notification_id}"
+    if notification.ticket_id is None:
+        finished = Outcome(status="skipped", reason=DELETED_RECORD, write_back=False)
+        return NewSend(
+            dedupe_key=key, source="outbound_message", ticket_id="", org_id=notification.org_id, finished=finished
+        )
+    return NewSend(
+        dedupe_key=key, source="outbound_message", ticket_id=notification.ticket_id, org_id=notification.org_id
+    )

@@ -1,22 +1,18 @@
-"""A send as people see it (API answers, CLI tables), waiting for an outcome, and operator retries."""
+"""A send as people see it (API answers, CLI tables, the dashboard), waiting for an outcome, and
+operator retries."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from bridge.model import FinalStatus
+from bridge.model import FINAL_STATUSES, NOTHING_SENT, SendRecord, SendStatus
 from bridge.store import Store
-
-FINAL: tuple[FinalStatus, ...] = ("sent", "failed", "skipped", "unknown")
-# Statuses an operator may retry without --force, and those that may already have reached the customer.
-RETRYABLE = ("failed", "skipped")
-REACHED_CCAI = ("sent", "unknown")
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -25,56 +21,89 @@ def iso(timestamp: float | None) -> str | None:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def public_view(row: Mapping[str, Any]) -> dict[str, Any]:
+def public_view(send: SendRecord) -> dict[str, Any]:
     """What the API and ``bridge sends show`` reveal: no full number, no message text."""
     return {
-        "id": row["id"],
-        "status": row["status"],
-        "ticket_id": row["ticket_id"],
-        "source": row["source"],
-        "attempts": row["attempts"],
-        "chat_id": row["chat_id"],
-        "error": row["reason"] if row["status"] != "sent" else None,
-        "end_user_number": row["end_user_hint"],
-        "write_back": _write_back_state(row),
-        "write_back_error": row["writeback_error"],
-        "created_at": iso(row["created_at"]),
-        "first_attempt_at": iso(row["first_attempt_at"]),
-        "finished_at": iso(row["finished_at"]),
-        "next_attempt_at": iso(row["not_before"]) if row["status"] == "queued" else None,
+        "id": send.id,
+        "status": send.status,
+        "ticket_id": send.ticket_id,
+        "source": send.source,
+        "attempts": send.attempts,
+        "may_have_sent": send.may_have_sent,
+        "chat_id": send.chat_id,
+        "error": send.reason if send.status != "sent" else None,
+        "end_user_number": send.end_user_hint,
+        "write_back": send.write_back_state,
+        "write_back_error": send.writeback_error,
+        "created_at": iso(send.created_at),
+        "first_attempt_at": iso(send.first_attempt_at),
+        "finished_at": iso(send.finished_at),
+        "next_attempt_at": iso(send.not_before) if send.status == "queued" else None,
+        "scheduled_for": iso(send.not_before) if send.status == "scheduled" else None,
+        "segments": send.segments,
+        "send_window": "ignored" if send.overrides.get("send_window") == "ignore" else None,
     }
 
 
-def _write_back_state(row: Mapping[str, Any]) -> str:
-    parts = {row["writeback"], row["writeback_task"]} - {"none"}
-    for state in ("failed", "pending", "done"):
-        if state in parts:
-            return state
-    return "none"
+def http_status(send: SendRecord) -> int:
+    """Sent: 200. Final without an SMS (or not knowably one): 422 with the reason. Pending: 202."""
+    if send.status == "sent":
+        return 200
+    return 422 if send.final else 202
 
 
-async def wait_for_outcome(store: Store, send_id: int, *, timeout: float, poll: float = 0.05) -> dict[str, Any]:
-    """Poll the store until the send is final or ``timeout`` passes; return its latest row."""
+async def wait_for_outcome(
+    store: Store, send_id: int, *, timeout: float, poll: float = 0.05, stop: anyio.Event | None = None
+) -> SendRecord:
+    """Poll the store until the send is final, ``timeout`` passes or ``stop`` is set (a shutting
+    down server answers at once rather than hold its connection); return the latest record."""
     deadline = time.monotonic() + timeout
     while True:
-        row = await anyio.to_thread.run_sync(store.get, send_id)
-        assert row is not None
-        if row["status"] in FINAL or time.monotonic() >= deadline:
-            return row
+        send = await anyio.to_thread.run_sync(store.get, send_id)
+        assert send is not None
+        if send.final or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return send
         await anyio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
-def retry(store: Store, send_id: int, *, force: bool) -> str:
-    """Re-queue one send; returns a sentence saying what happened."""
-    row = store.get(send_id)
-    if row is None:
-        return f"Send {send_id} does not exist."
-    allowed = RETRYABLE + (REACHED_CCAI if force else ())
-    if row["status"] in REACHED_CCAI and not force:
-        return (
-            f"Send {send_id} is {row['status']}: it may already have reached the customer. Retrying it can text "
-            "them a second time; add --force to do it anyway."
+@dataclass(frozen=True)
+class RetryResult:
+    queued: bool
+    message: str
+
+
+def retryable_without_force(send: SendRecord) -> bool:
+    """Only outcomes where nothing can have reached the customer."""
+    return send.status in NOTHING_SENT and not send.may_have_sent
+
+
+def retry(store: Store, send_id: int, *, force: bool) -> RetryResult:
+    """Re-queue one finished send, if that cannot text the customer twice (or ``force``)."""
+    send = store.get(send_id)
+    if send is None:
+        return RetryResult(False, f"Send {send_id} does not exist.")
+    if not send.final:
+        return RetryResult(False, f"Send {send_id} is {send.status} and cannot be retried now.")
+    if not force and not retryable_without_force(send):
+        why = "it may already have reached the customer" if send.may_have_sent else _why_reached(send.status)
+        return RetryResult(
+            False,
+            f"Send {send_id} is {send.status}: {why}. Retrying it can text them a second time; add --force to do it "
+            "anyway (a send that may have been delivered is first looked up in CCAI Platform).",
         )
-    if store.requeue_finished(send_id, statuses=allowed):
-        return f"Send {send_id} ({row['status']}) is queued again."
-    return f"Send {send_id} is {row['status']} and cannot be retried now."
+    if send.overrides.get("end_user_number_removed"):
+        return RetryResult(
+            False,
+            f"Send {send_id} was made for a number given in its request, which the bridge does not keep once a "
+            "send is finished; make a new send instead.",
+        )
+    statuses: tuple[SendStatus, ...] = FINAL_STATUSES if force else NOTHING_SENT
+    if store.requeue_finished(send_id, statuses=statuses):
+        return RetryResult(True, f"Send {send_id} ({send.status}) is queued again.")
+    return RetryResult(False, f"Send {send_id} changed meanwhile and was not retried.")
+
+
+def _why_reached(status: str) -> str:
+    if status == "suppressed":
+        return "another send for the Case had just texted the customer"
+    return "it reached the customer" if status == "sent" else "it may already have reached the customer"

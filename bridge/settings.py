@@ -6,19 +6,25 @@ environment. Invalid values stop start-up with a sentence that names the setting
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bridge.consent import WindowRules
 from bridge.errors import ConfigError
+from bridge.model import ResendPolicy
 from bridge.phones import us_e164
 from bridge.salesforce_auth import SalesforceCredentials, choose_credentials
+from bridge.send_window import Window, parse_window, timezone_from_field
 from bridge.template import Template
 
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
+_FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
 
 
 class MappingConfig(BaseModel):
@@ -54,10 +60,75 @@ class WritebackConfig(BaseModel):
     chat_id_field: str = "CCAI_Chat_Id__c"
     status_field: str = "CCAI_SMS_Status__c"
     error_field: str = "CCAI_SMS_Error__c"
+    chat_status_field: str = "CCAI_Chat_Status__c"
+    chat_agent_field: str = "CCAI_Chat_Agent__c"
+    chat_ended_at_field: str = "CCAI_Chat_Ended_At__c"
+    chat_outcome_field: str = "CCAI_Chat_Outcome__c"
     error_max_length: int = Field(default=255, ge=20)
     create_task: bool = True
     task_subject_sent: str = "SMS sent via CCAI Platform"
     task_subject_not_sent: str = "SMS not sent via CCAI Platform"
+
+
+class MessageConfig(BaseModel):
+    """Limits every message obeys, whatever its source (``[message]`` in bridge.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A long text is split into segments, each billed and delivered separately (160 GSM-7 or 70
+    # UCS-2 characters for one, 153/67 each when split); past this many it is refused.
+    max_segments: int = Field(default=10, ge=1, le=30)
+
+
+class ConsentConfig(BaseModel):
+    """What stops a send before CCAI is called (``[consent]`` in bridge.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Case or relationship fields (read with the Case) that block every send when true.
+    block_if_true: tuple[str, ...] = ("Contact.DoNotCall",)
+    # "Contact.<checkbox>": set it on the Case's Contact when the bridge learns of an opt-out.
+    record_field: str = ""
+    # CCAI's words for a refusal because the consumer opted out (not documented; matched case-insensitively).
+    opt_out_phrases: tuple[str, ...] = ("opted out", "opt-out", "unsubscribed")
+
+    @field_validator("block_if_true")
+    @classmethod
+    def _field_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not _FIELD_PATH.match(path):
+                raise ValueError(f"{path!r} is not a field API name such as Contact.DoNotCall")
+        return value
+
+    @field_validator("record_field")
+    @classmethod
+    def _contact_field(cls, value: str) -> str:
+        if value and not re.fullmatch(r"Contact\.[A-Za-z][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} must be a Contact checkbox, written Contact.<API name>")
+        return value
+
+
+class SendWindowConfig(BaseModel):
+    """Whose local time the send window is measured in, and stricter windows by state (``[send_window]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A Case or Contact field holding the recipient's time zone (IANA or Salesforce TimeZoneSidKey).
+    timezone_field: str = ""
+    # Two-letter state code -> window ("off" for none), for the state of the number's area code.
+    states: dict[str, str] = Field(default_factory=lambda: {"FL": "08:00-20:00", "OK": "08:00-20:00"})
+
+    @field_validator("states")
+    @classmethod
+    def _windows(cls, value: dict[str, str]) -> dict[str, str]:
+        for state, window in value.items():
+            if not re.fullmatch(r"[A-Z]{2}", state):
+                raise ValueError(f"{state!r} is not a two-letter state code such as FL")
+            parse_window(window)  # raises ValueError naming the bad text
+        return value
+
+    def windows(self) -> dict[str, Window | None]:
+        return {state: parse_window(window) for state, window in self.states.items()}
 
 
 class FileConfig(BaseModel):
@@ -65,6 +136,9 @@ class FileConfig(BaseModel):
 
     mapping: MappingConfig = MappingConfig()
     writeback: WritebackConfig = WritebackConfig()
+    message: MessageConfig = MessageConfig()
+    consent: ConsentConfig = ConsentConfig()
+    send_window: SendWindowConfig = SendWindowConfig()
 
 
 def _comma_list(value: Any) -> Any:
@@ -89,7 +163,10 @@ class Settings(BaseSettings):
     ccai_outbound_number: str = ""
     ccai_chat_type: str = "Messaging (SMS)"
     ccai_timeout_seconds: float = Field(default=15.0, gt=0)
+    ccai_manager_url: str = ""
     ccai_rate_limit: float = Field(default=10.0, gt=0)
+    ccai_rate_share: float = Field(default=1.0, gt=0, le=1)
+    ccai_rate_headroom: float = Field(default=0.1, ge=0, le=1)
     ccai_retry_for_seconds: float = Field(default=3600.0, ge=0)
     ccai_max_concurrency: int = Field(default=20, ge=1)
 
@@ -114,7 +191,12 @@ class Settings(BaseSettings):
     bridge_embedded_worker: bool = True
     bridge_loop_guard_seconds: float = Field(default=600.0, ge=0)
     bridge_batch_size: int = Field(default=50, ge=1, le=100)
-    bridge_lease_seconds: float = Field(default=120.0, gt=0)
+    bridge_lease_seconds: float = Field(default=20.0, ge=2)
+    bridge_resend_possibly_delivered: ResendPolicy = "lookup"
+    bridge_max_takeovers: int = Field(default=3, ge=1)
+    bridge_unhealthy_after_seconds: float = Field(default=60.0, gt=0)
+    bridge_send_window: str = "08:00-21:00"
+    bridge_default_timezone: str = "America/New_York"
     bridge_poll_seconds: float = Field(default=1.0, gt=0)
     bridge_writeback_retry_for_seconds: float = Field(default=86400.0, ge=0)
     bridge_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -142,6 +224,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"{org!r} is not an organisation id (15 or 18 letters and digits, starting 00D)")
         return value
 
+    @field_validator("bridge_send_window")
+    @classmethod
+    def _window_parses(cls, value: str) -> str:
+        parse_window(value)  # raises ValueError naming the bad text
+        return value
+
+    @field_validator("bridge_default_timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        zone = timezone_from_field(value)
+        if zone is None:
+            raise ValueError(f"{value!r} is not a time zone (use an IANA name such as America/Chicago)")
+        return zone
+
     @field_validator("ccai_outbound_number")
     @classmethod
     def _outbound_to_e164(cls, value: str) -> str:
@@ -162,6 +258,23 @@ class Settings(BaseSettings):
     def writeback(self) -> WritebackConfig:
         return self.file.writeback
 
+    @property
+    def message(self) -> MessageConfig:
+        return self.file.message
+
+    @property
+    def consent(self) -> ConsentConfig:
+        return self.file.consent
+
+    @property
+    def window_rules(self) -> WindowRules:
+        return WindowRules(
+            default=parse_window(self.bridge_send_window),
+            states=self.file.send_window.windows(),
+            default_zone=self.bridge_default_timezone,
+            timezone_field=self.file.send_window.timezone_field,
+        )
+
     def salesforce_credentials(self) -> SalesforceCredentials:
         """The one complete Salesforce login in the settings, or :class:`ConfigError` saying what is missing."""
         # A PEM in an environment variable often arrives with its newlines written as "\n".
@@ -180,6 +293,13 @@ class Settings(BaseSettings):
                 "private_key_file": self.salesforce_private_key_file,
             }
         )
+
+    def redacted_database_url(self) -> str:
+        """``DATABASE_URL`` with its password masked, for messages."""
+        parts = urlsplit(self.database_url)
+        if parts.password:
+            return self.database_url.replace(f":{parts.password}@", ":***@", 1)
+        return self.database_url
 
     def check_storage(self) -> None:
         """Refuse SQLite on Heroku, where every restart wipes the dyno's disk (and the queue with it)."""

@@ -1,128 +1,61 @@
-"""The durable store: inbox with dedupe, jobs claimed with leases, write-back state.
+"""The sends: inbox with dedupe, the send step's leases, the write-back step's state.
 
-SQLite by default (one file, WAL, fsync on commit); PostgreSQL when ``DATABASE_URL`` says so.
-Calls are synchronous; async code runs them in a worker thread. Every database failure surfaces
-as :class:`StoreUnavailable`, so the web layer can refuse to ack.
+Every time is the database's (:meth:`Database.now`), and every write a worker makes on a claimed
+send carries the lease *token* it claimed with, so a worker that lost its lease (it hung, or its
+host's clock is off) can never overwrite the work of the one that took over. The one exception is
+a success that arrives late: an SMS that went out is always recorded (see :meth:`Store.finish`).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    and_,
-    case,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
+from sqlalchemy import Connection, RowMapping, and_, case, delete, func, or_, select, update
+
+from bridge._schema import sends
+from bridge.database import Clock, Database
+from bridge.errors import StoreRejected
+from bridge.model import (
+    FINAL_STATUSES,
+    PENDING_STATUSES,
+    ClaimedSend,
+    Created,
+    NewSend,
+    Outcome,
+    PendingWriteback,
+    QueueSummary,
+    SendRecord,
+    SendStatus,
+    WritebackState,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.pool import ConnectionPoolEntry
 
-from bridge._schema import (
-    LATEST_VERSION,
-    MIGRATIONS,
-    bridge_status,
-    current_version,
-    rate_limits,
-    schema_version,
-    sends,
-)
-from bridge.errors import ConfigError, StoreUnavailable
-from bridge.model import ClaimedSend, NewSend, Outcome, PendingWriteback
+logger = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-
-
-def engine_for(url: str) -> Engine:
-    """Create the engine for a ``DATABASE_URL`` (accepts Heroku's ``postgres://`` spelling)."""
-    if url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url[len("postgres://") :]
-    elif url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-        _tune_sqlite(engine)
-        return engine
-    if url.startswith("postgresql+psycopg://"):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-    raise ConfigError(f"DATABASE_URL must be a sqlite:/// or postgresql:// URL, not {url.split(':', 1)[0]}:...")
-
-
-def _tune_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE itself: claims then take the write
-        # lock up front instead of failing to upgrade a read lock half-way through.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit (and so an ack) survives power loss, not only a process crash.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+NUMBER_OVERRIDE = "end_user_number"
+_PENDING_WRITEBACK = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
 
 
 class Store:
-    """All reads and writes of the bridge's state."""
+    """All reads and writes of sends."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = time.time) -> None:
-        self.engine = engine
-        self._clock = clock
-        self._postgres = engine.dialect.name == "postgresql"
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock = time.time) -> Store:
-        return cls(engine_for(url), clock=clock)
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> Store:
+        return cls(Database.from_url(url, clock=clock))
 
     def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as connection:
-                yield connection
-        except (DBAPIError, SQLAlchemyError) as exc:
-            if isinstance(exc, IntegrityError):
-                raise
-            raise StoreUnavailable(f"The store is unavailable ({type(exc).__name__}).") from exc
-
-    # -- schema -------------------------------------------------------------------------------
+        self.db.close()
 
     def migrate(self) -> int:
-        """Bring the schema to the latest version; safe to run repeatedly and concurrently."""
-        with self._tx() as connection:
-            if self._postgres:
-                connection.execute(text("SELECT pg_advisory_xact_lock(7220410)"))
-            version = current_version(connection)
-            for number, step in MIGRATIONS:
-                if number > version:
-                    step(connection)
-                    connection.execute(insert(schema_version).values(version=number, applied_at=self._clock()))
-        return LATEST_VERSION
+        return self.db.migrate()
 
     def schema_version(self) -> int:
-        with self._tx() as connection:
-            return current_version(connection)
+        return self.db.schema_version()
 
     # -- inbox --------------------------------------------------------------------------------
 
@@ -133,42 +66,39 @@ class Store:
         """
         if not new:
             return 0
-        now = self._clock()
-        rows = [_new_row(item, now) for item in new]
-        dialect_insert = pg_insert if self._postgres else sqlite_insert
-        statement = dialect_insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
-        with self._tx() as connection:
+        statement = self.db.insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
             # One statement per row (executemany with RETURNING is not portable), one transaction.
-            return sum(len(connection.execute(statement, row).all()) for row in rows)
+            return sum(len(connection.execute(statement, _new_row(item, now)).all()) for item in new)
 
-    def create(self, new: NewSend, *, request_hash: str | None = None) -> tuple[int, str | None, bool]:
-        """Store one send. Returns ``(id, stored request hash, created)``; when the dedupe key was
-        already taken, the existing send's id and hash with ``created`` False.
-        """
-        now = self._clock()
-        dialect_insert = pg_insert if self._postgres else sqlite_insert
-        statement = (
-            dialect_insert(sends)
-            .values(**_new_row(new, now), request_hash=request_hash)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(sends.c.id)
-        )
-        with self._tx() as connection:
+    def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
+        """Store one send, or find the one already stored under its dedupe key."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            statement = (
+                self.db.insert(sends)
+                .values(**_new_row(new, now), request_hash=request_hash)
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(sends.c.id)
+            )
             inserted = connection.execute(statement).first()
             if inserted is not None:
-                return int(inserted[0]), request_hash, True
+                return Created(id=int(inserted[0]), request_hash=request_hash, created=True)
             existing = connection.execute(
                 select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
             ).one()
-        return int(existing[0]), existing[1], False
+        return Created(id=int(existing[0]), request_hash=existing[1], created=False)
 
-    def requeue_finished(self, send_id: int, *, statuses: Sequence[str]) -> bool:
+    def requeue_finished(self, send_id: int, *, statuses: Sequence[SendStatus]) -> bool:
         """An operator's retry: queue a finished send again if its status is one of ``statuses``.
 
-        The loop guard does not apply to it, and its retry time starts anew.
+        The loop guard does not apply to it and its retry time starts anew, but what is known about
+        earlier attempts stays: a send that may have reached the customer keeps that flag, so it is
+        looked up in CCAI before anything is sent again.
         """
-        now = self._clock()
-        with self._tx() as connection:
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
             result = connection.execute(
                 update(sends)
                 .where(sends.c.id == send_id, sends.c.status.in_(list(statuses)))
@@ -178,13 +108,14 @@ class Store:
                     requeued_at=now,
                     first_attempt_at=func.coalesce(sends.c.first_attempt_at, now),
                     inflight=False,
-                    may_have_sent=False,
                     lease_owner=None,
                     lease_until=None,
+                    takeovers=0,
                     finished_at=None,
                     writeback="none",
                     writeback_task="none",
                     writeback_lease_until=None,
+                    writeback_owner=None,
                 )
             )
         return result.rowcount == 1
@@ -193,189 +124,226 @@ class Store:
 
     def claim_sends(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedSend]:
         """Lease up to ``limit`` due sends. A send whose worker died mid-request comes back flagged."""
-        now = self._clock()
-        due = or_(
-            and_(sends.c.status == "queued", sends.c.not_before <= now),
-            and_(sends.c.status == "sending", sends.c.lease_until < now),
-        )
-        query = select(sends).where(due).order_by(sends.c.not_before, sends.c.id).limit(limit)
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
-        with self._tx() as connection:
-            rows = connection.execute(query).mappings().all()
-            for row in rows:
-                connection.execute(
-                    update(sends)
-                    .where(sends.c.id == row["id"])
-                    .values(
-                        status="sending",
-                        lease_owner=owner,
-                        lease_until=now + lease_seconds,
-                        inflight=False,
-                        may_have_sent=row["may_have_sent"] or row["inflight"],
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            due = or_(
+                and_(sends.c.status.in_(("queued", "scheduled")), sends.c.not_before <= now),
+                and_(sends.c.status == "sending", sends.c.lease_until < now),
+            )
+            query = select(sends).where(due).order_by(sends.c.not_before, sends.c.id).limit(limit)
+            if self.db.postgres:
+                query = query.with_for_update(skip_locked=True)
+            claimed = []
+            for row in connection.execute(query).mappings().all():
+                died_mid_request = bool(row["inflight"])
+                ambiguous_since = row["ambiguous_since"] or (row["inflight_at"] if died_mid_request else None)
+                takeovers = row["takeovers"] + (1 if row["status"] == "sending" else 0)
+                values = {
+                    "status": "sending",
+                    "lease_owner": owner,
+                    "lease_token": row["lease_token"] + 1,
+                    "lease_until": now + lease_seconds,
+                    "inflight": False,
+                    "may_have_sent": bool(row["may_have_sent"]) or died_mid_request,
+                    "ambiguous_since": ambiguous_since,
+                    "takeovers": takeovers,
+                }
+                connection.execute(update(sends).where(sends.c.id == row["id"]).values(values))
+                started = max(row["first_attempt_at"] or row["created_at"], row["requeued_at"] or 0.0)
+                claimed.append(
+                    ClaimedSend(
+                        id=row["id"],
+                        ticket_id=row["ticket_id"],
+                        source=row["source"],
+                        attempts=row["attempts"],
+                        may_have_sent=bool(values["may_have_sent"]),
+                        token=int(values["lease_token"]),
+                        takeovers=takeovers,
+                        retrying_for=max(0.0, now - started),
+                        claimed_at=now,
+                        first_attempt_at=row["first_attempt_at"],
+                        ambiguous_since=ambiguous_since,
+                        overrides=_overrides(row),
                     )
                 )
-        return [
-            ClaimedSend(
-                id=row["id"],
-                ticket_id=row["ticket_id"],
-                source=row["source"],
-                attempts=row["attempts"],
-                may_have_sent=bool(row["may_have_sent"] or row["inflight"]),
-                created_at=row["created_at"],
-                first_attempt_at=row["first_attempt_at"],
-                overrides=json.loads(row["overrides"]) if row["overrides"] else {},
-                requeued_at=row["requeued_at"],
-            )
-            for row in rows
-        ]
+        return claimed
 
-    def start_attempt(self, send_id: int, ticket_id: str, *, cooldown: float, owner: str) -> int | None:
-        """The loop guard. Returns the id of another send for this Case attempted within ``cooldown``
-        seconds (this send is then to be skipped); otherwise marks this send attempted and returns None.
+    def start_attempt(self, send_id: int, ticket_id: str, *, token: int, cooldown: float) -> int | None:
+        """The loop guard. Returns the id of another send for this ticket that makes this one an
+        echo (this send is then to be suppressed); otherwise marks this send attempted.
+
+        Another send counts while it is under way, while its outcome is still to be written to the
+        ticket, and for ``cooldown`` seconds after the latest of: its first attempt, its SMS
+        leaving, its outcome, and the bridge's write to the ticket. Measuring from the latest, not
+        the first, keeps the guard up through CCAI retries and CRM outages of any length.
         """
-        now = self._clock()
-        with self._tx() as connection:
-            if self._postgres:
-                # Serialise the check-then-mark per Case across workers.
-                connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": ticket_id})
-            recent = connection.execute(
-                select(sends.c.id)
-                .where(
-                    sends.c.ticket_id == ticket_id,
-                    sends.c.id != send_id,
-                    sends.c.first_attempt_at >= now - cooldown,
-                )
-                .limit(1)
-            ).first()
-            if recent is not None and cooldown > 0:
-                return int(recent[0])
+        with self.db.tx() as connection:
+            self.db.lock(connection, f"ticket:{ticket_id}")  # serialise the check-then-mark per ticket
+            now = self.db.now(connection)
+            if cooldown > 0:
+                echo_of = _recent_send(connection, send_id, ticket_id, since=now - cooldown)
+                if echo_of is not None:
+                    return echo_of
             connection.execute(
                 update(sends)
-                .where(sends.c.id == send_id, sends.c.lease_owner == owner, sends.c.first_attempt_at.is_(None))
+                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.first_attempt_at.is_(None))
                 .values(first_attempt_at=now)
             )
         return None
 
-    def mark_inflight(self, send_id: int, *, owner: str, lease_seconds: float) -> bool:
+    def mark_inflight(self, send_id: int, *, token: int, lease_seconds: float) -> bool:
         """Record that a CCAI request is about to leave. False if this worker lost its lease."""
-        now = self._clock()
-        with self._tx() as connection:
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
             result = connection.execute(
                 update(sends)
-                .where(sends.c.id == send_id, sends.c.lease_owner == owner, sends.c.status == "sending")
-                .values(inflight=True, attempts=sends.c.attempts + 1, lease_until=now + lease_seconds)
-            )
-        return result.rowcount == 1
-
-    def finish(self, send_id: int, outcome: Outcome, *, owner: str, create_task: bool) -> bool:
-        """Record a final outcome and, unless told otherwise, queue its write-back."""
-        now = self._clock()
-        write_back = "pending" if outcome.write_back else "none"
-        with self._tx() as connection:
-            result = connection.execute(
-                update(sends)
-                .where(sends.c.id == send_id, sends.c.lease_owner == owner)
+                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
                 .values(
-                    status=outcome.status,
-                    reason=outcome.reason,
-                    chat_id=outcome.chat_id,
-                    message=outcome.message,
-                    end_user_hint=outcome.end_user_hint,
-                    finished_at=now,
-                    inflight=False,
-                    lease_owner=None,
-                    lease_until=None,
-                    writeback=write_back,
-                    writeback_task="pending" if outcome.write_back and create_task else "none",
-                    writeback_not_before=now,
+                    inflight=True,
+                    inflight_at=now,
+                    attempts=sends.c.attempts + 1,
+                    # Never shorter than what the heartbeat granted; at least long enough for the request.
+                    lease_until=case(
+                        (sends.c.lease_until > now + lease_seconds, sends.c.lease_until), else_=now + lease_seconds
+                    ),
                 )
             )
         return result.rowcount == 1
 
+    def confirm_not_sent(self, send_id: int, *, token: int) -> bool:
+        """A chat lookup found nothing for the earlier attempts: nothing reached the customer."""
+        with self.db.tx() as connection:
+            result = connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
+                .values(may_have_sent=False, ambiguous_since=None)
+            )
+        return result.rowcount == 1
+
+    def finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
+        """Record a final outcome and, unless told otherwise, queue its write-back.
+
+        Returns False when this worker lost its lease and the outcome was not recorded, except for
+        a success: an SMS that went out is recorded whoever holds the lease, because throwing the
+        chat id away would leave the customer texted and the ticket saying otherwise.
+        If the database refuses the outcome itself (too long, a character it cannot hold), a
+        reduced outcome is recorded instead, so the send never stays "sending" to be sent again.
+        """
+        for attempt in _reduced(outcome):
+            try:
+                return self._finish(send_id, attempt, token=token, create_task=create_task)
+            except StoreRejected as exc:
+                logger.error("Send %s: the store refused its outcome (%s); recording less of it", send_id, exc)
+        raise StoreRejected(f"The store refused every form of send {send_id}'s outcome.")
+
+    def _finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
+        write_back = "pending" if outcome.write_back else "none"
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            row = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).first()
+            values: dict[str, Any] = {
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "chat_id": outcome.chat_id,
+                "message": outcome.message,
+                "end_user_hint": outcome.end_user_hint,
+                "finished_at": now,
+                "state_at": now,
+                "segments": outcome.segments,
+                "opt_out_learned": outcome.opt_out_learned,
+                "inflight": False,
+                "lease_owner": None,
+                "lease_until": None,
+                "overrides": _without_number(row[0] if row else None),
+                "writeback": write_back,
+                "writeback_task": "pending" if outcome.write_back and create_task else "none",
+                "writeback_not_before": now,
+                "writeback_attempts": 0,
+                "writeback_error": None,
+            }
+            if outcome.status == "sent":
+                values |= {"may_have_sent": False, "ambiguous_since": None}
+            result = connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
+                .values(values)
+            )
+            if result.rowcount == 1:
+                return True
+            if outcome.status != "sent":
+                return False
+            # A late success: fence out whoever holds the lease now, and let the truth win.
+            late = connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.status != "sent")
+                .values(values | {"lease_token": sends.c.lease_token + 1})
+            )
+            if late.rowcount == 1:
+                logger.warning("Send %s: a success arrived after its lease passed to another worker; recorded", send_id)
+                return True
+            logger.error(
+                "Send %s: CCAI confirmed chat %s, but another chat was already recorded", send_id, outcome.chat_id
+            )
+            return False
+
     def requeue(
-        self, send_id: int, *, owner: str, not_before: float, reason: str, may_have_sent: bool, refund: bool = False
+        self,
+        send_id: int,
+        *,
+        token: int,
+        delay: float,
+        reason: str,
+        may_have_sent: bool,
+        ambiguous: bool = False,
+        refund: bool = False,
     ) -> None:
-        """Put a send back in the queue. ``refund`` undoes the attempt count (a 429 is not a failure)."""
+        """Put a send back in the queue for ``delay`` seconds. ``ambiguous``: this attempt's answer
+        was lost; ``refund`` undoes the attempt count (a 429 is not a failure)."""
         values: dict[str, Any] = {
             "status": "queued",
             "reason": reason,
-            "not_before": not_before,
             "inflight": False,
             "may_have_sent": may_have_sent,
             "lease_owner": None,
             "lease_until": None,
         }
+        if ambiguous:
+            values["ambiguous_since"] = func.coalesce(sends.c.ambiguous_since, sends.c.inflight_at)
         if refund:
             values["attempts"] = case((sends.c.attempts > 0, sends.c.attempts - 1), else_=0)
-        with self._tx() as connection:
-            connection.execute(update(sends).where(sends.c.id == send_id, sends.c.lease_owner == owner).values(values))
+        with self.db.tx() as connection:
+            values["not_before"] = self.db.now(connection) + delay
+            connection.execute(update(sends).where(sends.c.id == send_id, sends.c.lease_token == token).values(values))
 
-    # -- the write-back step ------------------------------------------------------------------
-
-    def claim_writebacks(self, *, limit: int, lease_seconds: float) -> list[PendingWriteback]:
-        now = self._clock()
-        pending = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
-        free = or_(sends.c.writeback_lease_until.is_(None), sends.c.writeback_lease_until < now)
-        query = (
-            select(sends)
-            .where(pending, sends.c.writeback_not_before <= now, free)
-            .order_by(sends.c.writeback_not_before, sends.c.id)
-            .limit(limit)
-        )
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
-        with self._tx() as connection:
-            rows = connection.execute(query).mappings().all()
-            if rows:
-                connection.execute(
-                    update(sends)
-                    .where(sends.c.id.in_([row["id"] for row in rows]))
-                    .values(writeback_lease_until=now + lease_seconds)
+    def hold(self, send_id: int, *, token: int, until: float, reason: str, hint: str | None) -> bool:
+        """Hold a send until the recipient's send window opens; the ticket is told when (its status
+        write-back is queued), and the send is claimed again, from the start, at ``until``."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            result = connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
+                .values(
+                    status="scheduled",
+                    reason=reason,
+                    not_before=until,
+                    # Time spent waiting for the window is not time spent retrying.
+                    requeued_at=until,
+                    end_user_hint=hint,
+                    state_at=now,
+                    inflight=False,
+                    lease_owner=None,
+                    lease_until=None,
+                    writeback="pending",
+                    writeback_not_before=now,
+                    writeback_attempts=0,
                 )
-        return [
-            PendingWriteback(
-                id=row["id"],
-                ticket_id=row["ticket_id"],
-                status=row["status"],
-                reason=row["reason"],
-                chat_id=row["chat_id"],
-                message=row["message"],
-                case_pending=row["writeback"] == "pending",
-                task_pending=row["writeback_task"] == "pending",
-                attempts=row["writeback_attempts"],
-                finished_at=row["finished_at"] or row["created_at"],
             )
-            for row in rows
-        ]
-
-    def record_writeback(
-        self,
-        send_id: int,
-        *,
-        case_state: str | None,
-        task_state: str | None,
-        error: str | None,
-        retry_at: float | None,
-    ) -> None:
-        """Store the result of one write-back attempt; ``None`` states leave that part unchanged."""
-        values: dict[str, Any] = {
-            "writeback_attempts": sends.c.writeback_attempts + 1,
-            "writeback_lease_until": None,
-            "writeback_error": error,
-        }
-        if case_state is not None:
-            values["writeback"] = case_state
-        if task_state is not None:
-            values["writeback_task"] = task_state
-        if retry_at is not None:
-            values["writeback_not_before"] = retry_at
-        with self._tx() as connection:
-            connection.execute(update(sends).where(sends.c.id == send_id).values(values))
+        return result.rowcount == 1
 
     def release(self, owner: str) -> int:
         """Give back this worker's claimed sends whose CCAI request has not started (on shutdown)."""
-        with self._tx() as connection:
+        with self.db.tx() as connection:
             result = connection.execute(
                 update(sends)
                 .where(sends.c.lease_owner == owner, sends.c.status == "sending", sends.c.inflight.is_(False))
@@ -383,22 +351,119 @@ class Store:
             )
         return int(result.rowcount)
 
-    def purge(self, cutoff: float, *, batch: int = 1000, once: bool = False) -> int:
-        """Delete finished sends (write-back settled) that finished before ``cutoff``, in batches.
+    def renew(self, owner: str, *, lease_seconds: float) -> int:
+        """Extend every lease this worker holds (its heartbeat): work in progress is never taken
+        over from a live worker, however long CCAI or the CRM take. Never shortens a lease."""
+        with self.db.tx() as connection:
+            until = self.db.now(connection) + lease_seconds
+            renewed = connection.execute(
+                update(sends)
+                .where(sends.c.lease_owner == owner, sends.c.status == "sending", sends.c.lease_until < until)
+                .values(lease_until=until)
+            ).rowcount
+            renewed += connection.execute(
+                update(sends)
+                .where(sends.c.writeback_owner == owner, sends.c.writeback_lease_until < until)
+                .values(writeback_lease_until=until)
+            ).rowcount
+        return int(renewed)
+
+    def latest_chat(self, ticket_id: str, *, exclude: int) -> tuple[str, float] | None:
+        """The newest chat this bridge created for the ticket (id and when), other than send ``exclude``'s."""
+        with self.db.tx() as connection:
+            row = connection.execute(
+                select(sends.c.chat_id, sends.c.finished_at)
+                .where(sends.c.ticket_id == ticket_id, sends.c.id != exclude, sends.c.chat_id.is_not(None))
+                .order_by(sends.c.finished_at.desc())
+                .limit(1)
+            ).first()
+        return (str(row[0]), float(row[1] or 0.0)) if row else None
+
+    def known_chat_ids(self, chat_ids: Sequence[str]) -> set[str]:
+        """Which of these CCAI chats are already recorded for some send."""
+        if not chat_ids:
+            return set()
+        with self.db.tx() as connection:
+            rows = connection.execute(select(sends.c.chat_id).where(sends.c.chat_id.in_(list(chat_ids)))).all()
+        return {str(row[0]) for row in rows}
+
+    # -- the write-back step ------------------------------------------------------------------
+
+    def claim_writebacks(self, owner: str, *, limit: int, lease_seconds: float) -> list[PendingWriteback]:
+        """Lease up to ``limit`` pending write-backs, keeping each ticket's outcomes in order.
+
+        Claims are serialised, a ticket whose write-back another worker holds is left alone, and an
+        outcome older than another one for the same ticket is marked superseded (only its note is
+        written): the ticket can never end up showing an older outcome over a newer one.
+        """
+        with self.db.tx() as connection:
+            self.db.lock(connection, "bridge:writeback-claim")
+            now = self.db.now(connection)
+            free = or_(sends.c.writeback_lease_until.is_(None), sends.c.writeback_lease_until < now)
+            query = (
+                select(sends)
+                .where(_PENDING_WRITEBACK, sends.c.writeback_not_before <= now, free)
+                .order_by(sends.c.writeback_not_before, sends.c.id)
+                .limit(limit)
+            )
+            rows = connection.execute(query).mappings().all()
+            tickets = sorted({row["ticket_id"] for row in rows})
+            busy, newest, chats = _ticket_order(connection, tickets, now)
+            rows = [row for row in rows if row["ticket_id"] not in busy]
+            if rows:
+                connection.execute(
+                    update(sends)
+                    .where(sends.c.id.in_([row["id"] for row in rows]))
+                    .values(writeback_lease_until=now + lease_seconds, writeback_owner=owner)
+                )
+        return [_pending(row, newest.get(row["ticket_id"]), chats.get(row["ticket_id"]), now) for row in rows]
+
+    def record_writeback(
+        self,
+        send_id: int,
+        *,
+        case_state: WritebackState | None,
+        task_state: WritebackState | None,
+        error: str | None,
+        retry_in: float | None,
+        case_written: bool = False,
+    ) -> None:
+        """Store the result of one write-back attempt; ``None`` states leave that part unchanged."""
+        values: dict[str, Any] = {
+            "writeback_attempts": sends.c.writeback_attempts + 1,
+            "writeback_lease_until": None,
+            "writeback_owner": None,
+            "writeback_error": error,
+        }
+        if case_state is not None:
+            values["writeback"] = case_state
+        if task_state is not None:
+            values["writeback_task"] = task_state
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            if retry_in is not None:
+                values["writeback_not_before"] = now + retry_in
+            if case_written:
+                values["case_written_at"] = now
+            connection.execute(update(sends).where(sends.c.id == send_id).values(values))
+
+    def purge(self, older_than: float, *, batch: int = 1000, once: bool = False) -> int:
+        """Delete finished sends (write-back settled) that finished more than ``older_than`` seconds
+        ago, in batches.
 
         Their dedupe keys go with them, so the retention must outlast every redelivery window:
         Salesforce retries for 24 hours and API idempotency keys are promised for 24 hours, hence
         the 2-day minimum on the retention setting.
         """
-        settled = and_(
-            sends.c.status.in_(("sent", "failed", "skipped", "unknown")),
-            sends.c.writeback != "pending",
-            sends.c.writeback_task != "pending",
-            sends.c.finished_at < cutoff,
-        )
         removed = 0
         while True:
-            with self._tx() as connection:
+            with self.db.tx() as connection:
+                settled = and_(
+                    sends.c.status.in_(FINAL_STATUSES),
+                    sends.c.writeback != "pending",
+                    sends.c.writeback_task != "pending",
+                    sends.c.finished_at < self.db.now(connection) - older_than,
+                )
                 ids = [row[0] for row in connection.execute(select(sends.c.id).where(settled).limit(batch))]
                 if ids:
                     connection.execute(delete(sends).where(sends.c.id.in_(ids)))
@@ -406,111 +471,205 @@ class Store:
             if once or len(ids) < batch:  # ``once``: one batch per call, for callers showing progress
                 return removed
 
-    # -- the shared CCAI pacing ---------------------------------------------------------------
-
-    def reserve_slot(self, name: str, interval: float) -> float:
-        """Take the next request slot of ``name``; returns how many seconds until it.
-
-        Slots are ``interval`` apart across every process using this store, so all workers together
-        stay within the tenant's rate.
-        """
-        now = self._clock()
-        with self._tx() as connection:
-            next_slot = self._slot_row(connection, name)
-            slot = max(now, next_slot)
-            connection.execute(update(rate_limits).where(rate_limits.c.name == name).values(next_slot=slot + interval))
-        return slot - now
-
-    def pause_slots(self, name: str, seconds: float) -> None:
-        """No slot of ``name`` before ``seconds`` from now (after a 429)."""
-        until = self._clock() + seconds
-        with self._tx() as connection:
-            if self._slot_row(connection, name) < until:
-                connection.execute(update(rate_limits).where(rate_limits.c.name == name).values(next_slot=until))
-
-    def _slot_row(self, connection: Connection, name: str) -> float:
-        dialect_insert = pg_insert if self._postgres else sqlite_insert
-        connection.execute(
-            dialect_insert(rate_limits).values(name=name, next_slot=0.0).on_conflict_do_nothing(index_elements=["name"])
-        )
-        query = select(rate_limits.c.next_slot).where(rate_limits.c.name == name)
-        if self._postgres:
-            query = query.with_for_update()
-        return float(connection.execute(query).scalar_one())
-
-    # -- operator status ----------------------------------------------------------------------
-
-    def put_status(self, key: str, value: Mapping[str, Any]) -> None:
-        now = self._clock()
-        row = {"key": key, "value": json.dumps(dict(value)), "updated_at": now}
-        dialect_insert = pg_insert if self._postgres else sqlite_insert
-        statement = dialect_insert(bridge_status).values(row)
-        statement = statement.on_conflict_do_update(
-            index_elements=["key"],
-            set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
-        )
-        with self._tx() as connection:
-            connection.execute(statement)
-
-    def status_items(self, prefix: str = "") -> dict[str, tuple[dict[str, Any], float]]:
-        query = select(bridge_status).where(bridge_status.c.key.startswith(prefix, autoescape=True))
-        with self._tx() as connection:
-            rows = connection.execute(query).all()
-        return {row.key: (json.loads(row.value), row.updated_at) for row in rows}
-
-    def queue_summary(self) -> dict[str, Any]:
-        """Counts by status, the oldest queued send's age and pending write-backs."""
-        pending_writeback = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
-        with self._tx() as connection:
-            oldest = connection.execute(select(func.min(sends.c.created_at)).where(sends.c.status == "queued")).scalar()
-            writebacks = connection.execute(select(func.count()).where(pending_writeback)).scalar_one()
-        return {
-            "by_status": self.counts(),
-            "oldest_queued_seconds": None if oldest is None else max(0.0, self._clock() - oldest),
-            "writebacks_pending": int(writebacks),
-        }
-
     # -- reading ------------------------------------------------------------------------------
 
-    def get(self, send_id: int) -> dict[str, Any] | None:
-        with self._tx() as connection:
+    def get(self, send_id: int) -> SendRecord | None:
+        with self.db.tx() as connection:
             row = connection.execute(select(sends).where(sends.c.id == send_id)).mappings().first()
-        return dict(row) if row else None
+        return _record(row) if row else None
 
     def find(
-        self, *, ticket_id: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+        self,
+        *,
+        ticket_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+        since: float | None = None,
+    ) -> list[SendRecord]:
+        """Sends, newest first; ``before_id`` pages back from there, ``since`` keeps only sends created after it."""
         query = select(sends).order_by(sends.c.id.desc()).limit(limit)
         if ticket_id:
             query = query.where(sends.c.ticket_id == ticket_id)
         if status:
             query = query.where(sends.c.status == status)
-        with self._tx() as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
+        if before_id is not None:
+            query = query.where(sends.c.id < before_id)
+        if since is not None:
+            query = query.where(sends.c.created_at >= since)
+        with self.db.tx() as connection:
+            return [_record(row) for row in connection.execute(query).mappings()]
 
     def counts(self) -> dict[str, int]:
-        with self._tx() as connection:
+        with self.db.tx() as connection:
             rows = connection.execute(select(sends.c.status, func.count()).group_by(sends.c.status)).all()
         return {status: int(count) for status, count in rows}
 
-    def next_due(self) -> float | None:
-        """When the earliest queued send or pending write-back becomes due (for the worker's sleep)."""
-        with self._tx() as connection:
+    def queue_summary(self) -> QueueSummary:
+        """Counts by status, the oldest queued send's age and pending write-backs."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            by_status = connection.execute(select(sends.c.status, func.count()).group_by(sends.c.status)).all()
+            oldest = connection.execute(select(func.min(sends.c.created_at)).where(sends.c.status == "queued")).scalar()
+            writebacks = connection.execute(select(func.count()).where(_PENDING_WRITEBACK)).scalar_one()
+        return QueueSummary(
+            by_status={status: int(count) for status, count in by_status},
+            oldest_queued_seconds=None if oldest is None else max(0.0, now - oldest),
+            writebacks_pending=int(writebacks),
+        )
+
+    def seconds_until_due(self) -> float | None:
+        """How long until the earliest queued send or pending write-back is due (the worker's sleep)."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
             send_at = connection.execute(
                 select(func.min(sends.c.not_before)).where(sends.c.status == "queued")
             ).scalar()
             # A leased write-back is not due before its lease ends (else an idle worker would spin).
             lease_end = sends.c.writeback_lease_until
             due_at = case((lease_end > sends.c.writeback_not_before, lease_end), else_=sends.c.writeback_not_before)
-            writeback_at = connection.execute(
-                select(func.min(due_at)).where(or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending"))
-            ).scalar()
+            writeback_at = connection.execute(select(func.min(due_at)).where(_PENDING_WRITEBACK)).scalar()
         candidates = [t for t in (send_at, writeback_at) if t is not None]
-        return min(candidates) if candidates else None
+        return max(0.0, min(candidates) - now) if candidates else None
+
+
+def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since: float) -> int | None:
+    rows = connection.execute(
+        select(
+            sends.c.id,
+            sends.c.status,
+            sends.c.first_attempt_at,
+            sends.c.inflight_at,
+            sends.c.finished_at,
+            sends.c.case_written_at,
+            sends.c.writeback,
+        ).where(sends.c.ticket_id == ticket_id, sends.c.id != send_id, sends.c.status != "suppressed")
+    ).all()
+    for row in rows:
+        if row.first_attempt_at is None:
+            continue  # never attempted: not yet anything the ticket or the customer could have seen
+        if row.status in PENDING_STATUSES or row.writeback == "pending":
+            return int(row.id)
+        moments = [t for t in (row.first_attempt_at, row.inflight_at, row.finished_at, row.case_written_at) if t]
+        if max(moments) >= since:
+            return int(row.id)
+    return None
+
+
+def _ticket_order(
+    connection: Connection, tickets: Sequence[str], now: float
+) -> tuple[set[str], dict[str, tuple[float, int]], dict[str, str]]:
+    """For these tickets: which have a write-back leased right now; each one's newest outcome
+    (finished time, id) among those whose ticket update is pending or done; and each one's latest chat."""
+    if not tickets:
+        return set(), {}, {}
+    rows = connection.execute(
+        select(
+            sends.c.ticket_id,
+            sends.c.id,
+            sends.c.finished_at,
+            sends.c.writeback,
+            sends.c.writeback_lease_until,
+            sends.c.chat_id,
+            sends.c.state_at,
+        ).where(sends.c.ticket_id.in_(tickets))
+    ).all()
+    busy = {row.ticket_id for row in rows if row.writeback_lease_until is not None and row.writeback_lease_until >= now}
+    newest: dict[str, tuple[float, int]] = {}
+    latest_chat: dict[str, tuple[float, int, str]] = {}
+    for row in rows:
+        key = (row.state_at or row.finished_at or 0.0, row.id)
+        if row.writeback in ("pending", "done"):
+            newest[row.ticket_id] = max(newest.get(row.ticket_id, key), key)
+        if row.chat_id is not None and (row.ticket_id not in latest_chat or key > latest_chat[row.ticket_id][:2]):
+            latest_chat[row.ticket_id] = (*key, row.chat_id)
+    return busy, newest, {ticket: chat for ticket, (_, _, chat) in latest_chat.items()}
+
+
+def _pending(
+    row: RowMapping, newest: tuple[float, int] | None, ticket_chat_id: str | None, now: float
+) -> PendingWriteback:
+    finished_at = row["finished_at"] or row["created_at"]
+    state_at = row["state_at"] or finished_at
+    return PendingWriteback(
+        id=row["id"],
+        ticket_id=row["ticket_id"],
+        status=row["status"],
+        reason=row["reason"],
+        chat_id=row["chat_id"],
+        message=row["message"],
+        case_pending=row["writeback"] == "pending",
+        task_pending=row["writeback_task"] == "pending",
+        attempts=row["writeback_attempts"],
+        finished_at=finished_at,
+        age=max(0.0, now - finished_at),
+        superseded=row["writeback"] == "pending" and newest is not None and (state_at, row["id"]) < newest,
+        # Its last attempt's answer never came back (a lease that ran out, or a retry after a lost answer).
+        note_uncertain=row["writeback_task"] == "pending"
+        and (row["writeback_attempts"] > 0 or row["writeback_owner"] is not None),
+        ticket_chat_id=ticket_chat_id,
+        opt_out_learned=bool(row["opt_out_learned"]),
+    )
+
+
+def _record(row: RowMapping) -> SendRecord:
+    return SendRecord(
+        id=row["id"],
+        dedupe_key=row["dedupe_key"],
+        source=row["source"],
+        ticket_id=row["ticket_id"],
+        status=row["status"],
+        reason=row["reason"],
+        chat_id=row["chat_id"],
+        message=row["message"],
+        end_user_hint=row["end_user_hint"],
+        attempts=row["attempts"],
+        may_have_sent=bool(row["may_have_sent"]),
+        created_at=row["created_at"],
+        first_attempt_at=row["first_attempt_at"],
+        finished_at=row["finished_at"],
+        not_before=row["not_before"],
+        writeback=row["writeback"],
+        writeback_task=row["writeback_task"],
+        writeback_attempts=row["writeback_attempts"],
+        writeback_error=row["writeback_error"],
+        request_hash=row["request_hash"],
+        requeued_at=row["requeued_at"],
+        overrides=_overrides(row),
+        segments=row["segments"],
+    )
+
+
+def _overrides(row: RowMapping) -> Mapping[str, Any]:
+    return dict(json.loads(row["overrides"])) if row["overrides"] else {}
+
+
+def _without_number(raw: str | None) -> str | None:
+    """The overrides without the full number: only needed until the send is final."""
+    if not raw:
+        return raw
+    overrides = json.loads(raw)
+    if NUMBER_OVERRIDE not in overrides:
+        return raw
+    overrides.pop(NUMBER_OVERRIDE)
+    overrides["end_user_number_removed"] = True
+    return json.dumps(overrides)
+
+
+def _reduced(outcome: Outcome) -> list[Outcome]:
+    """The outcome, then less of it, then only its status: what to try when the store refuses it."""
+    reason = "".join(c for c in (outcome.reason or "") if c.isprintable())[:500] or None
+    chat_id = "".join(c for c in (outcome.chat_id or "") if c.isprintable())[:64] or None
+    note = " (The full outcome could not be stored.)"
+    return [
+        outcome,
+        Outcome(status=outcome.status, reason=(reason or "") + note, chat_id=chat_id, write_back=outcome.write_back),
+        Outcome(status=outcome.status, reason="The outcome could not be stored.", write_back=outcome.write_back),
+    ]
 
 
 def _new_row(item: NewSend, now: float) -> dict[str, Any]:
-    return {
+    row: dict[str, Any] = {
         "dedupe_key": item.dedupe_key,
         "source": item.source,
         "org_id": item.org_id,
@@ -519,10 +678,16 @@ def _new_row(item: NewSend, now: float) -> dict[str, Any]:
         "status": "queued",
         "attempts": 0,
         "not_before": now,
+        "lease_token": 0,
+        "takeovers": 0,
         "inflight": False,
         "may_have_sent": False,
+        "opt_out_learned": False,
         "created_at": now,
         "writeback": "none",
         "writeback_task": "none",
         "writeback_attempts": 0,
     }
+    if item.finished is not None:
+        row |= {"status": item.finished.status, "reason": item.finished.reason, "finished_at": now, "state_at": now}
+    return row

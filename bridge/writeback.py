@@ -1,6 +1,8 @@
-"""The write-back step: outcomes to Case fields and Tasks, batched, retried on its own.
+"""The write-back step: outcomes to ticket fields and notes, batched, retried on its own.
 
-It never touches the SMS: a Salesforce outage here only delays what the agent sees.
+It never touches the SMS: a CRM outage here only delays what the agent sees. A ticket shows its
+newest outcome (an older one arriving late is superseded), a refusal never erases the chat id a
+success wrote, and a note whose creation was not confirmed is looked for before it is added again.
 """
 
 from __future__ import annotations
@@ -8,146 +10,166 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.errors import SalesforceError, SalesforceRequestError
+from bridge.crm import CRMGateway, Note, TicketUpdate, WriteResult
+from bridge.errors import CRMError, CRMRequestError
 from bridge.metrics import Metrics
-from bridge.model import CASE_STATUS, PendingWriteback, RecordResult
-from bridge.salesforce import CaseGateway
+from bridge.model import PendingWriteback, WritebackState
 from bridge.settings import WritebackConfig
 from bridge.store import Store
 
 logger = logging.getLogger(__name__)
 
 BATCH_LIMIT = 200
+STATUS_WORDS = {
+    "scheduled": "Scheduled",
+    "sent": "Sent",
+    "failed": "Failed",
+    "skipped": "Skipped",
+    "suppressed": "Suppressed",
+    "unknown": "Unknown",
+    "opted_out": "Opted out",
+}
 
 
-def case_fields(item: PendingWriteback, config: WritebackConfig) -> dict[str, Any]:
-    """The Case fields for an outcome. Every field is set, so the Case always shows the latest send."""
-    reason = item.reason if item.status != "sent" else None
-    if reason and len(reason) > config.error_max_length:
-        reason = reason[: config.error_max_length - 1] + "…"
-    return {
-        config.status_field: CASE_STATUS[item.status],
-        config.chat_id_field: item.chat_id if item.status == "sent" else None,
-        config.error_field: reason,
-    }
+def ticket_update(item: PendingWriteback, *, max_reason: int) -> TicketUpdate:
+    reason = None if item.status == "sent" else item.reason
+    if reason and len(reason) > max_reason:
+        reason = reason[: max_reason - 1] + "…"
+    return TicketUpdate(
+        opted_out=item.opt_out_learned,
+        ticket_id=item.ticket_id,
+        status=item.status,
+        reason=reason,
+        # The newest chat that exists for the ticket: a superseded success's chat still lands, and a
+        # later refusal keeps it. None leaves the ticket's field as it is.
+        chat_id=item.chat_id if item.status == "sent" else item.ticket_chat_id,
+    )
 
 
-def task_record(item: PendingWriteback, config: WritebackConfig) -> dict[str, Any]:
+def note_for(item: PendingWriteback, config: WritebackConfig) -> Note:
     if item.status == "sent":
         subject = config.task_subject_sent
-        description = f"Text sent to the customer:\n\n{item.message}\n\nCCAI Platform chat id: {item.chat_id}"
+        body = f"Text sent to the customer:\n\n{item.message or '(not known: found in CCAI Platform)'}"
+        body += f"\n\nCCAI Platform chat id: {item.chat_id}"
     else:
         subject = config.task_subject_not_sent
-        description = f"Outcome: {CASE_STATUS[item.status]}\nReason: {item.reason}"
+        body = f"Outcome: {STATUS_WORDS[item.status]}\nReason: {item.reason}"
         if item.message:
-            description += f"\n\nText that was to be sent:\n\n{item.message}"
-    return {
-        "WhatId": item.ticket_id,
-        "Subject": subject[:255],
-        "Status": "Completed",
-        "Priority": "Normal",
-        "ActivityDate": dt.datetime.fromtimestamp(item.finished_at, tz=dt.UTC).date().isoformat(),
-        "Description": description[:32000],
-    }
+            body += f"\n\nText that was to be sent:\n\n{item.message}"
+    return Note(
+        ticket_id=item.ticket_id,
+        key=f"send {item.id}",
+        subject=subject[:255],
+        body=body,
+        date=dt.datetime.fromtimestamp(item.finished_at, tz=dt.UTC).date().isoformat(),
+    )
 
 
 class Writeback:
-    """Claims finished sends and brings their outcome to Salesforce."""
+    """Claims finished sends and brings their outcome to the CRM."""
 
     def __init__(
         self,
         *,
+        owner: str,
         store: Store,
-        gateway: CaseGateway,
+        gateway: CRMGateway,
         config: WritebackConfig,
         lease_seconds: float,
         retry_for: float,
-        clock: Callable[[], float] = time.time,
+        metrics: Metrics,
         rng: random.Random | None = None,
-        metrics: Metrics | None = None,
     ) -> None:
-        self._metrics = metrics or Metrics()
+        self._owner = owner
         self._store = store
         self._gateway = gateway
         self._config = config
         self._lease = lease_seconds
         self._retry_for = retry_for
-        self._clock = clock
+        self._metrics = metrics
         self._rng = rng or random.Random()
 
     async def run_batch(self) -> int:
         items = await anyio.to_thread.run_sync(
-            lambda: self._store.claim_writebacks(limit=BATCH_LIMIT, lease_seconds=self._lease)
+            lambda: self._store.claim_writebacks(self._owner, limit=BATCH_LIMIT, lease_seconds=self._lease)
         )
         if not items:
             return 0
-        # One Case cannot appear twice in a collection call; the newest outcome wins and older
-        # ones are superseded (their Tasks are still created).
-        newest: dict[str, PendingWriteback] = {}
-        for item in sorted(items, key=lambda i: i.id):
-            if item.case_pending:
-                newest[item.ticket_id] = item
-        case_items = list(newest.values())
+        case_items = [item for item in items if item.case_pending and not item.superseded]
         task_items = [item for item in items if item.task_pending]
-
-        case_results, task_results = await self._write(case_items, task_items)
+        settled = await self._notes_already_there([item for item in task_items if item.note_uncertain])
+        case_results, task_results = await self._write(case_items, [i for i in task_items if i.id not in settled])
         for item in items:
-            superseded = item.case_pending and newest.get(item.ticket_id) is not item
-            case = RecordResult(ok=True) if superseded else case_results.get(item.id)
-            await anyio.to_thread.run_sync(self._record, item, case, task_results.get(item.id))
+            case = WriteResult(ok=True) if item.superseded else case_results.get(item.id)
+            task = settled.get(item.id, task_results.get(item.id))
+            await anyio.to_thread.run_sync(self._record, item, case, task)
         return len(items)
+
+    async def _notes_already_there(self, items: Sequence[PendingWriteback]) -> dict[int, WriteResult]:
+        """For notes an earlier, unanswered attempt may have created: done if it did, and a
+        retryable failure if we cannot tell (they are never added blindly a second time)."""
+        if not items:
+            return {}
+        notes = [note_for(item, self._config) for item in items]
+        try:
+            found = await anyio.to_thread.run_sync(self._gateway.existing_notes, notes)
+        except CRMError as exc:
+            logger.warning("Could not check for notes already written (%s); trying later", exc)
+            unknown = WriteResult(ok=False, retryable=True, message=str(exc))
+            return {item.id: unknown for item in items}
+        return {item.id: WriteResult(ok=True) for item, note in zip(items, notes, strict=True) if note.key in found}
 
     async def _write(
         self, case_items: Sequence[PendingWriteback], task_items: Sequence[PendingWriteback]
-    ) -> tuple[dict[int, RecordResult], dict[int, RecordResult]]:
-        """One call for the batch's Case updates and Tasks; each send's results, by send id."""
-        updates = [(item.ticket_id, case_fields(item, self._config)) for item in case_items]
-        tasks = [task_record(item, self._config) for item in task_items]
+    ) -> tuple[dict[int, WriteResult], dict[int, WriteResult]]:
+        """One call for the batch's ticket updates and notes; each send's results, by send id."""
+        if not case_items and not task_items:
+            return {}, {}
+        updates = [ticket_update(item, max_reason=self._config.error_max_length) for item in case_items]
+        notes = [note_for(item, self._config) for item in task_items]
         try:
-            case_results, task_results = await anyio.to_thread.run_sync(self._gateway.write_back, updates, tasks)
-        except SalesforceError as exc:
-            code = "REQUEST_REFUSED" if isinstance(exc, SalesforceRequestError) else "UNAVAILABLE"
-            logger.warning("Write-back call for %d send(s) failed: %s", len(case_items) + len(task_items), exc)
-            failed = RecordResult(ok=False, error_code=code, message=str(exc))
+            case_results, task_results = await anyio.to_thread.run_sync(self._gateway.write_outcomes, updates, notes)
+        except CRMError as exc:
+            logger.warning(
+                "Write-back call for %d ticket update(s) and %d note(s) failed: %s", len(updates), len(notes), exc
+            )
+            failed = WriteResult(ok=False, retryable=not isinstance(exc, CRMRequestError), message=str(exc))
             return {i.id: failed for i in case_items}, {i.id: failed for i in task_items}
         return (
             {item.id: result for item, result in zip(case_items, case_results, strict=True)},
             {item.id: result for item, result in zip(task_items, task_results, strict=True)},
         )
 
-    def _record(self, item: PendingWriteback, case: RecordResult | None, task: RecordResult | None) -> None:
-        errors = [r.message or r.error_code or "" for r in (case, task) if r is not None and not r.ok]
-        gave_up = self._clock() - item.finished_at >= self._retry_for
+    def _record(self, item: PendingWriteback, case: WriteResult | None, task: WriteResult | None) -> None:
+        errors = [r.message or "refused" for r in (case, task) if r is not None and not r.ok]
+        elapsed = item.age
+        gave_up = elapsed >= self._retry_for
         case_state = _state(case, gave_up)
         task_state = _state(task, gave_up)
-        retrying = "pending" in (case_state, task_state)
-        for part, result, state in (("Case update", case, case_state), ("Task", task, task_state)):
+        for part, result, state in (("case", case, case_state), ("task", task, task_state)):
             if result is not None and not result.ok:
-                self._metrics.writeback_failures.labels("case" if part == "Case update" else "task").inc()
-            if result is not None and state == "failed":
-                logger.error("Write-back of send %s (%s) failed for good: %s", item.id, part, result.message)
+                self._metrics.writeback_failures.labels(part).inc()
+                if state == "failed":
+                    logger.error("Write-back of send %s (%s) failed for good: %s", item.id, part, result.message)
+        retrying = "pending" in (case_state, task_state)
         self._store.record_writeback(
             item.id,
             case_state=case_state,
             task_state=task_state,
             error="; ".join(errors) or None,
-            retry_at=self._clock() + _backoff.delay(self._clock() - item.finished_at, rng=self._rng)
-            if retrying
-            else None,
+            retry_in=_backoff.delay(elapsed, rng=self._rng) if retrying else None,
+            case_written=case_state == "done" and not item.superseded,
         )
 
 
-def _state(result: RecordResult | None, gave_up: bool) -> str | None:
+def _state(result: WriteResult | None, gave_up: bool) -> WritebackState | None:
     if result is None:
         return None
     if result.ok:
         return "done"
-    retryable = result.retryable or result.error_code == "UNAVAILABLE"
-    return "pending" if retryable and not gave_up else "failed"
+    return "pending" if result.retryable and not gave_up else "failed"

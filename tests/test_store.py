@@ -1,18 +1,22 @@
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import inspect, text
 
 from bridge._schema import LATEST_VERSION
 from bridge.model import NewSend, Outcome
 from bridge.store import Store
-from tests.conftest import Clock
+from tests._clock import Clock
 
 CASE = "5005g00000SBX01AAH"
+OTHER_CASE = "5005g00000SBX02AAH"
 
 
 def om(note: str, case: str = CASE) -> NewSend:
     return NewSend(dedupe_key=f"om:00D5g00000SBXRG:{note}", source="outbound_message", ticket_id=case, org_id="00D")
+
+
+def sent(chat: str = "1", **kwargs: object) -> Outcome:
+    return Outcome(status="sent", chat_id=chat, **kwargs)  # type: ignore[arg-type]
 
 
 def test_the_same_notification_is_stored_once_even_after_a_restart(store: Store, store_url: str) -> None:
@@ -41,68 +45,199 @@ def test_a_claimed_send_is_not_claimed_again_until_its_lease_expires(store: Stor
     again = store.claim_sends("worker-b", limit=10, lease_seconds=30)
     assert [c.id for c in again] == [first[0].id]
     assert not again[0].may_have_sent  # worker-a never started a CCAI request
+    assert again[0].takeovers == 1
 
 
 def test_a_send_whose_worker_died_mid_request_comes_back_flagged(store: Store, clock: Clock) -> None:
     store.ingest([om("04l1")])
     [job] = store.claim_sends("worker-a", limit=1, lease_seconds=30)
-    assert store.mark_inflight(job.id, owner="worker-a", lease_seconds=30)
+    assert store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    left_at = clock.now
     clock.advance(31)
     [retaken] = store.claim_sends("worker-b", limit=1, lease_seconds=30)
     assert retaken.may_have_sent
     assert retaken.attempts == 1
-    # The dead worker's late writes are refused: it no longer holds the lease.
-    assert not store.mark_inflight(job.id, owner="worker-a", lease_seconds=30)
-    assert not store.finish(job.id, Outcome(status="sent", chat_id="1"), owner="worker-a", create_task=True)
+    assert retaken.ambiguous_since == left_at  # where a chat lookup starts searching
+    # The dead worker's late writes are refused: its lease token is stale.
+    assert not store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    assert not store.finish(job.id, Outcome(status="failed", reason="x"), token=job.token, create_task=True)
+    store.requeue(job.id, token=job.token, delay=0, reason="stale", may_have_sent=False)
+    record = store.get(job.id)
+    assert record is not None
+    assert (record.status, record.may_have_sent) == ("sending", True)
+
+
+def test_a_success_that_arrives_after_a_takeover_is_recorded(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("slow", limit=1, lease_seconds=30)
+    store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    clock.advance(31)
+    [taken] = store.claim_sends("other", limit=1, lease_seconds=30)
+    # The first worker's CCAI answer finally arrives: the chat exists, so it must be recorded.
+    assert store.finish(job.id, sent("114", message="hi"), token=job.token, create_task=True)
+    record = store.get(job.id)
+    assert record is not None
+    assert (record.status, record.chat_id, record.writeback) == ("sent", "114", "pending")
+    # ...and the worker that took over is fenced out.
+    assert not store.mark_inflight(job.id, token=taken.token, lease_seconds=30)
+    assert not store.finish(job.id, Outcome(status="unknown", reason="x"), token=taken.token, create_task=True)
+    assert store.get(job.id).status == "sent"  # type: ignore[union-attr]
+
+
+def test_an_outcome_the_database_refuses_is_recorded_reduced_never_left_sending(store: Store) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    # PostgreSQL text cannot hold NUL: the full outcome is refused (DataError), a reduced one is not.
+    outcome = sent("x" * 300, message="a\u0000b", reason=None)
+    assert store.finish(job.id, outcome, token=job.token, create_task=True)
+    record = store.get(job.id)
+    assert record is not None
+    assert record.status == "sent"
+    assert record.chat_id is not None and record.chat_id.startswith("xxx")
+    assert not record.may_have_sent
+
+
+def test_long_values_from_outside_fit(store: Store) -> None:
+    key = "k" * 200  # the longest Idempotency-Key the API accepts
+    created = store.create(NewSend(dedupe_key=f"api:{key}", source="api", ticket_id=CASE))
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.finish(job.id, sent("9" * 100), token=job.token, create_task=False)
+    record = store.get(created.id)
+    assert record is not None
+    assert record.chat_id == "9" * 100
+    assert record.dedupe_key == f"api:{key}"
 
 
 def test_loop_guard_sees_a_recent_attempt_on_the_same_case(store: Store, clock: Clock) -> None:
-    store.ingest([om("04l1"), om("04l2"), om("04l3", case="5005g00000SBX02AAH")])
+    store.ingest([om("04l1"), om("04l2"), om("04l3", case=OTHER_CASE)])
     a, b, c = store.claim_sends("w", limit=3, lease_seconds=30)
-    assert store.start_attempt(a.id, CASE, cooldown=600, owner="w") is None
-    assert store.start_attempt(b.id, CASE, cooldown=600, owner="w") == a.id
-    assert store.start_attempt(c.id, c.ticket_id, cooldown=600, owner="w") is None
+    assert store.start_attempt(a.id, CASE, token=a.token, cooldown=600) is None
+    assert store.start_attempt(b.id, CASE, token=b.token, cooldown=600) == a.id
+    assert store.start_attempt(c.id, c.ticket_id, token=c.token, cooldown=600) is None
+    store.finish(a.id, sent(), token=a.token, create_task=False)
+    store.record_writeback(a.id, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
     clock.advance(601)
     store.ingest([om("04l4")])
     [d] = store.claim_sends("w", limit=1, lease_seconds=30)
-    assert store.start_attempt(d.id, CASE, cooldown=600, owner="w") is None
+    assert store.start_attempt(d.id, CASE, token=d.token, cooldown=600) is None
+
+
+def test_loop_guard_counts_from_the_latest_activity_not_the_first_attempt(store: Store, clock: Clock) -> None:
+    """A2: CCAI retries for 20 minutes, then the SMS goes out; its Case update echoes back."""
+    store.ingest([om("04l1")])
+    [first] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.start_attempt(first.id, CASE, token=first.token, cooldown=600) is None
+    clock.advance(1200)  # retried for 20 minutes
+    store.mark_inflight(first.id, token=first.token, lease_seconds=30)
+    store.finish(first.id, sent(), token=first.token, create_task=False)
+    clock.advance(5)
+    store.ingest([om("echo-1")])
+    [echo] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.start_attempt(echo.id, CASE, token=echo.token, cooldown=600) == first.id
+
+
+def test_loop_guard_holds_while_a_write_back_is_pending_and_after_it_lands(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [first] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.start_attempt(first.id, CASE, token=first.token, cooldown=600)
+    store.mark_inflight(first.id, token=first.token, lease_seconds=30)
+    store.finish(first.id, sent(), token=first.token, create_task=False)
+    clock.advance(3600)  # Salesforce has been down for an hour: the write-back is still pending
+    store.ingest([om("04l2")])
+    [during] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.start_attempt(during.id, CASE, token=during.token, cooldown=600) == first.id
+    store.finish(during.id, Outcome(status="suppressed", write_back=False), token=during.token, create_task=False)
+    store.record_writeback(first.id, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
+    clock.advance(60)  # the Case update lands, and fires the rule
+    store.ingest([om("04l3")])
+    [echo] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.start_attempt(echo.id, CASE, token=echo.token, cooldown=600) == first.id
 
 
 def test_finish_queues_the_write_back_and_claims_it_once(store: Store) -> None:
     store.ingest([om("04l1")])
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    assert store.finish(job.id, Outcome(status="sent", chat_id="114", message="hi"), owner="w", create_task=True)
-    [pending] = store.claim_writebacks(limit=10, lease_seconds=30)
+    assert store.finish(job.id, sent("114", message="hi"), token=job.token, create_task=True)
+    [pending] = store.claim_writebacks("w", limit=10, lease_seconds=30)
     assert (pending.status, pending.chat_id, pending.case_pending, pending.task_pending) == ("sent", "114", True, True)
-    assert store.claim_writebacks(limit=10, lease_seconds=30) == []
-    store.record_writeback(job.id, case_state="done", task_state="done", error=None, retry_at=None)
-    row = store.get(job.id)
-    assert row is not None
-    assert (row["writeback"], row["writeback_task"], row["writeback_attempts"]) == ("done", "done", 1)
+    assert not pending.note_uncertain
+    assert store.claim_writebacks("w", limit=10, lease_seconds=30) == []
+    store.record_writeback(job.id, case_state="done", task_state="done", error=None, retry_in=None)
+    record = store.get(job.id)
+    assert record is not None
+    assert (record.writeback, record.writeback_task, record.writeback_attempts) == ("done", "done", 1)
+
+
+def test_an_older_outcome_never_overwrites_a_newer_one_on_the_ticket(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1"), om("04l2")])
+    success, refusal = store.claim_sends("w", limit=2, lease_seconds=30)
+    store.finish(success.id, sent("2"), token=success.token, create_task=True)
+    clock.advance(1)
+    store.finish(refusal.id, Outcome(status="failed", reason="refused"), token=refusal.token, create_task=True)
+    [first] = store.claim_writebacks("a", limit=1, lease_seconds=30)
+    assert first.id == success.id  # outcomes are written in the order they happened
+    # While one worker holds a write-back for the ticket, nobody else claims another for it.
+    assert store.claim_writebacks("b", limit=10, lease_seconds=30) == []
+    store.record_writeback(first.id, case_state="done", task_state="done", error=None, retry_in=None)
+    [second] = store.claim_writebacks("b", limit=10, lease_seconds=30)
+    # The refusal finished after the success: it is the ticket's latest outcome and is written.
+    assert (second.id, second.superseded) == (refusal.id, False)
+    store.record_writeback(second.id, case_state="done", task_state="done", error=None, retry_in=None)
+    # An outcome older than what the ticket shows, written only now, is superseded: only its note is written.
+    store.ingest([om("04l3")])
+    [stale] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.finish(stale.id, Outcome(status="failed", reason="late"), token=stale.token, create_task=True)
+    with store.db.tx() as connection:
+        connection.execute(text(f"UPDATE sends SET finished_at = finished_at - 100, state_at = state_at - 100 WHERE id = {stale.id}"))
+    [late] = store.claim_writebacks("c", limit=10, lease_seconds=30)
+    assert (late.id, late.superseded) == (stale.id, True)
+
+
+def test_a_write_back_whose_worker_vanished_is_marked_uncertain(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.finish(job.id, sent(), token=job.token, create_task=True)
+    store.claim_writebacks("gone", limit=10, lease_seconds=30)
+    clock.advance(31)
+    [again] = store.claim_writebacks("next", limit=10, lease_seconds=30)
+    assert again.note_uncertain  # the note may exist: look before adding it
+
+
+def test_heartbeat_renewal_keeps_a_live_workers_leases(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1"), om("04l2", case=OTHER_CASE)])
+    a, b = store.claim_sends("live", limit=2, lease_seconds=20)
+    store.mark_inflight(a.id, token=a.token, lease_seconds=60)
+    for _ in range(6):
+        clock.advance(5)
+        assert store.renew("live", lease_seconds=20) >= 1
+    clock.advance(15)
+    assert store.claim_sends("other", limit=10, lease_seconds=20) == []
+    clock.advance(30)  # it stops beating
+    assert {c.id for c in store.claim_sends("other", limit=10, lease_seconds=20)} == {a.id, b.id}
 
 
 def test_a_429_requeue_refunds_the_attempt(store: Store) -> None:
     store.ingest([om("04l1")])
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    store.mark_inflight(job.id, owner="w", lease_seconds=30)
-    store.requeue(job.id, owner="w", not_before=0, reason="429", may_have_sent=False, refund=True)
-    row = store.get(job.id)
-    assert row is not None
-    assert (row["status"], row["attempts"]) == ("queued", 0)
+    store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    store.requeue(job.id, token=job.token, delay=0, reason="429", may_have_sent=False, refund=True)
+    record = store.get(job.id)
+    assert record is not None
+    assert (record.status, record.attempts) == ("queued", 0)
 
 
 def test_a_leased_write_back_is_not_due_before_its_lease_ends(store: Store, clock: Clock) -> None:
     store.ingest([om("04l1")])
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    store.finish(job.id, Outcome(status="failed", reason="x"), owner="w", create_task=False)
-    assert store.next_due() == clock.now
-    store.claim_writebacks(limit=10, lease_seconds=45)  # then the worker holding it dies
-    assert store.next_due() == clock.now + 45
+    store.finish(job.id, Outcome(status="failed", reason="x"), token=job.token, create_task=False)
+    assert store.seconds_until_due() == 0.0
+    store.claim_writebacks("w", limit=10, lease_seconds=45)  # then the worker holding it dies
+    assert store.seconds_until_due() == 45.0
 
 
 def test_a_store_from_the_first_release_is_upgraded_in_place(store: Store) -> None:
-    old = store
-    with old.engine.begin() as connection:  # the v1 schema, as the first release created it
+    with store.db.engine.begin() as connection:  # the v1 schema, as the first release created it
         connection.execute(text("DROP TABLE sends"))
         connection.execute(text("DELETE FROM bridge_schema_version WHERE version > 1"))
         connection.execute(
@@ -118,77 +253,101 @@ def test_a_store_from_the_first_release_is_upgraded_in_place(store: Store) -> No
                 "writeback_lease_until FLOAT, writeback_error TEXT)"
             )
         )
-    assert old.migrate() == LATEST_VERSION
-    with old.engine.connect() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sends (id, dedupe_key, source, ticket_id, status, reason, attempts, not_before, inflight, "
+                "may_have_sent, created_at, writeback, writeback_task, writeback_attempts) VALUES "
+                "(1, 'om:a', 'outbound_message', :t, 'skipped', 'Skipped: send 1 for this Case was attempted', 0, 0, "
+                "false, false, 0, 'none', 'none', 0)"
+            ),
+            {"t": CASE},
+        )
+    assert store.migrate() == LATEST_VERSION
+    with store.db.engine.connect() as connection:
         columns = {c["name"] for c in inspect(connection).get_columns("sends")}
-    assert {"request_hash", "requeued_at"} <= columns
+    assert {"request_hash", "requeued_at", "lease_token", "takeovers", "inflight_at", "case_written_at"} <= columns
+    # Old loop-guard skips become "suppressed": they followed an SMS that went out.
+    assert store.counts() == {"suppressed": 1}
 
 
 def test_create_reports_an_existing_key_with_its_fingerprint(store: Store) -> None:
     new = NewSend(dedupe_key="api:key-1", source="api", ticket_id=CASE)
     first = store.create(new, request_hash="aaa")
-    assert first[1:] == ("aaa", True)
-    assert store.create(new, request_hash="bbb") == (first[0], "aaa", False)
+    assert (first.request_hash, first.created) == ("aaa", True)
+    again = store.create(new, request_hash="bbb")
+    assert (again.id, again.request_hash, again.created) == (first.id, "aaa", False)
 
 
-def test_an_operator_retry_requeues_only_allowed_statuses(store: Store, clock: Clock) -> None:
+def test_an_operator_retry_requeues_only_allowed_statuses_and_keeps_what_is_known(store: Store, clock: Clock) -> None:
     store.ingest([om("04l1")])
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    store.finish(job.id, Outcome(status="sent", chat_id="1"), owner="w", create_task=True)
+    store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    store.requeue(job.id, token=job.token, delay=0, reason="lost", may_have_sent=True, ambiguous=True)
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.finish(job.id, Outcome(status="unknown", reason="?"), token=job.token, create_task=True)
     assert not store.requeue_finished(job.id, statuses=("failed",))
     clock.advance(5)
-    assert store.requeue_finished(job.id, statuses=("failed", "sent"))
-    row = store.get(job.id)
-    assert row is not None
-    assert (row["status"], row["requeued_at"], row["writeback"]) == ("queued", clock.now, "none")
-
-
-def test_request_slots_are_shared_by_every_store_instance(store: Store, store_url: str, clock: Clock) -> None:
-    other = Store.from_url(store_url, clock=clock)  # e.g. a second worker process
-    try:
-        waits = [s.reserve_slot("ccai:acme", 0.1) for s in (store, other, store, other)]
-        assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3])
-        assert other.reserve_slot("ccai:other-tenant", 0.1) == 0.0
-        store.pause_slots("ccai:acme", 5)  # a 429 pauses everybody
-        assert other.reserve_slot("ccai:acme", 0.1) == pytest.approx(5.0)
-    finally:
-        other.close()
+    assert store.requeue_finished(job.id, statuses=("failed", "unknown"))
+    record = store.get(job.id)
+    assert record is not None
+    assert (record.status, record.requeued_at, record.writeback) == ("queued", clock.now, "none")
+    assert record.may_have_sent  # a re-queue never forgets that the customer may have it
 
 
 def test_release_gives_back_only_unstarted_sends_of_that_worker(store: Store) -> None:
     store.ingest([om("04l1"), om("04l2"), om("04l3")])
     a, b, c = store.claim_sends("stopping", limit=3, lease_seconds=30)
-    store.mark_inflight(a.id, owner="stopping", lease_seconds=30)
+    store.mark_inflight(a.id, token=a.token, lease_seconds=30)
     assert store.release("stopping") == 2
-    statuses = {row["id"]: row["status"] for row in store.find()}
+    statuses = {record.id: record.status for record in store.find()}
     assert statuses == {a.id: "sending", b.id: "queued", c.id: "queued"}
 
 
-def test_status_records_and_queue_summary(store: Store, clock: Clock) -> None:
-    store.put_status("worker:a", {"heartbeat": 1})
-    store.put_status("worker:a", {"heartbeat": 2})
-    store.put_status("salesforce:api_usage", {"used": 5, "total": 100})
-    assert store.status_items("worker:") == {"worker:a": ({"heartbeat": 2}, clock.now)}
+def test_queue_summary(store: Store, clock: Clock) -> None:
     store.ingest([om("04l1")])
     clock.advance(7)
     summary = store.queue_summary()
-    assert summary == {"by_status": {"queued": 1}, "oldest_queued_seconds": 7.0, "writebacks_pending": 0}
+    assert (dict(summary.by_status), summary.oldest_queued_seconds, summary.writebacks_pending) == (
+        {"queued": 1},
+        7.0,
+        0,
+    )
 
 
 def test_purge_removes_only_settled_sends_older_than_the_cutoff(store: Store, clock: Clock) -> None:
     store.ingest([om("04l1"), om("04l2"), om("04l3"), om("04l4")])
     old_done, old_pending, _queued, recent = store.claim_sends("w", limit=4, lease_seconds=30)
     store.release("w")
-    store.claim_sends("w", limit=4, lease_seconds=30)
+    old_done, old_pending, _queued, recent = store.claim_sends("w", limit=4, lease_seconds=30)
     outcome = Outcome(status="failed", reason="x")
-    store.finish(old_done.id, outcome, owner="w", create_task=False)
-    store.record_writeback(old_done.id, case_state="done", task_state=None, error=None, retry_at=None)
-    store.finish(old_pending.id, outcome, owner="w", create_task=False)  # its write-back never got through
+    store.finish(old_done.id, outcome, token=old_done.token, create_task=False)
+    store.record_writeback(old_done.id, case_state="done", task_state=None, error=None, retry_in=None)
+    store.finish(old_pending.id, outcome, token=old_pending.token, create_task=False)  # never got through
     clock.advance(3 * 86400)
-    store.finish(recent.id, outcome, owner="w", create_task=False)
-    store.record_writeback(recent.id, case_state="done", task_state=None, error=None, retry_at=None)
-    assert store.purge(clock.now - 2 * 86400) == 1
-    remaining = {row["id"] for row in store.find()}
+    store.finish(recent.id, outcome, token=recent.token, create_task=False)
+    store.record_writeback(recent.id, case_state="done", task_state=None, error=None, retry_in=None)
+    assert store.purge(2 * 86400) == 1
+    remaining = {record.id for record in store.find()}
     assert old_done.id not in remaining
     assert {old_pending.id, recent.id} <= remaining
     assert len(remaining) == 3  # the queued one stays too
+
+
+def test_a_number_given_in_a_request_is_not_kept_once_the_send_is_final(store: Store) -> None:
+    created = store.create(
+        NewSend(dedupe_key="api:n", source="api", ticket_id=CASE, overrides={"end_user_number": "+14155550100"})
+    )
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert job.overrides["end_user_number"] == "+14155550100"  # needed while sending
+    store.finish(job.id, sent(end_user_hint="*******0100"), token=job.token, create_task=False)
+    with store.db.engine.connect() as connection:
+        raw = connection.execute(text(f"SELECT overrides FROM sends WHERE id = {created.id}")).scalar_one()
+    assert "4155550100" not in raw
+
+
+def test_a_deleted_record_notification_is_stored_as_finished(store: Store) -> None:
+    finished = Outcome(status="skipped", reason="deleted", write_back=False)
+    store.ingest([NewSend(dedupe_key="om:x:04lGONE", source="outbound_message", ticket_id="", finished=finished)])
+    assert store.counts() == {"skipped": 1}
+    assert store.claim_sends("w", limit=10, lease_seconds=30) == []
+    assert store.claim_writebacks("w", limit=10, lease_seconds=30) == []

@@ -14,6 +14,7 @@ import datetime as dt
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class CCAISimulator:
     outage_until: float = 0.0
     outage_status: int = 503
     outage_hang: float = 0.0
+    clock: Callable[[], float] = time.time
     _tokens: float = 0.0
     _refilled: float = field(default_factory=time.monotonic)
 
@@ -161,12 +163,29 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
         chat_id = sim.next_chat_id
         sim.next_chat_id += 1
         outbound = _e164_us(body["outbound_number"])[0] or ""
-        sim.accepted.append({"chat_id": chat_id, "at": time.time(), **body})
+        sim.accepted.append({"chat_id": chat_id, "at": time.time(), "created": sim.clock(), **body})
         logger.info("sandbox CCAI: chat %s created for ticket %s", chat_id, body.get("ticket_id"))
         if step.get("action") == "accept_then_hang":
             # The chat exists, but the caller never hears about it: the ambiguous case.
             await asyncio.sleep(float(step.get("seconds", 30)))
         return _answer(sim, JSONResponse(chat_object(chat_id, body, outbound)))
+
+    async def chats(request: Request) -> Response:
+        # Minimal Manager API chat list (created_at[from], ascending, one page).
+        if not _authorised(request, sim):
+            return JSONResponse({"message": "Unauthorized"}, status_code=401)
+        since = dt.datetime.fromisoformat(request.query_params.get("created_at[from]", "1970-01-01T00:00:00+00:00"))
+        listed = [
+            {
+                "id": c["chat_id"],
+                "status": "selecting",
+                "out_ticket_id": c.get("ticket_id"),
+                "created_at": dt.datetime.fromtimestamp(c["created"], tz=dt.UTC).isoformat(),
+            }
+            for c in sim.accepted
+            if c["created"] >= since.timestamp()
+        ]
+        return JSONResponse(listed)
 
     async def state(_request: Request) -> Response:
         return JSONResponse(
@@ -196,6 +215,7 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
     return Starlette(
         routes=[
             Route("/apps/api/v1/sms", send_sms, methods=["POST"]),
+            Route("/manager/api/v1/chats", chats),
             Route("/_sandbox/state", state),
             Route("/_sandbox/control", control, methods=["POST"]),
         ]

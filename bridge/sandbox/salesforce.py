@@ -43,16 +43,29 @@ CASE_FIELDS = frozenset(
         "Owner.Email",
         "Owner.FirstName",
         "Account.Name",
+        "ContactId",
         "Contact.FirstName",
         "Contact.LastName",
+        "Contact.DoNotCall",
+        "Contact.SMS_Opt_Out__c",
+        "Contact.Time_Zone__c",
         "CCAI_Chat_Id__c",
         "CCAI_SMS_Status__c",
         "CCAI_SMS_Error__c",
+        "CCAI_Chat_Status__c",
+        "CCAI_Chat_Agent__c",
+        "CCAI_Chat_Ended_At__c",
+        "CCAI_Chat_Outcome__c",
         "SMS_Message__c",
     }
 )
+CONTACT_FIELDS = frozenset(f.split(".", 1)[1] for f in CASE_FIELDS if f.startswith("Contact."))
 TASK_FIELDS = frozenset({"WhatId", "Subject", "Status", "Priority", "ActivityDate", "Description", "OwnerId"})
 _SOQL = re.compile(r"^SELECT\s+(?P<fields>.+?)\s+FROM\s+Case\s+WHERE\s+Id\s+IN\s+\((?P<ids>[^)]*)\)\s*$", re.I | re.S)
+_TASK_SOQL = re.compile(
+    r"^SELECT\s+(?P<fields>.+?)\s+FROM\s+Task\s+WHERE\s+WhatId\s+IN\s+\((?P<ids>[^)]*)\)(?:\s+AND\s+.*)?$", re.I | re.S
+)
+_REFERENCE = re.compile(r"@\{(?P<ref>[A-Za-z0-9_]+)\.(?P<field>[A-Za-z0-9_]+)\}")
 
 
 @dataclass
@@ -125,7 +138,21 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
     async def query(request: Request) -> Response:
         if (refused := gate(request)) is not None:
             return refused
-        match = _SOQL.match(request.query_params.get("q", ""))
+        soql = request.query_params.get("q", "")
+        if tasks := _TASK_SOQL.match(soql):
+            cases = {to18(i.strip().strip("'\"")) for i in tasks["ids"].split(",") if i.strip()}
+            found = [
+                {
+                    "attributes": {"type": "Task"},
+                    "Id": t["Id"],
+                    "WhatId": t.get("WhatId"),
+                    "Description": t.get("Description"),
+                }
+                for t in sim.tasks
+                if t.get("WhatId") in cases
+            ]
+            return JSONResponse({"totalSize": len(found), "done": True, "records": found})
+        match = _SOQL.match(soql)
         if not match:
             return _errors(400, "MALFORMED_QUERY", "The sandbox understands SELECT ... FROM Case WHERE Id IN (...)")
         fields = [f.strip() for f in match["fields"].split(",")]
@@ -148,17 +175,22 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         body = await request.json()
         subrequests = sim.calls[-1].setdefault("subrequests", [])
         answers = []
+        results_by_ref: dict[str, Any] = {}
         for sub in body.get("compositeRequest", []):
-            path = urlsplit(sub.get("url", "")).path
+            url = _resolve(sub.get("url", ""), results_by_ref)
+            path = urlsplit(url).path
             headers = {k.lower(): v for k, v in (sub.get("httpHeaders") or {}).items()}
             subrequests.append(
                 {"method": sub.get("method"), "path": path, "auto_assign": headers.get("sforce-auto-assign")}
             )
+            reference = sub.get("referenceId")
             if path.endswith("/composite/sobjects") and sub.get("method") in ("PATCH", "POST"):
                 results = [_apply(sim, sub["method"], record) for record in sub.get("body", {}).get("records", [])]
-                answers.append(
-                    {"body": results, "httpHeaders": {}, "httpStatusCode": 200, "referenceId": sub.get("referenceId")}
-                )
+                answers.append({"body": results, "httpHeaders": {}, "httpStatusCode": 200, "referenceId": reference})
+            elif (single := _sobject(path)) is not None:
+                status, result = _single(sim, sub.get("method", "GET"), *single, sub.get("body") or {})
+                results_by_ref[str(reference)] = result
+                answers.append({"body": result, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference})
             else:
                 refusal = [{"errorCode": "NOT_FOUND", "message": f"The sandbox does not serve {path} in composite"}]
                 answers.append(
@@ -242,6 +274,42 @@ def _apply(sim: SalesforceSimulator, method: str, record: dict[str, Any]) -> dic
         sim.tasks.append({"Id": task_id, **values})
         return {"id": task_id, "success": True, "errors": []}
     return _failure("INVALID_TYPE", f"The sandbox does not {method} {kind}")
+
+
+def _resolve(url: str, results: dict[str, Any]) -> str:
+    """Composite references, ``@{ref.Field}``, replaced by an earlier subrequest's answer."""
+
+    def value(match: re.Match[str]) -> str:
+        result = results.get(match["ref"])
+        return str(result.get(match["field"]) if isinstance(result, dict) else None)
+
+    return _REFERENCE.sub(value, url)
+
+
+def _sobject(path: str) -> tuple[str, str] | None:
+    parts = path.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-3] == "sobjects":
+        return parts[-2], parts[-1]
+    return None
+
+
+def _single(sim: SalesforceSimulator, method: str, kind: str, record_id: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """One record by id: GET a Case (its ContactId), PATCH a Contact (through the Cases that name it)."""
+    if kind == "Case" and method == "GET" and is_record_id(record_id) and to18(record_id) in sim.cases:
+        case = sim.cases[to18(record_id)]
+        return 200, {"attributes": {"type": "Case"}, "Id": case["Id"], "ContactId": case.get("ContactId")}
+    if kind == "Contact" and method == "PATCH" and is_record_id(record_id):
+        unknown = [k for k in body if k not in CONTACT_FIELDS]
+        if unknown:
+            return 400, [{"errorCode": "INVALID_FIELD", "message": f"No such column '{unknown[0]}' on Contact"}]
+        linked = [c for c in sim.cases.values() if c.get("ContactId") and to18(c["ContactId"]) == to18(record_id)]
+        if not linked:
+            return 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+        for case in linked:
+            case.update({f"Contact.{k}": v for k, v in body.items()})
+        logger.info("sandbox Salesforce: Contact %s updated: %s", record_id, body)
+        return 204, None
+    return 404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
 
 
 def _failure(code: str, message: str) -> dict[str, Any]:

@@ -27,9 +27,12 @@ def start(args: list[str], *, env: dict[str, str] | None = None, log: Path | Non
 
 
 def start_sandbox(
-    directory: Path, *, latency: float = 0.0, rate: float = 10.0
+    directory: Path, *, latency: float = 0.0, rate: float = 10.0, jitter: float = 0.0, window: str = "bucket"
 ) -> tuple[subprocess.Popen[Any], dict[str, Any]]:
-    process = start(["sandbox", "--dir", str(directory), "--latency", str(latency), "--rate-limit", str(rate)])
+    args = ["sandbox", "--dir", str(directory), "--latency", str(latency), "--rate-limit", str(rate)]
+    if jitter or window != "bucket":
+        args += ["--jitter", str(jitter), "--rate-window", window]
+    process = start(args)
     assert process.stdout is not None
     return process, json.loads(process.stdout.readline())
 

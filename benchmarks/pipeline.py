@@ -1,4 +1,4 @@
-"""``bridge benchmark pipeline``: the send pipeline against its ceiling, measured with real processes.
+"""``python -m benchmarks pipeline``: the send pipeline against its ceiling, measured with real processes.
 
 It starts the simulated platforms (CCAI with the given latency and per-tenant rate limit), queues
 a backlog of events in a fresh PostgreSQL schema, starts worker processes, and reports the SMS
@@ -7,6 +7,7 @@ rate CCAI saw, the 429s it answered and any duplicate SMS. Nothing here runs in 
 
 from __future__ import annotations
 
+import bisect
 import ssl
 import tempfile
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bridge.bench._procs import bridge_env, peak_rss_mb, start, start_sandbox, stop
+from benchmarks._procs import bridge_env, peak_rss_mb, start, start_sandbox, stop
 from bridge.errors import ConfigError
 from bridge.model import NewSend
 from bridge.record_ids import to18
@@ -30,7 +31,15 @@ _AREAS = ("212", "415", "628", "646", "718", "312", "305", "206", "617", "702", 
 
 
 def run_pipeline(
-    *, database_url: str, events: int, workers: int, latency: float, rate: float, max_seconds: float | None = None
+    *,
+    database_url: str,
+    events: int,
+    workers: int,
+    latency: float,
+    rate: float,
+    jitter: float = 0.0,
+    window: str = "bucket",
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Queue ``events`` and let ``workers`` send them; stop after ``max_seconds`` if given (a large
     backlog then measures memory and rate without waiting for the last SMS).
@@ -42,12 +51,12 @@ def run_pipeline(
     directory = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = Store.from_url(database_url)
-    with admin.engine.begin() as connection:
+    with admin.db.engine.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     url = f"{database_url}{'&' if '?' in database_url else '?'}options=-csearch_path%3D{schema}"
     processes: list[Popen[Any]] = []
     try:
-        sandbox, info = start_sandbox(directory, latency=latency, rate=rate)
+        sandbox, info = start_sandbox(directory, latency=latency, rate=rate, jitter=jitter, window=window)
         processes.append(sandbox)
         env = bridge_env(info, DATABASE_URL=url, CCAI_RATE_LIMIT=str(rate))
         ccai = httpx.Client(base_url=info["ccai_url"], timeout=30)
@@ -67,7 +76,7 @@ def run_pipeline(
         return figures
     finally:
         stop(processes)
-        with admin.engine.begin() as connection:
+        with admin.db.engine.begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.close()
 
@@ -103,6 +112,7 @@ def _figures(
 ) -> dict[str, Any]:
     times = sorted(sms["at"] for sms in state["accepted"])
     per_case = Counter(sms["ticket_id"] for sms in state["accepted"])
+    arrivals = sorted(state["request_times"])
     sustained = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     return {
         "events": events,
@@ -114,6 +124,17 @@ def _figures(
         "sms_per_s_sustained": round(sustained, 2),
         "share_of_limit": round(sustained / rate, 3),
         "http_429": int(state["answered"].get("429", 0)),
+        "busiest_1s_window": _busiest(arrivals, 1.0),
+        "windows_over_limit": sum(1 for i in range(len(arrivals)) if _count_from(arrivals, i, 1.0) > rate),
         "duplicates": sum(n - 1 for n in per_case.values()),
         "wall_seconds": round(wall, 1),
     }
+
+
+def _count_from(times: list[float], index: int, window: float) -> int:
+    return bisect.bisect_left(times, times[index] + window) - index
+
+
+def _busiest(times: list[float], window: float) -> int:
+    """The most requests CCAI saw in any sliding window (what a strict limiter counts)."""
+    return max((_count_from(times, i, window) for i in range(len(times))), default=0)

@@ -1,4 +1,4 @@
-"""``bridge benchmark calls``: Salesforce API calls per SMS, counted at the simulated org.
+"""``python -m benchmarks calls``: Salesforce API calls per SMS, counted at the simulated org.
 
 A burst of 100 Cases in one outbound message, then one agent send through the API.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from bridge.bench._procs import bridge_env, start, start_sandbox, stop, wait_until_up
+from benchmarks._procs import bridge_env, start, start_sandbox, stop, wait_until_up
 from bridge.record_ids import to18
 from bridge.sandbox.cases import outbound_message
 from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, free_port

@@ -1,4 +1,4 @@
-"""A closed-loop load generator, run as its own process: ``python -m bridge.bench._loadgen``.
+"""A closed-loop load generator, run as its own process: ``python -m benchmarks._loadgen``.
 
 ``CONCURRENCY`` clients post outbound messages back to back for ``SECONDS`` seconds, each with
 fresh notification ids (so the bridge's dedupe never short-cuts the work), and it prints one JSON

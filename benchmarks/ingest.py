@@ -1,4 +1,4 @@
-"""``bridge benchmark ingest``: outbound messages acknowledged by one ``bridge serve`` on SQLite,
+"""``python -m benchmarks ingest``: outbound messages acknowledged by one ``bridge serve`` on SQLite,
 against a bare Starlette endpoint on uvicorn (the ceiling), both loaded in the same run by a
 separate load process. With ``--grow N`` it measures again after N finished sends fill the store.
 """
@@ -6,7 +6,6 @@ separate load process. With ``--grow N`` it measures again after N finished send
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -15,10 +14,14 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from bridge.bench._procs import start, stop, wait_until_up
+from sqlalchemy import insert
+
+from benchmarks._procs import start, stop, wait_until_up
+from bridge._schema import sends
 from bridge.record_ids import to18
 from bridge.sandbox.cases import SANDBOX_ORG_ID
 from bridge.sandbox.servers import free_port
+from bridge.store import Store
 
 TOKEN = "bench-token"  # noqa: S105 - a local benchmark's own secret
 
@@ -34,7 +37,7 @@ def run_ingest(*, seconds: float, concurrency: int, grow: int) -> dict[str, Any]
                 [
                     "-m",
                     "uvicorn",
-                    "bridge.bench._ceiling:app",
+                    "benchmarks._ceiling:app",
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -106,7 +109,7 @@ def _load(url: str, *, seconds: float, concurrency: int, notifications: int = 1)
     command = [
         sys.executable,
         "-m",
-        "bridge.bench._loadgen",
+        "benchmarks._loadgen",
         url,
         "--seconds",
         str(seconds),
@@ -121,38 +124,35 @@ def _load(url: str, *, seconds: float, concurrency: int, notifications: int = 1)
 
 
 def _fill(database: Path, count: int) -> None:
-    """Add ``count`` finished, written-back sends, as months of traffic would leave them."""
-    now = time.time()
-    rows = (
-        (
-            f"om:{SANDBOX_ORG_ID[:15]}:old{i:012d}",
-            "outbound_message",
-            SANDBOX_ORG_ID,
-            to18(f"5005g0000H{i % 90000:05d}"),
-            "sent",
-            str(1000 + i),
-            "*******0100",
-            1,
-            now - 86400,
-            0,
-            0,
-            now - 86400,
-            now - 86400,
-            now - 86400,
-            "done",
-            "done",
-            1,
-        )
-        for i in range(count)
-    )
-    connection = sqlite3.connect(database)
+    """Add ``count`` finished, written-back sends, as months of traffic would leave them (through the
+    store's own table definition, so the rows always match the schema)."""
+    day_ago = time.time() - 86400
+    store = Store.from_url(f"sqlite:///{database}")
     try:
-        connection.executemany(
-            "INSERT INTO sends (dedupe_key, source, org_id, ticket_id, status, chat_id, end_user_hint, attempts, "
-            "not_before, inflight, may_have_sent, created_at, first_attempt_at, finished_at, writeback, "
-            "writeback_task, writeback_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        connection.commit()
+        for start in range(0, count, 10_000):
+            rows = [
+                {
+                    "dedupe_key": f"om:{SANDBOX_ORG_ID[:15]}:old{i:012d}",
+                    "source": "outbound_message",
+                    "org_id": SANDBOX_ORG_ID,
+                    "ticket_id": to18(f"5005g0000H{i % 90000:05d}"),
+                    "status": "sent",
+                    "chat_id": str(1000 + i),
+                    "end_user_hint": "*******0100",
+                    "attempts": 1,
+                    "not_before": day_ago,
+                    "inflight": False,
+                    "may_have_sent": False,
+                    "created_at": day_ago,
+                    "first_attempt_at": day_ago,
+                    "finished_at": day_ago,
+                    "writeback": "done",
+                    "writeback_task": "done",
+                    "writeback_attempts": 1,
+                }
+                for i in range(start, min(count, start + 10_000))
+            ]
+            with store.db.tx() as connection:
+                connection.execute(insert(sends), rows)
     finally:
-        connection.close()
+        store.close()

@@ -1,0 +1,57 @@
+"""``python -m benchmarks SCENARIO``: measure the bridge against its ceilings (not a test)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.calls import run_calls
+from benchmarks.ingest import run_ingest
+from benchmarks.pipeline import run_pipeline
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    scenarios = parser.add_subparsers(required=True, metavar="SCENARIO")
+    pipeline = scenarios.add_parser("pipeline", help="queued events sent by worker processes on PostgreSQL")
+    pipeline.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
+    pipeline.add_argument("--events", type=int, default=1000)
+    pipeline.add_argument("--workers", type=int, default=3)
+    pipeline.add_argument("--latency", type=float, default=0.2, help="simulated CCAI latency in seconds")
+    pipeline.add_argument("--jitter", type=float, default=0.0, help="extra random latency before CCAI counts a request")
+    pipeline.add_argument("--rate", type=float, default=10.0, help="the simulated tenant's limit per second")
+    pipeline.add_argument(
+        "--window", choices=("bucket", "sliding"), default="bucket", help="how the simulated CCAI counts its limit"
+    )
+    pipeline.add_argument("--max-seconds", type=float, help="stop measuring after this long")
+    pipeline.set_defaults(
+        run=lambda a: run_pipeline(
+            database_url=a.database_url,
+            events=a.events,
+            workers=a.workers,
+            latency=a.latency,
+            jitter=a.jitter,
+            rate=a.rate,
+            window=a.window,
+            max_seconds=a.max_seconds,
+        )
+    )
+    ingest = scenarios.add_parser("ingest", help="acks per second of one bridge serve on SQLite vs a bare ceiling")
+    ingest.add_argument("--seconds", type=float, default=10.0, help="load duration per measurement")
+    ingest.add_argument("--concurrency", type=int, default=16)
+    ingest.add_argument("--grow", type=int, default=0, metavar="N", help="measure again with N finished records")
+    ingest.set_defaults(run=lambda a: run_ingest(seconds=a.seconds, concurrency=a.concurrency, grow=a.grow))
+    calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
+    calls.add_argument("--burst", type=int, default=100)
+    calls.set_defaults(run=lambda a: run_calls(burst=a.burst))
+    args = parser.parse_args(argv)
+    figures: dict[str, Any] = args.run(args)
+    width = max(len(k) for k in figures)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

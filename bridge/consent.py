@@ -1,0 +1,128 @@
+"""Whether a text may go out now: the one decision point, checked on the fresh read of the ticket
+before every send (outbound message, API and CLI alike, first attempts and retries alike).
+
+Three things can stop it, in this order:
+
+1. consent fields on the ticket (``[consent] block_if_true``, e.g. ``Contact.DoNotCall``: a text is a
+   call), read with the ticket in the same query;
+2. the bridge's opt-out list (:mod:`bridge.optouts`), by the number in E.164;
+3. the recipient's send window (``BRIDGE_SEND_WINDOW``, in the recipient's local time): outside it
+   the send is *held* until the window opens, then checked again from the start.
+
+A block or a hold never reaches CCAI. :func:`decide` is pure; :class:`ConsentCheck` adds the one
+store lookup it needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bridge import send_window
+from bridge.crm import Ticket
+from bridge.optouts import OptOut, OptOutList
+from bridge.send_window import Window
+
+# How the ticket's consent fields read in a reason; other fields are named by their API name.
+FIELD_WORDS = {
+    "Contact.DoNotCall": "the Contact is marked Do Not Call",
+    "Contact.HasOptedOutOfEmail": "the Contact has opted out of email",
+}
+
+
+@dataclass(frozen=True)
+class Allow:
+    window_ignored: bool = False
+
+
+@dataclass(frozen=True)
+class Block:
+    """Never sent: ``opted_out`` (no consent), or ``failed`` (the window can never be met)."""
+
+    status: Literal["opted_out", "failed"]
+    reason: str
+    from_list: bool = False  # the bridge's opt-out list blocked it (the CRM may not know yet)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Held until ``until`` (seconds since the epoch), when the recipient's window opens."""
+
+    until: float
+    reason: str
+
+
+Verdict = Allow | Block | Hold
+
+
+@dataclass(frozen=True)
+class WindowRules:
+    """The send window settings: the default, per-state overrides, and how to find the recipient's zone."""
+
+    default: Window | None
+    states: Mapping[str, Window | None]
+    default_zone: str = "America/New_York"
+    timezone_field: str = ""
+
+
+def decide(
+    ticket: Ticket,
+    number: str,
+    *,
+    now: float,
+    block_if_true: Sequence[str],
+    opted_out: OptOut | None,
+    rules: WindowRules,
+    ignore_window: bool = False,
+) -> Verdict:
+    """The verdict for texting ``number`` (E.164) about ``ticket`` at ``now``."""
+    for field in block_if_true:
+        if _true(ticket.get(field)):
+            return Block("opted_out", f"Not sent: {FIELD_WORDS.get(field, f'the Case field {field} is true')}.")
+    if opted_out is not None:
+        return Block("opted_out", f"Not sent: {opted_out.describe()}.", from_list=True)
+    if ignore_window:
+        return Allow(window_ignored=rules.default is not None)
+    window = send_window.window_for(send_window.state_for_number(number), rules.default, rules.states)
+    if window is None:
+        return Allow()
+    field_zone = send_window.timezone_from_field(ticket.get(rules.timezone_field)) if rules.timezone_field else None
+    zones = send_window.recipient_zones(number, field_zone=field_zone, default=rules.default_zone)
+    decision = send_window.decide(dt.datetime.fromtimestamp(now, tz=dt.UTC), window, zones)
+    if decision.open:
+        return Allow()
+    if decision.opens_at is None:
+        return Block("failed", decision.reason or f"The send window {window} can never be met for this number.")
+    return Hold(until=decision.opens_at.timestamp(), reason=decision.reason or f"Scheduled (send window {window}).")
+
+
+class ConsentCheck:
+    """:func:`decide` with the opt-out lookup it needs."""
+
+    def __init__(self, *, opt_outs: OptOutList, block_if_true: Sequence[str], rules: WindowRules) -> None:
+        self._opt_outs = opt_outs
+        self._block_if_true = tuple(block_if_true)
+        self._rules = rules
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The ticket fields the check reads (selected with the ticket, in the same query)."""
+        extra = (self._rules.timezone_field,) if self._rules.timezone_field else ()
+        return (*self._block_if_true, *extra)
+
+    def check(self, ticket: Ticket, number: str, *, now: float, ignore_window: bool = False) -> Verdict:
+        return decide(
+            ticket,
+            number,
+            now=now,
+            block_if_true=self._block_if_true,
+            opted_out=self._opt_outs.get(number),
+            rules=self._rules,
+            ignore_window=ignore_window,
+        )
+
+
+def _true(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")

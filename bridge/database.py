@@ -1,0 +1,177 @@
+"""The database: engine, transactions, the clock every lease is measured with, and migrations.
+
+SQLite by default (one file, WAL, fsync on commit); PostgreSQL when ``DATABASE_URL`` says so.
+Calls are synchronous; async code runs them in a worker thread. SQLAlchemy's errors are
+translated here and nowhere else: an outage becomes :class:`StoreUnavailable` (try again later,
+never ack), a refusal of the data itself :class:`StoreRejected` (retrying cannot help).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+    SQLAlchemyError,
+    StatementError,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from bridge._schema import LATEST_VERSION, MIGRATIONS, current_version, schema_version
+from bridge.errors import ConfigError, StoreRejected, StoreUnavailable
+
+Clock = Callable[[], float]
+
+# PostgreSQL refuses these whatever the server's state: the statement or its data is at fault.
+_PERMANENT = (DataError, IntegrityError, ProgrammingError, NotSupportedError)
+
+
+def engine_for(url: str) -> Engine:
+    """Create the engine for a ``DATABASE_URL`` (accepts Heroku's ``postgres://`` spelling)."""
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://") :]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:") and not url.startswith("sqlite:///") and url != "sqlite://":
+        raise ConfigError(
+            f"DATABASE_URL {url!r} is not a SQLite URL SQLAlchemy understands: write sqlite:/// followed by "
+            "the file's path (sqlite:///bridge.db, or sqlite:////absolute/path.db)."
+        )
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _tune_sqlite(engine)
+        return engine
+    if url.startswith("postgresql+psycopg://"):
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        _tune_postgres(engine)
+        return engine
+    raise ConfigError(f"DATABASE_URL must be a sqlite:/// or postgresql:// URL, not {url.split(':', 1)[0]}:...")
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE itself: claims then take the write
+        # lock up front instead of failing to upgrade a read lock half-way through.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit (and so an ack) survives power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _tune_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # An ack promises the event is on disk. A role or database may set synchronous_commit off
+        # (commits then return before they are durable), so the bridge asks for it explicitly.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO on")
+        dbapi_connection.commit()
+
+
+class Database:
+    """One database: its engine, transactions and clock.
+
+    Times stored by the bridge come from :meth:`now`: PostgreSQL's ``clock_timestamp()`` when it
+    is PostgreSQL (every host then measures leases and pacing on one clock, whatever its own clock
+    says), this host's clock for SQLite (one host by construction). Tests pass ``clock``.
+    """
+
+    def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._clock = clock
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> Database:
+        return cls(engine_for(url), clock=clock)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One transaction; database errors leave as :class:`StoreUnavailable` or :class:`StoreRejected`."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except (DBAPIError, SQLAlchemyError) as exc:
+            raise translate(exc) from exc
+
+    def now(self, connection: Connection) -> float:
+        """Seconds since the epoch by the clock all processes share (see the class docstring)."""
+        if self._clock is not None:
+            return self._clock()
+        if self.postgres:
+            return float(connection.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+        return time.time()
+
+    def insert(self, table: Table) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT."""
+        return (pg_insert if self.postgres else sqlite_insert)(table)
+
+    def lock(self, connection: Connection, key: str) -> None:
+        """Serialise transactions on ``key`` until this one ends (PostgreSQL; SQLite's BEGIN
+        IMMEDIATE already serialises every writing transaction)."""
+        if self.postgres:
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Bring the schema to the latest version; safe to run repeatedly and concurrently."""
+        with self.tx() as connection:
+            self.lock(connection, "bridge:migrate")
+            version = current_version(connection)
+            for number, step in MIGRATIONS:
+                if number > version:
+                    step(connection, self.postgres)
+                    connection.execute(insert(schema_version).values(version=number, applied_at=self.now(connection)))
+        return LATEST_VERSION
+
+    def schema_version(self) -> int:
+        with self.tx() as connection:
+            return current_version(connection, create=False)
+
+    def ping(self) -> None:
+        with self.tx() as connection:
+            connection.execute(select(1))
+
+
+def translate(exc: Exception) -> StoreUnavailable | StoreRejected:
+    """Outage or refusal? Only errors that another attempt could cure count as an outage."""
+    original = getattr(exc, "orig", None)
+    if isinstance(exc, _PERMANENT):
+        return StoreRejected(f"The store refused the data ({type(exc).__name__}: {_first_line(original)}).")
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        # Raised before the database saw anything (a value the driver cannot encode).
+        return StoreRejected(f"The store refused the data ({type(original or exc).__name__}).")
+    return StoreUnavailable(f"The store is unavailable ({type(exc).__name__}{_cause(original)}).")
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0][:200] if error is not None and str(error).strip() else "no detail"
+
+
+def _cause(original: object) -> str:
+    if original is None:
+        return ""
+    detail = _first_line(original)
+    return f": {detail}" if detail != "no detail" else ""

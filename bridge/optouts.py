@@ -1,0 +1,81 @@
+"""The bridge's opt-out list: numbers that must never be texted, whatever ticket they come from.
+
+Fed by the API (a Flow recording "customer said stop"), operators (``bridge opt-outs``) and CCAI
+itself (a send refused because the consumer opted out). Numbers are kept in E.164, so any format of
+the same number matches; the list is never purged by the retention period, and removing a number
+is always an explicit act.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+
+from bridge._schema import opt_outs
+from bridge.database import Database
+from bridge.phones import mask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptOut:
+    number: str
+    source: str
+    note: str | None
+    created_at: float
+
+    @property
+    def masked(self) -> str:
+        return mask(self.number)
+
+    def describe(self) -> str:
+        """Why a send is blocked: "the number is on the opt-out list since 2026-11-02 (agent: said stop)"."""
+        since = dt.datetime.fromtimestamp(self.created_at, tz=dt.UTC).date().isoformat()
+        detail = f"{self.source}: {self.note}" if self.note else self.source
+        return f"the number is on the opt-out list since {since} ({detail})"
+
+
+class OptOutList:
+    """Reads and writes the ``opt_outs`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, number: str, *, source: str, note: str | None = None) -> bool:
+        """Record an opt-out; False when the number was already on the list (the first record stays)."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            statement = (
+                self._db.insert(opt_outs)
+                .values(number=number, source=source[:64], note=note, created_at=now)
+                .on_conflict_do_nothing(index_elements=["number"])
+            )
+            added = connection.execute(statement).rowcount == 1
+        if added:
+            logger.info("Number %s added to the opt-out list (%s)", mask(number), source)
+        return added
+
+    def remove(self, number: str, *, by: str) -> bool:
+        with self._db.tx() as connection:
+            removed = connection.execute(delete(opt_outs).where(opt_outs.c.number == number)).rowcount == 1
+        if removed:
+            logger.warning("Number %s removed from the opt-out list by %s", mask(number), by)
+        return removed
+
+    def get(self, number: str) -> OptOut | None:
+        with self._db.tx() as connection:
+            row = connection.execute(select(opt_outs).where(opt_outs.c.number == number)).first()
+        return OptOut(row.number, row.source, row.note, row.created_at) if row else None
+
+    def page(self, *, limit: int = 50, offset: int = 0) -> tuple[list[OptOut], int]:
+        """Up to ``limit`` entries, newest first, skipping ``offset``; and the total count. (Paged by
+        position, so that no number ever appears in a URL.)"""
+        query = select(opt_outs).order_by(opt_outs.c.created_at.desc(), opt_outs.c.number).limit(limit).offset(offset)
+        with self._db.tx() as connection:
+            rows = connection.execute(query).all()
+            total = int(connection.execute(select(func.count()).select_from(opt_outs)).scalar_one())
+        return [OptOut(r.number, r.source, r.note, r.created_at) for r in rows], total

@@ -1,0 +1,119 @@
+"""What a send for a ticket would do right now, without sending: for the agent's "Send SMS" action.
+
+It reads the ticket fresh and applies the same mapping and the same consent and send-window check
+as the send step, so what the agent is shown is what would happen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from bridge import send_window
+from bridge.consent import Block, ConsentCheck, WindowRules
+from bridge.crm import CRMGateway
+from bridge.errors import NotFound
+from bridge.mapping import TicketMapper
+from bridge.model import Outcome
+from bridge.phones import mask
+from bridge.segments import SegmentCount, count_segments
+
+
+@dataclass(frozen=True)
+class WindowState:
+    open: bool
+    window: str
+    time_zone: str
+    local_time: str
+    opens_at: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Preview:
+    ticket_id: str
+    end_user_number: str | None  # masked
+    message: str | None
+    segments: SegmentCount | None
+    max_segments: int
+    blocked: tuple[str, str] | None  # (status, reason) when it cannot be sent at all
+    window: WindowState | None  # None when no send window applies
+
+    @property
+    def can_send(self) -> bool:
+        return self.blocked is None and self.message is not None
+
+
+class Previewer:
+    def __init__(
+        self,
+        *,
+        gateway: CRMGateway,
+        mapper: TicketMapper,
+        consent: ConsentCheck,
+        rules: WindowRules,
+        max_segments: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._gateway = gateway
+        self._mapper = mapper
+        self._consent = consent
+        self._rules = rules
+        self._max_segments = max_segments
+        self._clock = clock
+
+    def preview(self, ticket_id: str) -> Preview:
+        """Synchronous (it reads the CRM): run it in a worker thread."""
+        tickets = self._gateway.read_tickets([ticket_id], (*self._mapper.fields, *self._consent.fields))
+        ticket = tickets.get(ticket_id)
+        if ticket is None:
+            raise NotFound(f"Case {ticket_id} was not found in Salesforce (or is not visible to the bridge's user).")
+        number = self._mapper.number(ticket)
+        message = self._mapper.message(ticket)
+        text = message if isinstance(message, str) else None
+        base = Preview(
+            ticket_id=ticket_id,
+            end_user_number=None if isinstance(number, Outcome) else mask(number),
+            message=text,
+            segments=count_segments(text) if text is not None else None,
+            max_segments=self._max_segments,
+            blocked=None,
+            window=None,
+        )
+        if isinstance(number, Outcome):
+            return _blocked(base, number.status, number.reason)
+        now = self._clock()
+        verdict = self._consent.check(ticket, number, now=now)
+        zone_field = ticket.get(self._rules.timezone_field) if self._rules.timezone_field else None
+        base = replace(base, window=self._window(zone_field, number, now))
+        if isinstance(verdict, Block):
+            return _blocked(base, verdict.status, verdict.reason)
+        if isinstance(message, Outcome):
+            return _blocked(base, message.status, message.reason)
+        # Allowed, or held: a held send can still be asked for (it goes out when the window opens).
+        return base
+
+    def _window(self, field_value: object, number: str, now: float) -> WindowState | None:
+        window = send_window.window_for(send_window.state_for_number(number), self._rules.default, self._rules.states)
+        if window is None:
+            return None
+        field_zone = send_window.timezone_from_field(field_value) if field_value else None
+        zones = send_window.recipient_zones(number, field_zone=field_zone, default=self._rules.default_zone)
+        moment = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+        decision = send_window.decide(moment, window, zones)
+        zone = decision.zone or zones[0]
+        local = moment.astimezone(send_window.zone_info(zone))
+        return WindowState(
+            open=decision.open,
+            window=str(window),
+            time_zone=zone,
+            local_time=local.strftime("%H:%M"),
+            opens_at=decision.opens_at.timestamp() if decision.opens_at else None,
+            reason=decision.reason,
+        )
+
+
+def _blocked(preview: Preview, status: str, reason: str | None) -> Preview:
+    return replace(preview, blocked=(status, reason or "It cannot be sent."))

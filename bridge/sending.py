@@ -1,0 +1,344 @@
+"""The send step: claim → settle what needs no SMS → look up lost answers → loop guard → read the
+tickets → map → consent and send window → pace → send → record.
+
+Everything it learns goes to the store before it moves on, so a crash anywhere resumes from there.
+The one step that cannot be made atomic is the CCAI request itself: the send is flagged *inflight*
+just before it leaves, and a send found still flagged after its worker died is treated as
+possibly delivered (see :mod:`bridge.policy`). What to do after each step is decided by
+:mod:`bridge.policy`; this module carries it out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+
+from bridge import _backoff, policy
+from bridge.ccai import CCAIClient
+from bridge.consent import Block, ConsentCheck, Hold
+from bridge.crm import CRMGateway, Ticket
+from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreUnavailable
+from bridge.logs import about_send
+from bridge.mapping import TicketMapper
+from bridge.metrics import Metrics
+from bridge.model import Chat, ClaimedSend, Outcome, SmsRequest
+from bridge.optouts import OptOutList
+from bridge.phones import mask
+from bridge.segments import count_segments
+from bridge.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    batch_size: int
+    lease_seconds: float
+    loop_guard_seconds: float
+    max_concurrency: int
+    create_task: bool
+    ccai_deadline: float
+
+
+class SendStep:
+    """One batch of sends per :meth:`run_batch`."""
+
+    def __init__(
+        self,
+        *,
+        owner: str,
+        store: Store,
+        gateway: CRMGateway,
+        ccai: CCAIClient,
+        mapper: TicketMapper,
+        consent: ConsentCheck,
+        opt_outs: OptOutList,
+        limits: policy.Limits,
+        options: SendOptions,
+        stopping: Callable[[], bool],
+        metrics: Metrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._owner = owner
+        self._store = store
+        self._gateway = gateway
+        self._ccai = ccai
+        self._mapper = mapper
+        self._consent = consent
+        self._opt_outs = opt_outs
+        self._limits = limits
+        self._options = options
+        self._stopping = stopping
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+
+    async def run_batch(self) -> int:
+        options = self._options
+        claimed = await anyio.to_thread.run_sync(
+            lambda: self._store.claim_sends(self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds)
+        )
+        to_guard: list[ClaimedSend] = []
+        for job in claimed:
+            with about_send(job.id):
+                ready = await self._before_sending(job)
+            if ready is not None:
+                to_guard.append(ready)
+        to_read = [job for job in to_guard if await self._passes_loop_guard(job)]
+        if to_read:
+            await self._read_map_and_send(to_read)
+        return len(claimed)
+
+    # -- before anything is sent --------------------------------------------------------------
+
+    async def _before_sending(self, job: ClaimedSend) -> ClaimedSend | None:
+        """Stop runaway sends, and resolve a possibly delivered send by looking its chat up."""
+        decision = policy.on_claim(job, self._limits)
+        if isinstance(decision, policy.Finish):
+            await self._finish(job, decision)
+            return None
+        if isinstance(decision, policy.Proceed):
+            return job
+        try:
+            found = await self._look_up(job)
+        except CCAIUnavailable as exc:
+            failed = policy.after_lookup(exc, job, self._limits, rng=self._rng)
+            assert not isinstance(failed, policy.Proceed), "a failed lookup never leads to sending"
+            await self._apply(job, failed)
+            return None
+        if found is None:
+            # The whole list was read and holds no chat for the earlier attempts: nothing reached the customer.
+            if not await anyio.to_thread.run_sync(lambda: self._store.confirm_not_sent(job.id, token=job.token)):
+                return None
+            job = dataclasses.replace(job, may_have_sent=False)
+        after = policy.after_lookup(found, job, self._limits, rng=self._rng)
+        if isinstance(after, policy.Proceed):
+            logger.info("Send %s: no chat found for the earlier unanswered attempt; sending it", job.id)
+            return job
+        if found is not None:
+            logger.info("Send %s: chat %s found in CCAI after a lost answer; not sent again", job.id, found.id)
+        await self._apply(job, after)
+        return None
+
+    async def _look_up(self, job: ClaimedSend) -> Chat | None:
+        since = job.ambiguous_since or job.first_attempt_at
+        assert since is not None, "a possibly delivered send has had an attempt"
+        chats = await self._ccai.find_chats(ticket_id=job.ticket_id, since=since)
+        # A chat already recorded for another send of the same ticket is that send's, not this one's.
+        known = await anyio.to_thread.run_sync(self._store.known_chat_ids, [c.id for c in chats])
+        return next((chat for chat in chats if chat.id not in known), None)
+
+    async def _passes_loop_guard(self, job: ClaimedSend) -> bool:
+        if job.first_attempt_at is not None:
+            return True  # a retry: the guard let it through on its first attempt
+        # The guard is for events Salesforce fires; a person's explicit send is not a loop.
+        cooldown = self._options.loop_guard_seconds if job.source == "outbound_message" else 0.0
+        recent = await anyio.to_thread.run_sync(
+            lambda: self._store.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=cooldown)
+        )
+        if recent is None:
+            return True
+        minutes = math.ceil(self._options.loop_guard_seconds / 60)
+        reason = (
+            f"Suppressed: send {recent} for this Case was under way or texted the customer less than {minutes} "
+            "minute(s) ago, so this event (often fired by the bridge's own update of the Case) is not texted again."
+        )
+        # Writing this back would update the Case and could fire the rule once more.
+        await self._finish(job, policy.Finish("suppressed", reason, write_back=False))
+        return False
+
+    # -- read, map, send ----------------------------------------------------------------------
+
+    async def _read_map_and_send(self, jobs: list[ClaimedSend]) -> None:
+        tickets = await self._read_tickets(jobs)
+        if tickets is None:
+            return
+        ready: list[tuple[ClaimedSend, SmsRequest]] = []
+        for job in jobs:
+            ticket = tickets.get(job.ticket_id)
+            if ticket is None:
+                reason = "The Case was not found in Salesforce (deleted, or not visible to the bridge's user)."
+                await self._finish(job, policy.settle("failed", reason, job, write_back=False))
+                continue
+            mapped = self._mapper.map(ticket, job.overrides)
+            if isinstance(mapped, Outcome):
+                decision = policy.settle(mapped.status, mapped.reason, job)
+                await self._finish(job, decision, hint=mapped.end_user_hint)
+            elif await self._allowed(job, ticket, mapped):
+                ready.append((job, mapped))
+        limit = anyio.CapacityLimiter(self._options.max_concurrency)
+        async with anyio.create_task_group() as group:
+            for job, request in ready:
+                group.start_soon(self._send_guarded, limit, job, request)
+
+    async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest) -> bool:
+        """The consent and send-window check, on this fresh read of the ticket, for every attempt."""
+        # Only a person's explicit send may override the window (an agent answering a customer who
+        # just wrote); an event Salesforce fired never can.
+        ignore = job.source != "outbound_message" and job.overrides.get("send_window") == "ignore"
+        verdict = await anyio.to_thread.run_sync(
+            lambda: self._consent.check(ticket, request.end_user_number, now=job.claimed_at, ignore_window=ignore)
+        )
+        hint = mask(request.end_user_number)
+        if isinstance(verdict, Block):
+            decision = policy.settle(verdict.status, verdict.reason, job)
+            await self._finish(job, decision, hint=hint, opt_out_learned=verdict.from_list)
+            return False
+        if isinstance(verdict, Hold):
+            held = await anyio.to_thread.run_sync(
+                lambda: self._store.hold(job.id, token=job.token, until=verdict.until, reason=verdict.reason, hint=hint)
+            )
+            if held:
+                logger.info("Send %s for ticket %s held: %s", job.id, job.ticket_id, verdict.reason)
+            return False
+        if verdict.window_ignored:
+            logger.info("Send %s: the send window was ignored, as the agent's request asked", job.id)
+        return True
+
+    async def _read_tickets(self, jobs: Sequence[ClaimedSend]) -> dict[str, Ticket] | None:
+        ids = sorted({job.ticket_id for job in jobs})
+        fields = (*self._mapper.fields, *self._consent.fields)
+        try:
+            return await anyio.to_thread.run_sync(lambda: self._gateway.read_tickets(ids, fields))
+        except CRMError as exc:
+            logger.warning("Reading %d Case(s) failed: %s", len(ids), exc)
+            # One delay for the whole batch, so that the retry is again a single query.
+            wait = _backoff.delay(min(j.retrying_for for j in jobs), rng=self._rng)
+            for job in jobs:
+                with about_send(job.id):
+                    await self._apply(job, policy.after_read_failure(exc, job, self._limits, wait=wait))
+        return None
+
+    async def _send_guarded(self, limit: anyio.CapacityLimiter, job: ClaimedSend, request: SmsRequest) -> None:
+        """One send; a failure of this send never cancels the others of its batch."""
+        async with limit:
+            with about_send(job.id):  # this task's log lines carry the send id
+                state = _Attempt()
+                try:
+                    await self._send_one(job, request, state)
+                except StoreUnavailable as exc:
+                    # Its lease runs out and it is taken up again, following the lost-answer rule.
+                    logger.warning("Send %s could not be recorded (%s); it will be taken up again", job.id, exc)
+                except Exception:
+                    logger.exception("Send %s failed unexpectedly", job.id)
+                    reason = "The bridge hit an internal error while sending (see its log)."
+                    job = dataclasses.replace(job, may_have_sent=job.may_have_sent or state.departed)
+                    await self._finish(job, policy.settle("failed", reason, job), request=request)
+
+    async def _send_one(self, job: ClaimedSend, request: SmsRequest, state: _Attempt) -> None:
+        if self._stopping():
+            return  # given back to the queue when the worker stops
+        await self._ccai.wait_for_slot()
+        if self._stopping():
+            return
+        lease = max(self._options.lease_seconds, self._options.ccai_deadline + 5.0)
+        marked = await anyio.to_thread.run_sync(
+            lambda: self._store.mark_inflight(job.id, token=job.token, lease_seconds=lease)
+        )
+        if not marked:
+            logger.warning("Send %s was taken over by another worker; not sending it from here", job.id)
+            return
+        state.departed = True
+        result: Chat | CCAIError
+        try:
+            result = await self._ccai.send(request, paced=False)
+        except CCAIError as exc:
+            result = exc
+        await self._apply(job, policy.after_send(result, job, self._limits, rng=self._rng), request=request)
+
+    # -- recording ----------------------------------------------------------------------------
+
+    async def _apply(
+        self, job: ClaimedSend, decision: policy.Finish | policy.Retry, *, request: SmsRequest | None = None
+    ) -> None:
+        if isinstance(decision, policy.Finish):
+            await self._finish(job, decision, request=request)
+            return
+        cause = "ccai_throttled" if decision.refund else "unavailable"
+        self._metrics.retries.labels(cause).inc()
+        logger.info("Send %s will be retried in %.0f s: %s", job.id, decision.delay, decision.reason)
+        await anyio.to_thread.run_sync(
+            lambda: self._store.requeue(
+                job.id,
+                token=job.token,
+                delay=decision.delay,
+                reason=decision.reason,
+                may_have_sent=decision.may_have_sent,
+                ambiguous=decision.ambiguous,
+                refund=decision.refund,
+            )
+        )
+
+    async def _finish(
+        self,
+        job: ClaimedSend,
+        decision: policy.Finish,
+        *,
+        request: SmsRequest | None = None,
+        hint: str | None = None,
+        opt_out_learned: bool = False,
+    ) -> None:
+        reason = decision.reason
+        if request is not None and reason is not None and "active sms session" in reason.lower():
+            reason = await self._name_the_live_chat(job, reason)
+        if request is not None and decision.status == "opted_out":
+            # CCAI refused because the consumer opted out: no ticket may text this number again.
+            await anyio.to_thread.run_sync(
+                lambda: self._opt_outs.add(request.end_user_number, source="ccai", note=reason)
+            )
+            opt_out_learned = True
+        outcome = Outcome(
+            status=decision.status,
+            reason=reason,
+            chat_id=decision.chat_id,
+            message=request.message if request is not None else None,
+            end_user_hint=mask(request.end_user_number) if request is not None else hint,
+            write_back=decision.write_back,
+            segments=count_segments(request.message).segments if request is not None else None,
+            opt_out_learned=opt_out_learned,
+        )
+        recorded = await self._record(job, outcome)
+        if recorded:
+            self._metrics.sends_finished.labels(outcome.status).inc()
+            detail = (
+                f": {outcome.reason}" if outcome.reason else f" (chat {outcome.chat_id})" if outcome.chat_id else ""
+            )
+            logger.info("Send %s for ticket %s finished %s%s", job.id, job.ticket_id, outcome.status, detail)
+        else:
+            logger.warning("Send %s was taken over by another worker before its outcome was recorded", job.id)
+
+    async def _record(self, job: ClaimedSend, outcome: Outcome) -> bool:
+        """Record the outcome, through store outages: an SMS may already be out, and leaving it
+        unrecorded would have it taken up again as possibly delivered. Only a stopping worker
+        gives up (its lease then runs out and the lost-answer rule applies)."""
+        delay = 0.5
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(
+                    lambda: self._store.finish(job.id, outcome, token=job.token, create_task=self._options.create_task)
+                )
+            except StoreUnavailable:
+                if self._stopping():
+                    raise
+                logger.warning("Store unavailable while recording send %s; trying again", job.id)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _name_the_live_chat(self, job: ClaimedSend, reason: str) -> str:
+        latest = await anyio.to_thread.run_sync(lambda: self._store.latest_chat(job.ticket_id, exclude=job.id))
+        if latest is None:
+            return reason
+        return (
+            f"{reason} The customer is most likely still in chat {latest[0]}, which this bridge started for the Case."
+        )
+
+
+@dataclass
+class _Attempt:
+    departed: bool = False

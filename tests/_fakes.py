@@ -1,0 +1,69 @@
+"""An in-memory CRM for in-process worker tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.crm import Note, Ticket, TicketUpdate, WriteResult
+
+
+@dataclass
+class FakeGateway:
+    """Implements :class:`bridge.crm.CRMGateway` in memory. ``failures`` makes the next reads raise,
+    ``write_failures`` the next writes; ``record_errors`` refuses the updates of these tickets;
+    ``lose_write_answers`` performs the next writes but raises as if their answer was lost."""
+
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    updates: list[TicketUpdate] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    reads: int = 0
+    writes: int = 0
+    failures: list[Exception] = field(default_factory=list)
+    write_failures: list[Exception] = field(default_factory=list)
+    lose_write_answers: list[Exception] = field(default_factory=list)
+    record_errors: dict[str, WriteResult] = field(default_factory=dict)
+    closed: bool = False
+
+    def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
+        self.reads += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return {i: self._ticket(i) for i in ids if i in self.cases}
+
+    def _ticket(self, case_id: str) -> Ticket:
+        values = self.cases[case_id]
+        owner = values.get("Owner.Email") if values.get("Owner.Type") == "User" else None
+        return Ticket(id=case_id, fields=dict(values), owner_email=owner)
+
+    def write_outcomes(
+        self, updates: Sequence[TicketUpdate], notes: Sequence[Note]
+    ) -> tuple[list[WriteResult], list[WriteResult]]:
+        self.writes += 1
+        if self.write_failures:
+            raise self.write_failures.pop(0)
+        results = []
+        for update in updates:
+            error = self.record_errors.get(update.ticket_id)
+            if error is None:
+                self.updates.append(update)
+            results.append(error or WriteResult(ok=True))
+        self.notes.extend(notes)
+        if self.lose_write_answers:
+            raise self.lose_write_answers.pop(0)
+        return results, [WriteResult(ok=True, ref=f"00T{i:015d}") for i, _ in enumerate(notes)]
+
+    def existing_notes(self, notes: Sequence[Note]) -> set[str]:
+        have = {(n.ticket_id, n.key) for n in self.notes}
+        return {n.key for n in notes if (n.ticket_id, n.key) in have}
+
+    def api_usage(self) -> tuple[int, int] | None:
+        return (self.reads, 100_000) if self.reads else None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def latest(self, case_id: str) -> TicketUpdate:
+        """The newest update written to this ticket."""
+        return [u for u in self.updates if u.ticket_id == case_id][-1]

@@ -1,0 +1,255 @@
+"""Real processes on 127.0.0.1 for the end-to-end suites: ``bridge sandbox`` (the simulated
+platforms, Salesforce over TLS) and ``bridge serve``/``bridge worker`` as a deployment runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.record_ids import to18
+from bridge.sandbox.servers import free_port
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).parents[1]
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class SandboxProcess:
+    """``bridge sandbox`` running in its own process: the simulated CCAI and Salesforce."""
+
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.info["ca_file"])
+
+    def _sf(self) -> httpx.Client:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        return httpx.Client(base_url=self.info["salesforce_url"], verify=context, timeout=10)
+
+    def ccai_state(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.info['ccai_url']}/_sandbox/state", timeout=10).json())
+
+    def ccai_control(self, **changes: Any) -> None:
+        httpx.post(f"{self.info['ccai_url']}/_sandbox/control", json=changes, timeout=10).raise_for_status()
+
+    def salesforce_state(self) -> dict[str, Any]:
+        with self._sf() as client:
+            return dict(client.get("/_sandbox/state").json())
+
+    def salesforce_control(self, **changes: Any) -> None:
+        with self._sf() as client:
+            client.post("/_sandbox/control", json=changes).raise_for_status()
+
+    def case(self, case_id: str) -> dict[str, Any]:
+        return dict(self.salesforce_state()["cases"][case_id])
+
+
+def python_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bridge", *args]
+
+
+def run_sandbox(directory: Path) -> Iterator[SandboxProcess]:
+    process = subprocess.Popen(
+        python_command("sandbox", "--dir", str(directory / "tls")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        handle = SandboxProcess(process=process, info=json.loads(process.stdout.readline()))
+        wait_for(lambda: _reachable(handle), what="the sandbox platforms")
+        yield handle
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _reachable(handle: SandboxProcess) -> bool:
+    try:
+        handle.ccai_state()
+        handle.salesforce_state()
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+@dataclass
+class BridgeProcess:
+    """``bridge serve`` in its own process, as a deployment runs it."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BridgeProcess:
+        self.port = free_port()
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            python_command("serve", "--host", "127.0.0.1", "--port", str(self.port)),
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._healthy, what="the bridge to answer /healthz")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"the bridge exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a crash."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def post_xml(self, body: bytes, *, token: str = "sandbox-webhook-token") -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/salesforce/outbound-message",
+            params={"token": token},
+            content=body,
+            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
+            timeout=30,
+        )
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+
+def bridge_environment(sandbox: SandboxProcess, directory: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_"))}
+    env.update({k.upper(): str(v) for k, v in sandbox.info["settings"].items()})
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{directory / 'bridge.db'}",
+            "BRIDGE_CONFIG": str(REPO / "config" / "bridge.toml"),
+            "BRIDGE_POLL_SECONDS": "0.2",
+            "BRIDGE_LEASE_SECONDS": "3",
+            "CCAI_TIMEOUT_SECONDS": "2",
+            "CCAI_RETRY_FOR_SECONDS": "20",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def statuses(sandbox: SandboxProcess, case_ids: list[str]) -> dict[str, Any]:
+    cases = sandbox.salesforce_state()["cases"]
+    return {case_id: cases[case_id].get("CCAI_SMS_Status__c") for case_id in case_ids}
+
+
+def all_written(sandbox: SandboxProcess, case_ids: list[str]) -> bool:
+    return all(statuses(sandbox, case_ids).values())
+
+
+def extra_cases(sandbox: SandboxProcess, count: int, *, start: int = 10) -> list[str]:
+    """Add Cases with distinct valid US mobiles to the simulated org."""
+    cases = [
+        {
+            "Id": to18(f"5005g00000E{start + i:04d}"),
+            "CaseNumber": f"0000{start + i:04d}",
+            "ContactMobile": f"+1 415-555-{100 + start + i:04d}",
+            "Owner.Type": "User",
+            "Owner.Email": "ana.agent@example.com",
+        }
+        for i in range(count)
+    ]
+    sandbox.salesforce_control(cases=cases)
+    return [c["Id"] for c in cases]
+
+
+def sms_per_case(sandbox: SandboxProcess) -> Counter[str]:
+    return Counter(sms["ticket_id"] for sms in sandbox.ccai_state()["accepted"])
+
+
+def assert_at_most_one_sms_each(sandbox: SandboxProcess) -> None:
+    counts = sms_per_case(sandbox)
+    assert not counts or max(counts.values()) == 1, counts.most_common(3)
+
+
+@dataclass
+class Cluster:
+    """One web process (no embedded worker) and any number of worker processes on one database."""
+
+    env: dict[str, str]
+    directory: Path
+    web: BridgeProcess | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_web(self) -> BridgeProcess:
+        self.web = BridgeProcess(
+            env={**self.env, "BRIDGE_EMBEDDED_WORKER": "false"}, log_path=self.directory / "web.log"
+        )
+        return self.web.start()
+
+    def start_worker(self, *, command: list[str] | None = None, **env: str) -> subprocess.Popen[bytes]:
+        """A ``bridge worker`` process (or ``command``, e.g. one whose clock is patched)."""
+        log = (self.directory / f"worker{len(self.workers)}.log").open("ab")
+        process = subprocess.Popen(
+            command or python_command("worker"), env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.workers.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.directory.glob("*.log")))
+
+    def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
