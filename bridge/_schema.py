@@ -145,6 +145,49 @@ opt_outs = Table(
 )
 
 
+# v6: the chats the bridge started, followed until they end (the chat sync), and what their
+# ticket must still be told.
+chats = Table(
+    "chats",
+    metadata,
+    Column("chat_id", Text, primary_key=True),
+    Column("send_id", Integer),
+    Column("ticket_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("status", String(40)),  # CCAI's own word, verbatim
+    Column("agent", Text),
+    Column("ended_at", Float),
+    Column("outcome", Text),
+    Column("replied", Boolean, nullable=False, default=False),
+    Column("no_reply", Boolean, nullable=False, default=False),
+    Column("ended", Boolean, nullable=False, default=False),
+    Column("ccai_updated_at", Float),  # CCAI's time of the state applied: older states are ignored
+    Column("synced_at", Float),
+    Column("task_ref", String(64)),  # the note created at send time, completed when the chat ends
+    Column("case_pending", Boolean, nullable=False, default=False),
+    Column("task_pending", Boolean, nullable=False, default=False),
+    Column("case_attempts", Integer, nullable=False, default=0),
+    Column("case_not_before", Float),
+    Column("case_lease_until", Float),
+    Column("case_error", Text),
+    Index("ix_chats_open", "ended", "created_at"),
+    Index("ix_chats_ticket", "ticket_id"),
+    Index("ix_chats_send", "send_id"),
+)
+
+# v6: session events CCAI pushed, kept (deduplicated on their id) before they are acted on.
+session_events = Table(
+    "session_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("received_at", Float, nullable=False),
+    Column("timestamp", Float),
+    Column("payload", Text, nullable=False),
+    Column("applied", Boolean, nullable=False, default=False),
+    Index("ix_session_events_applied", "applied", "timestamp"),
+)
+
+
 def _v1(connection: Connection, postgres: bool) -> None:
     metadata.create_all(connection, tables=[sends])
 
@@ -207,8 +250,22 @@ def _v5(connection: Connection, postgres: bool) -> None:
     metadata.create_all(connection, tables=[opt_outs])
 
 
+# v6: jobs exactly one process does at a time (the chat sync), by lease on the database's clock.
+singletons = Table(
+    "singletons",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("until", Float, nullable=False),
+)
+
+
+def _v6(connection: Connection, postgres: bool) -> None:
+    metadata.create_all(connection, tables=[chats, session_events, singletons])
+
+
 # Append only: each entry upgrades the schema from the previous version.
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -27,12 +27,14 @@ from bridge import logs
 from bridge._schema import LATEST_VERSION
 from bridge._secrets import matches_any
 from bridge.api import SendAPI
+from bridge.chats import ChatStore
 from bridge.errors import AuthenticationFailed, InboundError, StoreError
 from bridge.optout_api import OptOutAPI
 from bridge.optouts import OptOutList
 from bridge.preview_api import PreviewAPI
 from bridge.salesforce_om import OutboundMessageEndpoint
 from bridge.services import Services, build_services, drain_worker, start_worker
+from bridge.session_events import SessionEventsEndpoint
 from bridge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -118,12 +120,21 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         max_body_bytes=svc.max_body_bytes,
         metrics=svc.metrics,
     )
+    session_events = SessionEventsEndpoint(
+        chats=ChatStore(svc.store.db),
+        user=svc.session_events_user,
+        password=svc.session_events_password,
+        max_body_bytes=svc.max_body_bytes,
+        metrics=svc.metrics,
+        wake=wake,
+    )
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/salesforce/outbound-message", outbound, methods=["POST"]),
+            Route("/ccai/session-events", session_events, methods=["POST"]),
             Route("/api/v1/sends", api.create, methods=["POST"]),
             Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
             Route("/api/v1/previews", previews.preview, methods=["POST"]),
@@ -138,7 +149,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
 
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    return request.url.path.startswith(("/api/", "/ccai/"))
 
 
 async def refused(request: Request, exc: Exception) -> Response:

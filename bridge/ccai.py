@@ -153,12 +153,15 @@ class CCAIClient:
         self._metrics.ccai_lookups.labels("found" if found else "not_found").inc()
         return found
 
-    async def chat_pages(self, params: Mapping[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+    async def chat_pages(
+        self, params: Mapping[str, Any], *, max_pages: int = MAX_CHAT_PAGES, complete: bool = True
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """The Manager API's chat list, page by page (each a slot of the rate limit), following
-        ``Link: rel="next"`` on the same host only."""
+        ``Link: rel="next"`` on the same host only. Past ``max_pages`` it raises when the caller
+        needs the ``complete`` list (a lookup), and simply stops otherwise (the sync resumes later)."""
         url: str | None = f"{self._manager_url}/chats"
         query: Mapping[str, Any] | None = params
-        for _ in range(MAX_CHAT_PAGES):
+        for _ in range(max_pages):
             assert url is not None
             await self.wait_for_slot()
             response = await self._request("GET", url, params=query)
@@ -176,7 +179,8 @@ class CCAIClient:
             url, query = _next_page(response), None
             if url is None:
                 return
-        raise CCAIUnavailable(f"CCAI Platform's chat list has more than {MAX_CHAT_PAGES} pages.", reached=False)
+        if complete:
+            raise CCAIUnavailable(f"CCAI Platform's chat list has more than {max_pages} pages.", reached=False)
 
     async def _throttled(self, response: httpx.Response) -> None:
         pause = _retry_after(response)

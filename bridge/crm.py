@@ -51,6 +51,27 @@ class Note:
     subject: str
     body: str
     date: str  # ISO date (YYYY-MM-DD)
+    done: bool = True  # False: left open, to be completed when the chat ends
+
+
+@dataclass(frozen=True)
+class ChatUpdate:
+    """What a ticket shows about the chat its send started (None: CCAI has not said)."""
+
+    ticket_id: str
+    status: str | None
+    agent: str | None
+    ended_at: float | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class NoteCompletion:
+    """Complete the note created at send time (``ref`` is the id the CRM gave it), with ``body``."""
+
+    ref: str
+    key: str
+    body: str
 
 
 @dataclass(frozen=True)
@@ -79,8 +100,13 @@ class CRMGateway(Protocol):
     ) -> tuple[list[WriteResult], list[WriteResult]]:
         """Update tickets and add notes, in as few calls as the CRM allows; results in order."""
 
-    def existing_notes(self, notes: Sequence[Note]) -> set[str]:
-        """The keys of those notes that already exist on their tickets."""
+    def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
+        """Those notes that already exist on their tickets: their ids, by key."""
+
+    def write_chats(
+        self, updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]
+    ) -> tuple[list[WriteResult], list[WriteResult]]:
+        """Show chats' news on their tickets and complete their notes, in as few calls as possible."""
 
     def api_usage(self) -> tuple[int, int] | None:
         """The CRM's API calls used and allowed today, as last reported, if it reports them."""

@@ -59,6 +59,15 @@ class Metrics:
             ["operation", "result"],
             registry=r,
         )
+        self.chat_syncs = Counter(
+            "bridge_chat_syncs", "Chat sync polls, by outcome (ok, error)", ["outcome"], registry=r
+        )
+        self.chats_updated = Counter(
+            "bridge_chats_updated",
+            "Chats whose news changed what their ticket shows, by source",
+            ["source"],
+            registry=r,
+        )
         self.writeback_failures = Counter(
             "bridge_writeback_failures", "Write-back attempts that failed, by part", ["part"], registry=r
         )

@@ -53,8 +53,9 @@ class OptOutList:
                 self._db.insert(opt_outs)
                 .values(number=number, source=source[:64], note=note, created_at=now)
                 .on_conflict_do_nothing(index_elements=["number"])
+                .returning(opt_outs.c.number)
             )
-            added = connection.execute(statement).rowcount == 1
+            added = connection.execute(statement).first() is not None
         if added:
             logger.info("Number %s added to the opt-out list (%s)", mask(number), source)
         return added

@@ -9,6 +9,7 @@ exceptions and those of requests are translated here into :class:`~bridge.errors
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +20,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as LibraryError
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError
 
-from bridge.crm import Note, Ticket, TicketUpdate, WriteResult
+from bridge.crm import ChatUpdate, Note, NoteCompletion, Ticket, TicketUpdate, WriteResult
 from bridge.errors import CRMAuthError, CRMError, CRMRequestError, CRMUnavailable
 from bridge.metrics import Metrics
 from bridge.model import SendStatus
@@ -195,7 +196,7 @@ class SalesforceGateway:
         for start in range(0, max(len(updates), len(notes)), COLLECTION_LIMIT):
             chunk = updates[start : start + COLLECTION_LIMIT]
             case_records = [self._case_record(u) for u in chunk]
-            task_records = [_task_record(n) for n in notes[start : start + COLLECTION_LIMIT]]
+            task_records = [_task_record(n, self._fields) for n in notes[start : start + COLLECTION_LIMIT]]
             opt_outs = [u.ticket_id for u in chunk if u.opted_out] if self._opt_out_field else []
             # A composite request holds at most 25 subrequests: the two collections, then opt-outs in pairs.
             first, rest = opt_outs[:OPT_OUTS_PER_CALL], opt_outs[OPT_OUTS_PER_CALL:]
@@ -241,20 +242,65 @@ class SalesforceGateway:
             ]
         return subrequests
 
-    def existing_notes(self, notes: Sequence[Note]) -> set[str]:
-        """The keys of those notes that a Task on their Case already records (one SOQL query)."""
+    def write_chats(
+        self, updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]
+    ) -> tuple[list[WriteResult], list[WriteResult]]:
+        """Chat fields on the Cases and completed Tasks, in one composite call per 200 of each."""
+        case_results: list[WriteResult] = []
+        task_results: list[WriteResult] = []
+        config = self._fields
+        for start in range(0, max(len(updates), len(completions)), COLLECTION_LIMIT):
+            cases = [
+                {
+                    "attributes": {"type": "Case"},
+                    "id": to18(u.ticket_id),
+                    config.chat_status_field: u.status,
+                    config.chat_agent_field: u.agent,
+                    config.chat_ended_at_field: _datetime(u.ended_at),
+                    config.chat_outcome_field: u.outcome,
+                }
+                for u in updates[start : start + COLLECTION_LIMIT]
+            ]
+            tasks = [
+                {
+                    "attributes": {"type": "Task"},
+                    "id": c.ref,
+                    "Status": config.task_status_done,
+                    "Description": f"{c.body}\n\n{note_marker(c.key)}"[:32000],
+                }
+                for c in completions[start : start + COLLECTION_LIMIT]
+            ]
+            url = f"/services/data/v{self._api_version}/composite/sobjects"
+            subrequests = [
+                {
+                    "method": "PATCH",
+                    "url": url,
+                    "referenceId": reference,
+                    "body": {"allOrNone": False, "records": records},
+                    "httpHeaders": NO_AUTO_ASSIGN,
+                }
+                for reference, records in (("cases", cases), ("tasks", tasks))
+                if records
+            ]
+            parts = self._composite_call(subrequests)
+            case_results += _part_results(parts.get("cases"), len(cases))
+            task_results += _part_results(parts.get("tasks"), len(tasks))
+        return case_results, task_results
+
+    def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
+        """Those notes that a Task on their Case already records (one SOQL query): Task ids by key."""
         cases = sorted({to18(n.ticket_id) for n in notes})
         if not cases:
-            return set()
+            return {}
         soql = (
             "SELECT Id, WhatId, Description FROM Task "  # noqa: S608 - ids validated as above
             f"WHERE WhatId IN ({', '.join(repr(c) for c in cases)}) AND CreatedDate = LAST_N_DAYS:7"
         )
         result = self._call(lambda sf: sf.query_all(soql), action="look for Tasks already written")
-        found: set[str] = set()
+        found: dict[str, str] = {}
         for record in result.get("records", []):
             description = str(record.get("Description") or "")
-            found |= {n.key for n in notes if note_marker(n.key) in description}
+            found |= {n.key: str(record.get("Id")) for n in notes if note_marker(n.key) in description}
         return found
 
     def _case_record(self, update: TicketUpdate) -> dict[str, Any]:
@@ -285,6 +331,13 @@ class SalesforceGateway:
         ]
 
 
+def _datetime(timestamp: float | None) -> str | None:
+    """A DateTime field's value (ISO 8601, UTC)."""
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def _log_contact_writes(parts: Mapping[str, Any], case_ids: Sequence[str]) -> None:
     for index, case_id in enumerate(case_ids):
         part = parts.get(f"optout{index}") or {}
@@ -294,12 +347,12 @@ def _log_contact_writes(parts: Mapping[str, Any], case_ids: Sequence[str]) -> No
             logger.warning("Could not record the opt-out on the Contact of Case %s: %s", case_id, detail or "no answer")
 
 
-def _task_record(note: Note) -> dict[str, Any]:
+def _task_record(note: Note, config: WritebackConfig) -> dict[str, Any]:
     return {
         "attributes": {"type": "Task"},
         "WhatId": to18(note.ticket_id),
         "Subject": note.subject,
-        "Status": "Completed",
+        "Status": config.task_status_done if note.done else config.task_status_open,
         "Priority": "Normal",
         "ActivityDate": note.date,
         "Description": f"{note.body}\n\n{note_marker(note.key)}"[:32000],

@@ -18,6 +18,8 @@ import anyio.abc
 
 from bridge import policy
 from bridge.ccai import CCAIClient
+from bridge.chats import ChatStore
+from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
 from bridge.crm import CRMGateway, TicketIds
 from bridge.database import Database
@@ -82,6 +84,8 @@ class Services:
     max_segments: int = 10
     opt_outs: OptOutList | None = None
     previewer: Previewer | None = None
+    session_events_user: str = ""
+    session_events_password: str = ""
 
     async def aclose(self) -> None:
         if self.ccai is not None:
@@ -183,6 +187,7 @@ def build_worker(
     )
     writeback = Writeback(
         owner=worker.id,
+        follows_chats=settings.bridge_chat_sync_seconds > 0,
         metrics=metrics,
         store=store,
         gateway=gateway,
@@ -193,6 +198,23 @@ def build_worker(
     )
     worker.add_step(sending.run_batch)
     worker.add_step(writeback.run_batch)
+    worker.add_step(
+        ChatSync(
+            owner=worker.id,
+            chats=ChatStore(store.db),
+            board=board,
+            ccai=ccai,
+            gateway=gateway,
+            options=SyncOptions(
+                interval=settings.bridge_chat_sync_seconds,
+                follow_seconds=settings.bridge_chat_follow_days * 86400,
+                no_reply_seconds=settings.bridge_no_reply_hours * 3600,
+                lease_seconds=settings.bridge_lease_seconds,
+            ),
+            metrics=metrics,
+            rng=rng,
+        ).run_batch
+    )
     return worker
 
 
@@ -229,6 +251,8 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         max_segments=settings.message.max_segments,
         opt_outs=opt_outs,
         previewer=previewer,
+        session_events_user=settings.bridge_session_events_user,
+        session_events_password=settings.bridge_session_events_password.get_secret_value(),
     )
 
 

@@ -68,6 +68,9 @@ class WritebackConfig(BaseModel):
     create_task: bool = True
     task_subject_sent: str = "SMS sent via CCAI Platform"
     task_subject_not_sent: str = "SMS not sent via CCAI Platform"
+    # A sent SMS's Task stays open with this status while the chat is followed, then is completed.
+    task_status_open: str = "In Progress"
+    task_status_done: str = "Completed"
 
 
 class MessageConfig(BaseModel):
@@ -195,6 +198,11 @@ class Settings(BaseSettings):
     bridge_resend_possibly_delivered: ResendPolicy = "lookup"
     bridge_max_takeovers: int = Field(default=3, ge=1)
     bridge_unhealthy_after_seconds: float = Field(default=60.0, gt=0)
+    bridge_chat_sync_seconds: float = Field(default=60.0, ge=0)
+    bridge_chat_follow_days: float = Field(default=7.0, gt=0)
+    bridge_no_reply_hours: float = Field(default=24.0, ge=0)
+    bridge_session_events_user: str = ""
+    bridge_session_events_password: SecretStr = SecretStr("")
     bridge_send_window: str = "08:00-21:00"
     bridge_default_timezone: str = "America/New_York"
     bridge_poll_seconds: float = Field(default=1.0, gt=0)

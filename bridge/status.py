@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from bridge._schema import bridge_status, workers
+from bridge._schema import bridge_status, singletons, workers
 from bridge.database import Database
 
 # Workers beat every few seconds; one silent this long is gone (crashed, or cut off from the store).
@@ -89,6 +89,21 @@ class StatusBoard:
             for row in rows
         ]
         return found if include_stopped else [w for w in found if w.alive]
+
+    def take_lease(self, name: str, owner: str, *, seconds: float) -> bool:
+        """Hold ``name`` for ``seconds`` if it is free, expired or already ours: one process at a
+        time does the job the name stands for, and another takes over if the holder stops beating."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            statement = self._db.insert(singletons).values(name=name, owner=owner, until=now + seconds)
+            statement = statement.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"owner": owner, "until": now + seconds},
+                where=(singletons.c.owner == owner) | (singletons.c.until < now),
+            )
+            connection.execute(statement)
+            holder = connection.execute(select(singletons.c.owner).where(singletons.c.name == name)).scalar_one()
+        return bool(holder == owner)
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         with self._db.tx() as connection:

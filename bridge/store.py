@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, and_, case, delete, func, or_, select, update
 
 from bridge._schema import sends
+from bridge.chats import follow
 from bridge.database import Clock, Database
 from bridge.errors import StoreRejected
 from bridge.model import (
@@ -269,6 +270,7 @@ class Store:
                 .values(values)
             )
             if result.rowcount == 1:
+                self._follow(connection, send_id, outcome, now)
                 return True
             if outcome.status != "sent":
                 return False
@@ -279,12 +281,19 @@ class Store:
                 .values(values | {"lease_token": sends.c.lease_token + 1})
             )
             if late.rowcount == 1:
+                self._follow(connection, send_id, outcome, now)
                 logger.warning("Send %s: a success arrived after its lease passed to another worker; recorded", send_id)
                 return True
             logger.error(
                 "Send %s: CCAI confirmed chat %s, but another chat was already recorded", send_id, outcome.chat_id
             )
             return False
+
+    def _follow(self, connection: Connection, send_id: int, outcome: Outcome, now: float) -> None:
+        """A chat exists: follow it (the chat sync keeps its ticket current)."""
+        if outcome.status == "sent" and outcome.chat_id:
+            ticket = connection.execute(select(sends.c.ticket_id).where(sends.c.id == send_id)).scalar_one()
+            follow(connection, send_id=send_id, ticket_id=ticket, chat_id=outcome.chat_id, now=now)
 
     def requeue(
         self,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import anyio.to_thread
 
 from bridge import _backoff
+from bridge.chats import attach_task
 from bridge.crm import CRMGateway, Note, TicketUpdate, WriteResult
 from bridge.errors import CRMError, CRMRequestError
 from bridge.metrics import Metrics
@@ -51,7 +52,8 @@ def ticket_update(item: PendingWriteback, *, max_reason: int) -> TicketUpdate:
     )
 
 
-def note_for(item: PendingWriteback, config: WritebackConfig) -> Note:
+def note_for(item: PendingWriteback, config: WritebackConfig, *, follows_chats: bool = False) -> Note:
+    """The note recording a send. A sent SMS's note stays open while its chat is followed."""
     if item.status == "sent":
         subject = config.task_subject_sent
         body = f"Text sent to the customer:\n\n{item.message or '(not known: found in CCAI Platform)'}"
@@ -67,6 +69,7 @@ def note_for(item: PendingWriteback, config: WritebackConfig) -> Note:
         subject=subject[:255],
         body=body,
         date=dt.datetime.fromtimestamp(item.finished_at, tz=dt.UTC).date().isoformat(),
+        done=not (follows_chats and item.status == "sent" and item.chat_id is not None),
     )
 
 
@@ -83,9 +86,11 @@ class Writeback:
         lease_seconds: float,
         retry_for: float,
         metrics: Metrics,
+        follows_chats: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         self._owner = owner
+        self._follows_chats = follows_chats
         self._store = store
         self._gateway = gateway
         self._config = config
@@ -115,14 +120,18 @@ class Writeback:
         retryable failure if we cannot tell (they are never added blindly a second time)."""
         if not items:
             return {}
-        notes = [note_for(item, self._config) for item in items]
+        notes = [note_for(item, self._config, follows_chats=self._follows_chats) for item in items]
         try:
             found = await anyio.to_thread.run_sync(self._gateway.existing_notes, notes)
         except CRMError as exc:
             logger.warning("Could not check for notes already written (%s); trying later", exc)
             unknown = WriteResult(ok=False, retryable=True, message=str(exc))
             return {item.id: unknown for item in items}
-        return {item.id: WriteResult(ok=True) for item, note in zip(items, notes, strict=True) if note.key in found}
+        return {
+            item.id: WriteResult(ok=True, ref=found[note.key])
+            for item, note in zip(items, notes, strict=True)
+            if note.key in found
+        }
 
     async def _write(
         self, case_items: Sequence[PendingWriteback], task_items: Sequence[PendingWriteback]
@@ -131,7 +140,7 @@ class Writeback:
         if not case_items and not task_items:
             return {}, {}
         updates = [ticket_update(item, max_reason=self._config.error_max_length) for item in case_items]
-        notes = [note_for(item, self._config) for item in task_items]
+        notes = [note_for(item, self._config, follows_chats=self._follows_chats) for item in task_items]
         try:
             case_results, task_results = await anyio.to_thread.run_sync(self._gateway.write_outcomes, updates, notes)
         except CRMError as exc:
@@ -156,6 +165,8 @@ class Writeback:
                 self._metrics.writeback_failures.labels(part).inc()
                 if state == "failed":
                     logger.error("Write-back of send %s (%s) failed for good: %s", item.id, part, result.message)
+        if task is not None and task.ok and task.ref is not None and item.status == "sent":
+            attach_task(self._store.db, item.id, task.ref)  # completed when its chat ends
         retrying = "pending" in (case_state, task_state)
         self._store.record_writeback(
             item.id,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.crm import Note, Ticket, TicketUpdate, WriteResult
+from bridge.crm import ChatUpdate, Note, NoteCompletion, Ticket, TicketUpdate, WriteResult
 
 
 @dataclass
@@ -24,6 +24,9 @@ class FakeGateway:
     write_failures: list[Exception] = field(default_factory=list)
     lose_write_answers: list[Exception] = field(default_factory=list)
     record_errors: dict[str, WriteResult] = field(default_factory=dict)
+    chat_updates: list[ChatUpdate] = field(default_factory=list)
+    completions: list[NoteCompletion] = field(default_factory=list)
+    chat_failures: list[Exception] = field(default_factory=list)
     closed: bool = False
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
@@ -54,9 +57,19 @@ class FakeGateway:
             raise self.lose_write_answers.pop(0)
         return results, [WriteResult(ok=True, ref=f"00T{i:015d}") for i, _ in enumerate(notes)]
 
-    def existing_notes(self, notes: Sequence[Note]) -> set[str]:
-        have = {(n.ticket_id, n.key) for n in self.notes}
-        return {n.key for n in notes if (n.ticket_id, n.key) in have}
+    def write_chats(
+        self, updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]
+    ) -> tuple[list[WriteResult], list[WriteResult]]:
+        self.writes += 1
+        if self.chat_failures:
+            raise self.chat_failures.pop(0)
+        self.chat_updates.extend(updates)
+        self.completions.extend(completions)
+        return [WriteResult(ok=True) for _ in updates], [WriteResult(ok=True) for _ in completions]
+
+    def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
+        have = {(n.ticket_id, n.key): f"00T{i:015d}" for i, n in enumerate(self.notes)}
+        return {n.key: have[(n.ticket_id, n.key)] for n in notes if (n.ticket_id, n.key) in have}
 
     def api_usage(self) -> tuple[int, int] | None:
         return (self.reads, 100_000) if self.reads else None

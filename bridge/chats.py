@@ -1,0 +1,378 @@
+"""The chats the bridge started, followed through their life: what CCAI last said about each, and
+what the ticket must be told.
+
+A chat is followed from the moment its send is recorded as sent, until it ends or
+``BRIDGE_CHAT_FOLLOW_DAYS`` pass. CCAI's state reaches it by the chat sync's poll of the Manager
+API and by pushed session events; either way a state older than the one already applied (by CCAI's
+own ``updated_at``) is ignored, so the two can arrive in any order.
+
+CCAI's vocabulary is only partly documented, so parsing is lenient: status words are kept
+verbatim, unknown keys are ignored, and a field that is missing or malformed reads as unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, func, or_, select, update
+
+from bridge._schema import chats, sends, session_events
+from bridge.database import Database
+
+logger = logging.getLogger(__name__)
+
+# Words after which a chat will not change again (documented: finished; seen: failed).
+ENDED = frozenset({"finished", "failed", "ended", "closed", "canceled", "cancelled", "dismissed", "abandoned"})
+# Words CCAI is known to use; others are written verbatim and logged once.
+KNOWN = ENDED | {"selecting", "queued", "assigned", "in_progress", "active", "connected", "disconnected"}
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class ChatState:
+    """What CCAI says about one chat at ``updated_at`` (seconds since the epoch)."""
+
+    chat_id: str
+    status: str | None
+    updated_at: float
+    agent: str | None
+    ended_at: float | None
+    outcome: str | None
+    replied: bool | None  # None: CCAI did not say
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED or (self.ended_at is not None and self.ended_at <= self.updated_at)
+
+
+@dataclass(frozen=True)
+class ChatView:
+    """What the ticket shows about its chat."""
+
+    status: str | None
+    agent: str | None
+    ended_at: float | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class PendingChatUpdate:
+    chat_id: str
+    send_id: int | None
+    ticket_id: str
+    view: ChatView
+    task_ref: str | None
+    complete_task: bool
+    attempts: int
+    superseded: bool  # a newer chat of the same ticket owns the ticket's chat fields
+    case_pending: bool
+    message: str | None  # the text that was sent, for the completed note
+
+
+def parse(raw: Mapping[str, Any]) -> ChatState | None:
+    """A chat object from the Manager API (or a session event's item); None without id or time."""
+    chat_id = raw.get("id", raw.get("chat_id"))
+    updated = _time(raw.get("updated_at")) or _time(raw.get("timestamp"))
+    if chat_id in (None, "") or updated is None:
+        return None
+    status = _word(raw.get("status"))
+    if status is not None and status not in KNOWN and status not in _warned:
+        _warned.add(status)
+        logger.warning("CCAI reported a chat status the bridge does not know: %r; written to the Case as it is", status)
+    return ChatState(
+        chat_id=str(chat_id),
+        status=status,
+        updated_at=updated,
+        agent=_agent(raw.get("agent_info")),
+        ended_at=_time(raw.get("ends_at")),
+        outcome=_outcome(raw),
+        replied=_replied(raw),
+    )
+
+
+class ChatStore:
+    """Reads and writes the ``chats`` table (and session events, see :meth:`record_events`)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def followed(self, *, follow_seconds: float) -> set[str]:
+        """The chat ids still followed: not ended, and started within the follow period."""
+        with self._db.tx() as connection:
+            since = self._db.now(connection) - follow_seconds
+            rows = connection.execute(
+                select(chats.c.chat_id).where(chats.c.ended.is_(False), chats.c.created_at >= since)
+            ).all()
+        return {str(row[0]) for row in rows}
+
+    def apply(self, states: Sequence[ChatState]) -> int:
+        """Apply CCAI's states, each only if newer than what is known; returns how many changed what
+        the ticket shows (those are queued for its write-back)."""
+        changed = 0
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            for state in states:
+                row = connection.execute(select(chats).where(chats.c.chat_id == state.chat_id)).mappings().first()
+                if row is None or (row["ccai_updated_at"] or 0.0) > state.updated_at:
+                    continue  # not ours, or older than what we applied (a late push, an overlap)
+                before = _view(row)
+                view = ChatView(
+                    status=state.status or row["status"],
+                    agent=state.agent or row["agent"],
+                    ended_at=state.ended_at if state.ended else row["ended_at"],
+                    outcome=state.outcome or row["outcome"],
+                )
+                values: dict[str, Any] = {
+                    "status": view.status,
+                    "agent": view.agent,
+                    "ended_at": view.ended_at,
+                    "outcome": view.outcome,
+                    "ccai_updated_at": state.updated_at,
+                    "synced_at": now,
+                    "replied": bool(row["replied"]) or bool(state.replied),
+                }
+                if state.ended and not row["ended"]:
+                    values |= {"ended": True, "task_pending": row["task_ref"] is not None}
+                if view != before or values.get("task_pending"):
+                    values |= {"case_pending": True, "case_not_before": now, "case_attempts": 0}
+                    changed += 1
+                connection.execute(update(chats).where(chats.c.chat_id == state.chat_id).values(values))
+        return changed
+
+    def flag_no_reply(self, *, older_than: float, text: str) -> int:
+        """Open chats started ``older_than`` seconds ago whose customer never answered get ``text``
+        as their outcome (once)."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            result = connection.execute(
+                update(chats)
+                .where(
+                    chats.c.ended.is_(False),
+                    chats.c.replied.is_(False),
+                    chats.c.no_reply.is_(False),
+                    chats.c.created_at < now - older_than,
+                )
+                .values(outcome=text, no_reply=True, case_pending=True, case_not_before=now, case_attempts=0)
+            )
+        return int(result.rowcount)
+
+    def stop_following(self, *, follow_seconds: float, text: str) -> int:
+        """Chats past the follow period are no longer followed; their note is completed with ``text``."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            result = connection.execute(
+                update(chats)
+                .where(chats.c.ended.is_(False), chats.c.created_at < now - follow_seconds)
+                .values(
+                    ended=True,
+                    outcome=func.coalesce(chats.c.outcome, text),
+                    task_pending=chats.c.task_ref.is_not(None),
+                    case_pending=True,
+                    case_not_before=now,
+                )
+            )
+        return int(result.rowcount)
+
+    def claim_updates(self, *, limit: int, lease_seconds: float) -> list[PendingChatUpdate]:
+        """Chats whose news must reach their ticket; a ticket's fields follow only its newest chat."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            pending = or_(chats.c.case_pending.is_(True), chats.c.task_pending.is_(True))
+            free = or_(chats.c.case_lease_until.is_(None), chats.c.case_lease_until < now)
+            rows = (
+                connection.execute(
+                    select(chats, sends.c.message)
+                    .outerjoin(sends, sends.c.id == chats.c.send_id)
+                    .where(pending, free, chats.c.case_not_before <= now)
+                    .order_by(chats.c.ticket_id)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+            if not rows:
+                return []
+            tickets = sorted({row["ticket_id"] for row in rows})
+            newest = dict(
+                connection.execute(
+                    select(chats.c.ticket_id, func.max(chats.c.created_at))
+                    .where(chats.c.ticket_id.in_(tickets))
+                    .group_by(chats.c.ticket_id)
+                ).all()
+            )
+            connection.execute(
+                update(chats)
+                .where(chats.c.chat_id.in_([row["chat_id"] for row in rows]))
+                .values(case_lease_until=now + lease_seconds)
+            )
+        return [
+            PendingChatUpdate(
+                chat_id=row["chat_id"],
+                send_id=row["send_id"],
+                ticket_id=row["ticket_id"],
+                view=_view(row),
+                task_ref=row["task_ref"],
+                complete_task=bool(row["task_pending"]),
+                attempts=row["case_attempts"],
+                superseded=row["created_at"] < newest.get(row["ticket_id"], row["created_at"]),
+                case_pending=bool(row["case_pending"]),
+                message=row["message"],
+            )
+            for row in rows
+        ]
+
+    def record_update(self, chat_id: str, *, done: bool, retry_in: float | None, error: str | None) -> None:
+        values: dict[str, Any] = {
+            "case_lease_until": None,
+            "case_attempts": chats.c.case_attempts + 1,
+            "case_error": error,
+        }
+        if done:
+            values |= {"case_pending": False, "task_pending": False}
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            if retry_in is not None:
+                values["case_not_before"] = now + retry_in
+            elif not done:
+                values |= {"case_pending": False, "task_pending": False}  # given up
+            connection.execute(update(chats).where(chats.c.chat_id == chat_id).values(values))
+
+    def record_events(self, events: Sequence[tuple[str, float | None, str]]) -> int:
+        """Keep pushed session events (id, CCAI's timestamp, raw JSON) before acting on them; an
+        event already kept is ignored. Returns how many were new."""
+        if not events:
+            return 0
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            new = 0
+            for event_id, timestamp, payload in events:
+                statement = (
+                    self._db.insert(session_events)
+                    .values(event_id=event_id, received_at=now, timestamp=timestamp, payload=payload, applied=False)
+                    .on_conflict_do_nothing(index_elements=["event_id"])
+                    .returning(session_events.c.event_id)
+                )
+                new += connection.execute(statement).first() is not None
+        return new
+
+    def pending_events(self, *, limit: int) -> list[tuple[str, float | None, str]]:
+        """Kept events not yet applied, oldest by CCAI's timestamp first."""
+        with self._db.tx() as connection:
+            rows = connection.execute(
+                select(session_events.c.event_id, session_events.c.timestamp, session_events.c.payload)
+                .where(session_events.c.applied.is_(False))
+                .order_by(session_events.c.timestamp, session_events.c.received_at)
+                .limit(limit)
+            ).all()
+        return [(str(r[0]), r[1], str(r[2])) for r in rows]
+
+    def mark_applied(self, event_ids: Sequence[str], *, forget_before: float) -> None:
+        """Mark events applied, and drop applied ones older than ``forget_before`` seconds ago (the
+        poll has long since covered them; their ids only guard against redelivery)."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            connection.execute(
+                update(session_events).where(session_events.c.event_id.in_(list(event_ids))).values(applied=True)
+            )
+            connection.execute(
+                delete(session_events).where(
+                    session_events.c.applied.is_(True), session_events.c.received_at < now - forget_before
+                )
+            )
+
+    def for_send(self, send_id: int) -> tuple[str | None, float | None]:
+        """The chat's last known status and when it was synced, for ``bridge sends show``."""
+        with self._db.tx() as connection:
+            row = connection.execute(
+                select(chats.c.status, chats.c.synced_at).where(chats.c.send_id == send_id)
+            ).first()
+        return (row[0], row[1]) if row else (None, None)
+
+    def lagging(self) -> int:
+        """How many followed chats still have news for their ticket."""
+        with self._db.tx() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).where(or_(chats.c.case_pending.is_(True), chats.c.task_pending.is_(True)))
+                ).scalar_one()
+            )
+
+
+def follow(connection: Connection, *, send_id: int, ticket_id: str, chat_id: str, now: float) -> None:
+    """Start following a chat (called by the store when a send is recorded as sent)."""
+    exists = connection.execute(select(chats.c.chat_id).where(chats.c.chat_id == chat_id)).first()
+    if exists is None:
+        connection.execute(
+            chats.insert().values(
+                chat_id=chat_id,
+                send_id=send_id,
+                ticket_id=ticket_id,
+                created_at=now,
+                ended=False,
+                replied=False,
+                no_reply=False,
+                case_pending=False,
+                task_pending=False,
+                case_attempts=0,
+                case_not_before=now,
+            )
+        )
+
+
+def attach_task(db: Database, send_id: int, task_ref: str) -> None:
+    """Remember the note created for a sent send, so that its chat's end can complete it."""
+    with db.tx() as connection:
+        connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=task_ref))
+
+
+def _view(row: RowMapping) -> ChatView:
+    return ChatView(status=row["status"], agent=row["agent"], ended_at=row["ended_at"], outcome=row["outcome"])
+
+
+def _word(value: object) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text[:40] or None
+
+
+def _agent(info: object) -> str | None:
+    if not isinstance(info, Mapping):
+        return None
+    name = info.get("name") or " ".join(str(info.get(k) or "") for k in ("first_name", "last_name")).strip()
+    return str(name or info.get("email") or "").strip()[:255] or None
+
+
+def _outcome(raw: Mapping[str, Any]) -> str | None:
+    """The best reason CCAI gives: a failure first, then how it finished, then its sub-status."""
+    for key in ("fail_reason", "finish_reason", "sub_status"):
+        value = raw.get(key)
+        if isinstance(value, str) and value.strip() and value.strip() != "finish_reason_none":
+            return value.strip()[:255]
+    return None
+
+
+def _replied(raw: Mapping[str, Any]) -> bool | None:
+    """Whether the customer answered. Not documented as such: the bridge's text is the chat's
+    first message, so more than one message, or a later last message, means someone answered."""
+    count = raw.get("message_count")
+    if isinstance(count, int):
+        return count > 1
+    first, last = _time(raw.get("first_msg_sent_at")), _time(raw.get("last_msg_sent_at"))
+    if first is not None and last is not None:
+        return last > first
+    return None
+
+
+def _time(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) / (1000.0 if value > 1e11 else 1.0)  # epoch milliseconds or seconds
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()

@@ -1,0 +1,214 @@
+"""The chat sync: what happened to each chat the bridge started, kept current on its ticket.
+
+Every ``BRIDGE_CHAT_SYNC_SECONDS`` one process (a lease in the store decides which) reads the
+Manager API's chat list for chats updated since the last run: one paged request for any number of
+changed chats, never one per chat, each page a slot of the tenant's rate limit. It applies what
+changed to the followed chats, flags chats nobody answered, stops following chats that ended or
+are too old, and every worker pass writes what changed to the tickets (one CRM call per 200
+tickets) and completes the notes of ended chats. Session events CCAI pushes are applied as they
+arrive; the poll stays the safety net. Nothing here can send an SMS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from bridge import _backoff
+from bridge.ccai import CCAIClient
+from bridge.chats import ChatState, ChatStore, PendingChatUpdate, parse
+from bridge.crm import ChatUpdate, CRMGateway, NoteCompletion, WriteResult
+from bridge.errors import CCAIError, CRMError, CRMRequestError
+from bridge.metrics import Metrics
+from bridge.status import StatusBoard
+
+logger = logging.getLogger(__name__)
+
+LEASE_NAME = "chat-sync"
+STATUS_KEY = "chat_sync"
+BATCH_LIMIT = 200
+EVENTS_PER_PASS = 500
+# CCAI's updated_at has whole seconds and several chats can share one: read a little before the
+# high-water mark every time (re-reading a chat is harmless: an older state is never applied).
+OVERLAP_SECONDS = 5.0
+MAX_WRITE_ATTEMPTS = 300
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    interval: float  # seconds between polls; 0 turns polling off
+    follow_seconds: float
+    no_reply_seconds: float  # 0: never say "no reply"
+    lease_seconds: float
+
+    @property
+    def no_reply_text(self) -> str:
+        return f"No reply after {self.no_reply_seconds / 3600:g} h"
+
+
+class ChatSync:
+    """A worker step: pushed events, the poll when due, and the ticket write-backs."""
+
+    def __init__(
+        self,
+        *,
+        owner: str,
+        chats: ChatStore,
+        board: StatusBoard,
+        ccai: CCAIClient,
+        gateway: CRMGateway,
+        options: SyncOptions,
+        metrics: Metrics,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._owner = owner
+        self._chats = chats
+        self._board = board
+        self._ccai = ccai
+        self._gateway = gateway
+        self._options = options
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+        self._next_poll = 0.0
+
+    async def run_batch(self) -> int:
+        handled = await self.apply_events()
+        if self._options.interval > 0 and time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self._options.interval
+            if await anyio.to_thread.run_sync(
+                lambda: self._board.take_lease(LEASE_NAME, self._owner, seconds=self._options.interval * 2)
+            ):
+                await self.poll()
+        return handled + await self.write()
+
+    def poll_now(self) -> None:
+        """Poll on the next pass (after an event, or for tests)."""
+        self._next_poll = 0.0
+
+    async def apply_events(self) -> int:
+        events = await anyio.to_thread.run_sync(lambda: self._chats.pending_events(limit=EVENTS_PER_PASS))
+        if not events:
+            return 0
+        states = [s for s in (_event_state(payload, timestamp) for _, timestamp, payload in events) if s is not None]
+        changed = await anyio.to_thread.run_sync(self._chats.apply, states)
+        await anyio.to_thread.run_sync(
+            lambda: self._chats.mark_applied([e[0] for e in events], forget_before=self._options.follow_seconds)
+        )
+        self._metrics.chats_updated.labels("push").inc(changed)
+        return len(events)
+
+    async def poll(self) -> int:
+        """One poll of the chat list; returns how many chats changed on their ticket."""
+        started = time.time()
+        followed = await anyio.to_thread.run_sync(
+            lambda: self._chats.followed(follow_seconds=self._options.follow_seconds)
+        )
+        record = await anyio.to_thread.run_sync(self._board.get, STATUS_KEY)
+        high_water = float(record[0].get("high_water") or 0.0) if record else 0.0
+        changed = requests = 0
+        outcome = "ok"
+        if followed:  # nothing to follow: no request at all
+            since = max(high_water, started - self._options.follow_seconds) - OVERLAP_SECONDS
+            params = {
+                "updated_at[from]": _iso(since),
+                "sort_column": "updated_at",
+                "sort_direction": "ASC",
+                "per": 100,
+            }
+            try:
+                async for page in self._ccai.chat_pages(params, complete=False):
+                    requests += 1
+                    states = [s for s in map(parse, page) if s is not None]
+                    changed += await anyio.to_thread.run_sync(
+                        self._chats.apply, [s for s in states if s.chat_id in followed]
+                    )
+                    high_water = max([high_water, *(s.updated_at for s in states)])
+                    await anyio.to_thread.run_sync(self._save, high_water, started)
+            except CCAIError as exc:
+                outcome = "error"
+                logger.warning("The chat sync could not read CCAI's chat list (%s); it will try again", exc)
+        if self._options.no_reply_seconds > 0:
+            changed += await anyio.to_thread.run_sync(
+                lambda: self._chats.flag_no_reply(
+                    older_than=self._options.no_reply_seconds, text=self._options.no_reply_text
+                )
+            )
+        await anyio.to_thread.run_sync(
+            lambda: self._chats.stop_following(
+                follow_seconds=self._options.follow_seconds, text="No further news from CCAI Platform"
+            )
+        )
+        await anyio.to_thread.run_sync(self._save, high_water, started)
+        self._metrics.chat_syncs.labels(outcome).inc()
+        self._metrics.chats_updated.labels("poll").inc(changed)
+        logger.debug("Chat sync: %d followed, %d request(s), %d changed", len(followed), requests, changed)
+        return changed
+
+    def _save(self, high_water: float, polled_at: float) -> None:
+        self._board.put(STATUS_KEY, {"high_water": high_water, "polled_at": polled_at})
+
+    async def write(self) -> int:
+        """Bring chats' news to their tickets: one CRM call for up to 200 of them."""
+        items = await anyio.to_thread.run_sync(
+            lambda: self._chats.claim_updates(limit=BATCH_LIMIT, lease_seconds=self._options.lease_seconds)
+        )
+        if not items:
+            return 0
+        shown = [i for i in items if i.case_pending and not i.superseded]
+        closing = [i for i in items if i.complete_task and i.task_ref]
+        updates = [ChatUpdate(i.ticket_id, i.view.status, i.view.agent, i.view.ended_at, i.view.outcome) for i in shown]
+        completions = [
+            NoteCompletion(ref=str(i.task_ref), key=f"send {i.send_id}", body=_completion(i)) for i in closing
+        ]
+        try:
+            case_results, task_results = await anyio.to_thread.run_sync(self._gateway.write_chats, updates, completions)
+        except CRMError as exc:
+            logger.warning("Writing chat news to %d ticket(s) failed: %s", len(items), exc)
+            failed = WriteResult(ok=False, retryable=not isinstance(exc, CRMRequestError), message=str(exc))
+            case_results, task_results = [failed] * len(updates), [failed] * len(completions)
+        results = {i.chat_id: r for i, r in zip(shown, case_results, strict=True)}
+        for item, result in zip(closing, task_results, strict=True):
+            if item.chat_id not in results or results[item.chat_id].ok:
+                results[item.chat_id] = result
+        for item in items:
+            await anyio.to_thread.run_sync(self._record, item, results.get(item.chat_id, WriteResult(ok=True)))
+        return len(items)
+
+    def _record(self, item: PendingChatUpdate, result: WriteResult) -> None:
+        retry = not result.ok and result.retryable and item.attempts < MAX_WRITE_ATTEMPTS
+        if not result.ok and not retry:
+            logger.error("Chat %s's news could not be written to its ticket: %s", item.chat_id, result.message)
+        delay = _backoff.delay(min(300.0, 2.0 ** min(item.attempts, 9)), rng=self._rng) if retry else None
+        self._chats.record_update(item.chat_id, done=result.ok, retry_in=delay, error=result.message)
+
+
+def _completion(item: PendingChatUpdate) -> str:
+    view = item.view
+    lines = [f"Text sent to the customer:\n\n{item.message or '(not known)'}", f"CCAI Platform chat id: {item.chat_id}"]
+    ended = f", ended {_iso(view.ended_at)}" if view.ended_at else ""
+    lines.append(f"Chat outcome: {view.status or 'unknown'}{ended}" + (f" ({view.outcome})" if view.outcome else ""))
+    if view.agent:
+        lines.append(f"Agent: {view.agent}")
+    return "\n\n".join(lines)
+
+
+def _event_state(payload: str, timestamp: float | None) -> ChatState | None:
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return None
+    item = event.get("item", event.get("chat", event)) if isinstance(event, dict) else None
+    if not isinstance(item, dict):
+        return None
+    # The event's own time orders it when the item carries no updated_at of its own.
+    return parse({"timestamp": timestamp, **item}) if timestamp is not None else parse(item)
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
