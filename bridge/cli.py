@@ -28,7 +28,10 @@ from bridge.app import create_app
 from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
+from bridge.sandbox.ccai import consumer_number
+from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
 from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
+from bridge.sandbox.session_events import EventTarget
 from bridge.services import Services, Shutdown, build_services, drain_worker, start_worker
 from bridge.settings import Settings, load_settings
 from bridge.store import Store
@@ -80,6 +83,34 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--salesforce-port", type=int, default=0)
     sandbox.add_argument("--latency", type=float, default=0.0, help="seconds the simulated CCAI takes to answer")
     sandbox.add_argument("--rate-limit", type=float, default=10.0, help="simulated CCAI requests per second")
+    sandbox.add_argument(
+        "--rate-window",
+        choices=("bucket", "sliding"),
+        default="bucket",
+        help="how the limit counts: a token bucket, or a strict sliding one-second window",
+    )
+    sandbox.add_argument(
+        "--jitter", type=float, default=0.0, help="up to this many seconds of random delay before a request counts"
+    )
+    sandbox.add_argument(
+        "--chat-life",
+        type=_chat_life,
+        default=DEFAULT_LIFECYCLE,
+        metavar="STEPS",
+        help='how chats move, e.g. "selecting@0,assigned@5,finished@300" (or a JSON list of steps)',
+    )
+    sandbox.add_argument(
+        "--opted-out",
+        type=_opted_out,
+        action="append",
+        default=[],
+        metavar="NUMBER",
+        help="a consumer number that opted out of SMS (repeatable)",
+    )
+    sandbox.add_argument("--session-events", metavar="URL", help="push CCAI-style session events to this URL")
+    sandbox.add_argument(
+        "--session-events-auth", default=":", metavar="USER:PASSWORD", help="Basic auth for --session-events"
+    )
     sandbox.add_argument("--dir", type=Path, help="where to write the TLS files (default: a temporary folder)")
     sandbox.set_defaults(handler=_sandbox)
 
@@ -264,18 +295,38 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
     directory.mkdir(parents=True, exist_ok=True)
+    user, _, password = args.session_events_auth.partition(":")
     platforms = build_platforms(
         directory,
         ccai_port=args.ccai_port,
         salesforce_port=args.salesforce_port,
         latency=args.latency,
         rate_limit=args.rate_limit,
+        rate_window=args.rate_window,
+        jitter=args.jitter,
+        chat_lifecycle=args.chat_life,
+        opted_out=args.opted_out,
+        session_events=EventTarget(args.session_events, user, password) if args.session_events else None,
     )
     print(json.dumps({**platforms.describe(), "settings": platforms.bridge_settings()}), flush=True)
     # The CCAI simulator's server takes over signal handling for the process.
     main_server = uvicorn.Server(platforms.servers[0].config)
     asyncio.run(_run_servers(main_server, platforms.servers[1:]))
     return 0
+
+
+def _chat_life(text: str) -> tuple[LifeStep, ...]:
+    try:
+        return parse_lifecycle(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _opted_out(text: str) -> str:
+    try:
+        return consumer_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ class FakeGateway:
     updates: list[TicketUpdate] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     reads: int = 0
-    writes: int = 0
+    writes: int = 0  # outcome write-backs
+    chat_writes: int = 0
     failures: list[Exception] = field(default_factory=list)
     write_failures: list[Exception] = field(default_factory=list)
     lose_write_answers: list[Exception] = field(default_factory=list)
@@ -60,7 +61,7 @@ class FakeGateway:
     def write_chats(
         self, updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]
     ) -> tuple[list[WriteResult], list[WriteResult]]:
-        self.writes += 1
+        self.chat_writes += 1
         if self.chat_failures:
             raise self.chat_failures.pop(0)
         self.chat_updates.extend(updates)

@@ -75,9 +75,10 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 
 
-def run_sandbox(directory: Path) -> Iterator[SandboxProcess]:
+def run_sandbox(directory: Path, *options: str) -> Iterator[SandboxProcess]:
+    """``bridge sandbox`` with ``options`` (its command-line flags), stopped when the generator ends."""
     process = subprocess.Popen(
-        python_command("sandbox", "--dir", str(directory / "tls")),
+        python_command("sandbox", "--dir", str(directory / "tls"), *options),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

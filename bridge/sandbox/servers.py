@@ -7,8 +7,9 @@ Used by ``bridge serve --sandbox`` (beside the bridge, in one process) and ``bri
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,20 @@ from typing import Any
 import trustme
 import uvicorn
 
+from bridge.sandbox._faults import QuietCuts
+from bridge.sandbox._limits import RateWindow
 from bridge.sandbox.cases import SANDBOX_ORG_ID, SANDBOX_OUTBOUND_NUMBER, sample_cases
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
+from bridge.sandbox.chats import DEFAULT_LIFECYCLE, ChatBook, LifeStep
 from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
+from bridge.sandbox.session_events import EventTarget
 
 SANDBOX_WEBHOOK_TOKEN = "sandbox-webhook-token"  # noqa: S105 - a well-known value for the local demo
 SANDBOX_API_KEY = "sandbox-api-key"
 _CCAI_SUBDOMAIN = "sandbox"
 _CCAI_TOKEN = "sandbox-api-token"  # noqa: S105
 _SALESFORCE_TOKEN = "sandbox-access-token"  # noqa: S105
+QUIET_CUTS = QuietCuts()
 
 
 def free_port() -> int:
@@ -92,12 +98,28 @@ class Platforms:
             "bridge_send_window": "off",
         }
 
-    def describe(self) -> dict[str, str]:
-        return {"ccai_url": self.ccai_url, "salesforce_url": self.salesforce_url, "ca_file": str(self.tls.ca)}
+    def describe(self) -> dict[str, Any]:
+        return {
+            "ccai_url": self.ccai_url,
+            "ccai_manager_url": f"{self.ccai_url}/manager/api/v1",
+            "salesforce_url": self.salesforce_url,
+            "ca_file": str(self.tls.ca),
+            "ccai": self.ccai.settings(),
+        }
 
 
 def build_platforms(
-    directory: Path, *, ccai_port: int = 0, salesforce_port: int = 0, latency: float = 0.0, rate_limit: float = 10.0
+    directory: Path,
+    *,
+    ccai_port: int = 0,
+    salesforce_port: int = 0,
+    latency: float = 0.0,
+    rate_limit: float = 10.0,
+    rate_window: RateWindow = "bucket",
+    jitter: float = 0.0,
+    chat_lifecycle: tuple[LifeStep, ...] = DEFAULT_LIFECYCLE,
+    opted_out: Iterable[str] = (),
+    session_events: EventTarget | None = None,
 ) -> Platforms:
     tls = make_tls_files(directory)
     ccai_port = ccai_port or free_port()
@@ -108,10 +130,16 @@ def build_platforms(
         outbound_numbers={"+16285550199"},
         latency=latency,
         rate_limit=rate_limit,
+        rate_window=rate_window,
+        jitter=jitter,
+        chats=ChatBook(lifecycle=chat_lifecycle),
+        opted_out=set(opted_out),
+        events_target=session_events,
     )
     salesforce = SalesforceSimulator(access_token=_SALESFORCE_TOKEN)
     salesforce.add_cases(sample_cases())
     common: dict[str, Any] = {"host": "127.0.0.1", "log_level": "warning", "lifespan": "off"}
+    logging.getLogger("uvicorn.error").addFilter(QUIET_CUTS)
     servers: list[uvicorn.Server] = [
         SideServer(uvicorn.Config(create_ccai_app(ccai), port=ccai_port, **common)),
         SideServer(
