@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from pydantic import ValidationError
 
 from bridge._schema import LATEST_VERSION
 from bridge.api import SendRequest, first_problem
+from bridge.chats import ChatStore
+from bridge.chatsync import STATUS_KEY as CHAT_SYNC_KEY
 from bridge.check import run_checks
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend
@@ -268,7 +271,10 @@ def _status(args: argparse.Namespace) -> int:
         summary = store.queue_summary()
         workers = board.workers()
         usage = board.get("salesforce:api_usage")
-    report = {
+        sync = board.get(CHAT_SYNC_KEY)
+        chats_pending = ChatStore(store.db).lagging()
+        now = time.time()
+    report: dict[str, Any] = {
         "by_status": dict(summary.by_status),
         "oldest_queued_seconds": summary.oldest_queued_seconds,
         "writebacks_pending": summary.writebacks_pending,
@@ -276,6 +282,14 @@ def _status(args: argparse.Namespace) -> int:
             w.id: {"host": w.host, "pid": w.pid, "seen_seconds_ago": round(w.seconds_since_beat, 1)} for w in workers
         },
         "salesforce_api_usage": None if usage is None else {**usage[0], "as_of": iso(usage[1])},
+        "chat_sync": None
+        if sync is None
+        else {
+            "high_water": iso(sync[0].get("high_water")),
+            "polled_at": iso(sync[0].get("polled_at")),
+            "lag_seconds": round(now - float(sync[0].get("polled_at") or now), 1),
+            "chats_with_news_pending": chats_pending,
+        },
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -293,6 +307,14 @@ def _status(args: argparse.Namespace) -> int:
         print("Salesforce API usage: not reported yet")
     else:
         print(f"Salesforce API usage: {usage[0]['used']:,} of {usage[0]['total']:,} today (as of {iso(usage[1])})")
+    sync_report = report["chat_sync"]
+    if sync_report is None:
+        print("Chat sync:           not run yet")
+    else:
+        print(
+            f"Chat sync:           last poll {sync_report['lag_seconds']:.0f} s ago, CCAI changes read up to "
+            f"{sync_report['high_water'] or '-'}, {chats_pending} chat(s) with news still to reach Salesforce"
+        )
     return 0
 
 

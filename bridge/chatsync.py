@@ -38,6 +38,8 @@ EVENTS_PER_PASS = 500
 # high-water mark every time (re-reading a chat is harmless: an older state is never applied).
 OVERLAP_SECONDS = 5.0
 MAX_WRITE_ATTEMPTS = 300
+# With polling off, chats still expire and go quiet: checked this often.
+HOUSEKEEPING_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,14 @@ class ChatSync:
 
     async def run_batch(self) -> int:
         handled = await self.apply_events()
-        if self._options.interval > 0 and time.monotonic() >= self._next_poll:
-            self._next_poll = time.monotonic() + self._options.interval
+        if time.monotonic() >= self._next_poll:
+            # With polling off (interval 0) pushed events still arrive, and chats still end or expire.
+            interval = self._options.interval or HOUSEKEEPING_SECONDS
+            self._next_poll = time.monotonic() + interval
             if await anyio.to_thread.run_sync(
-                lambda: self._board.take_lease(LEASE_NAME, self._owner, seconds=self._options.interval * 2)
+                lambda: self._board.take_lease(LEASE_NAME, self._owner, seconds=interval * 2)
             ):
-                await self.poll()
+                await self.poll(read_list=self._options.interval > 0)
         return handled + await self.write()
 
     def poll_now(self) -> None:
@@ -103,8 +107,9 @@ class ChatSync:
         self._metrics.chats_updated.labels("push").inc(changed)
         return len(events)
 
-    async def poll(self) -> int:
-        """One poll of the chat list; returns how many chats changed on their ticket."""
+    async def poll(self, *, read_list: bool = True) -> int:
+        """One poll of the chat list (unless ``read_list`` is False), then the no-reply and follow
+        housekeeping; returns how many chats changed on their ticket."""
         started = time.time()
         followed = await anyio.to_thread.run_sync(
             lambda: self._chats.followed(follow_seconds=self._options.follow_seconds)
@@ -113,7 +118,7 @@ class ChatSync:
         high_water = float(record[0].get("high_water") or 0.0) if record else 0.0
         changed = requests = 0
         outcome = "ok"
-        if followed:  # nothing to follow: no request at all
+        if followed and read_list:  # nothing to follow: no request at all
             since = max(high_water, started - self._options.follow_seconds) - OVERLAP_SECONDS
             params = {
                 "updated_at[from]": _iso(since),

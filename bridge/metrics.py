@@ -123,6 +123,13 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily(
             "bridge_workers_alive", "Workers with a recent heartbeat", value=gauges["workers_alive"]
         )
+        polled_at = gauges.get("chat_sync_polled_at")
+        if polled_at is not None:
+            yield GaugeMetricFamily(
+                "bridge_chat_sync_lag_seconds",
+                "Seconds since the chat sync last read CCAI",
+                value=time.time() - polled_at,
+            )
         usage = gauges.get("api_usage")
         if usage is not None:
             api = GaugeMetricFamily("bridge_salesforce_api_usage", "Salesforce API calls today", labels=["kind"])

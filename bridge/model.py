@@ -172,6 +172,8 @@ class SendRecord:
     requeued_at: float | None
     overrides: Mapping[str, Any]
     segments: int | None = None
+    chat_status: str | None = None  # the chat's last known status (the chat sync)
+    chat_synced_at: float | None = None
 
     @property
     def final(self) -> bool:

@@ -21,9 +21,6 @@ from bridge import _backoff
 from bridge.errors import CCAIBadResponse, CCAIError, CCAIRejected, CCAIUnavailable, CRMError, CRMRequestError
 from bridge.model import Chat, ClaimedSend, FinalStatus, ResendPolicy
 
-# A request whose answer was lost may still be being processed by CCAI; its chat can only be
-# trusted to be missing from the chat list once CCAI has had this long to finish it.
-SETTLE_SECONDS = 10.0
 MAYBE_DELIVERED = " An earlier attempt got no answer and may have reached the customer."
 
 
@@ -33,6 +30,9 @@ class Limits:
 
     retry_for: float
     resend: ResendPolicy = "lookup"
+    # A request whose answer was lost may still be being processed by CCAI; its chat can only be
+    # trusted to be missing from the chat list once CCAI has had this long (the request deadline).
+    settle_seconds: float = 15.0
     max_takeovers: int = 3
     opt_out_phrases: tuple[str, ...] = ("opted out", "opt-out", "unsubscribed")
 
@@ -182,11 +182,11 @@ def _retry_or_give_up(
     if job.retrying_for >= limits.retry_for:
         if ambiguous and limits.resend == "lookup":
             # One more claim, to look the chat up: that settles "sent" or "failed" instead of "unknown".
-            return Retry(delay=SETTLE_SECONDS, reason=reason, may_have_sent=True, ambiguous=True)
+            return Retry(delay=limits.settle_seconds, reason=reason, may_have_sent=True, ambiguous=True)
         return _give_up(reason, job, may_have_sent=may_have_sent)
     delay = max(retry_after or 0.0, _backoff.delay(job.retrying_for, rng=rng))
     if ambiguous:
-        delay = max(delay, SETTLE_SECONDS)
+        delay = max(delay, limits.settle_seconds)
     return Retry(delay=delay, reason=reason, may_have_sent=may_have_sent, ambiguous=ambiguous)
 
 

@@ -78,14 +78,19 @@ class SharedRateLimiter:
 
     async def acquire(self) -> None:
         async with self._lock:
-            while (wait := await anyio.to_thread.run_sync(self._try_depart)) > 0:
+            while True:
+                wait, reserved = await anyio.to_thread.run_sync(self._try_depart)
                 await anyio.sleep(wait)
+                if reserved:
+                    return
 
     async def pause(self, seconds: float) -> None:
         await anyio.to_thread.run_sync(self._pause, seconds)
 
-    def _try_depart(self) -> float:
-        """Record a departure now if allowed (returns 0), else say how long to wait."""
+    def _try_depart(self) -> tuple[float, bool]:
+        """Record a departure if one is allowed within one gap from now (then the caller sleeps
+        until it and goes: reserving that close ahead keeps the pace even without polling the
+        database more often); otherwise say how long to wait before asking again."""
         with self._db.tx() as connection:
             paused_until = self._lock_row(connection)
             now = self._db.now(connection)
@@ -98,13 +103,13 @@ class SharedRateLimiter:
                 )
             ]
             wait = self._pace.wait(now, recent, paused_until)
-            if wait > 0:
-                return wait
-            connection.execute(rate_events.insert().values(name=self._name, at=now))
+            if wait > self._pace.gap:
+                return wait - self._pace.gap, False
+            connection.execute(rate_events.insert().values(name=self._name, at=now + wait))
             connection.execute(
                 delete(rate_events).where(rate_events.c.name == self._name, rate_events.c.at < now - 60.0)
             )
-            return 0.0
+            return wait, True
 
     def _pause(self, seconds: float) -> None:
         with self._db.tx() as connection:

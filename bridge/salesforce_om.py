@@ -129,7 +129,7 @@ class OutboundMessageEndpoint:
         self._metrics = metrics
         self._wake = wake
 
-    async def __call__(self, request: Request) -> Response:
+    async def endpoint(self, request: Request) -> Response:
         try:
             return await self._handle(request)
         except InboundError as exc:

@@ -41,6 +41,8 @@ def public_view(send: SendRecord) -> dict[str, Any]:
         "next_attempt_at": iso(send.not_before) if send.status == "queued" else None,
         "scheduled_for": iso(send.not_before) if send.status == "scheduled" else None,
         "segments": send.segments,
+        "chat_status": send.chat_status,
+        "chat_synced_at": iso(send.chat_synced_at),
         "send_window": "ignored" if send.overrides.get("send_window") == "ignore" else None,
     }
 

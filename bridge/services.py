@@ -19,6 +19,7 @@ import anyio.abc
 from bridge import policy
 from bridge.ccai import CCAIClient
 from bridge.chats import ChatStore
+from bridge.chatsync import STATUS_KEY as CHAT_SYNC_KEY
 from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
 from bridge.crm import CRMGateway, TicketIds
@@ -172,6 +173,7 @@ def build_worker(
             resend=settings.bridge_resend_possibly_delivered,
             max_takeovers=settings.bridge_max_takeovers,
             opt_out_phrases=settings.consent.opt_out_phrases,
+            settle_seconds=settings.ccai_timeout_seconds,
         ),
         options=SendOptions(
             batch_size=settings.bridge_batch_size,
@@ -187,7 +189,7 @@ def build_worker(
     )
     writeback = Writeback(
         owner=worker.id,
-        follows_chats=settings.bridge_chat_sync_seconds > 0,
+        follows_chats=True,
         metrics=metrics,
         store=store,
         gateway=gateway,
@@ -259,7 +261,9 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
 def store_gauges(store: Store, board: StatusBoard) -> StoreGauges:
     summary = store.queue_summary()
     usage = board.get("salesforce:api_usage")
+    sync = board.get(CHAT_SYNC_KEY)
     return {
+        "chat_sync_polled_at": sync[0].get("polled_at") if sync else None,
         "by_status": summary.by_status,
         "oldest_queued_seconds": summary.oldest_queued_seconds,
         "writebacks_pending": summary.writebacks_pending,

@@ -49,7 +49,7 @@ class SessionEventsEndpoint:
         self._metrics = metrics
         self._wake = wake
 
-    async def __call__(self, request: Request) -> Response:
+    async def endpoint(self, request: Request) -> Response:
         try:
             return await self._handle(request)
         except InboundError as exc:

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, case, delete, func, or_, select, update
+from sqlalchemy import Connection, RowMapping, Select, and_, case, delete, func, or_, select, update
 
-from bridge._schema import sends
+from bridge._schema import chats, sends
 from bridge.chats import follow
 from bridge.database import Clock, Database
 from bridge.errors import StoreRejected
@@ -484,7 +484,7 @@ class Store:
 
     def get(self, send_id: int) -> SendRecord | None:
         with self.db.tx() as connection:
-            row = connection.execute(select(sends).where(sends.c.id == send_id)).mappings().first()
+            row = connection.execute(_with_chat().where(sends.c.id == send_id)).mappings().first()
         return _record(row) if row else None
 
     def find(
@@ -497,7 +497,7 @@ class Store:
         since: float | None = None,
     ) -> list[SendRecord]:
         """Sends, newest first; ``before_id`` pages back from there, ``since`` keeps only sends created after it."""
-        query = select(sends).order_by(sends.c.id.desc()).limit(limit)
+        query = _with_chat().order_by(sends.c.id.desc()).limit(limit)
         if ticket_id:
             query = query.where(sends.c.ticket_id == ticket_id)
         if status:
@@ -540,6 +540,13 @@ class Store:
             writeback_at = connection.execute(select(func.min(due_at)).where(_PENDING_WRITEBACK)).scalar()
         candidates = [t for t in (send_at, writeback_at) if t is not None]
         return max(0.0, min(candidates) - now) if candidates else None
+
+
+def _with_chat() -> Select[Any]:
+    """Sends with what is known of the chat each started (for people to read)."""
+    return select(sends, chats.c.status.label("chat_status"), chats.c.synced_at.label("chat_synced_at")).outerjoin(
+        chats, chats.c.send_id == sends.c.id
+    )
 
 
 def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since: float) -> int | None:
@@ -646,6 +653,8 @@ def _record(row: RowMapping) -> SendRecord:
         requeued_at=row["requeued_at"],
         overrides=_overrides(row),
         segments=row["segments"],
+        chat_status=row.get("chat_status"),
+        chat_synced_at=row.get("chat_synced_at"),
     )
 
 

@@ -76,8 +76,8 @@ def test_an_active_session_after_a_lost_answer_is_unknown_never_failed(job: Clai
 @pytest.mark.parametrize(
     ("result", "may_have_sent", "ambiguous", "refund", "minimum"),
     [
-        (TIMEOUT, True, True, False, policy.SETTLE_SECONDS),
-        (GATEWAY_504, True, True, False, policy.SETTLE_SECONDS),  # A5: a gateway may answer after CCAI acted
+        (TIMEOUT, True, True, False, LIMITS.settle_seconds),
+        (GATEWAY_504, True, True, False, LIMITS.settle_seconds),  # A5: a gateway may answer after CCAI acted
         (REFUSED_CONNECTION, False, False, False, 1.0),
         (THROTTLED, False, False, True, 7.0),
     ],

@@ -64,7 +64,7 @@ async def test_departures_are_shared_by_every_process_using_the_store(store_url:
         async with anyio.create_task_group() as group:
             for limiter in limiters:
                 group.start_soon(send, limiter, 15)
-        assert busiest(times, 1.1) <= 20
+        assert busiest(times, 1.0) <= 20  # what CCAI counts; the pace leaves 0.1 s of room for lateness
         assert max(times) - min(times) >= 29 * 1.1 / 20 - 0.05
         other = SharedRateLimiter(first.db, tenant="other-tenant", pace=pace)
         started = anyio.current_time()
@@ -81,9 +81,12 @@ async def test_a_429_pauses_every_process(store_url: str, clock: Clock) -> None:
     try:
         one, two = (SharedRateLimiter(db, tenant="acme", pace=Pace(limit=10)) for _ in range(2))
         await one.pause(5)
-        wait = await anyio.to_thread.run_sync(two._try_depart)  # noqa: SLF001 - one step, with the clock held still
-        assert wait == pytest.approx(5.0)
+        # One step at a time, with the clock held still: not allowed for 5 s, so nothing is reserved.
+        wait, reserved = await anyio.to_thread.run_sync(two._try_depart)  # noqa: SLF001
+        assert (wait, reserved) == (pytest.approx(5.0 - Pace(limit=10).gap), False)
         clock.advance(5)
-        assert await anyio.to_thread.run_sync(two._try_depart) == 0.0  # noqa: SLF001
+        assert await anyio.to_thread.run_sync(two._try_depart) == (0.0, True)  # noqa: SLF001
+        # The next departure is reserved one gap ahead: the caller sleeps until it, then goes.
+        assert await anyio.to_thread.run_sync(two._try_depart) == (pytest.approx(Pace(limit=10).gap), True)  # noqa: SLF001
     finally:
         db.close()

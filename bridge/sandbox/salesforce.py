@@ -268,6 +268,12 @@ def _apply(sim: SalesforceSimulator, method: str, record: dict[str, Any]) -> dic
         sim.cases[to18(case_id)].update(values)
         logger.info("sandbox Salesforce: Case %s updated: %s", case_id, values)
         return {"id": to18(case_id), "success": True, "errors": []}
+    if method == "PATCH" and kind == "Task":
+        task = next((t for t in sim.tasks if t["Id"] == record.get("id")), None)
+        if task is None:
+            return _failure("ENTITY_IS_DELETED", "entity is deleted")
+        task.update(values)
+        return {"id": task["Id"], "success": True, "errors": []}
     if method == "POST" and kind == "Task":
         task_id = to18(f"00T5g{sim.next_task:010d}")
         sim.next_task += 1
