@@ -188,6 +188,20 @@ session_events = Table(
 )
 
 
+# v7: what happened to each send, in order: the timeline operators read (``bridge sends show``, the
+# dashboard). Written in the same transaction as the change it records; purged with its send.
+send_log = Table(
+    "send_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("send_id", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("detail", Text),
+    Index("ix_send_log_send", "send_id", "id"),
+)
+
+
 def _v1(connection: Connection, postgres: bool) -> None:
     metadata.create_all(connection, tables=[sends])
 
@@ -264,8 +278,12 @@ def _v6(connection: Connection, postgres: bool) -> None:
     metadata.create_all(connection, tables=[chats, session_events, singletons])
 
 
+def _v7(connection: Connection, postgres: bool) -> None:
+    metadata.create_all(connection, tables=[send_log])
+
+
 # Append only: each entry upgrades the schema from the previous version.
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7)]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

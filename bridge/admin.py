@@ -179,11 +179,18 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     with opened_store() as store:
         record = store.get(args.send_id)
+        timeline = store.timeline(args.send_id)
     if record is None:
         print(f"There is no send {args.send_id}.", file=sys.stderr)
         return 1
     view = public_view(record)
-    print(json.dumps(view, indent=2) if args.json else "\n".join(f"{k:>17}: {_cell(v)}" for k, v in view.items()))
+    steps = [{"at": iso(step.at), "event": step.event, "detail": step.detail} for step in timeline]
+    if args.json:
+        print(json.dumps({**view, "timeline": steps}, indent=2))
+        return 0
+    print("\n".join(f"{k:>17}: {_cell(v)}" for k, v in view.items()))
+    print("\n         timeline:")
+    print("\n".join(f"  {s['at']}  {s['event']:<12} {_cell(s['detail'])}" for s in steps))
     return 0
 
 

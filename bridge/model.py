@@ -188,6 +188,15 @@ class SendRecord:
 
 
 @dataclass(frozen=True)
+class LogEntry:
+    """One step of a send's timeline."""
+
+    at: float
+    event: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
 class QueueSummary:
     """What ``bridge status`` and ``/metrics`` show about the queue."""
 

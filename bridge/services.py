@@ -87,6 +87,7 @@ class Services:
     previewer: Previewer | None = None
     session_events_user: str = ""
     session_events_password: str = ""
+    dashboard_password: str = ""
 
     async def aclose(self) -> None:
         if self.ccai is not None:
@@ -255,6 +256,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         previewer=previewer,
         session_events_user=settings.bridge_session_events_user,
         session_events_password=settings.bridge_session_events_password.get_secret_value(),
+        dashboard_password=settings.bridge_dashboard_password.get_secret_value(),
     )
 
 

@@ -213,6 +213,7 @@ class Settings(BaseSettings):
     dyno: str = ""  # set by Heroku on every dyno
     bridge_retention_days: float = Field(default=30.0, ge=2)
     bridge_metrics_key: SecretStr = SecretStr("")
+    bridge_dashboard_password: SecretStr = SecretStr("")
     forwarded_allow_ips: str = ""
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"

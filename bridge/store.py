@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, Select, and_, case, delete, func, or_, select, update
 
-from bridge._schema import chats, sends
+from bridge._schema import chats, send_log, sends
 from bridge.chats import follow
 from bridge.database import Clock, Database
 from bridge.errors import StoreRejected
@@ -24,6 +24,7 @@ from bridge.model import (
     PENDING_STATUSES,
     ClaimedSend,
     Created,
+    LogEntry,
     NewSend,
     Outcome,
     PendingWriteback,
@@ -70,8 +71,14 @@ class Store:
         statement = self.db.insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
         with self.db.tx() as connection:
             now = self.db.now(connection)
+            stored = 0
             # One statement per row (executemany with RETURNING is not portable), one transaction.
-            return sum(len(connection.execute(statement, _new_row(item, now)).all()) for item in new)
+            for item in new:
+                inserted = connection.execute(statement, _new_row(item, now)).first()
+                if inserted is not None:
+                    stored += 1
+                    _log(connection, int(inserted[0]), now, "received", _received(item))
+            return stored
 
     def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
         """Store one send, or find the one already stored under its dedupe key."""
@@ -85,6 +92,7 @@ class Store:
             )
             inserted = connection.execute(statement).first()
             if inserted is not None:
+                _log(connection, int(inserted[0]), now, "received", _received(new))
                 return Created(id=int(inserted[0]), request_hash=request_hash, created=True)
             existing = connection.execute(
                 select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
@@ -119,6 +127,8 @@ class Store:
                     writeback_owner=None,
                 )
             )
+            if result.rowcount == 1:
+                _log(connection, send_id, now, "requeued", "Queued again by an operator.")
         return result.rowcount == 1
 
     # -- the send step ------------------------------------------------------------------------
@@ -209,16 +219,23 @@ class Store:
                     ),
                 )
             )
+            if result.rowcount == 1:
+                _log(connection, send_id, now, "attempt", "The request to CCAI Platform left.")
         return result.rowcount == 1
 
     def confirm_not_sent(self, send_id: int, *, token: int) -> bool:
         """A chat lookup found nothing for the earlier attempts: nothing reached the customer."""
         with self.db.tx() as connection:
+            now = self.db.now(connection)
             result = connection.execute(
                 update(sends)
                 .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
                 .values(may_have_sent=False, ambiguous_since=None)
             )
+            if result.rowcount == 1:
+                _log(
+                    connection, send_id, now, "looked up", "No chat in CCAI's list: the earlier attempt never arrived."
+                )
         return result.rowcount == 1
 
     def finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
@@ -271,6 +288,7 @@ class Store:
             )
             if result.rowcount == 1:
                 self._follow(connection, send_id, outcome, now)
+                _log(connection, send_id, now, "finished", _finished(outcome))
                 return True
             if outcome.status != "sent":
                 return False
@@ -282,6 +300,7 @@ class Store:
             )
             if late.rowcount == 1:
                 self._follow(connection, send_id, outcome, now)
+                _log(connection, send_id, now, "finished", _finished(outcome) + " (an answer that arrived late)")
                 logger.warning("Send %s: a success arrived after its lease passed to another worker; recorded", send_id)
                 return True
             logger.error(
@@ -321,8 +340,13 @@ class Store:
         if refund:
             values["attempts"] = case((sends.c.attempts > 0, sends.c.attempts - 1), else_=0)
         with self.db.tx() as connection:
-            values["not_before"] = self.db.now(connection) + delay
-            connection.execute(update(sends).where(sends.c.id == send_id, sends.c.lease_token == token).values(values))
+            now = self.db.now(connection)
+            values["not_before"] = now + delay
+            result = connection.execute(
+                update(sends).where(sends.c.id == send_id, sends.c.lease_token == token).values(values)
+            )
+            if result.rowcount == 1:
+                _log(connection, send_id, now, "retry", f"Retried in {delay:.0f} s: {reason}")
 
     def hold(self, send_id: int, *, token: int, until: float, reason: str, hint: str | None) -> bool:
         """Hold a send until the recipient's send window opens; the ticket is told when (its status
@@ -348,6 +372,8 @@ class Store:
                     writeback_attempts=0,
                 )
             )
+            if result.rowcount == 1:
+                _log(connection, send_id, now, "held", reason)
         return result.rowcount == 1
 
     def release(self, owner: str) -> int:
@@ -455,6 +481,9 @@ class Store:
             if case_written:
                 values["case_written_at"] = now
             connection.execute(update(sends).where(sends.c.id == send_id).values(values))
+            parts = {"ticket": case_state, "note": task_state}
+            words = ", ".join(f"{part} {state}" for part, state in parts.items() if state is not None)
+            _log(connection, send_id, now, "written back", words + (f": {error}" if error else ""))
 
     def purge(self, older_than: float, *, batch: int = 1000, once: bool = False) -> int:
         """Delete finished sends (write-back settled) that finished more than ``older_than`` seconds
@@ -475,6 +504,7 @@ class Store:
                 )
                 ids = [row[0] for row in connection.execute(select(sends.c.id).where(settled).limit(batch))]
                 if ids:
+                    connection.execute(delete(send_log).where(send_log.c.send_id.in_(ids)))
                     connection.execute(delete(sends).where(sends.c.id.in_(ids)))
             removed += len(ids)
             if once or len(ids) < batch:  # ``once``: one batch per call, for callers showing progress
@@ -509,6 +539,16 @@ class Store:
         with self.db.tx() as connection:
             return [_record(row) for row in connection.execute(query).mappings()]
 
+    def timeline(self, send_id: int) -> list[LogEntry]:
+        """What happened to the send, oldest first."""
+        with self.db.tx() as connection:
+            rows = connection.execute(
+                select(send_log.c.at, send_log.c.event, send_log.c.detail)
+                .where(send_log.c.send_id == send_id)
+                .order_by(send_log.c.id)
+            ).all()
+        return [LogEntry(at=row.at, event=row.event, detail=row.detail) for row in rows]
+
     def counts(self) -> dict[str, int]:
         with self.db.tx() as connection:
             rows = connection.execute(select(sends.c.status, func.count()).group_by(sends.c.status)).all()
@@ -540,6 +580,20 @@ class Store:
             writeback_at = connection.execute(select(func.min(due_at)).where(_PENDING_WRITEBACK)).scalar()
         candidates = [t for t in (send_at, writeback_at) if t is not None]
         return max(0.0, min(candidates) - now) if candidates else None
+
+
+def _log(connection: Connection, send_id: int, at: float, event: str, detail: str | None) -> None:
+    connection.execute(send_log.insert().values(send_id=send_id, at=at, event=event, detail=detail))
+
+
+def _received(item: NewSend) -> str:
+    where = {"outbound_message": "a Salesforce outbound message", "api": "the send API", "cli": "bridge send"}
+    return f"Received from {where[item.source]}."
+
+
+def _finished(outcome: Outcome) -> str:
+    detail = f": {outcome.reason}" if outcome.reason else (f" (chat {outcome.chat_id})" if outcome.chat_id else "")
+    return f"{outcome.status}{detail}"
 
 
 def _with_chat() -> Select[Any]:

@@ -82,11 +82,11 @@ async def test_a_429_pauses_every_process(store_url: str, clock: Clock) -> None:
         one, two = (SharedRateLimiter(db, tenant="acme", pace=Pace(limit=10)) for _ in range(2))
         await one.pause(5)
         # One step at a time, with the clock held still: not allowed for 5 s, so nothing is reserved.
-        wait, reserved = await anyio.to_thread.run_sync(two._try_depart)  # noqa: SLF001
+        wait, reserved = await anyio.to_thread.run_sync(two._try_depart)
         assert (wait, reserved) == (pytest.approx(5.0 - Pace(limit=10).gap), False)
         clock.advance(5)
-        assert await anyio.to_thread.run_sync(two._try_depart) == (0.0, True)  # noqa: SLF001
+        assert await anyio.to_thread.run_sync(two._try_depart) == (0.0, True)
         # The next departure is reserved one gap ahead: the caller sleeps until it, then goes.
-        assert await anyio.to_thread.run_sync(two._try_depart) == (pytest.approx(Pace(limit=10).gap), True)  # noqa: SLF001
+        assert await anyio.to_thread.run_sync(two._try_depart) == (pytest.approx(Pace(limit=10).gap), True)
     finally:
         db.close()

@@ -10,9 +10,9 @@ from bridge.crm import TicketUpdate
 from bridge.errors import CRMRequestError, CRMUnavailable
 from bridge.sandbox.ccai import ACTIVE_SESSION
 from bridge.store import Store
+from tests._ccai_errors import DOCUMENTED_ERRORS
 from tests._clock import Clock
 from tests._harness import CASES, MOBILE_CASE, MOBILE_NUMBER, NO_PHONE_CASE, QUEUE_CASE, Harness, make_harness
-from tests.ccai_errors import DOCUMENTED_ERRORS
 
 pytestmark = pytest.mark.anyio
 
@@ -269,7 +269,8 @@ async def test_the_loop_guard_holds_through_a_long_ccai_outage(sqlite_store: Sto
         h.clock.advance(60)
     first = h.row(MOBILE_CASE)
     assert first.status == "sent"
-    assert first.first_attempt_at is not None and h.clock.now - first.first_attempt_at > 600
+    assert first.first_attempt_at is not None
+    assert h.clock.now - first.first_attempt_at > 600
     h.clock.advance(30)
     h.sim.sessions.clear()  # the customer's chat has ended: only the guard stands in the way
     h.ingest(MOBILE_CASE)  # the echo of the bridge's Case update

@@ -94,7 +94,8 @@ def test_an_outcome_the_database_refuses_is_recorded_reduced_never_left_sending(
     record = store.get(job.id)
     assert record is not None
     assert record.status == "sent"
-    assert record.chat_id is not None and record.chat_id.startswith("xxx")
+    assert record.chat_id is not None
+    assert record.chat_id.startswith("xxx")
     assert not record.may_have_sent
 
 
@@ -189,7 +190,9 @@ def test_an_older_outcome_never_overwrites_a_newer_one_on_the_ticket(store: Stor
     [stale] = store.claim_sends("w", limit=1, lease_seconds=30)
     store.finish(stale.id, Outcome(status="failed", reason="late"), token=stale.token, create_task=True)
     with store.db.tx() as connection:
-        connection.execute(text(f"UPDATE sends SET finished_at = finished_at - 100, state_at = state_at - 100 WHERE id = {stale.id}"))
+        connection.execute(
+            text(f"UPDATE sends SET finished_at = finished_at - 100, state_at = state_at - 100 WHERE id = {stale.id}")
+        )
     [late] = store.claim_writebacks("c", limit=10, lease_seconds=30)
     assert (late.id, late.superseded) == (stale.id, True)
 
@@ -351,3 +354,32 @@ def test_a_deleted_record_notification_is_stored_as_finished(store: Store) -> No
     assert store.counts() == {"skipped": 1}
     assert store.claim_sends("w", limit=10, lease_seconds=30) == []
     assert store.claim_writebacks("w", limit=10, lease_seconds=30) == []
+
+
+def test_every_step_of_a_send_is_on_its_timeline(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    clock.advance(1)
+    store.requeue(job.id, token=job.token, delay=10, reason="CCAI Platform answered HTTP 503.", may_have_sent=True)
+    clock.advance(10)
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    store.confirm_not_sent(job.id, token=job.token)
+    store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    store.finish(job.id, sent("114"), token=job.token, create_task=True)
+    store.record_writeback(job.id, case_state="done", task_state="done", error=None, retry_in=None)
+    steps = [(step.event, step.detail) for step in store.timeline(job.id)]
+    assert [event for event, _ in steps] == [
+        "received",
+        "attempt",
+        "retry",
+        "looked up",
+        "attempt",
+        "finished",
+        "written back",
+    ]
+    assert steps[2][1] == "Retried in 10 s: CCAI Platform answered HTTP 503."
+    assert steps[5][1] == "sent (chat 114)"
+    clock.advance(40 * 86400)
+    store.purge(30 * 86400)
+    assert store.timeline(job.id) == []  # the timeline goes with its send
