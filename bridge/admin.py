@@ -25,6 +25,7 @@ from bridge.api import SendRequest, first_problem
 from bridge.chats import ChatStore
 from bridge.chatsync import STATUS_KEY as CHAT_SYNC_KEY
 from bridge.check import run_checks
+from bridge.database import sqlite_path
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend
 from bridge.optout_api import view as optout_view
@@ -112,14 +113,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def opened_store(settings: Settings | None = None, *, writing: bool = False) -> Iterator[Store]:
     """The running bridge's store, which must exist and be migrated (commands never create one)."""
     settings = settings or load_settings()
+    missing = (
+        f"There is no bridge store at {settings.redacted_database_url()}: run `bridge migrate` (or start "
+        "`bridge serve`), or point DATABASE_URL at the store the bridge uses."
+    )
+    sqlite_file = sqlite_path(settings.database_url)
+    if sqlite_file is not None and not sqlite_file.exists():
+        raise ConfigError(missing)  # connecting would create an empty file
     store = Store.from_url(settings.database_url)
     try:
         version = store.schema_version()
         if version == 0:
-            raise ConfigError(
-                f"There is no bridge store at {settings.redacted_database_url()}: run `bridge migrate` (or start "
-                "`bridge serve`), or point DATABASE_URL at the store the bridge uses."
-            )
+            raise ConfigError(missing)
         if writing and version < LATEST_VERSION:
             raise ConfigError("The store's schema is out of date: run `bridge migrate`.")
         yield store

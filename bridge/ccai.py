@@ -120,7 +120,8 @@ class CCAIClient:
         finally:
             self._metrics.ccai_latency.observe(time.perf_counter() - started)
         self._metrics.ccai_responses.labels(str(response.status_code)).inc()
-        logger.info(
+        # Debug: the send step logs one line per finished send, with its outcome.
+        logger.debug(
             "CCAI answered %s in %.0f ms for ticket %s to %s",
             response.status_code,
             (time.perf_counter() - started) * 1000,

@@ -9,7 +9,9 @@ import json
 import logging
 import math
 import shlex
+import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -181,23 +183,51 @@ def _serve(args: argparse.Namespace) -> int:
             " ".join(problems)
             + " Set them in the environment or in .env (see README), or try `bridge serve --sandbox`."
         )
-    _server(settings, build_services(settings)).run()
+    _check_port(settings)
+    services = build_services(settings)
+    services.store.db.ping()  # one line naming the database and why, rather than a traceback at start-up
+    _server(settings, services).run()
     return 0
+
+
+def _check_port(settings: Settings) -> None:
+    """Fail before anything else is started, with one line, when the port is taken."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            raise UsageError(
+                f"Port {settings.port} on {settings.host} is in use ({exc.strerror}); choose another with --port."
+            ) from None
 
 
 def _serve_sandbox(overrides: dict[str, Any]) -> int:
+    overrides = {"host": "127.0.0.1", **overrides}  # the sandbox is for this machine only
     directory = Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
-    platforms = build_platforms(directory)
-    overrides = {**platforms.bridge_settings(), **overrides}
-    if load_settings().database_url == Settings.model_fields["database_url"].default:
-        # A fresh store for each sandbox run, so a demo never meets an earlier demo's loop guard.
-        overrides["database_url"] = f"sqlite:///{directory / 'bridge-sandbox.db'}"
-    settings = load_settings(**overrides)
-    _server_logging(settings)
-    main_server = _server(settings, build_services(settings))
-    _print_sandbox_banner(settings, platforms)
-    asyncio.run(_run_servers(main_server, platforms.servers))
+    try:
+        platforms = build_platforms(directory)
+        overrides = {**platforms.bridge_settings(), **overrides}
+        if load_settings().database_url == Settings.model_fields["database_url"].default:
+            # A fresh store for each sandbox run, so a demo never meets an earlier demo's loop guard.
+            overrides["database_url"] = f"sqlite:///{directory / 'bridge-sandbox.db'}"
+        settings = load_settings(**overrides)
+        _check_port(settings)
+        _server_logging(settings)
+        env_file = directory / "sandbox.env"
+        env_file.write_text(_env_lines(settings, platforms))
+        main_server = _server(settings, build_services(settings))
+        _print_sandbox_banner(settings, platforms, env_file)
+        asyncio.run(_run_servers(main_server, platforms.servers))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+def _env_lines(settings: Settings, platforms: Platforms) -> str:
+    """The sandbox's settings as shell lines, so that other commands can point at it."""
+    values = {**platforms.bridge_settings(), "database_url": settings.database_url}
+    return "".join(f"{name.upper()}={shlex.quote(str(value))}\n" for name, value in values.items())
 
 
 async def _run_servers(main_server: uvicorn.Server, side_servers: Sequence[uvicorn.Server]) -> None:
@@ -211,7 +241,7 @@ async def _run_servers(main_server: uvicorn.Server, side_servers: Sequence[uvico
         await asyncio.gather(*side, return_exceptions=True)
 
 
-def _print_sandbox_banner(settings: Settings, platforms: Platforms) -> None:
+def _print_sandbox_banner(settings: Settings, platforms: Platforms, env_file: Path) -> None:
     bridge_url = f"http://127.0.0.1:{settings.port}"
     endpoint = f"{bridge_url}/salesforce/outbound-message?token={SANDBOX_WEBHOOK_TOKEN}"
     exe = shlex.quote(str(Path(sys.argv[0]).resolve())) if sys.argv and sys.argv[0].endswith("bridge") else "bridge"
@@ -233,16 +263,22 @@ In another terminal, post an outbound message about the first three Cases:
 
 (or with curl: {exe} sample-message | curl -sS -H 'Content-Type: text/xml' --data-binary @- '{endpoint}')
 
-This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the Case.
+This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the Case;
+the chats then move on their own (assigned after 5 s, finished after 5 minutes) and the Cases follow.
 
 Or send as an agent's button would, through the send API:
 
   curl -sS '{bridge_url}/api/v1/sends?wait=10' -H 'Authorization: Bearer {SANDBOX_API_KEY}' \\
        -H 'Content-Type: application/json' -d '{{"ticket_id": "{sample_cases()[1]["Id"]}"}}'
 
-and look at the sends with: {exe} sends list   (with DATABASE_URL={settings.database_url})
+Other commands work against this sandbox once its settings are in the environment:
 
-Stop with Ctrl-C.
+  set -a; . {shlex.quote(str(env_file))}; set +a
+  {exe} sends list
+  {exe} check
+
+(The send window is off in the sandbox: set BRIDGE_SEND_WINDOW=08:00-21:00 before starting it to try it.)
+Stop with Ctrl-C; the sandbox's temporary files go with it.
 """,
         flush=True,
     )
@@ -308,7 +344,8 @@ def _sandbox(args: argparse.Namespace) -> int:
         opted_out=args.opted_out,
         session_events=EventTarget(args.session_events, user, password) if args.session_events else None,
     )
-    print(json.dumps({**platforms.describe(), "settings": platforms.bridge_settings()}), flush=True)
+    settings = {name.upper(): value for name, value in platforms.bridge_settings().items()}  # as environment variables
+    print(json.dumps({**platforms.describe(), "settings": settings}), flush=True)
     # The CCAI simulator's server takes over signal handling for the process.
     main_server = uvicorn.Server(platforms.servers[0].config)
     asyncio.run(_run_servers(main_server, platforms.servers[1:]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, text
@@ -86,6 +87,14 @@ def _tune_postgres(engine: Engine) -> None:
         dbapi_connection.commit()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other databases and in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 class Database:
     """One database: its engine, transactions and clock.
 
@@ -96,6 +105,8 @@ class Database:
 
     def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
         self.engine = engine
+        # Where, for messages: host, port and database (the password masked), or the SQLite file.
+        self.where = engine.url.render_as_string(hide_password=True).replace("+psycopg", "")
         self.postgres = engine.dialect.name == "postgresql"
         self._clock = clock
 
@@ -113,7 +124,7 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
         except (DBAPIError, SQLAlchemyError) as exc:
-            raise translate(exc) from exc
+            raise translate(exc, where=self.where) from exc
 
     def now(self, connection: Connection) -> float:
         """Seconds since the epoch by the clock all processes share (see the class docstring)."""
@@ -155,7 +166,21 @@ class Database:
             connection.execute(select(1))
 
 
-def translate(exc: Exception) -> StoreUnavailable | StoreRejected:
+# What a driver's message means, in a few words an operator can act on.
+_REASONS = (
+    ("connection refused", "connection refused (is the server running, and is the port right?)"),
+    ("does not exist", ""),  # keep the driver's words: database "x" does not exist
+    ("password authentication failed", "authentication failed (check the user and password)"),
+    ("no password supplied", "authentication failed (no password given)"),
+    ("could not translate host name", "unknown host"),
+    ("name or service not known", "unknown host"),
+    ("timeout expired", "no answer in time"),
+    ("unable to open database file", "the file cannot be opened (does its folder exist?)"),
+    ("database is locked", "the file is locked by another process"),
+)
+
+
+def translate(exc: Exception, *, where: str = "") -> StoreUnavailable | StoreRejected:
     """Outage or refusal? Only errors that another attempt could cure count as an outage."""
     original = getattr(exc, "orig", None)
     if isinstance(exc, _PERMANENT):
@@ -163,15 +188,21 @@ def translate(exc: Exception) -> StoreUnavailable | StoreRejected:
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         # Raised before the database saw anything (a value the driver cannot encode).
         return StoreRejected(f"The store refused the data ({type(original or exc).__name__}).")
-    return StoreUnavailable(f"The store is unavailable ({type(exc).__name__}{_cause(original)}).")
+    return StoreUnavailable(f"The store{f' at {where}' if where else ''} is unavailable: {_reason(original or exc)}.")
+
+
+def _reason(error: object) -> str:
+    text = " ".join(str(error).split())
+    lowered = text.lower()
+    for needle, words in _REASONS:
+        if needle in lowered:
+            if words:
+                return words
+            end = lowered.index(needle)
+            start = max(lowered.rfind(word, 0, end) for word in ('database "', 'role "', "user "))
+            return text[start : end + len(needle)] if start >= 0 else text[:200]
+    return f"{type(error).__name__}: {_first_line(error)}" if str(error).strip() else type(error).__name__
 
 
 def _first_line(error: object) -> str:
     return str(error).strip().splitlines()[0][:200] if error is not None and str(error).strip() else "no detail"
-
-
-def _cause(original: object) -> str:
-    if original is None:
-        return ""
-    detail = _first_line(original)
-    return f": {detail}" if detail != "no detail" else ""

@@ -24,9 +24,10 @@ def mask(number: str | None) -> str:
     return "*" * max(len(digits) - keep, 3) + "".join(digits[-keep:])
 
 
-def us_e164(raw: str, *, label: str) -> str:
-    """For validators: a valid US number in E.164, or ``ValueError`` with the masked reason."""
-    e164 = to_e164(raw, default_region="US", allowed_regions=("US",), label=label)
+def us_e164(raw: str, *, label: str, reveal: bool = False) -> str:
+    """For validators: a valid US number in E.164, or ``ValueError`` with the reason, the number
+    masked unless ``reveal`` (an operator's own setting is not a customer's number)."""
+    e164 = to_e164(raw, default_region="US", allowed_regions=("US",), label=label, reveal=reveal)
     if isinstance(e164, PhoneProblem):
         raise ValueError(e164.reason)
     return e164
@@ -51,7 +52,13 @@ _KIND = {
 
 
 def to_e164(
-    raw: str, *, default_region: str, allowed_regions: Collection[str], label: str, textable: bool = False
+    raw: str,
+    *,
+    default_region: str,
+    allowed_regions: Collection[str],
+    label: str,
+    textable: bool = False,
+    reveal: bool = False,
 ) -> str | PhoneProblem:
     """Parse ``raw`` (any common format) and return E.164, or the reason it cannot be used.
 
@@ -59,24 +66,25 @@ def to_e164(
     refuses numbers a customer's text cannot go to: with an extension (the text would reach the
     switchboard, not the person), and of a kind that cannot receive one (toll-free, premium-rate...).
     """
+    shown = raw if reveal else mask(raw)
     try:
         parsed = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException:
-        return PhoneProblem(f"{label} ({mask(raw)}) is not a phone number.")
+        return PhoneProblem(f"{label} ({shown}) is not a phone number.")
     if not phonenumbers.is_valid_number(parsed):
-        return PhoneProblem(f"{label} ({mask(raw)}) is not a valid phone number.")
+        return PhoneProblem(f"{label} ({shown}) is not a valid phone number.")
     if textable and parsed.extension:
         return PhoneProblem(
-            f"{label} ({mask(raw)}) has an extension; a text would reach the switchboard, not the customer."
+            f"{label} ({shown}) has an extension; a text would reach the switchboard, not the customer."
         )
     kind = phonenumbers.number_type(parsed)
     if textable and kind not in _TEXTABLE:
         what = _KIND.get(kind, "not a number that can receive texts")
-        return PhoneProblem(f"{label} ({mask(raw)}) is {what}; it cannot be texted.")
+        return PhoneProblem(f"{label} ({shown}) is {what}; it cannot be texted.")
     region = phonenumbers.region_code_for_number(parsed)
     if region not in allowed_regions:
         allowed = ", ".join(sorted(allowed_regions))
         return PhoneProblem(
-            f"{label} ({mask(raw)}) is a {region or 'non-geographic'} number; only {allowed} numbers can be texted."
+            f"{label} ({shown}) is a {region or 'non-geographic'} number; only {allowed} numbers can be texted."
         )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

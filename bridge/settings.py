@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.consent import WindowRules
@@ -218,7 +227,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 
-    file: FileConfig = FileConfig()
+    # The mapping file's contents: not a field, so that no environment variable (such as FILE) can
+    # reach it; set by load_settings() through with_file().
+    _file: FileConfig = PrivateAttr(default_factory=FileConfig)
 
     @field_validator("salesforce_org_ids", "bridge_webhook_token", "bridge_api_key", mode="before")
     @classmethod
@@ -250,7 +261,7 @@ class Settings(BaseSettings):
     @field_validator("ccai_outbound_number")
     @classmethod
     def _outbound_to_e164(cls, value: str) -> str:
-        return us_e164(value, label="CCAI_OUTBOUND_NUMBER") if value else value
+        return us_e164(value, label="The number", reveal=True) if value else value
 
     @model_validator(mode="after")
     def _derive_ccai_base_url(self) -> Settings:
@@ -259,29 +270,39 @@ class Settings(BaseSettings):
         object.__setattr__(self, "ccai_base_url", self.ccai_base_url.rstrip("/"))
         return self
 
+    def with_file(self, file_config: FileConfig) -> Settings:
+        """These settings with the mapping file's contents."""
+        copy = self.model_copy()
+        copy._file = file_config
+        return copy
+
+    @property
+    def file(self) -> FileConfig:
+        return self._file
+
     @property
     def mapping(self) -> MappingConfig:
-        return self.file.mapping
+        return self._file.mapping
 
     @property
     def writeback(self) -> WritebackConfig:
-        return self.file.writeback
+        return self._file.writeback
 
     @property
     def message(self) -> MessageConfig:
-        return self.file.message
+        return self._file.message
 
     @property
     def consent(self) -> ConsentConfig:
-        return self.file.consent
+        return self._file.consent
 
     @property
     def window_rules(self) -> WindowRules:
         return WindowRules(
             default=parse_window(self.bridge_send_window),
-            states=self.file.send_window.windows(),
+            states=self._file.send_window.windows(),
             default_zone=self.bridge_default_timezone,
-            timezone_field=self.file.send_window.timezone_field,
+            timezone_field=self._file.send_window.timezone_field,
         )
 
     def salesforce_credentials(self) -> SalesforceCredentials:
@@ -336,6 +357,9 @@ class Settings(BaseSettings):
             }
         missing = [name for name, value in required.items() if not value]
         problems = [f"these settings are missing: {', '.join(missing)}."] if missing else []
+        key_file = self.salesforce_private_key_file
+        if key_file and not self.salesforce_private_key.get_secret_value() and not Path(key_file).is_file():
+            problems.append(f"SALESFORCE_PRIVATE_KEY_FILE names {key_file}, which does not exist.")
         try:
             self.salesforce_credentials()
         except ConfigError as exc:
@@ -362,19 +386,20 @@ def read_file_config(path: Path, *, explicit: bool) -> FileConfig:
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment, ``.env`` and the mapping file.
 
-    ``overrides`` take precedence over the environment (used by ``--sandbox`` and by tests).
+    ``overrides`` take precedence over the environment (used by ``--sandbox`` and by tests); a
+    ``file`` override replaces the mapping file.
     """
+    given = overrides.pop("file", None)
     try:
         settings = Settings(**overrides)
     except ConfigError:
         raise
     except ValidationError as exc:
         raise ConfigError(f"The configuration is not valid: {_describe(exc)}") from exc
-    if "file" in overrides:
-        return settings
+    if given is not None:
+        return settings.with_file(given)
     explicit = settings.bridge_config != DEFAULT_CONFIG_PATH
-    file_config = read_file_config(settings.bridge_config, explicit=explicit)
-    return settings.model_copy(update={"file": file_config})
+    return settings.with_file(read_file_config(settings.bridge_config, explicit=explicit))
 
 
 def _describe(exc: ValidationError, *, env: bool = True) -> str:
@@ -386,5 +411,6 @@ def _describe(exc: ValidationError, *, env: bool = True) -> str:
             where = "_".join(parts).upper() or "value"
         else:
             where = f"[{parts[0]}] {'.'.join(parts[1:])}" if len(parts) > 1 else ".".join(parts) or "file"
-        problems.append(f"{where}: {error['msg']}")
+        message = str(error["msg"]).removeprefix("Value error, ").rstrip(".")
+        problems.append(f"{where}: {message}")
     return "; ".join(problems) + "."

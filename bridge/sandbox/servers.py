@@ -96,6 +96,8 @@ class Platforms:
             "bridge_api_key": SANDBOX_API_KEY,
             # Demos and tests run at any hour; the send window is tried by setting it explicitly.
             "bridge_send_window": "off",
+            # Chats move within seconds in the sandbox: follow them closely enough to see it.
+            "bridge_chat_sync_seconds": 5,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -138,7 +140,13 @@ def build_platforms(
     )
     salesforce = SalesforceSimulator(access_token=_SALESFORCE_TOKEN)
     salesforce.add_cases(sample_cases())
-    common: dict[str, Any] = {"host": "127.0.0.1", "log_level": "warning", "lifespan": "off"}
+    # A stopping sandbox does not wait for clients' keep-alive connections: Ctrl-C returns at once.
+    common: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "log_level": "warning",
+        "lifespan": "off",
+        "timeout_graceful_shutdown": 1,
+    }
     logging.getLogger("uvicorn.error").addFilter(QUIET_CUTS)
     servers: list[uvicorn.Server] = [
         SideServer(uvicorn.Config(create_ccai_app(ccai), port=ccai_port, **common)),
