@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.calls import run_calls
+from benchmarks.chats import run_chats
 from benchmarks.ingest import run_ingest
 from benchmarks.pipeline import run_pipeline
 
@@ -43,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingest.add_argument("--concurrency", type=int, default=16)
     ingest.add_argument("--grow", type=int, default=0, metavar="N", help="measure again with N finished records")
     ingest.set_defaults(run=lambda a: run_ingest(seconds=a.seconds, concurrency=a.concurrency, grow=a.grow))
+    chats = scenarios.add_parser("chats", help="the chat sync with many chats ending within one minute")
+    chats.add_argument("--chats", type=int, default=1000)
+    chats.add_argument("--interval", type=float, default=10.0, help="BRIDGE_CHAT_SYNC_SECONDS")
+    chats.set_defaults(run=lambda a: run_chats(chats=a.chats, interval=a.interval))
     calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
     calls.add_argument("--burst", type=int, default=100)
     calls.set_defaults(run=lambda a: run_calls(burst=a.burst))

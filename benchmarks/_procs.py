@@ -27,11 +27,19 @@ def start(args: list[str], *, env: dict[str, str] | None = None, log: Path | Non
 
 
 def start_sandbox(
-    directory: Path, *, latency: float = 0.0, rate: float = 10.0, jitter: float = 0.0, window: str = "bucket"
+    directory: Path,
+    *,
+    latency: float = 0.0,
+    rate: float = 10.0,
+    jitter: float = 0.0,
+    window: str = "bucket",
+    chat_life: str | None = None,
 ) -> tuple[subprocess.Popen[Any], dict[str, Any]]:
     args = ["sandbox", "--dir", str(directory), "--latency", str(latency), "--rate-limit", str(rate)]
     if jitter or window != "bucket":
         args += ["--jitter", str(jitter), "--rate-window", window]
+    if chat_life:
+        args += ["--chat-life", chat_life]
     process = start(args)
     assert process.stdout is not None
     return process, json.loads(process.stdout.readline())

@@ -9,6 +9,7 @@ Read-only commands never create a store: an empty or old one is reported, not ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -354,7 +355,7 @@ def _check(args: argparse.Namespace) -> int:
     settings = load_settings()
     findings = anyio.run(run_checks, settings)
     if args.json:
-        print(json.dumps([f.as_dict() for f in findings], indent=2))
+        print(json.dumps([dataclasses.asdict(f) for f in findings], indent=2))
     else:
         for finding in findings:
             print(f"{'ok' if finding.ok else 'FAIL':<5} {finding.area:<18} {finding.detail}")
@@ -367,7 +368,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, widths: 
     """A plain text table; long cells are cut to ``widths`` so rows stay on one line."""
     cells = [[_cell(row.get(c), widths.get(c)) for c in columns] for row in rows]
     sizes = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().replace("_", " ").ljust(sizes[i]) for i, c in enumerate(columns))]
+    lines = ["  ".join(c.upper().replace("_", " ").ljust(sizes[i]) for i, c in enumerate(columns)).rstrip()]
     lines += ["  ".join(value.ljust(sizes[i]) for i, value in enumerate(line)).rstrip() for line in cells]
     return "\n".join(lines)
 

@@ -51,6 +51,7 @@ MAX_WAIT_SECONDS = 25.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _SEND_ID = re.compile(r"^[0-9]{1,18}$")
+MAX_SEND_ID = 2**31 - 1
 
 
 class SendRequest(BaseModel):
@@ -208,7 +209,9 @@ class SendAPI(JSONDoor):
 
     async def _read(self, request: Request) -> Response:
         raw = request.path_params["send_id"]
-        found = await anyio.to_thread.run_sync(self._store.get, int(raw)) if _SEND_ID.match(raw) else None
+        # Ids are positive 32-bit integers: anything else cannot name a send (and must not reach the database).
+        exists = _SEND_ID.match(raw) is not None and 0 < int(raw) <= MAX_SEND_ID
+        found = await anyio.to_thread.run_sync(self._store.get, int(raw)) if exists else None
         if found is None:
             raise NotFound(f"There is no send {raw[:40]}.")
         return JSONResponse(public_view(found))

@@ -34,9 +34,11 @@ LEASE_NAME = "chat-sync"
 STATUS_KEY = "chat_sync"
 BATCH_LIMIT = 200
 EVENTS_PER_PASS = 500
-# CCAI's updated_at has whole seconds and several chats can share one: read a little before the
-# high-water mark every time (re-reading a chat is harmless: an older state is never applied).
-OVERLAP_SECONDS = 5.0
+# CCAI's updated_at has whole seconds and several chats can share one; ``updated_at[from]`` is
+# inclusive ("at or after"). Reading from one second before the high-water mark catches a chat that
+# changed in that second after the last poll; re-reading a chat is harmless (an older state is
+# never applied, and an unchanged one writes nothing).
+OVERLAP_SECONDS = 1.0
 MAX_WRITE_ATTEMPTS = 300
 # With polling off, chats still expire and go quiet: checked this often.
 HOUSEKEEPING_SECONDS = 60.0

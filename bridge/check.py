@@ -7,33 +7,20 @@ refusal proves the endpoint, the API token and the outbound number together.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import anyio.to_thread
 
 from bridge._schema import LATEST_VERSION
 from bridge.errors import BridgeError, CCAIRejected, ConfigError
 from bridge.mapping import TicketMapper
-from bridge.model import SmsRequest
+from bridge.model import Finding, SmsRequest
 from bridge.ratelimit import LocalRateLimiter
-from bridge.salesforce import BASE_FIELDS, SalesforceGateway
+from bridge.salesforce_check import check_org
 from bridge.services import ccai_client, salesforce_gateway
 from bridge.settings import Settings
 from bridge.store import Store
 
 # A fictional number (555-01xx is reserved for fiction); the probe's empty message is refused anyway.
 PROBE_NUMBER = "+12015550123"
-
-
-@dataclass(frozen=True)
-class Finding:
-    area: str
-    ok: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 async def run_checks(settings: Settings) -> list[Finding]:
@@ -47,7 +34,9 @@ async def run_checks(settings: Settings) -> list[Finding]:
         return findings  # already reported by the settings check
     gateway = salesforce_gateway(settings)
     try:
-        findings.extend(await anyio.to_thread.run_sync(_check_salesforce, settings, gateway))
+        mapper = TicketMapper(config=settings.mapping, outbound_number=settings.ccai_outbound_number, chat_type="")
+        fields = (*mapper.fields, *settings.consent.block_if_true)
+        findings.extend(await anyio.to_thread.run_sync(check_org, settings, gateway, fields))
     finally:
         gateway.close()
     return findings
@@ -100,39 +89,3 @@ async def _check_ccai(settings: Settings) -> Finding:
     finally:
         await client.aclose()
     return Finding("CCAI", False, f"CCAI accepted a probe with an empty message (chat {chat.id}); please report this.")
-
-
-def _check_salesforce(settings: Settings, gateway: SalesforceGateway) -> list[Finding]:
-    try:
-        case_fields = gateway.describe("Case")
-    except BridgeError as exc:
-        return [Finding("Salesforce", False, str(exc))]
-    findings = [Finding("Salesforce", True, f"logged in ({settings.salesforce_credentials().mode}); Case described")]
-    config = settings.writeback
-    wanted = (config.chat_id_field, config.status_field, config.error_field)
-    bad = [name for name in wanted if not case_fields.get(name, {}).get("updateable")]
-    findings.append(
-        Finding("Write-back fields", False, f"missing or read-only on Case: {', '.join(bad)} (see README)")
-        if bad
-        else Finding("Write-back fields", True, ", ".join(wanted))
-    )
-    mapper = TicketMapper(config=settings.mapping, outbound_number=settings.ccai_outbound_number, chat_type="")
-    relationships = {str(f.get("relationshipName")) for f in case_fields.values() if f.get("relationshipName")}
-    unknown = [
-        name
-        for name in mapper.fields
-        if name not in BASE_FIELDS
-        and (name.split(".")[0] not in relationships if "." in name else name not in case_fields)
-    ]
-    findings.append(
-        Finding("Mapping fields", False, f"not on Case: {', '.join(unknown)} (check config/bridge.toml)")
-        if unknown
-        else Finding("Mapping fields", True, ", ".join(n for n in mapper.fields if n not in BASE_FIELDS))
-    )
-    if config.create_task:
-        try:
-            gateway.describe("Task")
-            findings.append(Finding("Tasks", True, "the bridge's user can describe Task"))
-        except BridgeError as exc:
-            findings.append(Finding("Tasks", False, str(exc)))
-    return findings

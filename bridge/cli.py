@@ -331,6 +331,14 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_sandbox(args, directory)
+    finally:
+        if args.dir is None:  # a folder it made itself goes with it
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_sandbox(args: argparse.Namespace, directory: Path) -> int:
     user, _, password = args.session_events_auth.partition(":")
     platforms = build_platforms(
         directory,

@@ -188,6 +188,15 @@ class SendRecord:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One line of ``bridge check``: an area, whether it is right, and what was found."""
+
+    area: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class LogEntry:
     """One step of a send's timeline."""
 

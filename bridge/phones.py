@@ -77,14 +77,14 @@ def to_e164(
         return PhoneProblem(
             f"{label} ({shown}) has an extension; a text would reach the switchboard, not the customer."
         )
-    kind = phonenumbers.number_type(parsed)
-    if textable and kind not in _TEXTABLE:
-        what = _KIND.get(kind, "not a number that can receive texts")
-        return PhoneProblem(f"{label} ({shown}) is {what}; it cannot be texted.")
     region = phonenumbers.region_code_for_number(parsed)
     if region not in allowed_regions:
         allowed = ", ".join(sorted(allowed_regions))
         return PhoneProblem(
             f"{label} ({shown}) is a {region or 'non-geographic'} number; only {allowed} numbers can be texted."
         )
+    kind = phonenumbers.number_type(parsed)
+    if textable and kind not in _TEXTABLE:
+        what = _KIND.get(kind, "not a number that can receive texts")
+        return PhoneProblem(f"{label} ({shown}) is {what}; it cannot be texted.")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

@@ -40,7 +40,7 @@ class Pace:
 
     limit: float = 10.0
     share: float = 1.0
-    headroom: float = 0.1
+    headroom: float = 0.08
 
     @property
     def per_window(self) -> int:
@@ -103,7 +103,7 @@ class SharedRateLimiter:
                 )
             ]
             wait = self._pace.wait(now, recent, paused_until)
-            if wait > self._pace.gap:
+            if wait > self._pace.gap + 1e-6:  # (times are floats: a wait of exactly one gap is reserved)
                 return wait - self._pace.gap, False
             connection.execute(rate_events.insert().values(name=self._name, at=now + wait))
             connection.execute(

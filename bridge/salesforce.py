@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 from simple_salesforce.api import Salesforce
@@ -178,6 +179,16 @@ class SalesforceGateway:
                     id=to18(record_id), fields=flat, owner_email=str(owner).strip() if owner else None
                 )
         return tickets
+
+    def query(self, soql: str, *, tooling: bool = False) -> list[dict[str, Any]]:
+        """Records of a SOQL query (the Tooling API's with ``tooling``), for ``bridge check``."""
+        if tooling:
+            answer = self._call(
+                lambda sf: sf.toolingexecute(f"query/?q={quote(soql)}"), action="read Setup (Tooling API)"
+            )
+        else:
+            answer = self._call(lambda sf: sf.query_all(soql), action="read Setup")
+        return [dict(record) for record in (answer or {}).get("records", [])]
 
     def describe(self, sobject: str) -> dict[str, dict[str, Any]]:
         """The fields of an object, by API name (each with ``type``, ``updateable``, ``relationshipName``...)."""

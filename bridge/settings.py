@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     ccai_manager_url: str = ""
     ccai_rate_limit: float = Field(default=10.0, gt=0)
     ccai_rate_share: float = Field(default=1.0, gt=0, le=1)
-    ccai_rate_headroom: float = Field(default=0.1, ge=0, le=1)
+    ccai_rate_headroom: float = Field(default=0.08, ge=0, le=1)
     ccai_retry_for_seconds: float = Field(default=3600.0, ge=0)
     ccai_max_concurrency: int = Field(default=20, ge=1)
 

@@ -139,6 +139,8 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         if (refused := gate(request)) is not None:
             return refused
         soql = request.query_params.get("q", "")
+        if "FROM FlowDefinitionView" in soql or "FROM WorkflowOutboundMessage" in soql:
+            return JSONResponse(_setup_records(soql))
         if tasks := _TASK_SOQL.match(soql):
             cases = {to18(i.strip().strip("'\"")) for i in tasks["ids"].split(",") if i.strip()}
             found = [
@@ -185,7 +187,10 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
             )
             reference = sub.get("referenceId")
             if path.endswith("/composite/sobjects") and sub.get("method") in ("PATCH", "POST"):
-                results = [_apply(sim, sub["method"], record) for record in sub.get("body", {}).get("records", [])]
+                records = sub.get("body", {}).get("records", [])
+                if any("CCAI_Chat_Status__c" in record for record in records):
+                    sim.calls[-1]["chat"] = True  # a chat sync write, counted apart by the benchmarks
+                results = [_apply(sim, sub["method"], record) for record in records]
                 answers.append({"body": results, "httpHeaders": {}, "httpStatusCode": 200, "referenceId": reference})
             elif (single := _sobject(path)) is not None:
                 status, result = _single(sim, sub.get("method", "GET"), *single, sub.get("body") or {})
@@ -205,7 +210,7 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         if (refused := gate(request)) is not None:
             return refused
         name = request.path_params["sobject"]
-        if name not in ("Case", "Task"):
+        if name not in ("Case", "Task", "Contact"):
             return _errors(404, "NOT_FOUND", f"The requested resource does not exist: {name}")
         return JSONResponse({"name": name, "fields": _describe_fields(name)})
 
@@ -221,6 +226,7 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         middleware=[Middleware(_LimitInfo, sim=sim)],
         routes=[
             Route("/services/data/{version}/query/", query),
+            Route("/services/data/{version}/tooling/query/", query),
             Route("/services/data/{version}/query", query),
             Route("/services/data/{version}/composite/sobjects", collections, methods=["PATCH", "POST"]),
             Route("/services/data/{version}/composite", composite, methods=["POST"]),
@@ -282,6 +288,15 @@ def _apply(sim: SalesforceSimulator, method: str, record: dict[str, Any]) -> dic
     return _failure("INVALID_TYPE", f"The sandbox does not {method} {kind}")
 
 
+def _setup_records(soql: str) -> dict[str, Any]:
+    """The sandbox org has the SFDX project deployed, its Flow active."""
+    if "FlowDefinitionView" in soql:
+        records = [{"ApiName": "CCAI_Bridge_Text_Customer", "IsActive": True}]
+    else:
+        records = [{"Id": "04k5g0000000001AAA", "Name": "CCAI_Bridge_Notify"}]
+    return {"totalSize": 1, "done": True, "records": records}
+
+
 def _resolve(url: str, results: dict[str, Any]) -> str:
     """Composite references, ``@{ref.Field}``, replaced by an earlier subrequest's answer."""
 
@@ -329,15 +344,30 @@ _RELATIONSHIPS = {
 }
 
 
+# Field types and picklists of the fields the SFDX project (salesforce/) deploys, as describe shows them.
+_TYPES = {"CCAI_SMS_Status__c": "picklist", "CCAI_Chat_Ended_At__c": "datetime", "Status": "picklist"}
+_PICKLISTS = {
+    ("Case", "CCAI_SMS_Status__c"): ["Sent", "Failed", "Skipped", "Unknown", "Opted Out", "Scheduled"],
+    ("Task", "Status"): ["Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"],
+}
+
+
 def _describe_fields(name: str) -> list[dict[str, Any]]:
-    names = sorted(f for f in CASE_FIELDS if "." not in f) if name == "Case" else sorted(TASK_FIELDS | {"Id"})
+    if name == "Case":
+        names = sorted(f for f in CASE_FIELDS if "." not in f)
+    elif name == "Contact":
+        names = sorted({"Id", *CONTACT_FIELDS})
+    else:
+        names = sorted(TASK_FIELDS | {"Id"})
     fields: list[dict[str, Any]] = [
         {
             "name": f,
-            "type": "string",
+            "type": _TYPES.get(f, "boolean" if f in ("DoNotCall", "SMS_Opt_Out__c") else "string"),
             "updateable": f not in ("Id", "CaseNumber"),
+            "createable": f != "Id",
             "relationshipName": None,
             "referenceTo": [],
+            "picklistValues": [{"value": v, "active": True} for v in _PICKLISTS.get((name, f), [])],
         }
         for f in names
     ]
