@@ -56,10 +56,9 @@ def harness_settings(**overrides: Any) -> Settings:
         "ccai_retry_for_seconds": 600,
         "bridge_lease_seconds": 30,
         "bridge_send_window": "off",  # tests of the window set one
-        "file": FileConfig(),
         **overrides,
     }
-    return Settings(**values)
+    return Settings(**values).with_file(FileConfig())
 
 
 @dataclass
