@@ -13,7 +13,7 @@ from benchmarks.ingest import run_ingest
 from benchmarks.pipeline import run_pipeline
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     scenarios = parser.add_subparsers(required=True, metavar="SCENARIO")
     pipeline = scenarios.add_parser("pipeline", help="queued events sent by worker processes on PostgreSQL")
@@ -51,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
     calls.add_argument("--burst", type=int, default=100)
     calls.set_defaults(run=lambda a: run_calls(burst=a.burst))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     figures: dict[str, Any] = args.run(args)
     width = max(len(k) for k in figures)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in figures.items()))
