@@ -56,7 +56,8 @@ DESCRIPTION_LIMIT = {"PermissionSet": 255, "Flow": 255}
 
 
 def parse(path: Path) -> Element:
-    return ElementTree.parse(path).getroot()
+    root: Element = ElementTree.parse(path).getroot()
+    return root
 
 
 def text(element: Element, path: str) -> str | None:
@@ -69,7 +70,8 @@ def texts(element: Element, path: str) -> list[str]:
 
 
 def project_json() -> dict[str, object]:
-    return json.loads((PROJECT / "sfdx-project.json").read_text(encoding="utf-8"))
+    project: dict[str, object] = json.loads((PROJECT / "sfdx-project.json").read_text(encoding="utf-8"))
+    return project
 
 
 def bridge_toml() -> dict[str, object]:

@@ -225,7 +225,7 @@ def test_zones_with_no_common_hour_give_a_reason_instead_of_a_time() -> None:
 
 def test_only_a_decision_with_an_opening_has_a_scheduled_reason() -> None:
     with pytest.raises(ValueError, match="Only a decision with an opening time is scheduled"):
-        scheduled_reason(WindowDecision(open=True), DAY)
+        scheduled_reason(WindowDecision(open=True), Window(time(8), time(21)))
 
 
 # -- whose time ---------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import httpx
 import pytest
@@ -51,7 +53,7 @@ class Faults(httpx.AsyncBaseTransport):
         return response
 
 
-def faulty(store: Store, clock: Clock, **settings: object) -> tuple[Harness, Faults]:
+def faulty(store: Store, clock: Clock, **settings: Any) -> tuple[Harness, Faults]:
     holder: list[Faults] = []
 
     def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
