@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Iterable
 
@@ -15,3 +17,14 @@ def matches_any(given: str, secrets: Iterable[str]) -> bool:
     for secret in secrets:
         matched |= hmac.compare_digest(given.encode(), secret.encode())
     return bool(given) and matched
+
+
+def basic_credentials(header: str) -> str:
+    """``user:password`` from an ``Authorization: Basic`` header; empty when there is none or it is garbled."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""

@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,19 +22,17 @@ from pydantic import ValidationError
 
 from bridge._schema import LATEST_VERSION
 from bridge.api import SendRequest, first_problem
-from bridge.chats import ChatStore
-from bridge.chatsync import STATUS_KEY as CHAT_SYNC_KEY
 from bridge.check import run_checks
 from bridge.database import sqlite_path
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend
 from bridge.optout_api import view as optout_view
 from bridge.optouts import OptOutList
+from bridge.overview import read_overview
 from bridge.phones import mask, us_e164
 from bridge.salesforce import normalize_case_id
 from bridge.sends import iso, public_view, retry, wait_for_outcome
 from bridge.settings import Settings, load_settings
-from bridge.status import StatusBoard
 from bridge.store import Store
 
 LIST_COLUMNS = (
@@ -280,38 +277,36 @@ def _opt_out_list(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     with opened_store() as store:
-        board = StatusBoard(store.db)
-        summary = store.queue_summary()
-        workers = board.workers()
-        usage = board.get("salesforce:api_usage")
-        sync = board.get(CHAT_SYNC_KEY)
-        chats_pending = ChatStore(store.db).lagging()
-        now = time.time()
-    report: dict[str, Any] = {
-        "by_status": dict(summary.by_status),
-        "oldest_queued_seconds": summary.oldest_queued_seconds,
-        "writebacks_pending": summary.writebacks_pending,
-        "workers": {
-            w.id: {"host": w.host, "pid": w.pid, "seen_seconds_ago": round(w.seconds_since_beat, 1)} for w in workers
-        },
-        "salesforce_api_usage": None if usage is None else {**usage[0], "as_of": iso(usage[1])},
-        "chat_sync": None
-        if sync is None
-        else {
-            "high_water": iso(sync[0].get("high_water")),
-            "polled_at": iso(sync[0].get("polled_at")),
-            "lag_seconds": round(now - float(sync[0].get("polled_at") or now), 1),
-            "chats_with_news_pending": chats_pending,
-        },
-    }
+        overview = read_overview(store)
+    queue, workers, usage, sync = overview.queue, overview.workers, overview.api_usage, overview.chat_sync
     if args.json:
+        report = {
+            "by_status": dict(queue.by_status),
+            "oldest_queued_seconds": queue.oldest_queued_seconds,
+            "writebacks_pending": queue.writebacks_pending,
+            "workers": {
+                w.id: {"host": w.host, "pid": w.pid, "seen_seconds_ago": round(w.seconds_since_beat, 1)}
+                for w in workers
+            },
+            "salesforce_api_usage": None
+            if usage is None
+            else {"used": usage.used, "total": usage.total, "as_of": iso(usage.as_of)},
+            "chat_sync": None
+            if sync is None
+            else {
+                "high_water": iso(sync.high_water),
+                "polled_at": iso(sync.polled_at),
+                "lag_seconds": sync.lag_seconds,
+                "chats_with_news_pending": sync.chats_with_news_pending,
+            },
+        }
         print(json.dumps(report, indent=2))
         return 0
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items())) or "empty"
-    oldest = summary.oldest_queued_seconds
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(queue.by_status.items())) or "empty"
+    oldest = queue.oldest_queued_seconds
     print(f"Sends:               {counts}")
     print(f"Oldest queued:       {'-' if oldest is None else f'{oldest:.0f} s'}")
-    print(f"Write-backs pending: {summary.writebacks_pending}")
+    print(f"Write-backs pending: {queue.writebacks_pending}")
     print(
         f"Workers alive:       {len(workers)}"
         + "".join(f"\n  {w.id} on {w.host} (pid {w.pid}, seen {w.seconds_since_beat:.0f} s ago)" for w in workers)
@@ -319,14 +314,14 @@ def _status(args: argparse.Namespace) -> int:
     if usage is None:
         print("Salesforce API usage: not reported yet")
     else:
-        print(f"Salesforce API usage: {usage[0]['used']:,} of {usage[0]['total']:,} today (as of {iso(usage[1])})")
-    sync_report = report["chat_sync"]
-    if sync_report is None:
+        print(f"Salesforce API usage: {usage.used:,} of {usage.total:,} today (as of {iso(usage.as_of)})")
+    if sync is None:
         print("Chat sync:           not run yet")
     else:
         print(
-            f"Chat sync:           last poll {sync_report['lag_seconds']:.0f} s ago, CCAI changes read up to "
-            f"{sync_report['high_water'] or '-'}, {chats_pending} chat(s) with news still to reach Salesforce"
+            f"Chat sync:           last poll {sync.lag_seconds:.0f} s ago, CCAI changes read up to "
+            f"{iso(sync.high_water) or '-'}, {sync.chats_with_news_pending} chat(s) with news still to reach "
+            "Salesforce"
         )
     return 0
 

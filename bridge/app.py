@@ -28,7 +28,8 @@ from bridge._schema import LATEST_VERSION
 from bridge._secrets import matches_any
 from bridge.api import SendAPI
 from bridge.chats import ChatStore
-from bridge.errors import AuthenticationFailed, InboundError, StoreError
+from bridge.dashboard import Dashboard
+from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
 from bridge.optout_api import OptOutAPI
 from bridge.optouts import OptOutList
 from bridge.preview_api import PreviewAPI
@@ -128,8 +129,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         metrics=svc.metrics,
         wake=wake,
     )
+    dashboard = (
+        Dashboard(
+            store=svc.store,
+            opt_outs=svc.opt_outs or OptOutList(svc.store.db),
+            password=svc.dashboard_password,
+            metrics=svc.metrics,
+            ticket_ids=svc.ticket_ids,
+        ).routes()
+        if svc.dashboard_password
+        else []  # no password, no dashboard: its paths are 404s like any unknown path
+    )
     return Starlette(
         routes=[
+            *dashboard,
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
@@ -165,11 +178,17 @@ async def refused(request: Request, exc: Exception) -> Response:
 
 
 async def store_failed(request: Request, exc: Exception) -> Response:
-    logger.error("Store unavailable, not acknowledging: %s", exc)
-    message = "The bridge cannot store events right now; try again."
+    """Nothing is acknowledged. An outage is a 503 (try again); data the store refuses is a 422
+    naming why, since sending it again fails the same way."""
+    if isinstance(exc, StoreRejected):
+        logger.error("The store refused a request's data, not acknowledging: %s", exc)
+        message, status = f"The bridge cannot store this request: {exc}", 422
+    else:
+        logger.error("Store unavailable, not acknowledging: %s", exc)
+        message, status = "The bridge cannot store events right now; try again.", 503
     if _is_api(request):
-        return JSONResponse({"error": message}, status_code=503)
-    return PlainTextResponse(message + "\n", status_code=503)
+        return JSONResponse({"error": message}, status_code=status)
+    return PlainTextResponse(message + "\n", status_code=status)
 
 
 class RequestIdMiddleware:

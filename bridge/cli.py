@@ -32,7 +32,13 @@ from bridge.logs import configure_logging
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.ccai import consumer_number
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
-from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, Platforms, build_platforms
+from bridge.sandbox.servers import (
+    SANDBOX_API_KEY,
+    SANDBOX_DASHBOARD_PASSWORD,
+    SANDBOX_WEBHOOK_TOKEN,
+    Platforms,
+    build_platforms,
+)
 from bridge.sandbox.session_events import EventTarget
 from bridge.services import Services, Shutdown, build_services, drain_worker, start_worker
 from bridge.settings import Settings, load_settings
@@ -265,6 +271,7 @@ In another terminal, post an outbound message about the first three Cases:
 
 This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the Case;
 the chats then move on their own (assigned after 5 s, finished after 5 minutes) and the Cases follow.
+The dashboard shows it all: {bridge_url}/dashboard (user operator, password {SANDBOX_DASHBOARD_PASSWORD}).
 
 Or send as an agent's button would, through the send API:
 

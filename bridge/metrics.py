@@ -11,13 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bridge.errors import StoreError
+
+if TYPE_CHECKING:
+    from bridge.overview import Overview
 
 CACHE_SECONDS = 5.0
 
@@ -72,7 +75,7 @@ class Metrics:
             "bridge_writeback_failures", "Write-back attempts that failed, by part", ["part"], registry=r
         )
 
-    def watch(self, read: Callable[[], StoreGauges]) -> None:
+    def watch(self, read: Callable[[], Overview]) -> None:
         """Publish gauges from ``read`` (called at most every few seconds)."""
         self.registry.register(_StoreCollector(read))
 
@@ -80,19 +83,14 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-StoreGauges = dict[str, Any]
-"""``by_status`` (status -> count), ``oldest_queued_seconds``, ``writebacks_pending``, ``workers_alive``,
-and optionally ``api_usage`` (``used``, ``total``)."""
-
-
 class _StoreCollector(Collector):
-    def __init__(self, read: Callable[[], StoreGauges], *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, read: Callable[[], Overview], *, clock: Callable[[], float] = time.monotonic) -> None:
         self._read = read
         self._clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, StoreGauges | None] = (-CACHE_SECONDS, None)
+        self._cached: tuple[float, Overview | None] = (-CACHE_SECONDS, None)
 
-    def _gauges(self) -> StoreGauges | None:
+    def _gauges(self) -> Overview | None:
         with self._lock:  # concurrent scrapes wait for one read instead of each making their own
             read_at, gauges = self._cached
             if self._clock() - read_at >= CACHE_SECONDS:
@@ -104,35 +102,31 @@ class _StoreCollector(Collector):
             return gauges
 
     def collect(self) -> Iterator[Metric]:
-        gauges = self._gauges()
-        if gauges is None:
+        overview = self._gauges()
+        if overview is None:
             return
+        queue = overview.queue
         by_status = GaugeMetricFamily("bridge_sends", "Sends in the store, by status", labels=["status"])
-        for status, count in sorted(gauges["by_status"].items()):
+        for status, count in sorted(queue.by_status.items()):
             by_status.add_metric([status], count)
         yield by_status
+        queued = queue.by_status.get("queued", 0)
+        yield GaugeMetricFamily("bridge_queue_depth", "Sends waiting to be sent", value=queued)
         yield GaugeMetricFamily(
-            "bridge_queue_depth", "Sends waiting to be sent", value=gauges["by_status"].get("queued", 0)
+            "bridge_oldest_queued_seconds", "Age of the oldest queued send", value=queue.oldest_queued_seconds or 0
         )
         yield GaugeMetricFamily(
-            "bridge_oldest_queued_seconds", "Age of the oldest queued send", value=gauges["oldest_queued_seconds"] or 0
+            "bridge_writebacks_pending", "Outcomes waiting to reach Salesforce", value=queue.writebacks_pending
         )
-        yield GaugeMetricFamily(
-            "bridge_writebacks_pending", "Outcomes waiting to reach Salesforce", value=gauges["writebacks_pending"]
-        )
-        yield GaugeMetricFamily(
-            "bridge_workers_alive", "Workers with a recent heartbeat", value=gauges["workers_alive"]
-        )
-        polled_at = gauges.get("chat_sync_polled_at")
-        if polled_at is not None:
+        yield GaugeMetricFamily("bridge_workers_alive", "Workers with a recent heartbeat", value=len(overview.workers))
+        if overview.chat_sync is not None and overview.chat_sync.polled_at is not None:
             yield GaugeMetricFamily(
                 "bridge_chat_sync_lag_seconds",
                 "Seconds since the chat sync last read CCAI",
-                value=time.time() - polled_at,
+                value=time.time() - overview.chat_sync.polled_at,
             )
-        usage = gauges.get("api_usage")
-        if usage is not None:
+        if overview.api_usage is not None:
             api = GaugeMetricFamily("bridge_salesforce_api_usage", "Salesforce API calls today", labels=["kind"])
-            api.add_metric(["used"], usage["used"])
-            api.add_metric(["allowed"], usage["total"])
+            api.add_metric(["used"], overview.api_usage.used)
+            api.add_metric(["allowed"], overview.api_usage.total)
             yield api

@@ -206,6 +206,15 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class ActivityCount:
+    """How many sends created in one hour (0 = the oldest shown) have a status now."""
+
+    hour: int
+    status: SendStatus
+    count: int
+
+
+@dataclass(frozen=True)
 class QueueSummary:
     """What ``bridge status`` and ``/metrics`` show about the queue."""
 

@@ -25,6 +25,7 @@ from bridge.ccai import CCAIClient
 from bridge.consent import Block, ConsentCheck, Hold
 from bridge.crm import CRMGateway, Ticket
 from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreUnavailable
+from bridge.holdings import Holdings
 from bridge.logs import about_send
 from bridge.mapping import TicketMapper
 from bridge.metrics import Metrics
@@ -54,6 +55,7 @@ class SendStep:
         self,
         *,
         owner: str,
+        holdings: Holdings,
         store: Store,
         gateway: CRMGateway,
         ccai: CCAIClient,
@@ -67,6 +69,7 @@ class SendStep:
         rng: random.Random | None = None,
     ) -> None:
         self._owner = owner
+        self._holdings = holdings
         self._store = store
         self._gateway = gateway
         self._ccai = ccai
@@ -84,15 +87,16 @@ class SendStep:
         claimed = await anyio.to_thread.run_sync(
             lambda: self._store.claim_sends(self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds)
         )
-        to_guard: list[ClaimedSend] = []
-        for job in claimed:
-            with about_send(job.id):
-                ready = await self._before_sending(job)
-            if ready is not None:
-                to_guard.append(ready)
-        to_read = [job for job in to_guard if await self._passes_loop_guard(job)]
-        if to_read:
-            await self._read_map_and_send(to_read)
+        with self._holdings.sends(job.id for job in claimed):
+            to_guard: list[ClaimedSend] = []
+            for job in claimed:
+                with about_send(job.id):
+                    ready = await self._before_sending(job)
+                if ready is not None:
+                    to_guard.append(ready)
+            to_read = [job for job in to_guard if await self._passes_loop_guard(job)]
+            if to_read:
+                await self._read_map_and_send(to_read)
         return len(claimed)
 
     # -- before anything is sent --------------------------------------------------------------
@@ -223,7 +227,8 @@ class SendStep:
                 try:
                     await self._send_one(job, request, state)
                 except StoreUnavailable as exc:
-                    # Its lease runs out and it is taken up again, following the lost-answer rule.
+                    # No longer in hand once the batch ends: its lease runs out and it is taken up
+                    # again, following the lost-answer rule.
                     logger.warning("Send %s could not be recorded (%s); it will be taken up again", job.id, exc)
                 except Exception:
                     logger.exception("Send %s failed unexpectedly", job.id)

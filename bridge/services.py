@@ -19,14 +19,14 @@ import anyio.abc
 from bridge import policy
 from bridge.ccai import CCAIClient
 from bridge.chats import ChatStore
-from bridge.chatsync import STATUS_KEY as CHAT_SYNC_KEY
 from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
 from bridge.crm import CRMGateway, TicketIds
 from bridge.database import Database
 from bridge.mapping import TicketMapper
-from bridge.metrics import Metrics, StoreGauges
+from bridge.metrics import Metrics
 from bridge.optouts import OptOutList
+from bridge.overview import read_overview
 from bridge.preview import Previewer
 from bridge.ratelimit import Pace, RateLimiter, SharedRateLimiter
 from bridge.salesforce import SalesforceGateway, normalize_case_id
@@ -163,6 +163,7 @@ def build_worker(
     )
     sending = SendStep(
         owner=worker.id,
+        holdings=worker.holdings,
         store=store,
         gateway=gateway,
         ccai=ccai,
@@ -190,6 +191,7 @@ def build_worker(
     )
     writeback = Writeback(
         owner=worker.id,
+        holdings=worker.holdings,
         follows_chats=True,
         metrics=metrics,
         store=store,
@@ -228,7 +230,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
     board = StatusBoard(store.db)
     ccai = ccai_client(settings, rate_limiter(settings, store.db), metrics)
     gateway = salesforce_gateway(settings, metrics)
-    metrics.watch(lambda: store_gauges(store, board))
+    metrics.watch(lambda: read_overview(store))
     opt_outs = OptOutList(store.db)
     previewer = Previewer(
         gateway=gateway,
@@ -258,20 +260,6 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         session_events_password=settings.bridge_session_events_password.get_secret_value(),
         dashboard_password=settings.bridge_dashboard_password.get_secret_value(),
     )
-
-
-def store_gauges(store: Store, board: StatusBoard) -> StoreGauges:
-    summary = store.queue_summary()
-    usage = board.get("salesforce:api_usage")
-    sync = board.get(CHAT_SYNC_KEY)
-    return {
-        "chat_sync_polled_at": sync[0].get("polled_at") if sync else None,
-        "by_status": summary.by_status,
-        "oldest_queued_seconds": summary.oldest_queued_seconds,
-        "writebacks_pending": summary.writebacks_pending,
-        "workers_alive": len(board.workers()),
-        "api_usage": usage[0] if usage else None,
-    }
 
 
 async def start_worker(group: anyio.abc.TaskGroup, worker: Worker) -> anyio.Event:

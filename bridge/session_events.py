@@ -11,8 +11,6 @@ stays the safety net: an event lost or refused here only delays the news.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Callable
@@ -22,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge._body import read_capped
-from bridge._secrets import matches_any
+from bridge._secrets import basic_credentials, matches_any
 from bridge.chats import ChatStore
 from bridge.errors import AuthenticationFailed, InboundError, MalformedMessage, NotFound, UnsupportedMediaType
 from bridge.metrics import Metrics
@@ -61,7 +59,7 @@ class SessionEventsEndpoint:
     async def _handle(self, request: Request) -> Response:
         if not self._credentials:
             raise NotFound("Session events are not enabled (set BRIDGE_SESSION_EVENTS_USER and _PASSWORD).")
-        if not matches_any(_basic(request.headers.get("authorization", "")), [self._credentials]):
+        if not matches_any(basic_credentials(request.headers.get("authorization", "")), [self._credentials]):
             raise AuthenticationFailed("Missing or wrong credentials for session events.")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             raise UnsupportedMediaType("Session events must be JSON (Content-Type: application/json).")
@@ -82,16 +80,6 @@ class SessionEventsEndpoint:
             self._wake()
         logger.info("Session events: %d received, %d new, %d unusable", len(events), new, len(events) - len(kept))
         return JSONResponse({"received": len(events), "new": new})
-
-
-def _basic(header: str) -> str:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return ""
-    try:
-        return base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return ""
 
 
 def _usable(event: object) -> bool:

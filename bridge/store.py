@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, and_, case, delete, func, or_, select, update
+from sqlalchemy import Connection, Integer, RowMapping, Select, and_, case, cast, delete, func, or_, select, update
 
 from bridge._schema import chats, send_log, sends
 from bridge.chats import follow
@@ -22,6 +22,7 @@ from bridge.errors import StoreRejected
 from bridge.model import (
     FINAL_STATUSES,
     PENDING_STATUSES,
+    ActivityCount,
     ClaimedSend,
     Created,
     LogEntry,
@@ -386,22 +387,37 @@ class Store:
             )
         return int(result.rowcount)
 
-    def renew(self, owner: str, *, lease_seconds: float) -> int:
-        """Extend every lease this worker holds (its heartbeat): work in progress is never taken
-        over from a live worker, however long CCAI or the CRM take. Never shortens a lease."""
+    def renew(
+        self, owner: str, *, sends_in_hand: Sequence[int], writebacks_in_hand: Sequence[int], lease_seconds: float
+    ) -> int:
+        """Extend the leases of the work this worker has in hand (its heartbeat): work in progress
+        is never taken over from a live worker, however long CCAI or the CRM take. Claims it let go
+        of without an outcome are not renewed, so they are taken up again. Never shortens a lease."""
+        renewed = 0
         with self.db.tx() as connection:
             until = self.db.now(connection) + lease_seconds
-            renewed = connection.execute(
-                update(sends)
-                .where(sends.c.lease_owner == owner, sends.c.status == "sending", sends.c.lease_until < until)
-                .values(lease_until=until)
-            ).rowcount
-            renewed += connection.execute(
-                update(sends)
-                .where(sends.c.writeback_owner == owner, sends.c.writeback_lease_until < until)
-                .values(writeback_lease_until=until)
-            ).rowcount
-        return int(renewed)
+            if sends_in_hand:
+                renewed += connection.execute(
+                    update(sends)
+                    .where(
+                        sends.c.id.in_(list(sends_in_hand)),
+                        sends.c.lease_owner == owner,
+                        sends.c.status == "sending",
+                        sends.c.lease_until < until,
+                    )
+                    .values(lease_until=until)
+                ).rowcount
+            if writebacks_in_hand:
+                renewed += connection.execute(
+                    update(sends)
+                    .where(
+                        sends.c.id.in_(list(writebacks_in_hand)),
+                        sends.c.writeback_owner == owner,
+                        sends.c.writeback_lease_until < until,
+                    )
+                    .values(writeback_lease_until=until)
+                ).rowcount
+        return renewed
 
     def latest_chat(self, ticket_id: str, *, exclude: int) -> tuple[str, float] | None:
         """The newest chat this bridge created for the ticket (id and when), other than send ``exclude``'s."""
@@ -525,8 +541,10 @@ class Store:
         limit: int = 100,
         before_id: int | None = None,
         since: float | None = None,
+        until: float | None = None,
     ) -> list[SendRecord]:
-        """Sends, newest first; ``before_id`` pages back from there, ``since`` keeps only sends created after it."""
+        """Sends, newest first; ``before_id`` pages back from there; ``since``/``until`` keep only
+        sends created in that range (``until`` excluded)."""
         query = _with_chat().order_by(sends.c.id.desc()).limit(limit)
         if ticket_id:
             query = query.where(sends.c.ticket_id == ticket_id)
@@ -536,8 +554,26 @@ class Store:
             query = query.where(sends.c.id < before_id)
         if since is not None:
             query = query.where(sends.c.created_at >= since)
+        if until is not None:
+            query = query.where(sends.c.created_at < until)
         with self.db.tx() as connection:
             return [_record(row) for row in connection.execute(query).mappings()]
+
+    def activity(self, *, hours: int = 24) -> tuple[float, list[ActivityCount]]:
+        """Sends created in each of the last ``hours`` whole hours (by the store's clock), by their
+        status now; and the start of the first hour. Counted in the database, whatever the volume."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            start = (now // 3600 - (hours - 1)) * 3600
+            position = (sends.c.created_at - start) / 3600
+            # Positive values: truncation is the floor. PostgreSQL's integer cast would round instead.
+            hour = func.floor(position) if self.db.postgres else cast(position, Integer)
+            rows = connection.execute(
+                select(hour.label("hour"), sends.c.status, func.count())
+                .where(sends.c.created_at >= start)
+                .group_by(hour, sends.c.status)
+            ).all()
+        return start, [ActivityCount(hour=int(h), status=status, count=int(n)) for h, status, n in rows]
 
     def timeline(self, send_id: int) -> list[LogEntry]:
         """What happened to the send, oldest first."""

@@ -21,6 +21,8 @@ import anyio.to_thread
 
 from bridge.crm import CRMGateway
 from bridge.errors import BridgeError, StoreUnavailable
+from bridge.holdings import Holdings
+from bridge.overview import API_USAGE_KEY
 from bridge.status import StatusBoard
 from bridge.store import Store
 
@@ -53,6 +55,7 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         self.id = worker_id or uuid.uuid4().hex  # short and fixed-size: any hostname fits elsewhere
+        self.holdings = Holdings()  # what the steps are working on: the heartbeat renews only that
         self._store = store
         self._board = board
         self._gateway = gateway
@@ -120,7 +123,8 @@ class Worker:
                 done = 0
             except Exception as exc:
                 # A bug must not stop the worker (nor, through the lifespan, the web server). The
-                # sends of the failed pass stay leased and are taken up again when the lease ends.
+                # sends of the failed pass are no longer in hand: their leases run out and they are
+                # taken up again.
                 self._failed(f"{type(exc).__name__}: {exc}" if isinstance(exc, BridgeError) else type(exc).__name__)
                 logger.exception("A worker pass failed unexpectedly; carrying on")
                 done = 0
@@ -176,7 +180,15 @@ class Worker:
                 self.id, host=socket.gethostname(), pid=os.getpid(), pass_ok=ok, pass_error=self._last_error
             )
         )
-        await anyio.to_thread.run_sync(lambda: self._store.renew(self.id, lease_seconds=self._options.lease_seconds))
+        in_hand, writing_back = self.holdings.snapshot()
+        await anyio.to_thread.run_sync(
+            lambda: self._store.renew(
+                self.id,
+                sends_in_hand=in_hand,
+                writebacks_in_hand=writing_back,
+                lease_seconds=self._options.lease_seconds,
+            )
+        )
         await self._purge()
         await self._report_usage()
 
@@ -197,4 +209,4 @@ class Worker:
         if usage is not None and usage != self._reported_usage:
             self._reported_usage = usage
             record = {"used": usage[0], "total": usage[1]}
-            await anyio.to_thread.run_sync(self._board.put, "salesforce:api_usage", record)
+            await anyio.to_thread.run_sync(self._board.put, API_USAGE_KEY, record)

@@ -18,6 +18,7 @@ from bridge import _backoff
 from bridge.chats import attach_task
 from bridge.crm import CRMGateway, Note, TicketUpdate, WriteResult
 from bridge.errors import CRMError, CRMRequestError
+from bridge.holdings import Holdings
 from bridge.metrics import Metrics
 from bridge.model import PendingWriteback, WritebackState
 from bridge.settings import WritebackConfig
@@ -80,6 +81,7 @@ class Writeback:
         self,
         *,
         owner: str,
+        holdings: Holdings,
         store: Store,
         gateway: CRMGateway,
         config: WritebackConfig,
@@ -90,6 +92,7 @@ class Writeback:
         rng: random.Random | None = None,
     ) -> None:
         self._owner = owner
+        self._holdings = holdings
         self._follows_chats = follows_chats
         self._store = store
         self._gateway = gateway
@@ -105,14 +108,15 @@ class Writeback:
         )
         if not items:
             return 0
-        case_items = [item for item in items if item.case_pending and not item.superseded]
-        task_items = [item for item in items if item.task_pending]
-        settled = await self._notes_already_there([item for item in task_items if item.note_uncertain])
-        case_results, task_results = await self._write(case_items, [i for i in task_items if i.id not in settled])
-        for item in items:
-            case = WriteResult(ok=True) if item.superseded else case_results.get(item.id)
-            task = settled.get(item.id, task_results.get(item.id))
-            await anyio.to_thread.run_sync(self._record, item, case, task)
+        with self._holdings.writebacks(item.id for item in items):
+            case_items = [item for item in items if item.case_pending and not item.superseded]
+            task_items = [item for item in items if item.task_pending]
+            settled = await self._notes_already_there([item for item in task_items if item.note_uncertain])
+            case_results, task_results = await self._write(case_items, [i for i in task_items if i.id not in settled])
+            for item in items:
+                case = WriteResult(ok=True) if item.superseded else case_results.get(item.id)
+                task = settled.get(item.id, task_results.get(item.id))
+                await anyio.to_thread.run_sync(self._record, item, case, task)
         return len(items)
 
     async def _notes_already_there(self, items: Sequence[PendingWriteback]) -> dict[int, WriteResult]:

@@ -254,3 +254,18 @@ class Cluster:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+ClusterFactory = Callable[..., Cluster]
+"""Makes a :class:`Cluster` beside a sandbox, with extra settings (the ``cluster_on`` fixture)."""
+
+
+def chats_created(sandbox: SandboxProcess) -> int:
+    """How many chats the sandbox CCAI created (SMS it accepted)."""
+    return len(sandbox.ccai_state()["accepted"])
+
+
+def worker_with(patch: str) -> list[str]:
+    """``bridge worker`` in a process whose standard library is patched first (a fault of its host)."""
+    code = f"{patch}\nimport sys\nfrom bridge.cli import main\nsys.exit(main(['worker']))"
+    return [sys.executable, "-c", code]

@@ -13,8 +13,17 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bridge.store import Store
+from tests._apps import preserved_logging
 from tests._clock import Clock
-from tests._processes import BridgeProcess, Cluster, SandboxProcess, bridge_environment, python_command, run_sandbox
+from tests._processes import (
+    BridgeProcess,
+    Cluster,
+    ClusterFactory,
+    SandboxProcess,
+    bridge_environment,
+    python_command,
+    run_sandbox,
+)
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -36,6 +45,14 @@ def _postgres_available() -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
     return None
+
+
+@pytest.fixture(autouse=True)
+def _logging_put_back() -> Iterator[None]:
+    """Tests that run ``main()`` point the root logger at their captured stderr; every test gets
+    back the logging it started with, so no later test writes to a closed stream."""
+    with preserved_logging():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -136,11 +153,24 @@ def start_bridge(bridge_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
 
 
 @pytest.fixture
-def cluster(sandbox: SandboxProcess, pg_schema_url: str, tmp_path: Path) -> Iterator[Cluster]:
+def cluster_on(pg_schema_url: str, tmp_path: Path) -> Iterator[ClusterFactory]:
+    """A factory: a cluster (web + workers on a fresh PostgreSQL schema) beside the given sandbox,
+    with extra settings."""
+    clusters: list[Cluster] = []
+
+    def make(sandbox: SandboxProcess, **env: str) -> Cluster:
+        settings = {**bridge_environment(sandbox, tmp_path), "DATABASE_URL": pg_schema_url, **env}
+        migrated = subprocess.run(python_command("migrate"), env=settings, capture_output=True, text=True, check=False)
+        assert migrated.returncode == 0, migrated.stderr
+        clusters.append(Cluster(env=settings, directory=tmp_path))
+        return clusters[-1]
+
+    yield make
+    for cluster in clusters:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(sandbox: SandboxProcess, cluster_on: ClusterFactory) -> Cluster:
     """A web process and worker processes on a fresh PostgreSQL schema, beside the sandbox."""
-    env = {**bridge_environment(sandbox, tmp_path), "DATABASE_URL": pg_schema_url}
-    migrated = subprocess.run(python_command("migrate"), env=env, capture_output=True, text=True, check=False)
-    assert migrated.returncode == 0, migrated.stderr
-    running = Cluster(env=env, directory=tmp_path)
-    yield running
-    running.stop()
+    return cluster_on(sandbox)

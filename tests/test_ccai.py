@@ -5,7 +5,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-
 import httpx
 import pytest
 
@@ -13,7 +12,7 @@ from bridge.ccai import MAX_RETRY_AFTER_SECONDS, CCAIClient, manager_url_for, re
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.model import SmsRequest
 from bridge.ratelimit import LocalRateLimiter
-from tests.ccai_errors import DOCUMENTED_ERRORS, seed_error_messages
+from tests._ccai_errors import DOCUMENTED_ERRORS, seed_error_messages
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,17 +16,21 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
-from bridge.errors import SalesforceAuthError, SalesforceRequestError, SalesforceUnavailable
-from bridge.salesforce import SalesforceGateway, TimeoutSession
-from bridge.salesforce_auth import SalesforceCredentials
+from bridge.crm import Note, TicketUpdate
+from bridge.errors import CRMAuthError, CRMRequestError, CRMUnavailable
+from bridge.model import SendStatus
+from bridge.salesforce import SalesforceGateway, TimeoutSession, normalize_case_id
+from bridge.salesforce_auth import LoginMode, SalesforceCredentials
 from bridge.sandbox.cases import sample_cases
 from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.servers import TlsFiles, free_port, make_tls_files
-from tests.conftest import wait_for
+from bridge.settings import WritebackConfig
+from tests._processes import wait_for
 
 CASE_1, CASE_2, CASE_3 = (c["Id"] for c in sample_cases()[:3])
-KEYS: dict[str, str] = {}
+MISSING_CASE = "5005g00000SBX99AAH"
 FIELDS = ["Id", "CaseNumber", "Owner.Type", "Owner.Email", "ContactMobile", "ContactPhone", "Account.Name"]
+COMPOSITE = ("POST", "/services/data/v61.0/composite", "FALSE")
 
 
 @dataclass
@@ -34,11 +38,21 @@ class Org:
     sim: SalesforceSimulator
     url: str
     tls: TlsFiles
+    private_key: str
+    opened: list[SalesforceGateway] = field(default_factory=list)
 
-    def gateway(self, *, token: str = "good-token", ca: str | None = None) -> SalesforceGateway:
+    def gateway(
+        self, *, token: str = "good-token", ca: str | None = None, writeback: WritebackConfig | None = None
+    ) -> SalesforceGateway:
         credentials = SalesforceCredentials(mode="token", instance_url=self.url, access_token=token)
-        return SalesforceGateway(
-            credentials=credentials, api_version="61.0", timeout=5, ca_bundle=ca or str(self.tls.ca)
+        return self._opened(
+            SalesforceGateway(
+                credentials=credentials,
+                api_version="61.0",
+                timeout=5,
+                writeback=writeback or WritebackConfig(),
+                ca_bundle=ca or str(self.tls.ca),
+            )
         )
 
     def login_gateway(self, credentials: SalesforceCredentials) -> SalesforceGateway:
@@ -46,7 +60,21 @@ class Org:
         from the domain, so they are redirected at the HTTP layer)."""
         session = TimeoutSession(5, ca_bundle=str(self.tls.ca))
         session.mount("https://", RedirectAdapter(urlsplit(self.url).netloc))
-        return SalesforceGateway(credentials=credentials, api_version="61.0", timeout=5, session=session)
+        return self._opened(
+            SalesforceGateway(
+                credentials=credentials, api_version="61.0", timeout=5, writeback=WritebackConfig(), session=session
+            )
+        )
+
+    def _opened(self, gateway: SalesforceGateway) -> SalesforceGateway:
+        self.opened.append(gateway)
+        return gateway
+
+    def close_gateways(self) -> None:
+        """Close every keep-alive connection, so that the server never waits for one at shutdown."""
+        for gateway in self.opened:
+            gateway.close()
+        self.opened.clear()
 
 
 class RedirectAdapter(HTTPAdapter):
@@ -67,9 +95,6 @@ class RedirectAdapter(HTTPAdapter):
 def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
     tls = make_tls_files(Path(tmp_path_factory.mktemp("tls")))
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (Path(tmp_path_factory.mktemp("keys")) / "key.pem").write_bytes(
-        private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    )
     sim = SalesforceSimulator(
         access_token="good-token",
         clients={"client-id": "client-secret"},
@@ -78,7 +103,6 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
         },
         users={"bridge@acme.example": "password" + "securitytoken"},
     )
-    KEYS["pem"] = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
     port = free_port()
     config = uvicorn.Config(
         create_salesforce_app(sim),
@@ -88,18 +112,22 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
         ssl_keyfile=str(tls.key),
         log_level="warning",
         lifespan="off",
+        # Every gateway is closed after its test; this bounds the wait if one was not.
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, what="the simulated Salesforce")
-    yield Org(sim=sim, url=f"https://127.0.0.1:{port}", tls=tls)
+    pem = private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    yield Org(sim=sim, url=f"https://127.0.0.1:{port}", tls=tls, private_key=pem)
     server.should_exit = True
     thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 @pytest.fixture(autouse=True)
-def fresh_org(org: Org) -> None:
+def fresh_org(org: Org) -> Iterator[None]:
     org.sim.cases.clear()
     org.sim.add_cases(sample_cases())
     org.sim.calls.clear()
@@ -108,16 +136,27 @@ def fresh_org(org: Org) -> None:
     org.sim.logins.clear()
     org.sim.valid_tokens.clear()
     org.sim.valid_tokens.add("good-token")
+    yield
+    org.close_gateways()
+
+
+# -- reading ------------------------------------------------------------------------------------
 
 
 def test_reads_many_cases_in_one_query_with_relationships_flattened(org: Org) -> None:
-    tickets = org.gateway().read_tickets([CASE_1, CASE_2[:15], CASE_3, "5005g00000SBX99AAH"], FIELDS)
+    tickets = org.gateway().read_tickets([CASE_1, CASE_2[:15], CASE_3, MISSING_CASE], FIELDS)
     assert set(tickets) == {CASE_1, CASE_2, CASE_3}  # a 15-character id is matched; a missing Case is absent
     assert tickets[CASE_1].fields["Owner.Email"] == "ana.agent@example.com"
     assert tickets[CASE_1].fields["Account.Name"] == "Acme Corp"
     assert tickets[CASE_2].fields["Owner.Type"] == "Queue"
     assert tickets[CASE_2].fields["Owner.Email"] is None
     assert [c["path"] for c in org.sim.calls] == ["/services/data/v61.0/query/"]
+
+
+def test_the_owner_is_read_whatever_the_mapping_asks_for(org: Org) -> None:
+    tickets = org.gateway().read_tickets([CASE_1, CASE_2], ["ContactMobile"])
+    assert tickets[CASE_1].owner_email == "ana.agent@example.com"  # a person owns it
+    assert tickets[CASE_2].owner_email is None  # a queue owns it: nobody to assign
 
 
 def test_an_explicit_ca_bundle_wins_over_requests_ca_bundle(org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,30 +166,93 @@ def test_an_explicit_ca_bundle_wins_over_requests_ca_bundle(org: Org, monkeypatc
 
 def test_tls_is_verified(org: Org, tmp_path: Path) -> None:
     other_ca = make_tls_files(tmp_path).ca
-    with pytest.raises(SalesforceUnavailable, match="SSLError"):
+    with pytest.raises(CRMUnavailable, match="SSLError"):
         org.gateway(ca=str(other_ca)).read_tickets([CASE_1], ["Id"])
 
 
 def test_a_field_that_does_not_exist_is_a_request_error_naming_it(org: Org) -> None:
-    with pytest.raises(SalesforceRequestError, match="INVALID_FIELD: No such column 'Nope__c'"):
+    with pytest.raises(CRMRequestError, match="INVALID_FIELD: No such column 'Nope__c'"):
         org.gateway().read_tickets([CASE_1], ["Id", "Nope__c"])
 
 
+# -- writing outcomes ---------------------------------------------------------------------------
+
+
+def note(case_id: str, send_id: int, body: str = "Texted +1 ***-***-0100: hello") -> Note:
+    return Note(
+        ticket_id=case_id, key=f"send {send_id}", subject="SMS sent via CCAI Platform", body=body, date="2026-11-25"
+    )
+
+
+def test_an_outcome_lands_in_the_configured_case_fields_with_a_completed_task(org: Org) -> None:
+    case_results, task_results = org.gateway().write_outcomes(
+        [TicketUpdate(ticket_id=CASE_1, status="sent", reason=None, chat_id="114")], [note(CASE_1, 7)]
+    )
+    assert [r.ok for r in case_results + task_results] == [True, True]
+    case = org.sim.cases[CASE_1]
+    assert (case["CCAI_SMS_Status__c"], case["CCAI_Chat_Id__c"], case["CCAI_SMS_Error__c"]) == ("Sent", "114", None)
+    [task] = org.sim.tasks
+    assert task_results[0].ref == task["Id"]
+    assert {k: task[k] for k in ("WhatId", "Subject", "Status", "Priority", "ActivityDate")} == {
+        "WhatId": CASE_1,
+        "Subject": "SMS sent via CCAI Platform",
+        "Status": "Completed",
+        "Priority": "Normal",
+        "ActivityDate": "2026-11-25",
+    }
+    assert task["Description"].startswith("Texted +1 ***-***-0100: hello")
+    assert task["Description"].endswith("[CCAI bridge send 7]")
+
+
+def test_a_refusal_keeps_the_chat_id_a_success_wrote(org: Org) -> None:
+    org.sim.cases[CASE_1]["CCAI_Chat_Id__c"] = "113"
+    update = TicketUpdate(
+        ticket_id=CASE_1, status="failed", reason="Consumer is already in an active SMS session.", chat_id=None
+    )
+    [result], _ = org.gateway().write_outcomes([update], [])
+    assert result.ok
+    case = org.sim.cases[CASE_1]
+    assert (case["CCAI_SMS_Status__c"], case["CCAI_SMS_Error__c"]) == (
+        "Failed",
+        "Consumer is already in an active SMS session.",
+    )
+    assert case["CCAI_Chat_Id__c"] == "113"  # left out of the update, not erased
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [("skipped", "Skipped"), ("suppressed", "Skipped"), ("unknown", "Unknown"), ("opted_out", "Opted Out")],
+)
+def test_each_outcome_has_its_picklist_value(org: Org, status: SendStatus, shown: str) -> None:
+    org.gateway().write_outcomes([TicketUpdate(ticket_id=CASE_2, status=status, reason="why", chat_id=None)], [])
+    assert org.sim.cases[CASE_2]["CCAI_SMS_Status__c"] == shown
+
+
+def test_the_field_names_come_from_the_writeback_settings(org: Org) -> None:
+    config = WritebackConfig(status_field="Status", error_field="Description", chat_id_field="Subject")
+    update = TicketUpdate(ticket_id=CASE_3, status="sent", reason=None, chat_id="115")
+    org.gateway(writeback=config).write_outcomes([update], [])
+    case = org.sim.cases[CASE_3]
+    assert (case["Status"], case["Description"], case["Subject"]) == ("Sent", None, "115")
+    assert "CCAI_SMS_Status__c" not in case
+
+
 def test_case_updates_and_tasks_go_in_one_composite_call_without_auto_assignment(org: Org) -> None:
-    updates = [(CASE_1, {"CCAI_SMS_Status__c": "Sent", "CCAI_Chat_Id__c": "114"})] * 150 + [
-        ("5005g00000SBX99AAH", {"CCAI_SMS_Status__c": "Failed"})
+    updates = [TicketUpdate(ticket_id=CASE_1, status="sent", reason=None, chat_id="114")] * 150 + [
+        TicketUpdate(ticket_id=MISSING_CASE, status="failed", reason="x", chat_id=None)
     ] * 100
-    tasks = [{"WhatId": CASE_1, "Subject": "SMS", "Status": "Completed"}] * 3
-    case_results, task_results = org.gateway().write_back(updates, tasks)
+    notes = [note(CASE_1, i) for i in range(3)]
+    case_results, task_results = org.gateway().write_outcomes(updates, notes)
     assert len(case_results) == 250
     assert case_results[0].ok
-    assert (case_results[-1].ok, case_results[-1].error_code) == (False, "ENTITY_IS_DELETED")
+    deleted = case_results[-1]
+    assert (deleted.ok, deleted.retryable) == (False, False)
+    assert (deleted.message or "").startswith("ENTITY_IS_DELETED")
     assert all(r.ok for r in task_results)
     assert len(org.sim.tasks) == 3
     assert org.sim.cases[CASE_1]["CCAI_Chat_Id__c"] == "114"
-    assert [(c["method"], c["path"], c["auto_assign"]) for c in org.sim.calls] == [
-        ("POST", "/services/data/v61.0/composite", "FALSE")
-    ] * 2  # 250 Cases need two calls of at most 200 records each
+    assert [(c["method"], c["path"], c["auto_assign"]) for c in org.sim.calls] == [COMPOSITE] * 2
+    # 250 Cases need two calls of at most 200 records each.
     subrequests = [s for c in org.sim.calls for s in c["subrequests"]]
     assert [(s["method"], s["auto_assign"]) for s in subrequests] == [
         ("PATCH", "FALSE"),
@@ -159,19 +261,36 @@ def test_case_updates_and_tasks_go_in_one_composite_call_without_auto_assignment
     ]
 
 
-def test_a_refused_subrequest_fails_its_records_only(org: Org) -> None:
-    tasks = [{"WhatId": CASE_1, "Subject": "SMS", "Nope__c": 1}]
-    case_results, task_results = org.gateway().write_back([(CASE_1, {"CCAI_SMS_Status__c": "Sent"})], tasks)
-    assert case_results[0].ok
-    assert (task_results[0].ok, task_results[0].error_code) == (False, "INVALID_FIELD")
+def test_a_refused_record_fails_only_itself(org: Org) -> None:
+    broken = WritebackConfig(chat_id_field="Nope__c")  # a field the org does not have
+    update = TicketUpdate(ticket_id=CASE_1, status="sent", reason=None, chat_id="114")
+    case_results, task_results = org.gateway(writeback=broken).write_outcomes([update], [note(CASE_1, 8)])
+    assert (case_results[0].ok, case_results[0].retryable) == (False, False)
+    assert (case_results[0].message or "").startswith("INVALID_FIELD")
+    assert task_results[0].ok
+    assert len(org.sim.tasks) == 1
+
+
+def test_existing_notes_finds_a_task_by_its_marker(org: Org) -> None:
+    gateway = org.gateway()
+    gateway.write_outcomes([], [note(CASE_1, 7), note(CASE_2, 8)])
+    wanted = [note(CASE_1, 7), note(CASE_1, 8), note(CASE_2, 8), note(CASE_3, 9)]
+    org.sim.calls.clear()
+    assert set(gateway.existing_notes(wanted)) == {"send 7", "send 8"}
+    assert [c["path"] for c in org.sim.calls] == ["/services/data/v61.0/query/"]  # one query for every note
+    assert set(gateway.existing_notes([note(CASE_1, 17)])) == set()  # "send 1" must not match "send 17"
+
+
+# -- errors -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("status", "code", "error"),
     [
-        (503, "SERVER_UNAVAILABLE", SalesforceUnavailable),
-        (403, "REQUEST_LIMIT_EXCEEDED", SalesforceUnavailable),
-        (400, "MALFORMED_QUERY", SalesforceRequestError),
+        (503, "SERVER_UNAVAILABLE", CRMUnavailable),
+        (403, "REQUEST_LIMIT_EXCEEDED", CRMUnavailable),
+        (400, "UNABLE_TO_LOCK_ROW", CRMUnavailable),
+        (400, "MALFORMED_QUERY", CRMRequestError),
     ],
 )
 def test_errors_are_translated_by_what_a_retry_could_do(
@@ -182,35 +301,53 @@ def test_errors_are_translated_by_what_a_retry_could_do(
         org.gateway().read_tickets([CASE_1], ["Id"])
 
 
+def test_a_write_refused_as_a_whole_is_translated_too(org: Org) -> None:
+    org.sim.fail_next.append({"status": 503, "code": "SERVER_UNAVAILABLE", "path": "composite"})
+    with pytest.raises(CRMUnavailable, match="write the outcome back"):
+        org.gateway().write_outcomes([TicketUpdate(ticket_id=CASE_1, status="sent", reason=None, chat_id="1")], [])
+
+
 def test_an_expired_token_is_an_auth_error_without_the_token(org: Org) -> None:
-    with pytest.raises(SalesforceAuthError, match="expired") as caught:
+    with pytest.raises(CRMAuthError, match="expired") as caught:
         org.gateway(token="stale-token").read_tickets([CASE_1], ["Id"])
     assert "stale-token" not in str(caught.value)
 
 
-def test_an_unreachable_org_is_unavailable(tmp_path: Path) -> None:
+def test_an_unreachable_org_is_unavailable() -> None:
     credentials = SalesforceCredentials(mode="token", instance_url=f"https://127.0.0.1:{free_port()}", access_token="t")
-    gateway = SalesforceGateway(credentials=credentials, api_version="61.0", timeout=2)
-    with pytest.raises(SalesforceUnavailable, match="Could not reach Salesforce"):
-        gateway.read_tickets([CASE_1], ["Id"])
+    gateway = SalesforceGateway(credentials=credentials, api_version="61.0", timeout=2, writeback=WritebackConfig())
+    try:
+        with pytest.raises(CRMUnavailable, match="Could not reach Salesforce"):
+            gateway.read_tickets([CASE_1], ["Id"])
+    finally:
+        gateway.close()
 
 
-LOGINS = {
+# -- logins -------------------------------------------------------------------------------------
+
+
+LOGINS: dict[LoginMode, dict[str, str]] = {
     "client_credentials": {"client_id": "client-id", "client_secret": "client-secret", "domain": "acme.my"},
     "password": {"username": "bridge@acme.example", "password": "password", "security_token": "securitytoken"},
 }
 
 
-def credentials_for(mode: str) -> SalesforceCredentials:
+def credentials_for(org: Org, mode: LoginMode, **changes: str) -> SalesforceCredentials:
     if mode == "jwt":
-        values = {"username": "bridge@acme.example", "client_id": "client-id", "domain": "login"}
-        return SalesforceCredentials(mode="jwt", private_key=KEYS["pem"], **values)
-    return SalesforceCredentials(mode=mode, **LOGINS[mode])  # type: ignore[arg-type]
+        values = {
+            "username": "bridge@acme.example",
+            "client_id": "client-id",
+            "domain": "login",
+            "private_key": org.private_key,
+        }
+    else:
+        values = LOGINS[mode]
+    return SalesforceCredentials(mode=mode, **{**values, **changes})
 
 
 @pytest.mark.parametrize("mode", ["client_credentials", "jwt", "password"])
-def test_each_login_mode_gets_a_session_and_renews_it_once_when_it_expires(org: Org, mode: str) -> None:
-    gateway = org.login_gateway(credentials_for(mode))
+def test_each_login_mode_gets_a_session_and_renews_it_once_when_it_expires(org: Org, mode: LoginMode) -> None:
+    gateway = org.login_gateway(credentials_for(org, mode))
     assert CASE_1 in gateway.read_tickets([CASE_1], ["Id"])
     assert org.sim.logins == [mode]
     org.sim.valid_tokens.clear()  # the org expires every session mid-run
@@ -225,9 +362,7 @@ def test_a_bare_access_token_that_expires_says_so(org: Org) -> None:
     gateway = org.gateway()
     gateway.read_tickets([CASE_1], ["Id"])
     org.sim.valid_tokens.clear()
-    with pytest.raises(
-        SalesforceAuthError, match=r"token has expired or was revoked\. Set a new SALESFORCE_ACCESS_TOKEN"
-    ):
+    with pytest.raises(CRMAuthError, match=r"token has expired or was revoked\. Set a new SALESFORCE_ACCESS_TOKEN"):
         gateway.read_tickets([CASE_1], ["Id"])
     assert len([c for c in org.sim.calls if "query" in c["path"]]) == 2  # no retry without a way to log in
 
@@ -240,17 +375,27 @@ def test_a_bare_access_token_that_expires_says_so(org: Org) -> None:
     ],
 )
 def test_a_refused_login_is_an_auth_error_without_secrets(
-    org: Org, mode: str, change: dict[str, str], message: str
+    org: Org, mode: LoginMode, change: dict[str, str], message: str
 ) -> None:
-    values = {**LOGINS[mode], **change}
-    gateway = org.login_gateway(SalesforceCredentials(mode=mode, **values))  # type: ignore[arg-type]
-    with pytest.raises(SalesforceAuthError, match=message) as caught:
+    gateway = org.login_gateway(credentials_for(org, mode, **change))
+    with pytest.raises(CRMAuthError, match=message) as caught:
         gateway.read_tickets([CASE_1], ["Id"])
     assert "wrong" not in str(caught.value)
-    assert "client-secret" not in repr(credentials_for("client_credentials"))
+    assert "client-secret" not in repr(credentials_for(org, "client_credentials"))
 
 
 def test_describe_lists_fields_and_relationships(org: Org) -> None:
     fields = org.gateway().describe("Case")
     assert fields["CCAI_Chat_Id__c"]["updateable"]
     assert fields["OwnerId"]["relationshipName"] == "Owner"
+
+
+# -- case ids -----------------------------------------------------------------------------------
+
+
+def test_case_ids_are_normalised_to_18_characters_or_refused() -> None:
+    assert normalize_case_id(CASE_1[:15]) == CASE_1
+    assert normalize_case_id(CASE_1[:15] + CASE_1[15:].lower()) == CASE_1  # the suffix is case-insensitive
+    for bad in ("003000000000001", CASE_1[:15] + "AAA", "500", "5005g00000SBX01AAH!"):
+        with pytest.raises(ValueError, match="must be a Case id"):
+            normalize_case_id(bad)

@@ -207,17 +207,29 @@ def test_a_write_back_whose_worker_vanished_is_marked_uncertain(store: Store, cl
     assert again.note_uncertain  # the note may exist: look before adding it
 
 
-def test_heartbeat_renewal_keeps_a_live_workers_leases(store: Store, clock: Clock) -> None:
-    store.ingest([om("04l1"), om("04l2", case=OTHER_CASE)])
-    a, b = store.claim_sends("live", limit=2, lease_seconds=20)
+def test_heartbeat_renewal_keeps_the_leases_of_work_in_hand(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1"), om("04l2", case=OTHER_CASE), om("04l3", case="500000000000003AAA")])
+    a, b, dropped = store.claim_sends("live", limit=3, lease_seconds=20)
     store.mark_inflight(a.id, token=a.token, lease_seconds=60)
     for _ in range(6):
         clock.advance(5)
-        assert store.renew("live", lease_seconds=20) >= 1
+        renewed = store.renew("live", sends_in_hand=[a.id, b.id], writebacks_in_hand=[], lease_seconds=20)
+        assert renewed >= 1
+    # The claim the worker let go of (no outcome, not in hand) ran out; the others did not.
+    assert [c.id for c in store.claim_sends("other", limit=10, lease_seconds=20)] == [dropped.id]
     clock.advance(15)
     assert store.claim_sends("other", limit=10, lease_seconds=20) == []
-    clock.advance(30)  # it stops beating
-    assert {c.id for c in store.claim_sends("other", limit=10, lease_seconds=20)} == {a.id, b.id}
+    clock.advance(30)  # it stops beating (and "other" never renewed the one it took)
+    assert {c.id for c in store.claim_sends("other", limit=10, lease_seconds=20)} == {a.id, b.id, dropped.id}
+
+
+def test_renewal_never_extends_another_workers_lease(store: Store, clock: Clock) -> None:
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("old", limit=1, lease_seconds=20)
+    clock.advance(21)
+    [taken] = store.claim_sends("new", limit=1, lease_seconds=20)
+    assert store.renew("old", sends_in_hand=[job.id], writebacks_in_hand=[], lease_seconds=60) == 0
+    assert taken.id == job.id
 
 
 def test_a_429_requeue_refunds_the_attempt(store: Store) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
+from bridge.errors import StoreUnavailable
 from bridge.status import StatusBoard
 from bridge.store import Store
 from tests._clock import Clock
@@ -24,17 +27,45 @@ async def test_an_unexpected_error_does_not_stop_the_worker(h: Harness, caplog: 
     with anyio.move_on_after(1.5):
         await h.worker.run()
     assert "A worker pass failed unexpectedly" in caplog.text
-    h.clock.advance(31)  # the send's lease runs out and it is taken up again
+    for _ in range(4):  # the worker lives on and beats, but the dropped send is not its work any more
+        h.clock.advance(10)
+        await h.worker.tick()
+    await h.drain()  # its lease has run out: it is taken up again
+    assert h.row(MOBILE_CASE).status == "sent"
+
+
+async def test_a_send_dropped_when_the_store_went_away_is_taken_up_again(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by restarting PostgreSQL under load: marking a send in flight failed, the send step
+    dropped it, and the heartbeat renewed its lease for as long as the process lived: never sent."""
+    h.ingest(MOBILE_CASE)
+    mark_inflight = h.store.mark_inflight
+    outage = [StoreUnavailable("The store is restarting.")]
+
+    def restarting(*args: Any, **kwargs: Any) -> bool:
+        if outage:
+            raise outage.pop()
+        return mark_inflight(*args, **kwargs)
+
+    monkeypatch.setattr(h.store, "mark_inflight", restarting)
+    await h.worker.run_once()
+    assert h.row(MOBILE_CASE).status == "sending"
+    for _ in range(4):
+        h.clock.advance(10)
+        await h.worker.tick()
     await h.drain()
     assert h.row(MOBILE_CASE).status == "sent"
+    assert len(h.sim.accepted) == 1
 
 
 async def test_the_tick_beats_and_renews_the_leases_of_work_in_progress(h: Harness) -> None:
     h.ingest(MOBILE_CASE)
     [job] = h.store.claim_sends(h.worker.id, limit=1, lease_seconds=30)
-    for _ in range(4):  # two minutes of a slow CCAI request, with the heartbeat going
-        h.clock.advance(30)
-        await h.worker.tick()
+    with h.worker.holdings.sends([job.id]):
+        for _ in range(4):  # two minutes of a slow CCAI request, with the heartbeat going
+            h.clock.advance(30)
+            await h.worker.tick()
     assert h.store.claim_sends("someone-else", limit=1, lease_seconds=30) == []
     [me] = StatusBoard(h.store.db).workers()
     assert (me.id, me.seconds_since_beat) == (h.worker.id, 0.0)

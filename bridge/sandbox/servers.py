@@ -27,6 +27,7 @@ from bridge.sandbox.session_events import EventTarget
 
 SANDBOX_WEBHOOK_TOKEN = "sandbox-webhook-token"  # noqa: S105 - a well-known value for the local demo
 SANDBOX_API_KEY = "sandbox-api-key"
+SANDBOX_DASHBOARD_PASSWORD = "sandbox-dashboard"  # noqa: S105 - a well-known value, on 127.0.0.1 only
 _CCAI_SUBDOMAIN = "sandbox"
 _CCAI_TOKEN = "sandbox-api-token"  # noqa: S105
 _SALESFORCE_TOKEN = "sandbox-access-token"  # noqa: S105
@@ -94,6 +95,7 @@ class Platforms:
             "salesforce_org_ids": SANDBOX_ORG_ID,
             "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
             "bridge_api_key": SANDBOX_API_KEY,
+            "bridge_dashboard_password": SANDBOX_DASHBOARD_PASSWORD,
             # Demos and tests run at any hour; the send window is tried by setting it explicitly.
             "bridge_send_window": "off",
             # Chats move within seconds in the sandbox: follow them closely enough to see it.

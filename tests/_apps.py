@@ -1,0 +1,99 @@
+"""The web app in-process, as :func:`bridge.app.create_app` builds it from hand-made services, and
+the command line in-process (``bridge.cli.main``) with an environment of the test's own."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bridge.metrics import Metrics
+from bridge.overview import read_overview
+from bridge.services import Services, Shutdown
+from bridge.status import StatusBoard
+from bridge.store import Store
+from bridge.worker import Worker, WorkerOptions
+from tests._fakes import FakeGateway
+from tests._processes import FIXTURES
+
+OUTBOUND_URL = "/salesforce/outbound-message"
+XML = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+BODY = (FIXTURES / "outbound_message_3.xml").read_bytes()  # three notifications, org 00D5g00000SBXRG
+WEBHOOK_TOKENS = ("current-token", "previous-token")
+API_KEY = "key"
+API_KEYS = (API_KEY, "previous-key")
+ORG_IDS = ("00D5g00000SBXRG",)  # 15 characters, as admins paste them
+MAX_BODY_BYTES = 64 * 1024
+# Nothing listens on port 9: connections are refused at once.
+UNREACHABLE_STORE = "postgresql://nobody@127.0.0.1:9/none?connect_timeout=2"
+
+
+def services(
+    store: Store,
+    *,
+    worker: Worker | None = None,
+    run_worker: bool = True,
+    api_keys: Sequence[str] = API_KEYS,
+    metrics: Metrics | None = None,
+    metrics_key: str = "",
+    shutdown: Shutdown | None = None,
+) -> Services:
+    """What ``create_app`` needs, without CCAI or a CRM: the doors store, nothing is sent."""
+    return Services(
+        store=store,
+        worker=worker,
+        run_worker=run_worker,
+        webhook_tokens=list(WEBHOOK_TOKENS),
+        org_ids=list(ORG_IDS),
+        max_body_bytes=MAX_BODY_BYTES,
+        api_keys=list(api_keys),
+        metrics=metrics or Metrics(),
+        metrics_key=metrics_key,
+        shutdown=shutdown or Shutdown(20.0),
+    )
+
+
+def watched_metrics(store: Store) -> Metrics:
+    """Metrics whose store gauges read ``store``, as :func:`bridge.services.build_services` wires them."""
+    metrics = Metrics()
+    metrics.watch(lambda: read_overview(store))
+    return metrics
+
+
+def idle_worker(store: Store, *, unhealthy_after: float = 60.0) -> Worker:
+    """A real worker with no steps; with ``unhealthy_after`` below zero it reports a problem at once."""
+    return Worker(
+        store=store,
+        board=StatusBoard(store.db),
+        gateway=FakeGateway(),
+        options=WorkerOptions(poll_seconds=0.1, lease_seconds=30, retention_seconds=0, unhealthy_after=unhealthy_after),
+    )
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def clean_environment(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """No bridge setting from the environment, and a working directory without ``.env`` or ``config/``."""
+    for name in list(os.environ):
+        if name.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_", "DATABASE_URL", "DYNO", "LOG_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(directory)
+
+
+@contextmanager
+def preserved_logging() -> Iterator[None]:
+    """``main()`` points the root logger at the (captured) stderr; put back what was there."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    access = logging.getLogger("uvicorn.access").disabled
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.getLogger("uvicorn.access").disabled = access

@@ -1,0 +1,131 @@
+"""The ``bridge`` command against running platforms: ``bridge check`` as a user runs it (a real
+process), and the operator commands beside a running ``bridge serve`` on the same store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.cli import main
+from bridge.sandbox.cases import sample_cases
+from tests._apps import clean_environment
+from tests._processes import BridgeProcess, python_command, wait_for
+
+pytestmark = pytest.mark.e2e
+
+MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
+
+
+def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_", "DATABASE"))}
+    return subprocess.run(
+        python_command(*args), cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_check_passes_against_working_platforms(bridge_env: dict[str, str], tmp_path: Path) -> None:
+    assert run("migrate", cwd=tmp_path, **bridge_env).returncode == 0
+    result = run("check", cwd=tmp_path, **bridge_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for area in ("Settings", "Store", "CCAI", "Salesforce", "Write-back fields", "Mapping fields", "Tasks"):
+        assert re.search(rf"^ok\s+{area}\s", result.stdout, re.M), area
+    assert "All checks passed." in result.stdout
+    assert "sandbox-api-token" not in result.stdout + result.stderr
+
+
+def test_check_names_what_is_wrong(bridge_env: dict[str, str], tmp_path: Path) -> None:
+    mapping = tmp_path / "bridge.toml"
+    mapping.write_text(
+        '[mapping]\nmessage_template = "Hi {Contact.Nickname__c}"\n[writeback]\nchat_id_field = "Chat__c"\n'
+    )
+    env = {**bridge_env, "BRIDGE_CONFIG": str(mapping), "CCAI_OUTBOUND_NUMBER": "+1 212 555 0142"}
+    result = run("check", "--json", cwd=tmp_path, **env)
+    assert result.returncode == 1
+    findings = {f["area"]: f for f in json.loads(result.stdout)}
+    assert not findings["CCAI"]["ok"]
+    assert "outbound_number is not found" in findings["CCAI"]["detail"]
+    assert not findings["Write-back fields"]["ok"]
+    assert "Chat__c" in findings["Write-back fields"]["detail"]
+    assert findings["Mapping fields"]["ok"]  # Contact is a relationship of Case; its fields are not described
+    wrong_token = run("check", cwd=tmp_path, **{**bridge_env, "CCAI_API_TOKEN": "wrong"})
+    assert re.search(r"^FAIL\s+CCAI\s+.*credentials", wrong_token.stdout, re.M)
+
+
+# -- the operator commands, in-process, beside a running bridge ---------------------------------
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Bridge = Callable[..., Run]
+
+
+@pytest.fixture
+def operator(
+    bridge_env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Bridge:
+    """``operator(*args)``: the command line in-process, configured like the running bridge."""
+    workdir = tmp_path / "operator"
+    workdir.mkdir()
+
+    def run_main(*args: str) -> Run:
+        # Set up at the call, not before: bridges started earlier keep the test's environment and directory.
+        clean_environment(monkeypatch, workdir)
+        for name, value in bridge_env.items():
+            if name.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_", "DATABASE_URL")):
+                monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run_main
+
+
+def test_send_list_show_and_retry_as_an_operator(start_bridge: Callable[..., BridgeProcess], operator: Bridge) -> None:
+    start_bridge()
+    sent = operator("send", MOBILE, "--message", "Hello from the CLI", "--wait", "10")
+    assert sent.code == 0, sent.out + sent.err
+    assert re.search(r"Send (\d+) for Case 5005g00000SBX01AAH: sent", sent.out)
+    failed = operator("send", UK, "--wait", "10")
+    assert failed.code == 1
+    assert "only US numbers can be texted" in failed.out
+
+    listing = operator("sends", "list")
+    assert listing.out.splitlines()[0].split()[:3] == ["ID", "CREATED", "AT"]
+    assert len(listing.out.splitlines()) == 3
+    rows = operator("sends", "list", "--status", "failed", "--json").json()
+    assert [(r["ticket_id"], r["status"]) for r in rows] == [(UK, "failed")]
+    shown = operator("sends", "show", str(rows[0]["id"]), "--json").json()
+    assert shown["error"].startswith("The Case's ContactMobile")
+
+    refused = operator("sends", "retry", "1")
+    assert refused.code == 1
+    assert "--force" in refused.err
+    again = operator("sends", "retry", "--status", "failed")
+    assert again.out.strip().endswith("1 failed send(s) queued again.")
+    assert operator("sends", "show", "9").code == 1
+
+    status = wait_for(
+        lambda: (s := operator("status", "--json").json())["salesforce_api_usage"] and s, what="the API usage"
+    )
+    assert status["by_status"]["sent"] == 1
+    assert isinstance(status["workers"], dict)
+    assert len(status["workers"]) == 1  # the running bridge's embedded worker, keyed by its id
+    assert status["salesforce_api_usage"]["total"] == 100_000
+    assert "Workers alive:       1" in operator("status").out
