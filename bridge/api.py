@@ -116,9 +116,7 @@ class JSONDoor:
             self._authenticate(request)
             return await endpoint(request)
         except InboundError as exc:
-            self._metrics.refusals.labels("api", exc.reason).inc()
-            if isinstance(exc, AuthenticationFailed):
-                self._metrics.auth_failures.labels("api").inc()
+            self._metrics.refused("api", exc.reason)
             raise
 
     def _authenticate(self, request: Request) -> None:

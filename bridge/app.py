@@ -84,8 +84,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if svc.metrics_key:
             _, _, given = request.headers.get("authorization", "").partition(" ")
             if not matches_any(given, [svc.metrics_key]):
-                svc.metrics.auth_failures.labels("metrics").inc()
-                svc.metrics.refusals.labels("metrics", AuthenticationFailed.reason).inc()
+                svc.metrics.refused("metrics", AuthenticationFailed.reason)
                 return PlainTextResponse("Missing or wrong metrics key.\n", status_code=401)
         body = await anyio.to_thread.run_sync(svc.metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

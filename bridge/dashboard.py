@@ -153,8 +153,7 @@ class Dashboard:
     def _guard(self, page: Page) -> Page:
         async def guarded(request: Request) -> Response:
             if not matches_any(basic_credentials(request.headers.get("authorization", "")), [self._credentials]):
-                self._metrics.auth_failures.labels("dashboard").inc()
-                self._metrics.refusals.labels("dashboard", AuthenticationFailed.reason).inc()
+                self._metrics.refused("dashboard", AuthenticationFailed.reason)
                 logger.warning("Refused a request to %s: wrong or missing dashboard credentials", request.url.path)
                 return PlainTextResponse(
                     "Sign in as operator with BRIDGE_DASHBOARD_PASSWORD.\n",
@@ -264,7 +263,7 @@ class Dashboard:
         send_id = int(request.path_params["send_id"])
         form = await self._form(request)
         if form is None:
-            self._metrics.refusals.labels("dashboard", "csrf").inc()
+            self._metrics.refused("dashboard", "csrf")
             return PlainTextResponse(
                 "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
                 status_code=403,

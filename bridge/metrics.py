@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.errors import StoreError
+from bridge.errors import AuthenticationFailed, StoreError
 
 if TYPE_CHECKING:
     from bridge.overview import Overview
 
 CACHE_SECONDS = 5.0
+UNAUTHORIZED = AuthenticationFailed.reason
 
 
 class Metrics:
@@ -74,6 +75,12 @@ class Metrics:
         self.writeback_failures = Counter(
             "bridge_writeback_failures", "Write-back attempts that failed, by part", ["part"], registry=r
         )
+
+    def refused(self, door: str, reason: str) -> None:
+        """Count a refused request; wrong credentials also count as an authentication failure."""
+        self.refusals.labels(door, reason).inc()
+        if reason == UNAUTHORIZED:
+            self.auth_failures.labels(door).inc()
 
     def watch(self, read: Callable[[], Overview]) -> None:
         """Publish gauges from ``read`` (called at most every few seconds)."""

@@ -133,9 +133,7 @@ class OutboundMessageEndpoint:
         try:
             return await self._handle(request)
         except InboundError as exc:
-            self._metrics.refusals.labels("outbound_message", exc.reason).inc()
-            if isinstance(exc, AuthenticationFailed):
-                self._metrics.auth_failures.labels("outbound_message").inc()
+            self._metrics.refused("outbound_message", exc.reason)
             raise
 
     async def _handle(self, request: Request) -> Response:

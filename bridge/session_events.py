@@ -51,9 +51,7 @@ class SessionEventsEndpoint:
         try:
             return await self._handle(request)
         except InboundError as exc:
-            self._metrics.refusals.labels("session_events", exc.reason).inc()
-            if isinstance(exc, AuthenticationFailed):
-                self._metrics.auth_failures.labels("session_events").inc()
+            self._metrics.refused("session_events", exc.reason)
             raise
 
     async def _handle(self, request: Request) -> Response:

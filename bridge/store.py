@@ -13,7 +13,21 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Integer, RowMapping, Select, and_, case, cast, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    RowMapping,
+    Select,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from bridge._schema import chats, send_log, sends
 from bridge.chats import follow
@@ -209,7 +223,7 @@ class Store:
             now = self.db.now(connection)
             result = connection.execute(
                 update(sends)
-                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
+                .where(*_still_held(send_id, token))
                 .values(
                     inflight=True,
                     inflight_at=now,
@@ -229,9 +243,7 @@ class Store:
         with self.db.tx() as connection:
             now = self.db.now(connection)
             result = connection.execute(
-                update(sends)
-                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
-                .values(may_have_sent=False, ambiguous_since=None)
+                update(sends).where(*_still_held(send_id, token)).values(may_have_sent=False, ambiguous_since=None)
             )
             if result.rowcount == 1:
                 _log(
@@ -282,11 +294,7 @@ class Store:
             }
             if outcome.status == "sent":
                 values |= {"may_have_sent": False, "ambiguous_since": None}
-            result = connection.execute(
-                update(sends)
-                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
-                .values(values)
-            )
+            result = connection.execute(update(sends).where(*_still_held(send_id, token)).values(values))
             if result.rowcount == 1:
                 self._follow(connection, send_id, outcome, now)
                 _log(connection, send_id, now, "finished", _finished(outcome))
@@ -356,7 +364,7 @@ class Store:
             now = self.db.now(connection)
             result = connection.execute(
                 update(sends)
-                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
+                .where(*_still_held(send_id, token))
                 .values(
                     status="scheduled",
                     reason=reason,
@@ -616,6 +624,12 @@ class Store:
             writeback_at = connection.execute(select(func.min(due_at)).where(_PENDING_WRITEBACK)).scalar()
         candidates = [t for t in (send_at, writeback_at) if t is not None]
         return max(0.0, min(candidates) - now) if candidates else None
+
+
+def _still_held(send_id: int, token: int) -> tuple[ColumnElement[bool], ...]:
+    """The fence of every write a worker makes to a send it claimed: its claim is still the latest
+    (a later claim bumped the token) and the send is still being sent."""
+    return (sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
 
 
 def _log(connection: Connection, send_id: int, at: float, event: str, detail: str | None) -> None:

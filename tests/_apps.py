@@ -3,14 +3,18 @@ the command line in-process (``bridge.cli.main``) with an environment of the tes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bridge.cli import main
 from bridge.metrics import Metrics
 from bridge.overview import read_overview
 from bridge.services import Services, Shutdown
@@ -97,3 +101,31 @@ def preserved_logging() -> Iterator[None]:
         root.handlers[:] = handlers
         root.setLevel(level)
         logging.getLogger("uvicorn.access").disabled = access
+
+
+@dataclass
+class Run:
+    """What one in-process ``bridge`` command did."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Bridge = Callable[..., Run]
+
+
+def command_line(capsys: pytest.CaptureFixture[str], before: Callable[[], None] = lambda: None) -> Bridge:
+    """``run(*args)``: ``bridge.cli.main`` in-process, its output captured; ``before`` sets up each call."""
+
+    def run(*args: str) -> Run:
+        before()
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run

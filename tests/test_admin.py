@@ -3,53 +3,29 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bridge.cli import main
 from bridge.model import NewSend, Outcome
 from bridge.sandbox.cases import sample_cases
 from bridge.status import StatusBoard
 from bridge.store import Store
-from tests._apps import clean_environment
+from tests._apps import Bridge, clean_environment, command_line
 from tests._clock import Clock
 
 MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
 UK_REASON = "The Case's ContactMobile (********0958) is a GB number; only US numbers can be texted."
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Bridge = Callable[..., Run]
-
-
 @pytest.fixture
 def bridge(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Bridge:
     """``bridge(*args)`` runs the command line in-process in a clean environment and captures it."""
     clean_environment(monkeypatch, tmp_path)
-
-    def run(*args: str) -> Run:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
+    return command_line(capsys)
 
 
 @pytest.fixture

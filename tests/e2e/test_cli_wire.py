@@ -8,15 +8,12 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bridge.cli import main
 from bridge.sandbox.cases import sample_cases
-from tests._apps import clean_environment
+from tests._apps import Bridge, clean_environment, command_line
 from tests._processes import BridgeProcess, python_command, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -62,19 +59,6 @@ def test_check_names_what_is_wrong(bridge_env: dict[str, str], tmp_path: Path) -
 # -- the operator commands, in-process, beside a running bridge ---------------------------------
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Bridge = Callable[..., Run]
-
-
 @pytest.fixture
 def operator(
     bridge_env: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -83,18 +67,14 @@ def operator(
     workdir = tmp_path / "operator"
     workdir.mkdir()
 
-    def run_main(*args: str) -> Run:
+    def like_the_bridge() -> None:
         # Set up at the call, not before: bridges started earlier keep the test's environment and directory.
         clean_environment(monkeypatch, workdir)
         for name, value in bridge_env.items():
             if name.startswith(("CCAI_", "SALESFORCE_", "BRIDGE_", "DATABASE_URL")):
                 monkeypatch.setenv(name, value)
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
 
-    return run_main
+    return command_line(capsys, like_the_bridge)
 
 
 def test_send_list_show_and_retry_as_an_operator(start_bridge: Callable[..., BridgeProcess], operator: Bridge) -> None:

@@ -18,6 +18,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from bridge.sandbox.cases import outbound_message, sample_cases
 from bridge.sandbox.servers import SANDBOX_DASHBOARD_PASSWORD
@@ -63,6 +66,14 @@ def sign_in(driver: webdriver.Chrome, password: str) -> None:
     driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
 
 
+def arrive(driver: webdriver.Chrome, selector: str) -> WebElement:
+    """The element once the page a click led to shows it (a click returns before the page loads)."""
+    found: WebElement = WebDriverWait(driver, 15).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, selector))
+    )
+    return found
+
+
 def test_an_operator_reads_the_sends_opens_one_and_retries_it(
     browser: webdriver.Chrome, sandbox: SandboxProcess, start_bridge: Callable[..., BridgeProcess]
 ) -> None:
@@ -80,7 +91,7 @@ def test_an_operator_reads_the_sends_opens_one_and_retries_it(
     assert "Busiest hour: 3 send(s)." in browser.page_source
 
     browser.find_element(By.LINK_TEXT, "Sends").click()
-    rows = browser.find_elements(By.CSS_SELECTOR, "#sends tbody tr")
+    rows = arrive(browser, "#sends").find_elements(By.CSS_SELECTOR, "tbody tr")
     assert len(rows) == 3
     listing = browser.find_element(By.ID, "sends").text
     assert "*******0100" in listing
@@ -89,9 +100,9 @@ def test_an_operator_reads_the_sends_opens_one_and_retries_it(
     assert "skipped" in skipped.text
     skipped.find_element(By.TAG_NAME, "a").click()
 
-    assert "has no phone number" in browser.find_element(By.ID, "reason").text
+    assert "has no phone number" in arrive(browser, "#reason").text
     browser.find_element(By.CSS_SELECTOR, "#retry button").click()  # the form posts with the page's token
-    assert "Queued again" in browser.find_element(By.CLASS_NAME, "notice").text
+    assert "Queued again" in arrive(browser, ".notice").text
     assert "operator at 127.0.0.1 retried send" in bridge.logs()
 
     def retried_and_finished() -> bool:
