@@ -13,7 +13,7 @@ import pytest
 from bridge.sandbox.cases import outbound_message, sample_cases
 from bridge.sandbox.servers import SANDBOX_API_KEY
 from tests._ccai_errors import DOCUMENTED_ERRORS
-from tests._processes import BridgeProcess, SandboxProcess, extra_cases, wait_for
+from tests._processes import LOCAL, BridgeProcess, SandboxProcess, extra_cases, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,11 +25,11 @@ StartBridge = Callable[..., BridgeProcess]
 def post(bridge: BridgeProcess, body: Any, *, wait: float | None = None, key: str | None = None) -> httpx.Response:
     params = {"wait": str(wait)} if wait is not None else {}
     headers = {"Authorization": f"Bearer {KEY}"} | ({"Idempotency-Key": key} if key is not None else {})
-    return httpx.post(f"{bridge.url}/api/v1/sends", json=body, params=params, headers=headers, timeout=40)
+    return LOCAL.post(f"{bridge.url}/api/v1/sends", json=body, params=params, headers=headers, timeout=40)
 
 
 def get(bridge: BridgeProcess, send_id: object) -> httpx.Response:
-    return httpx.get(f"{bridge.url}/api/v1/sends/{send_id}", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    return LOCAL.get(f"{bridge.url}/api/v1/sends/{send_id}", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
 
 
 @pytest.fixture

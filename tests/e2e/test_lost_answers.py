@@ -126,7 +126,7 @@ def test_three_workers_stay_under_a_strict_one_second_limit(tmp_path: Path, clus
     never exceed a strict sliding one-second window that adds up to 50 ms of latency."""
     for sandbox in run_sandbox(tmp_path, "--rate-window", "sliding", "--jitter", "0.05", "--latency", "0.1"):
         cluster = cluster_on(sandbox)
-        cases = extra_cases(sandbox, 45, start=1000)
+        cases = extra_cases(sandbox, 30, start=1000)
         web = cluster.start_web()
         for _ in range(3):
             cluster.start_worker()
