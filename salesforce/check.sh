@@ -18,8 +18,14 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
+# Install exactly the lock file's packages, unless node_modules already holds them (a stamp of the
+# lock file's hash, written after a successful install; a fresh clone always installs).
 # --prefer-offline takes packages from npm's cache when it has them, so a warm run needs no network.
-npm ci --no-audit --no-fund --prefer-offline --loglevel=error
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat node_modules/.installed-lock 2>/dev/null)" != "$lock_hash" ]; then
+  npm ci --no-audit --no-fund --prefer-offline --loglevel=error
+  echo "$lock_hash" > node_modules/.installed-lock
+fi
 npm test --silent
 npm run --silent check:apex
 npm run --silent lint
