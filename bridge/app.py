@@ -1,8 +1,10 @@
-"""The web application: the two doors, health, readiness and metrics, and the embedded worker.
+"""The web application: the inbound doors, the dashboard, health, readiness and metrics, and the
+embedded worker.
 
 ``create_app(settings)`` wires everything through :func:`bridge.services.build_services`; tests
 pass their own ``services`` instead. Each door lives in its own module (``salesforce_om.py``,
-``api.py``); HTTP statuses for refusals are chosen here, once, from the errors' ``status``.
+``session_events.py``, ``api.py``, ``preview_api.py``, ``optout_api.py``, ``dashboard.py``); HTTP
+statuses for refusals are chosen here, once, from the errors' ``status``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import anyio.to_thread
@@ -20,7 +22,7 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import logs
@@ -48,9 +50,24 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         if settings is None:
             raise TypeError("create_app needs settings or services")
         services = build_services(settings)
-    svc = services
+    probes = Probes(services)
+    return Starlette(
+        routes=[
+            *dashboard_routes(services),
+            Route("/healthz", probes.healthz),
+            Route("/readyz", probes.readyz),
+            Route("/metrics", probes.metrics),
+            *door_routes(services),
+        ],
+        exception_handlers={InboundError: refused, StoreError: store_failed},
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=_lifespan(services),
+    )
+
+
+def _lifespan(svc: Services) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """Migrate the store, run the embedded worker; at shutdown drain it within the deadline, close everything."""
     worker = svc.worker if svc.run_worker else None
-    wake = svc.worker.wake if svc.worker is not None else (lambda: None)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -66,21 +83,32 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 group.cancel_scope.cancel()
         await svc.aclose()
 
-    async def healthz(_request: Request) -> Response:
+    return lifespan
+
+
+class Probes:
+    """Liveness, readiness and metrics, for the platform's router and for monitoring."""
+
+    def __init__(self, svc: Services) -> None:
+        self._svc = svc
+        self._worker = svc.worker if svc.run_worker else None
+
+    async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_request: Request) -> Response:
+    async def readyz(self, _request: Request) -> Response:
         problems = []
         try:
-            if await anyio.to_thread.run_sync(svc.store.schema_version) < LATEST_VERSION:
+            if await anyio.to_thread.run_sync(self._svc.store.schema_version) < LATEST_VERSION:
                 problems.append("the store's schema is out of date: run `bridge migrate`")
         except StoreError:
             problems.append("the store is unreachable")
-        if worker is not None and (problem := worker.problem()):
+        if self._worker is not None and (problem := self._worker.problem()):
             problems.append(problem)
         return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
 
-    async def metrics(request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
+        svc = self._svc
         if svc.metrics_key:
             _, _, given = request.headers.get("authorization", "").partition(" ")
             if not matches_any(given, [svc.metrics_key]):
@@ -89,10 +117,24 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         body = await anyio.to_thread.run_sync(svc.metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+
+def door_routes(svc: Services) -> list[BaseRoute]:
+    """The inbound doors, each a module of its own: Salesforce's outbound messages, CCAI's session
+    events, and the JSON API (sends, previews, opt-outs)."""
+    wake = svc.worker.wake if svc.worker is not None else (lambda: None)
+    opt_out_list = svc.opt_outs or OptOutList(svc.store.db)
     outbound = OutboundMessageEndpoint(
         store=svc.store,
         tokens=svc.webhook_tokens,
         org_ids=svc.org_ids,
+        max_body_bytes=svc.max_body_bytes,
+        metrics=svc.metrics,
+        wake=wake,
+    )
+    session_events = SessionEventsEndpoint(
+        chats=ChatStore(svc.store.db),
+        user=svc.session_events_user,
+        password=svc.session_events_password,
         max_body_bytes=svc.max_body_bytes,
         metrics=svc.metrics,
         wake=wake,
@@ -107,12 +149,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         shutting_down=svc.shutdown.started,
         max_segments=svc.max_segments,
     )
-    opt_outs = OptOutAPI(
-        opt_outs=svc.opt_outs or OptOutList(svc.store.db),
-        api_keys=svc.api_keys,
-        max_body_bytes=svc.max_body_bytes,
-        metrics=svc.metrics,
-    )
     previews = PreviewAPI(
         previewer=svc.previewer,
         ticket_ids=svc.ticket_ids,
@@ -120,44 +156,32 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         max_body_bytes=svc.max_body_bytes,
         metrics=svc.metrics,
     )
-    session_events = SessionEventsEndpoint(
-        chats=ChatStore(svc.store.db),
-        user=svc.session_events_user,
-        password=svc.session_events_password,
-        max_body_bytes=svc.max_body_bytes,
+    opt_outs = OptOutAPI(
+        opt_outs=opt_out_list, api_keys=svc.api_keys, max_body_bytes=svc.max_body_bytes, metrics=svc.metrics
+    )
+    return [
+        Route("/salesforce/outbound-message", outbound.endpoint, methods=["POST"]),
+        Route("/ccai/session-events", session_events.endpoint, methods=["POST"]),
+        Route("/api/v1/sends", api.create, methods=["POST"]),
+        Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
+        Route("/api/v1/previews", previews.preview, methods=["POST"]),
+        Route("/api/v1/opt-outs", opt_outs.add, methods=["POST"]),
+        Route("/api/v1/opt-outs", opt_outs.listing, methods=["GET"]),
+        Route("/api/v1/opt-outs/{number}", opt_outs.remove, methods=["DELETE"]),
+    ]
+
+
+def dashboard_routes(svc: Services) -> list[BaseRoute]:
+    """The operator dashboard, when it has a password; otherwise its paths are 404s like any unknown path."""
+    if not svc.dashboard_password:
+        return []
+    return Dashboard(
+        store=svc.store,
+        opt_outs=svc.opt_outs or OptOutList(svc.store.db),
+        password=svc.dashboard_password,
         metrics=svc.metrics,
-        wake=wake,
-    )
-    dashboard = (
-        Dashboard(
-            store=svc.store,
-            opt_outs=svc.opt_outs or OptOutList(svc.store.db),
-            password=svc.dashboard_password,
-            metrics=svc.metrics,
-            ticket_ids=svc.ticket_ids,
-        ).routes()
-        if svc.dashboard_password
-        else []  # no password, no dashboard: its paths are 404s like any unknown path
-    )
-    return Starlette(
-        routes=[
-            *dashboard,
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-            Route("/salesforce/outbound-message", outbound.endpoint, methods=["POST"]),
-            Route("/ccai/session-events", session_events.endpoint, methods=["POST"]),
-            Route("/api/v1/sends", api.create, methods=["POST"]),
-            Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
-            Route("/api/v1/previews", previews.preview, methods=["POST"]),
-            Route("/api/v1/opt-outs", opt_outs.add, methods=["POST"]),
-            Route("/api/v1/opt-outs", opt_outs.listing, methods=["GET"]),
-            Route("/api/v1/opt-outs/{number}", opt_outs.remove, methods=["DELETE"]),
-        ],
-        exception_handlers={InboundError: refused, StoreError: store_failed},
-        middleware=[Middleware(RequestIdMiddleware)],
-        lifespan=lifespan,
-    )
+        ticket_ids=svc.ticket_ids,
+    ).routes()
 
 
 def _is_api(request: Request) -> bool:

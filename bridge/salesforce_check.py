@@ -9,11 +9,11 @@ message) may be beyond that user's rights; those checks then say so instead of f
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.errors import BridgeError
 from bridge.model import Finding
-from bridge.salesforce import BASE_FIELDS, CASE_STATUS, SalesforceGateway
+from bridge.salesforce import BASE_FIELDS, CASE_STATUS
 from bridge.settings import Settings
 
 # What the SFDX project deploys, by the names it gives them.
@@ -24,7 +24,15 @@ OUTBOUND_MESSAGE_NAME = "CCAI_Bridge_Notify"
 Described = Mapping[str, Mapping[str, Any]]
 
 
-def check_org(settings: Settings, gateway: SalesforceGateway, mapping_fields: Iterable[str]) -> list[Finding]:
+class OrgReader(Protocol):
+    """What the checks read (:class:`bridge.salesforce.SalesforceGateway` does it over the wire)."""
+
+    def describe(self, sobject: str) -> Described: ...
+
+    def query(self, soql: str, *, tooling: bool = False) -> list[dict[str, Any]]: ...
+
+
+def check_org(settings: Settings, gateway: OrgReader, mapping_fields: Iterable[str]) -> list[Finding]:
     """The org's findings; a failed login or Case describe ends the list early."""
     try:
         case = gateway.describe("Case")
@@ -87,7 +95,7 @@ def _mapping_fields(case: Described, mapping_fields: Iterable[str]) -> Finding:
     return Finding("Mapping fields", True, ", ".join(wanted))
 
 
-def _consent_fields(settings: Settings, gateway: SalesforceGateway) -> Finding:
+def _consent_fields(settings: Settings, gateway: OrgReader) -> Finding:
     consent = settings.consent
     contact_fields = [f.split(".", 1)[1] for f in consent.block_if_true if f.startswith("Contact.")]
     record = consent.record_field.removeprefix("Contact.") if consent.record_field else ""
@@ -107,7 +115,7 @@ def _consent_fields(settings: Settings, gateway: SalesforceGateway) -> Finding:
     )
 
 
-def _tasks(settings: Settings, gateway: SalesforceGateway) -> Finding:
+def _tasks(settings: Settings, gateway: OrgReader) -> Finding:
     try:
         task = gateway.describe("Task")
     except BridgeError as exc:
@@ -120,7 +128,7 @@ def _tasks(settings: Settings, gateway: SalesforceGateway) -> Finding:
     return Finding("Tasks", True, "the bridge's user can describe Task, with the statuses it uses")
 
 
-def _automation(gateway: SalesforceGateway) -> Finding:
+def _automation(gateway: OrgReader) -> Finding:
     """The Flow and the outbound message, when the integration user may read Setup."""
     try:
         flows = gateway.query(
