@@ -139,6 +139,28 @@ def consent_check(settings: Settings, opt_outs: OptOutList) -> ConsentCheck:
     return ConsentCheck(opt_outs=opt_outs, block_if_true=settings.consent.block_if_true, rules=settings.window_rules)
 
 
+def send_limits(settings: Settings) -> policy.Limits:
+    """The policy's limits: how long to retry, whether to resend what may have been delivered."""
+    return policy.Limits(
+        retry_for=settings.ccai_retry_for_seconds,
+        resend=settings.bridge_resend_possibly_delivered,
+        max_takeovers=settings.bridge_max_takeovers,
+        opt_out_phrases=settings.consent.opt_out_phrases,
+        settle_seconds=settings.ccai_timeout_seconds,
+    )
+
+
+def send_options(settings: Settings) -> SendOptions:
+    return SendOptions(
+        batch_size=settings.bridge_batch_size,
+        lease_seconds=settings.bridge_lease_seconds,
+        loop_guard_seconds=settings.bridge_loop_guard_seconds,
+        max_concurrency=settings.ccai_max_concurrency,
+        create_task=settings.writeback.create_task,
+        ccai_deadline=settings.ccai_timeout_seconds,
+    )
+
+
 def build_worker(
     settings: Settings,
     *,
@@ -161,6 +183,7 @@ def build_worker(
             unhealthy_after=settings.bridge_unhealthy_after_seconds,
         ),
     )
+    opt_outs = OptOutList(store.db)
     sending = SendStep(
         owner=worker.id,
         holdings=worker.holdings,
@@ -168,23 +191,10 @@ def build_worker(
         gateway=gateway,
         ccai=ccai,
         mapper=ticket_mapper(settings),
-        consent=consent_check(settings, OptOutList(store.db)),
-        opt_outs=OptOutList(store.db),
-        limits=policy.Limits(
-            retry_for=settings.ccai_retry_for_seconds,
-            resend=settings.bridge_resend_possibly_delivered,
-            max_takeovers=settings.bridge_max_takeovers,
-            opt_out_phrases=settings.consent.opt_out_phrases,
-            settle_seconds=settings.ccai_timeout_seconds,
-        ),
-        options=SendOptions(
-            batch_size=settings.bridge_batch_size,
-            lease_seconds=settings.bridge_lease_seconds,
-            loop_guard_seconds=settings.bridge_loop_guard_seconds,
-            max_concurrency=settings.ccai_max_concurrency,
-            create_task=settings.writeback.create_task,
-            ccai_deadline=settings.ccai_timeout_seconds,
-        ),
+        consent=consent_check(settings, opt_outs),
+        opt_outs=opt_outs,
+        limits=send_limits(settings),
+        options=send_options(settings),
         stopping=lambda: worker.stopping,
         metrics=metrics,
         rng=rng,
