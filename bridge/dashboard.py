@@ -1,13 +1,14 @@
 """The operator's dashboard at ``/dashboard``: what the bridge did, without a shell on the server.
 
-Server-rendered pages (Jinja2, no JavaScript): an overview, the sends with filters, one send with
-its timeline, the opt-out list; and one action, retrying a send, as a form.
+Server-rendered pages (Jinja2 with autoescaping, no JavaScript): an overview, the sends with
+filters, one send with its timeline, the opt-out list; and one action, retrying a send, as a form.
 
 - HTTP Basic auth, user ``operator`` and ``BRIDGE_DASHBOARD_PASSWORD``, compared in constant time;
-  failures are counted like every other door's. Without the password the routes do not exist.
-- Forms carry a token that must match a cookie only this site can set (double submit): a page on
-  another site can make the browser post, with the operator's saved credentials, but cannot read
-  or set the cookie. The cookie is also SameSite=Strict, and a foreign Origin is refused outright.
+  failures are counted like every other door's. Without the password the routes do not exist (404).
+- Forms are protected against cross-site requests by a signed token and an origin check; why that
+  design, for Basic auth without sessions, is explained in :mod:`bridge._csrf`.
+- A send that may already have reached the customer is retried (with ``force``) only after the
+  operator ticks a confirmation. Every action is logged with the operator's address and its outcome.
 - Numbers are masked everywhere (the store keeps only the masked hint anyway); a message is shown
   only for a send that was sent, as the Case's Task shows it.
 """
@@ -16,26 +17,35 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
 import anyio
 import anyio.to_thread
 import jinja2
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge._body import read_capped
+from bridge._csrf import CsrfGuard
 from bridge._secrets import basic_credentials, matches_any
 from bridge.crm import TicketIds
 from bridge.errors import AuthenticationFailed, MalformedMessage
 from bridge.metrics import Metrics
-from bridge.model import FINAL_STATUSES, PENDING_STATUSES, ActivityCount, SendRecord, SendStatus
+from bridge.model import (
+    FINAL_STATUSES,
+    NOTHING_SENT,
+    PENDING_STATUSES,
+    ActivityCount,
+    LogEntry,
+    SendRecord,
+    SendStatus,
+)
 from bridge.optout_api import view as opt_out_view
 from bridge.optouts import OptOutList
 from bridge.overview import read_overview
@@ -47,22 +57,13 @@ logger = logging.getLogger(__name__)
 USER = "operator"
 PAGE_SIZE = 50
 FORM_LIMIT = 4096  # bytes: a token and a checkbox
-CSRF_COOKIE = "bridge_dashboard_csrf"
 TEMPLATES = Path(__file__).parent / "templates" / "dashboard"
 STATUSES: tuple[SendStatus, ...] = (*PENDING_STATUSES, *FINAL_STATUSES)
+# The sends list's time ranges: query value -> (label, seconds).
+WITHIN = {"1h": ("last hour", 3600), "24h": ("last 24 hours", 86400), "7d": ("last 7 days", 604800)}
 
-# Colours of the activity chart, by status: one hue per kind of outcome.
-STATUS_COLOURS: Mapping[str, str] = {
-    "sent": "#2e7d32",
-    "failed": "#c62828",
-    "unknown": "#ef6c00",
-    "opted_out": "#6a1b9a",
-    "skipped": "#78909c",
-    "suppressed": "#b0bec5",
-    "queued": "#1565c0",
-    "sending": "#42a5f5",
-    "scheduled": "#90caf9",
-}
+# The activity chart's stacking order (the stylesheet colours each status: one hue per kind of outcome).
+CHART_ORDER: tuple[SendStatus, ...] = ("sent", "unknown", "suppressed", *NOTHING_SENT, *PENDING_STATUSES)
 
 _SECURITY_HEADERS = {
     # No scripts at all; styles only from the page itself; forms post only here; never framed.
@@ -71,6 +72,7 @@ _SECURITY_HEADERS = {
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
+    # Our own form posts keep their Referer, the origin check's fallback when a browser drops Origin.
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
@@ -91,7 +93,7 @@ class Bar:
 class Chart:
     bars: Sequence[Bar]
     peak: int
-    legend: Sequence[tuple[str, str]]  # (status, colour) for the statuses that appear
+    legend: Sequence[str]  # the statuses that appear
 
 
 def activity_chart(start: float, counts: Sequence[ActivityCount], *, hours: int = 24, height: float = 100.0) -> Chart:
@@ -106,37 +108,43 @@ def activity_chart(start: float, counts: Sequence[ActivityCount], *, hours: int 
     for index, hour in enumerate(per_hour):
         y = height
         segments = []
-        for status in STATUS_COLOURS:  # the same stacking order in every bar
+        for status in CHART_ORDER:  # the same stacking order in every bar
             if count := hour.get(status, 0):
                 y -= count * scale
                 segments.append((status, count, round(y, 2), round(count * scale, 2)))
         label = dt.datetime.fromtimestamp(start + index * 3600, tz=dt.UTC).strftime("%H:00")
         bars.append(Bar(label=label, total=sum(hour.values()), segments=segments))
     present = {c.status for c in counts if c.count}
-    return Chart(bars=bars, peak=peak, legend=[(s, colour) for s, colour in STATUS_COLOURS.items() if s in present])
+    return Chart(bars=bars, peak=peak, legend=[status for status in CHART_ORDER if status in present])
+
+
+@dataclass(frozen=True)
+class SendFilters:
+    """The sends list's filters, as given (``shown``, for the form and the paging links) and as parsed."""
+
+    shown: Mapping[str, str]
+    status: str | None = None
+    ticket_id: str | None = None
+    within: int | None = None  # seconds back from now
+    since: float | None = None
+    until: float | None = None
 
 
 class Dashboard:
     def __init__(
-        self,
-        *,
-        store: Store,
-        opt_outs: OptOutList,
-        password: str,
-        metrics: Metrics,
-        ticket_ids: TicketIds,
+        self, *, store: Store, opt_outs: OptOutList, password: str, metrics: Metrics, ticket_ids: TicketIds
     ) -> None:
         self._store = store
         self._opt_outs = opt_outs
         self._credentials = f"{USER}:{password}"
         self._metrics = metrics
         self._ticket_ids = ticket_ids
+        self._csrf = CsrfGuard(password=password, path="/dashboard")
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
         )
-        environment.filters["when"] = _when
-        environment.filters["duration"] = _duration
-        environment.globals["colours"] = STATUS_COLOURS
+        environment.filters.update(when=_when, duration=_duration, maybe_reached=maybe_reached)
+        environment.globals.update(statuses=STATUSES, within=WITHIN)
         self._templates = environment
 
     def routes(self) -> list[BaseRoute]:
@@ -148,13 +156,13 @@ class Dashboard:
             Route("/dashboard/opt-outs", self._guard(self._opt_out_list), methods=["GET"]),
         ]
 
-    # -- access -------------------------------------------------------------------------------
-
     def _guard(self, page: Page) -> Page:
         async def guarded(request: Request) -> Response:
             if not matches_any(basic_credentials(request.headers.get("authorization", "")), [self._credentials]):
                 self._metrics.refused("dashboard", AuthenticationFailed.reason)
-                logger.warning("Refused a request to %s: wrong or missing dashboard credentials", request.url.path)
+                logger.warning(
+                    "Dashboard: refused %s from %s: wrong or missing credentials", request.url.path, _address(request)
+                )
                 return PlainTextResponse(
                     "Sign in as operator with BRIDGE_DASHBOARD_PASSWORD.\n",
                     status_code=401,
@@ -167,30 +175,12 @@ class Dashboard:
         return guarded
 
     def _render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        token, new_nonce = self._csrf.token(request)
         body = self._templates.get_template(template).render(request=request, csrf=token, **context)
         response = HTMLResponse(body, status_code=status_code)
-        if request.cookies.get(CSRF_COOKIE) != token:
-            response.set_cookie(
-                CSRF_COOKIE, token, path="/dashboard", httponly=True, samesite="strict", secure=_https(request)
-            )
+        if new_nonce is not None:
+            self._csrf.set_cookie(request, response, new_nonce)
         return response
-
-    async def _form(self, request: Request) -> dict[str, str] | None:
-        """The posted form, if it came from one of our pages; None for a forged or stale one.
-        (Our forms are a few short fields, URL-encoded: parsed here, from a capped body.)"""
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-            return None
-        try:
-            body = await read_capped(request, FORM_LIMIT)
-        except MalformedMessage:  # an empty body: no token either
-            return None
-        form = {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
-        cookie, given = request.cookies.get(CSRF_COOKIE, ""), form.get("csrf", "")
-        if not cookie or not matches_any(given, [cookie]):
-            return None
-        return form
 
     # -- pages --------------------------------------------------------------------------------
 
@@ -200,70 +190,75 @@ class Dashboard:
         return self._render(request, "overview.html", overview=overview, chart=activity_chart(start, counts))
 
     async def _sends(self, request: Request) -> Response:
-        query = request.query_params
-        problems: list[str] = []
-        status = query.get("status", "")
-        if status and status not in STATUSES:
-            problems.append(f"There is no status {status!r}.")
-            status = ""
-        ticket = query.get("case", "").strip()
-        if ticket:
-            try:
-                ticket = self._ticket_ids(ticket)
-            except ValueError as exc:
-                problems.append(f"{ticket!r} {exc}.")
-                ticket = ""
-        since, until = _moment(query.get("since", ""), problems), _moment(query.get("until", ""), problems)
-        before = _positive(query.get("before", ""))
-        found = await anyio.to_thread.run_sync(
-            lambda: self._store.find(
-                ticket_id=ticket or None,
-                status=status or None,
-                since=since,
-                until=until,
-                before_id=before,
-                limit=PAGE_SIZE + 1,
-            )
-        )
+        filters, problems = _filters(request.query_params, self._ticket_ids)
+        before = _positive(request.query_params.get("before", ""))
+        found = await anyio.to_thread.run_sync(self._find, filters, before)
         rows, more = found[:PAGE_SIZE], len(found) > PAGE_SIZE
-        filters = {k: v for k, v in query.items() if k in ("status", "case", "since", "until") and v}
-        older = f"?{urlencode({**filters, 'before': rows[-1].id})}" if more else None
-        newest = f"?{urlencode(filters)}" if before is not None else None
+        older = f"?{urlencode({**filters.shown, 'before': rows[-1].id})}" if more else None
+        newest = f"?{urlencode(filters.shown)}" if before is not None else None
         return self._render(
             request,
             "sends.html",
             status_code=400 if problems else 200,
             rows=rows,
-            statuses=STATUSES,
-            filters=filters,
+            filters=filters.shown,
             problems=problems,
             older=older,
             newest=newest,
         )
 
+    def _find(self, filters: SendFilters, before: int | None) -> list[SendRecord]:
+        since = filters.since
+        if filters.within is not None:
+            with self._store.db.tx() as connection:  # "the last hour" by the clock the sends were stamped with
+                start = self._store.db.now(connection) - filters.within
+            since = start if since is None else max(since, start)
+        return self._store.find(
+            ticket_id=filters.ticket_id,
+            status=filters.status,
+            since=since,
+            until=filters.until,
+            before_id=before,
+            limit=PAGE_SIZE + 1,
+        )
+
+    def _load(self, send_id: int) -> tuple[SendRecord, list[LogEntry]] | None:
+        send = self._store.get(send_id)
+        return None if send is None else (send, self._store.timeline(send_id))
+
     async def _send(self, request: Request, *, status_code: int = 200, error: str | None = None) -> Response:
         send_id = int(request.path_params["send_id"])
-        send = await anyio.to_thread.run_sync(self._store.get, send_id)
-        if send is None:
+        found = await anyio.to_thread.run_sync(self._load, send_id)
+        if found is None:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
-        timeline = await anyio.to_thread.run_sync(self._store.timeline, send_id)
+        send, timeline = found
+        notice = None
+        if "retried" in request.query_params:
+            notice = "Queued again" + (
+                ", and finished since: the timeline shows how."
+                if send.final
+                else ": a worker picks it up within seconds."
+            )
         return self._render(
             request,
             "send.html",
             status_code=status_code,
             send=send,
             timeline=timeline,
+            reached=reached(send),
             message=send.message if send.status == "sent" else None,
+            window_ignored=send.overrides.get("send_window") == "ignore",
             retry=_retry_offer(send),
-            retried="retried" in request.query_params,
+            notice=notice,
             error=error,
         )
 
     async def _retry(self, request: Request) -> Response:
-        send_id = int(request.path_params["send_id"])
-        form = await self._form(request)
-        if form is None:
+        send_id, operator = int(request.path_params["send_id"]), _address(request)
+        form = await _form(request)
+        if refusal := self._csrf.check(request, form.get("csrf", "")):
             self._metrics.refused("dashboard", "csrf")
+            logger.warning("Dashboard: refused a retry of send %s from %s: %s", send_id, operator, refusal)
             return PlainTextResponse(
                 "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
                 status_code=403,
@@ -271,21 +266,25 @@ class Dashboard:
         send = await anyio.to_thread.run_sync(self._store.get, send_id)
         if send is None:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
-        force = not retryable_without_force(send)
+        force = _retry_offer(send).risk is not None
         if force and form.get("confirm") != "yes":
+            logger.info(
+                "Dashboard: the operator at %s did not confirm a retry of send %s (%s)", operator, send_id, send.status
+            )
             error = "Tick the box to confirm: this send may already have reached the customer."
             return await self._send(request, status_code=400, error=error)
         result = await anyio.to_thread.run_sync(lambda: retry(self._store, send_id, force=force))
         logger.info(
             "Dashboard: the operator at %s retried send %s (%s%s): %s",
-            _address(request),
+            operator,
             send_id,
             send.status,
             ", confirmed it may text the customer again" if force else "",
-            "queued again" if result.queued else "refused",
+            "queued again" if result.queued else f"refused: {result.message}",
         )
-        if not result.queued:
-            return await self._send(request, status_code=409, error=result.message.replace(" add --force", ""))
+        if not result.queued:  # it changed meanwhile: the page shows what it is now
+            error = result.message.replace("add --force", "tick the box below")
+            return await self._send(request, status_code=409, error=error)
         return RedirectResponse(f"/dashboard/sends/{send_id}?retried=1", status_code=303)
 
     async def _opt_out_list(self, request: Request) -> Response:
@@ -305,31 +304,92 @@ class Dashboard:
 
 @dataclass(frozen=True)
 class RetryOffer:
+    """What the send page offers: no retry (``why_not``), a retry, or one to confirm (``risk``)."""
+
     allowed: bool
-    needs_confirmation: bool
     why_not: str | None = None
+    risk: str | None = None  # why a retry can text the customer a second time
 
 
 def _retry_offer(send: SendRecord) -> RetryOffer:
-    """What the send page offers: a retry, a retry to confirm, or why there is none."""
     if not send.final:
-        return RetryOffer(False, False, f"It is {send.status}: the bridge is still working on it.")
+        return RetryOffer(False, why_not=f"It is {send.status}: the bridge is still working on it.")
     if send.overrides.get("end_user_number_removed"):
-        return RetryOffer(False, False, "It was made for a number given in its request, which is not kept.")
-    return RetryOffer(True, not retryable_without_force(send))
+        return RetryOffer(False, why_not="It was made for a number given in its request, which is not kept.")
+    if send.status == "sent":
+        return RetryOffer(True, risk="It reached the customer.")
+    if maybe_reached(send):
+        return RetryOffer(True, risk="An attempt's answer was lost: it may have reached the customer.")
+    if send.status == "suppressed":
+        return RetryOffer(True, risk="Another send for the Case had just texted the customer.")
+    if send.chat_id is not None:  # the record keeps the chat an earlier attempt created
+        return RetryOffer(True, risk=f"An earlier attempt reached the customer (chat {send.chat_id}) before a retry.")
+    if not retryable_without_force(send):  # a status this page does not know yet: ask all the same
+        return RetryOffer(True, risk=f"It is {send.status}.")
+    return RetryOffer(True)
 
 
-def _https(request: Request) -> bool:
-    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+def maybe_reached(send: SendRecord) -> bool:
+    """Whether a send that is not known to be sent may nevertheless have texted the customer."""
+    return send.status != "sent" and (send.may_have_sent or send.status == "unknown")
+
+
+def reached(send: SendRecord) -> str:
+    """Whether the send texted the customer, in words."""
+    if send.status == "sent":
+        return "yes"
+    if send.chat_id is not None:
+        return f"yes, before it was retried (chat {send.chat_id})"
+    if maybe_reached(send):
+        return "maybe: an attempt's answer was lost"
+    if send.status == "suppressed":
+        return "no (another send for the Case had just texted them)"
+    return "no" if send.status in NOTHING_SENT else "not yet"
+
+
+def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, list[str]]:
+    """The sends list's filters from the query, and what was wrong with them (those are dropped)."""
+    problems: list[str] = []
+    shown = {
+        k: v.strip() for k, v in query.items() if k in ("status", "case", "within", "since", "until") and v.strip()
+    }
+    status = shown.get("status")
+    if status is not None and status not in STATUSES:
+        problems.append(f"There is no status {status!r}.")
+        status = None
+    ticket = shown.get("case")
+    if ticket is not None:
+        try:
+            ticket = ticket_ids(ticket)
+        except ValueError as exc:
+            problems.append(f"{ticket!r} {exc}.")
+            ticket = None
+    within = shown.get("within")
+    if within is not None and within not in WITHIN:
+        problems.append(f"There is no time range {within!r}.")
+        within = None
+    since, until = _moment(shown.get("since"), problems), _moment(shown.get("until"), problems)
+    seconds = WITHIN[within][1] if within else None
+    return SendFilters(shown, status=status, ticket_id=ticket, within=seconds, since=since, until=until), problems
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form: a few short URL-encoded fields, parsed here from a capped body."""
+    try:
+        body = await read_capped(request, FORM_LIMIT)
+    except MalformedMessage:  # an empty body: no token either
+        return {}
+    return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
 def _address(request: Request) -> str:
-    """The operator's address: the first X-Forwarded-For hop behind a router (Heroku), else the peer."""
-    forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-    return forwarded or (request.client.host if request.client else "unknown")
+    """The operator's address. Behind a trusted proxy (Heroku's router, ``FORWARDED_ALLOW_IPS``) uvicorn
+    has already replaced the peer with the X-Forwarded-For client; the header itself is not read here,
+    since anyone who reaches the port directly could write any address into it."""
+    return request.client.host if request.client else "unknown"
 
 
-def _moment(text: str, problems: list[str]) -> float | None:
+def _moment(text: str | None, problems: list[str]) -> float | None:
     """A filter time from a datetime-local input (UTC), or None."""
     if not text:
         return None

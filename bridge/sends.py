@@ -75,8 +75,8 @@ class RetryResult:
 
 
 def retryable_without_force(send: SendRecord) -> bool:
-    """Only outcomes where nothing can have reached the customer."""
-    return send.status in NOTHING_SENT and not send.may_have_sent
+    """Only outcomes where nothing can have reached the customer, now or in an earlier attempt."""
+    return send.status in NOTHING_SENT and not send.may_have_sent and send.chat_id is None
 
 
 def retry(store: Store, send_id: int, *, force: bool) -> RetryResult:
@@ -87,7 +87,13 @@ def retry(store: Store, send_id: int, *, force: bool) -> RetryResult:
     if not send.final:
         return RetryResult(False, f"Send {send_id} is {send.status} and cannot be retried now.")
     if not force and not retryable_without_force(send):
-        why = "it may already have reached the customer" if send.may_have_sent else _why_reached(send.status)
+        why = (
+            f"it reached the customer earlier (chat {send.chat_id})"
+            if send.chat_id is not None and send.status != "sent"
+            else "it may already have reached the customer"
+            if send.may_have_sent
+            else _why_reached(send.status)
+        )
         return RetryResult(
             False,
             f"Send {send_id} is {send.status}: {why}. Retrying it can text them a second time; add --force to do it "

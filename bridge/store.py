@@ -275,7 +275,9 @@ class Store:
             values: dict[str, Any] = {
                 "status": outcome.status,
                 "reason": outcome.reason,
-                "chat_id": outcome.chat_id,
+                # The last chat that exists: a later refusal (a forced resend during the live chat) adds
+                # its reason, but the chat that reached the customer stays on record.
+                "chat_id": outcome.chat_id if outcome.chat_id is not None else sends.c.chat_id,
                 "message": outcome.message,
                 "end_user_hint": outcome.end_user_hint,
                 "finished_at": now,

@@ -6,15 +6,19 @@ import base64
 import logging
 import re
 import uuid
+from typing import Any, cast
 
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from bridge import dashboard
+from bridge import _csrf, dashboard
 from bridge.app import create_app
 from bridge.dashboard import activity_chart
 from bridge.model import ActivityCount, NewSend, Outcome
 from bridge.optouts import OptOutList
+from bridge.sends import retry
 from bridge.status import StatusBoard
 from bridge.store import Store
 from tests._apps import services
@@ -65,9 +69,13 @@ def client(sqlite_store: Store) -> TestClient:
 
 
 def test_without_a_password_there_is_no_dashboard(sqlite_store: Store) -> None:
+    send_id = add_send(sqlite_store, Outcome(status="failed", reason="CCAI timed out."))
     off = client_for(sqlite_store, password="")
     assert off.get("/dashboard").status_code == 404
     assert off.get("/dashboard/sends", headers=basic("operator", "")).status_code == 404
+    assert off.get(f"/dashboard/sends/{send_id}", headers=basic("operator", "")).status_code == 404
+    assert off.post(f"/dashboard/sends/{send_id}/retry", headers=basic("operator", "")).status_code == 404
+    assert sqlite_store.get(send_id).status == "failed"  # type: ignore[union-attr]
 
 
 def test_wrong_or_missing_credentials_are_refused_and_counted(sqlite_store: Store) -> None:
@@ -125,7 +133,7 @@ def test_the_activity_chart_stacks_each_hour_and_scales_to_the_busiest() -> None
     assert (first.label, first.total, last.label, last.total) == ("00:00", 4, "23:00", 1)
     assert first.segments == [("sent", 2, 50.0, 50.0), ("failed", 2, 0.0, 50.0)]
     assert last.segments == [("sent", 1, 75.0, 25.0)]
-    assert [status for status, _ in chart.legend] == ["sent", "failed"]
+    assert chart.legend == ["sent", "failed"]
 
 
 def test_activity_is_counted_by_hour_in_the_store(store: Store, clock: Clock) -> None:
@@ -143,11 +151,12 @@ def test_activity_is_counted_by_hour_in_the_store(store: Store, clock: Clock) ->
     assert by_hour == [(22, "queued", 1), (22, "skipped", 1), (23, "sent", 1)]
 
 
-def test_the_sends_list_filters_by_status_case_and_time(sqlite_store: Store, clock: Clock) -> None:
-    first = add_send(sqlite_store, Outcome(status="failed", reason="CCAI refused it."))
-    clock.advance(3600)
-    second = add_send(sqlite_store, Outcome(status="sent", chat_id="5"), case=OTHER_CASE)
-    client = client_for(sqlite_store)
+def test_the_sends_list_filters_by_status_case_and_time(store: Store, clock: Clock) -> None:
+    first = add_send(store, Outcome(status="failed", reason="CCAI refused it."))
+    clock.advance(3 * 3600)
+    second = add_send(store, Outcome(status="sent", chat_id="5"), case=OTHER_CASE)
+    clock.advance(60)
+    client = client_for(store)
 
     def listed(**params: str) -> list[int]:
         response = client.get("/dashboard/sends", params=params)
@@ -156,15 +165,23 @@ def test_the_sends_list_filters_by_status_case_and_time(sqlite_store: Store, clo
 
     assert listed() == [second, first]
     assert listed(status="failed") == [first]
+    assert listed(case=OTHER_CASE) == [second]
     assert listed(case=OTHER_CASE[:15]) == [second]  # the 15-character id a Salesforce list view shows
-    moment = "2027-01-15T08:00"  # the test clock starts at 2027-01-15T08:00:00Z
+    assert listed(within="1h") == [second]
+    assert listed(within="24h") == [second, first]
+    assert listed(within="1h", status="failed") == []
+    # The test clock starts at 2027-01-15T08:00:00Z.
     assert listed(since="2027-01-15T08:30") == [second]
-    assert listed(until="2027-01-15T08:30", since=moment) == [first]
+    assert listed(since="2027-01-15T08:00", until="2027-01-15T08:30") == [first]
+    assert "selected>last hour</option>" in client.get("/dashboard/sends", params={"within": "1h"}).text
 
 
 def test_bad_filters_are_explained(client: TestClient) -> None:
-    response = client.get("/dashboard/sends", params={"status": "lost", "case": "001abc", "since": "yesterday"})
+    response = client.get(
+        "/dashboard/sends", params={"status": "lost", "case": "001abc", "since": "yesterday", "within": "forever"}
+    )
     assert response.status_code == 400
+    assert "There is no time range &#39;forever&#39;." in response.text
     assert "There is no status &#39;lost&#39;." in response.text
     assert "must be a Case id" in response.text
     assert "is not a date and time" in response.text
@@ -202,7 +219,9 @@ def test_a_send_shows_its_timeline_masked_number_and_no_text_it_did_not_send(sql
     assert ">88<" in page
     assert "<td>received</td>" in page
     assert "<td>finished</td>" in page
+    assert '<dd id="reached">yes</dd>' in page
     other = client.get(f"/dashboard/sends/{failed}").text
+    assert '<dd id="reached">no</dd>' in other
     assert "Never sent" not in other
     assert "<script>alert(1)</script>" not in other
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in other
@@ -236,35 +255,84 @@ def test_a_failed_send_is_retried_from_its_page(
     page = client.get(f"/dashboard/sends/{send_id}")
     assert "Retry anyway" not in page.text
     response = client.post(
-        f"/dashboard/sends/{send_id}/retry",
-        data={"csrf": csrf_of(page.text)},
-        headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"},
-        follow_redirects=False,
+        f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page.text)}, follow_redirects=False
     )
     assert (response.status_code, response.headers["location"]) == (303, f"/dashboard/sends/{send_id}?retried=1")
     record = sqlite_store.get(send_id)
     assert record is not None
     assert record.status == "queued"
     assert "Queued again" in client.get(response.headers["location"]).text
-    assert "the operator at 203.0.113.9 retried send" in caplog.text
+    assert f"the operator at testclient retried send {send_id} (failed): queued again" in caplog.text
+    assert 'class="notice"' not in client.get(f"/dashboard/sends/{send_id}").text  # only right after the retry
 
 
-def test_a_send_that_may_have_reached_the_customer_needs_a_confirmation(
-    sqlite_store: Store, client: TestClient
+def test_the_operators_address_is_the_proxys_client_only_behind_a_trusted_proxy(
+    sqlite_store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    send_id = add_send(sqlite_store, Outcome(status="unknown", reason="CCAI's answer was lost."))
+    """uvicorn (``proxy_headers``, ``FORWARDED_ALLOW_IPS``) replaces the peer with the forwarded client
+    only when the peer is a trusted proxy; anyone else's X-Forwarded-For is not believed."""
+    caplog.set_level(logging.INFO, logger="bridge.dashboard")
+    # uvicorn's own ASGI types are narrower than Starlette's; the two interoperate at run time.
+    app = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, client_for(sqlite_store).app), trusted_hosts="10.0.0.1"))
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    sends = [add_send(sqlite_store, Outcome(status="failed", reason="CCAI timed out.")) for _ in range(2)]
+    for send_id, peer, expected in zip(
+        sends, ("10.0.0.1", "198.51.100.7"), ("203.0.113.9", "198.51.100.7"), strict=True
+    ):
+        client = TestClient(app, headers=SIGNED_IN, client=(peer, 40000))
+        token = csrf_of(client.get(f"/dashboard/sends/{send_id}").text)
+        client.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": token}, headers=forwarded)
+        assert f"the operator at {expected} retried send {send_id}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reached"),
+    [
+        (Outcome(status="sent", chat_id="41", message="Your case is solved"), "yes"),
+        (Outcome(status="unknown", reason="CCAI's answer was lost."), "maybe: an attempt&#39;s answer was lost"),
+        (Outcome(status="suppressed", reason="Another send texted them."), "no (another send"),
+    ],
+)
+def test_a_send_that_may_have_reached_the_customer_needs_a_confirmation(
+    sqlite_store: Store, client: TestClient, caplog: pytest.LogCaptureFixture, outcome: Outcome, reached: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.dashboard")
+    send_id = add_send(sqlite_store, outcome)
     page = client.get(f"/dashboard/sends/{send_id}").text
-    assert "Retry anyway" in page
-    assert 'name="confirm"' in page
+    assert f'<dd id="reached">{reached}' in page
+    assert "I understand this can text the customer a second time" in page
+    assert 'name="confirm" value="yes" required' in page
     unconfirmed = client.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page)})
     assert unconfirmed.status_code == 400
     assert "Tick the box to confirm" in unconfirmed.text
-    assert sqlite_store.get(send_id).status == "unknown"  # type: ignore[union-attr]
+    assert sqlite_store.get(send_id).status == outcome.status  # type: ignore[union-attr]
+    assert f"did not confirm a retry of send {send_id} ({outcome.status})" in caplog.text
     confirmed = client.post(
         f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page), "confirm": "yes"}, follow_redirects=False
     )
     assert confirmed.status_code == 303
     assert sqlite_store.get(send_id).status == "queued"  # type: ignore[union-attr]
+    assert f"retried send {send_id} ({outcome.status}, confirmed it may text the customer again)" in caplog.text
+
+
+def test_a_send_that_texted_the_customer_before_a_retry_still_asks_first(
+    sqlite_store: Store, client: TestClient
+) -> None:
+    """Its latest outcome is failed (CCAI refused the resend), but it keeps the chat that went out."""
+    send_id = add_send(sqlite_store, Outcome(status="sent", chat_id="41", message="Your case is solved"))
+    assert retry(sqlite_store, send_id, force=True).queued
+    [job] = sqlite_store.claim_sends("w", limit=1, lease_seconds=30)
+    assert sqlite_store.finish(
+        job.id, Outcome(status="failed", reason="Consumer is in an active session."), token=job.token, create_task=True
+    )
+    page = client.get(f"/dashboard/sends/{send_id}?retried=1").text
+    assert '<dd id="reached">yes, before it was retried (chat 41)</dd>' in page
+    assert "An earlier attempt reached the customer (chat 41) before a retry." in page
+    assert "Queued again, and finished since" in page
+    assert "Your case is solved" not in page  # the latest attempt was not sent
+    unconfirmed = client.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page)})
+    assert unconfirmed.status_code == 400
+    assert sqlite_store.get(send_id).status == "failed"  # type: ignore[union-attr]
 
 
 def test_a_pending_send_offers_no_retry(sqlite_store: Store, client: TestClient) -> None:
@@ -274,20 +342,53 @@ def test_a_pending_send_offers_no_retry(sqlite_store: Store, client: TestClient)
     assert 'id="retry"' not in page
 
 
-def test_a_retry_without_the_pages_token_is_refused(sqlite_store: Store, client: TestClient) -> None:
+def test_a_retry_without_the_pages_token_or_from_another_site_is_refused(
+    sqlite_store: Store, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     """A page on another site can make the operator's browser post (with saved credentials), but it
-    cannot read the token from our page or set our cookie."""
+    cannot read the token from our page; planting a cookie of its own does not help either."""
     send_id = add_send(sqlite_store, Outcome(status="failed", reason="CCAI timed out."))
     token = csrf_of(client.get(f"/dashboard/sends/{send_id}").text)
     url = f"/dashboard/sends/{send_id}/retry"
-    assert client.post(url, data={}).status_code == 403
-    assert client.post(url, data={"csrf": "guessed"}).status_code == 403
+    nonce = "A" * 43
     stranger = TestClient(client.app, headers=SIGNED_IN)  # saved credentials, but not our cookie
-    assert stranger.post(url, data={"csrf": token}).status_code == 403
-    foreign = client.post(url, data={"csrf": token}, headers={"Origin": "https://evil.example"})
-    assert foreign.status_code == 403
+    planted = TestClient(client.app, headers=SIGNED_IN, cookies={_csrf.COOKIE: nonce})
+    refused = [
+        client.post(url),
+        client.post(url, data={"csrf": "guessed"}),
+        stranger.post(url, data={"csrf": token}),
+        planted.post(url, data={"csrf": nonce}),  # a plain double submit would take this
+        client.post(url, data={"csrf": token}, headers={"Origin": "https://evil.example"}),
+        client.post(url, data={"csrf": token}, headers={"Origin": "null"}),  # a sandboxed frame
+        client.post(url, data={"csrf": token}, headers={"Referer": "https://evil.example/page"}),
+    ]
+    assert [r.status_code for r in refused] == [403] * len(refused)
+    assert "did not come from the dashboard" in refused[0].text
     assert sqlite_store.get(send_id).status == "failed"  # type: ignore[union-attr]
-    assert 'bridge_refusals_total{door="dashboard",reason="csrf"} 4.0' in client.get("/metrics").text
+    assert [s.event for s in sqlite_store.timeline(send_id)] == ["received", "finished"]
+    assert f'bridge_refusals_total{{door="dashboard",reason="csrf"}} {len(refused)}.0' in client.get("/metrics").text
+    assert f"refused a retry of send {send_id} from testclient: wrong token" in caplog.text
+    assert f"refused a retry of send {send_id} from testclient: foreign origin" in caplog.text
+
+    ours = {"Origin": "http://testserver", "Referer": f"http://testserver/dashboard/sends/{send_id}"}
+    assert client.post(url, data={"csrf": token}, headers=ours, follow_redirects=False).status_code == 303
+    assert sqlite_store.get(send_id).status == "queued"  # type: ignore[union-attr]
+
+
+def test_a_token_is_only_good_for_its_own_dashboard(sqlite_store: Store) -> None:
+    """The key comes from the password: another process with it takes the form (Heroku runs several web
+    dynos); a dashboard with another password does not."""
+    send_id = add_send(sqlite_store, Outcome(status="failed", reason="CCAI timed out."))
+    client = client_for(sqlite_store)
+    token = csrf_of(client.get(f"/dashboard/sends/{send_id}").text)
+    cookies = dict(client.cookies)
+    other = TestClient(client_for(sqlite_store, password="another").app, headers=basic("operator", "another"))
+    other.cookies.update(cookies)
+    assert other.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": token}).status_code == 403
+    twin = client_for(sqlite_store)  # a second web process with the same settings
+    twin.cookies.update(cookies)
+    response = twin.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": token}, follow_redirects=False)
+    assert response.status_code == 303
 
 
 def test_the_token_cookie_is_strict_and_http_only(client: TestClient) -> None:
@@ -296,3 +397,34 @@ def test_the_token_cookie_is_strict_and_http_only(client: TestClient) -> None:
     assert "HttpOnly" in cookie
     assert "SameSite=strict" in cookie
     assert "Path=/dashboard" in cookie
+
+
+# -- personal data ------------------------------------------------------------------------------
+
+
+def test_no_page_shows_a_full_number_or_a_message_that_was_not_sent(sqlite_store: Store) -> None:
+    number = "+14155550123"
+    failed = add_send(
+        sqlite_store,
+        Outcome(status="failed", reason="CCAI refused it.", message="Secret unsent text", end_user_hint="*******0123"),
+    )
+    given = add_send(sqlite_store, end_user_number=number)  # queued: its request's number is kept until it is done
+    OptOutList(sqlite_store.db).add("+14155550199", source="agent", note=None)
+    client = client_for(sqlite_store)
+    pages = [
+        "/dashboard",
+        "/dashboard/sends",
+        "/dashboard/sends?status=failed",
+        f"/dashboard/sends/{given}",
+        f"/dashboard/sends/{failed}",
+        "/dashboard/opt-outs",
+    ]
+    html = ""
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        html += response.text
+    assert "*******0123" in html
+    assert "*******0199" in html
+    for secret in ("4155550123", "415555 0123", "415-555-0123", "4155550199", "Secret unsent text"):
+        assert secret not in html

@@ -196,6 +196,23 @@ def test_a_failure_after_a_lost_answer_needs_force(store: Store, clock: Clock) -
     assert (record.status, record.may_have_sent) == ("queued", True)  # looked up in CCAI before any re-send
 
 
+def test_a_forced_resend_that_is_refused_keeps_the_chat_that_reached_the_customer(store: Store) -> None:
+    """Found driving the dashboard: a sent send retried with force was refused by CCAI ("already in an
+    active SMS session"); its record became failed with no chat, and a plain retry would then text the
+    customer again. The chat id holds the last chat that exists, and such a send still needs force."""
+    send_id = finished(store, Outcome(status="sent", chat_id="314"))
+    assert retry(store, send_id, force=True).queued
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    refusal = Outcome(status="failed", reason="Consumer is already in an active SMS session.")
+    assert store.finish(job.id, refusal, token=job.token, create_task=False)
+    record = store.get(send_id)
+    assert record is not None
+    assert (record.status, record.chat_id) == ("failed", "314")
+    refused = retry(store, send_id, force=False)
+    assert not refused.queued
+    assert refused.message.startswith(f"Send {send_id} is failed: it reached the customer earlier (chat 314).")
+
+
 def test_a_send_whose_number_was_given_in_its_request_cannot_be_retried(sqlite_store: Store) -> None:
     """The number is not kept once the send is final, so a retry could only text the Case's own number."""
     send_id = finished(sqlite_store, Outcome(status="failed", reason="x"), overrides={"end_user_number": NUMBER})
