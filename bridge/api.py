@@ -34,12 +34,13 @@ from bridge.errors import (
     MalformedMessage,
     NotFound,
     StoreRejected,
+    StoreUnavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
 from bridge.metrics import Metrics
 from bridge.model import NewSend
-from bridge.phones import us_e164
+from bridge.phones import mask, us_e164
 from bridge.segments import count_segments, over_limit
 from bridge.sends import http_status, public_view, wait_for_outcome
 from bridge.store import Store
@@ -183,7 +184,7 @@ class SendAPI(JSONDoor):
         if key is not None and not _IDEMPOTENCY_KEY.match(key):
             raise MalformedMessage("Idempotency-Key must be 1 to 200 visible ASCII characters.")
         overrides = send.model_dump(exclude={"ticket_id"}, exclude_none=True)
-        fingerprint = hashlib.sha256(json.dumps(send.model_dump(), sort_keys=True).encode()).hexdigest()
+        fingerprint = _fingerprint(send)
         new = NewSend(
             dedupe_key=f"api:{key}" if key else f"api:auto:{uuid.uuid4().hex}",
             source="api",
@@ -202,7 +203,14 @@ class SendAPI(JSONDoor):
             self._wake()
         else:
             self._metrics.events_duplicate.labels("api").inc()
-        record = await wait_for_outcome(self._store, created.id, timeout=wait, stop=self._shutting_down)
+        try:
+            record = await wait_for_outcome(self._store, created.id, timeout=wait, stop=self._shutting_down)
+        except StoreUnavailable:
+            # Stored and acknowledged: "try again" (503) would make a caller without an Idempotency-Key
+            # create a second send. It can read this one by its id once the store is back.
+            logger.warning("API send %s is stored, but the store went away before its state could be read", created.id)
+            queued = {"id": created.id, "status": "queued", "ticket_id": send.ticket_id, "source": "api"}
+            return JSONResponse(queued, status_code=202)
         return JSONResponse(public_view(record), status_code=http_status(record))
 
     async def _read(self, request: Request) -> Response:
@@ -213,6 +221,16 @@ class SendAPI(JSONDoor):
         if found is None:
             raise NotFound(f"There is no send {raw[:40]}.")
         return JSONResponse(public_view(found))
+
+
+def _fingerprint(send: SendRequest) -> str:
+    """What tells a reused Idempotency-Key with a different body. It is stored as long as the send,
+    so a number in it is reduced to what the send record shows anyway (its last digits): a hash of
+    the full number would give it back by brute force over every US number."""
+    body = send.model_dump()
+    if body.get("end_user_number"):
+        body["end_user_number"] = mask(body["end_user_number"])
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _wait_seconds(request: Request) -> float:

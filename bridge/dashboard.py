@@ -314,6 +314,8 @@ class RetryOffer:
 def _retry_offer(send: SendRecord) -> RetryOffer:
     if not send.final:
         return RetryOffer(False, why_not=f"It is {send.status}: the bridge is still working on it.")
+    if not send.ticket_id:
+        return RetryOffer(False, why_not="It names no record: it was deleted before Salesforce delivered it.")
     if send.overrides.get("end_user_number_removed"):
         return RetryOffer(False, why_not="It was made for a number given in its request, which is not kept.")
     if send.status == "sent":

@@ -143,6 +143,7 @@ class PendingWriteback:
     note_uncertain: bool = False
     ticket_chat_id: str | None = None  # the newest chat any send created for this ticket
     opt_out_learned: bool = False
+    state_at: float = 0.0  # when the send reached the state claimed here (recording is fenced on it)
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,9 @@ class SalesforceGateway:
         return (int(usage.used), int(usage.total)) if usage is not None else None
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
-        """Read many Cases in one SOQL query; Cases that do not exist are absent from the result."""
-        wanted = sorted({to18(i) for i in ids})
+        """Read many Cases in one SOQL query; Cases that do not exist are absent from the result (so
+        is an id that cannot name one: it must not fail the other Cases of the batch)."""
+        wanted = sorted({to18(i) for i in ids if is_record_id(i)})
         if not wanted:
             return {}
         selected = ", ".join(dict.fromkeys([*BASE_FIELDS, *fields]))

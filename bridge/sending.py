@@ -10,11 +10,12 @@ possibly delivered (see :mod:`bridge.policy`). What to do after each step is dec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -90,10 +91,9 @@ class SendStep:
         with self._holdings.sends(job.id for job in claimed):
             to_guard: list[ClaimedSend] = []
             for job in claimed:
-                with about_send(job.id):
-                    ready = await self._before_sending(job)
-                if ready is not None:
-                    to_guard.append(ready)
+                async with self._alone(job):
+                    if (ready := await self._before_sending(job)) is not None:
+                        to_guard.append(ready)
             to_read = [job for job in to_guard if await self._passes_loop_guard(job)]
             if to_read:
                 await self._read_map_and_send(to_read)
@@ -165,21 +165,25 @@ class SendStep:
             return
         ready: list[tuple[ClaimedSend, SmsRequest]] = []
         for job in jobs:
-            ticket = tickets.get(job.ticket_id)
-            if ticket is None:
-                reason = "The Case was not found in Salesforce (deleted, or not visible to the bridge's user)."
-                await self._finish(job, policy.settle("failed", reason, job, write_back=False))
-                continue
-            mapped = self._mapper.map(ticket, job.overrides)
-            if isinstance(mapped, Outcome):
-                decision = policy.settle(mapped.status, mapped.reason, job)
-                await self._finish(job, decision, hint=mapped.end_user_hint)
-            elif await self._allowed(job, ticket, mapped):
-                ready.append((job, mapped))
+            async with self._alone(job):
+                if (request := await self._map_and_check(job, tickets.get(job.ticket_id))) is not None:
+                    ready.append((job, request))
         limit = anyio.CapacityLimiter(self._options.max_concurrency)
         async with anyio.create_task_group() as group:
             for job, request in ready:
                 group.start_soon(self._send_guarded, limit, job, request)
+
+    async def _map_and_check(self, job: ClaimedSend, ticket: Ticket | None) -> SmsRequest | None:
+        """The SMS request for the ticket, if it may be sent now; otherwise the send is finished or held."""
+        if ticket is None:
+            reason = "The Case was not found in Salesforce (deleted, or not visible to the bridge's user)."
+            await self._finish(job, policy.settle("failed", reason, job, write_back=False))
+            return None
+        mapped = self._mapper.map(ticket, job.overrides)
+        if isinstance(mapped, Outcome):
+            await self._finish(job, policy.settle(mapped.status, mapped.reason, job), hint=mapped.end_user_hint)
+            return None
+        return mapped if await self._allowed(job, ticket, mapped) else None
 
     async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest) -> bool:
         """The consent and send-window check, on this fresh read of the ticket, for every attempt."""
@@ -232,9 +236,29 @@ class SendStep:
                     logger.warning("Send %s could not be recorded (%s); it will be taken up again", job.id, exc)
                 except Exception:
                     logger.exception("Send %s failed unexpectedly", job.id)
-                    reason = "The bridge hit an internal error while sending (see its log)."
                     job = dataclasses.replace(job, may_have_sent=job.may_have_sent or state.departed)
-                    await self._finish(job, policy.settle("failed", reason, job), request=request)
+                    await self._finish_after_error(job, request)
+
+    @contextlib.asynccontextmanager
+    async def _alone(self, job: ClaimedSend) -> AsyncIterator[None]:
+        """One send's unexpected error (a bug) finishes that send, never its batch: a failed pass
+        would leave every send of the batch to be taken over, again and again. A store outage still
+        ends the pass (nothing can be recorded); the leases run out and the sends are taken up again."""
+        with about_send(job.id):
+            try:
+                yield
+            except StoreUnavailable:
+                raise
+            except Exception:
+                logger.exception("Send %s failed unexpectedly", job.id)
+                await self._finish_after_error(job, None)
+
+    async def _finish_after_error(self, job: ClaimedSend, request: SmsRequest | None) -> None:
+        reason = "The bridge hit an internal error while sending (see its log)."
+        try:
+            await self._finish(job, policy.settle("failed", reason, job), request=request)
+        except Exception:  # the outcome cannot be stored either: the lease runs out, it is taken up again
+            logger.exception("Send %s: its failure could not be recorded", job.id)
 
     async def _send_one(self, job: ClaimedSend, request: SmsRequest, state: _Attempt) -> None:
         if self._stopping():

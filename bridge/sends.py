@@ -86,6 +86,8 @@ def retry(store: Store, send_id: int, *, force: bool) -> RetryResult:
         return RetryResult(False, f"Send {send_id} does not exist.")
     if not send.final:
         return RetryResult(False, f"Send {send_id} is {send.status} and cannot be retried now.")
+    if not send.ticket_id:
+        return RetryResult(False, f"Send {send_id} names no record (it was deleted before Salesforce delivered it).")
     if not force and not retryable_without_force(send):
         why = (
             f"it reached the customer earlier (chat {send.chat_id})"

@@ -481,7 +481,7 @@ class Store:
 
     def record_writeback(
         self,
-        send_id: int,
+        item: PendingWriteback,
         *,
         case_state: WritebackState | None,
         task_state: WritebackState | None,
@@ -489,7 +489,13 @@ class Store:
         retry_in: float | None,
         case_written: bool = False,
     ) -> None:
-        """Store the result of one write-back attempt; ``None`` states leave that part unchanged."""
+        """Store the result of one write-back attempt for the claimed ``item``; ``None`` states leave
+        that part unchanged.
+
+        Fenced on the state that was claimed: if the send reached a newer state meanwhile (held, then
+        sent; retried by an operator, then finished), that state's write-back stays pending and is
+        written next, rather than being marked done by the answer about the older one.
+        """
         values: dict[str, Any] = {
             "writeback_attempts": sends.c.writeback_attempts + 1,
             "writeback_lease_until": None,
@@ -500,16 +506,24 @@ class Store:
             values["writeback"] = case_state
         if task_state is not None:
             values["writeback_task"] = task_state
+        claimed_state = func.coalesce(sends.c.state_at, sends.c.finished_at, sends.c.created_at) == item.state_at
         with self.db.tx() as connection:
             now = self.db.now(connection)
             if retry_in is not None:
                 values["writeback_not_before"] = now + retry_in
             if case_written:
-                values["case_written_at"] = now
-            connection.execute(update(sends).where(sends.c.id == send_id).values(values))
+                values["case_written_at"] = now  # the loop guard counts the bridge's own writes to the ticket
             parts = {"ticket": case_state, "note": task_state}
             words = ", ".join(f"{part} {state}" for part, state in parts.items() if state is not None)
-            _log(connection, send_id, now, "written back", words + (f": {error}" if error else ""))
+            fenced = update(sends).where(sends.c.id == item.id, claimed_state).values(values)
+            if connection.execute(fenced).rowcount == 1:
+                _log(connection, item.id, now, "written back", words + (f": {error}" if error else ""))
+                return
+            stale: dict[str, Any] = {"writeback_lease_until": None, "writeback_owner": None}
+            if case_written:
+                stale["case_written_at"] = now
+            connection.execute(update(sends).where(sends.c.id == item.id).values(stale))
+            _log(connection, item.id, now, "written back", f"{words} for an earlier state; the newer one follows")
 
     def purge(self, older_than: float, *, batch: int = 1000, once: bool = False) -> int:
         """Delete finished sends (write-back settled) that finished more than ``older_than`` seconds
@@ -731,6 +745,7 @@ def _pending(
         and (row["writeback_attempts"] > 0 or row["writeback_owner"] is not None),
         ticket_chat_id=ticket_chat_id,
         opt_out_learned=bool(row["opt_out_learned"]),
+        state_at=state_at,
     )
 
 

@@ -173,7 +173,7 @@ class Writeback:
             attach_task(self._store.db, item.id, task.ref)  # completed when its chat ends
         retrying = "pending" in (case_state, task_state)
         self._store.record_writeback(
-            item.id,
+            item,
             case_state=case_state,
             task_state=task_state,
             error="; ".join(errors) or None,

@@ -3,6 +3,8 @@ idempotency, waiting. What needs CCAI and a running worker is in ``tests/e2e/tes
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +13,10 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
+from bridge.api import SendRequest
 from bridge.app import create_app
+from bridge.errors import StoreUnavailable
+from bridge.salesforce import normalize_case_id
 from bridge.sandbox.cases import sample_cases
 from bridge.services import Services
 from bridge.store import Store
@@ -202,3 +207,32 @@ def test_wait_waits_for_an_outcome_and_answers_at_once_when_shutting_down(sqlite
     response = post(client, {"ticket_id": MOBILE}, wait="20")
     assert (response.status_code, response.json()["status"]) == (202, "queued")
     assert time.monotonic() - started < 2.0
+
+
+def test_a_send_stored_before_the_store_went_away_is_never_answered_try_again(
+    client: TestClient, sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: the send was committed, then reading it back failed and the caller got 503
+    "try again"; a Flow retrying without an Idempotency-Key would make a second send, and text twice."""
+
+    def unavailable(send_id: int) -> None:
+        raise StoreUnavailable("The store is restarting.")
+
+    monkeypatch.setattr(sqlite_store, "get", unavailable)
+    response = post(client, {"ticket_id": MOBILE}, wait="2")
+    assert response.status_code == 202
+    assert response.json() == {"id": 1, "status": "queued", "ticket_id": MOBILE, "source": "api"}
+    assert sqlite_store.counts() == {"queued": 1}
+
+
+def test_the_request_fingerprint_does_not_keep_the_number(client: TestClient, sqlite_store: Store) -> None:
+    """The fingerprint (to tell a reused Idempotency-Key with a different body) is stored for as long
+    as the send; a plain hash of a body with a full number gives the number back by brute force over
+    the ten billion US numbers. It keeps only what the send record shows anyway: the last four digits."""
+    body = {"ticket_id": MOBILE, "end_user_number": "+1 415 555 0100"}
+    assert post(client, body).status_code == 202
+    with sqlite_store.db.tx() as connection:
+        [stored] = connection.exec_driver_sql("SELECT request_hash FROM sends").one()
+    parsed = SendRequest.model_validate(body, context={"ticket_ids": normalize_case_id}).model_dump()
+    assert hashlib.sha256(json.dumps(parsed, sort_keys=True).encode()).hexdigest() != stored
+    assert post(client, {**body, "end_user_number": "+1 212 555 0100"}, key=API_KEY).status_code == 202

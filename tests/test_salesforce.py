@@ -153,6 +153,13 @@ def test_reads_many_cases_in_one_query_with_relationships_flattened(org: Org) ->
     assert [c["path"] for c in org.sim.calls] == ["/services/data/v61.0/query/"]
 
 
+def test_an_id_that_cannot_name_a_case_is_simply_not_found(org: Org) -> None:
+    """A notification about a record deleted before delivery is stored with no id; retried by an
+    operator, it reached the gateway, whose ValueError failed every send of the batch."""
+    assert set(org.gateway().read_tickets(["", "not-an-id", CASE_1], FIELDS)) == {CASE_1}
+    assert org.gateway().read_tickets([""], FIELDS) == {}
+
+
 def test_the_owner_is_read_whatever_the_mapping_asks_for(org: Org) -> None:
     tickets = org.gateway().read_tickets([CASE_1, CASE_2], ["ContactMobile"])
     assert tickets[CASE_1].owner_email == "ana.agent@example.com"  # a person owns it

@@ -8,8 +8,9 @@ import anyio
 import httpx
 import pytest
 
-from bridge.crm import TicketUpdate
+from bridge.crm import Ticket, TicketUpdate
 from bridge.errors import CRMRequestError, CRMUnavailable
+from bridge.mapping import TicketMapper
 from bridge.sandbox.ccai import ACTIVE_SESSION
 from bridge.store import Store
 from tests._ccai_errors import DOCUMENTED_ERRORS
@@ -343,3 +344,23 @@ async def test_stopping_finishes_requests_under_way_and_gives_back_the_rest(sqli
     records = h.store.find()
     assert sorted(r.status for r in records) == ["queued", "queued", "queued", "sent"]
     assert not any(r.status == "sending" for r in records)
+
+
+async def test_an_unexpected_error_in_one_send_leaves_the_rest_of_its_batch_alone(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, it failed the whole pass: every send of the batch waited out its lease, was taken over,
+    and after a few rounds all were finished as if their workers had died."""
+    map_ticket = TicketMapper.map
+
+    def broken_for_one(self: TicketMapper, ticket: Ticket, overrides: Any) -> Any:
+        if ticket.id == MOBILE_CASE:
+            raise RuntimeError("a bug")
+        return map_ticket(self, ticket, overrides)
+
+    monkeypatch.setattr(TicketMapper, "map", broken_for_one)
+    h.ingest(MOBILE_CASE, QUEUE_CASE)
+    await h.drain()
+    assert (h.row(MOBILE_CASE).status, h.row(QUEUE_CASE).status) == ("failed", "sent")
+    assert h.row(MOBILE_CASE).reason == "The bridge hit an internal error while sending (see its log)."
+    assert "A worker pass failed unexpectedly" not in caplog.text

@@ -213,6 +213,19 @@ def test_a_forced_resend_that_is_refused_keeps_the_chat_that_reached_the_custome
     assert refused.message.startswith(f"Send {send_id} is failed: it reached the customer earlier (chat 314).")
 
 
+def test_a_notification_about_a_deleted_record_is_not_retried(sqlite_store: Store) -> None:
+    new = NewSend(
+        dedupe_key="om:00D:04l",
+        source="outbound_message",
+        ticket_id="",
+        finished=Outcome(status="skipped", reason="Salesforce sent the notification without its record."),
+    )
+    send_id = sqlite_store.create(new).id
+    refused = retry(sqlite_store, send_id, force=True)
+    assert not refused.queued
+    assert refused.message == f"Send {send_id} names no record (it was deleted before Salesforce delivered it)."
+
+
 def test_a_send_whose_number_was_given_in_its_request_cannot_be_retried(sqlite_store: Store) -> None:
     """The number is not kept once the send is final, so a retry could only text the Case's own number."""
     send_id = finished(sqlite_store, Outcome(status="failed", reason="x"), overrides={"end_user_number": NUMBER})

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import inspect, text
 
 from bridge._schema import LATEST_VERSION
@@ -13,6 +15,12 @@ OTHER_CASE = "5005g00000SBX02AAH"
 
 def om(note: str, case: str = CASE) -> NewSend:
     return NewSend(dedupe_key=f"om:00D5g00000SBXRG:{note}", source="outbound_message", ticket_id=case, org_id="00D")
+
+
+def write_back(store: Store, send_id: int, **result: Any) -> None:
+    """Claim the send's pending write-back, as the write-back step does, and record ``result``."""
+    [item] = [i for i in store.claim_writebacks("wb", limit=100, lease_seconds=30) if i.id == send_id]
+    store.record_writeback(item, **result)
 
 
 def sent(chat: str = "1", **kwargs: object) -> Outcome:
@@ -117,7 +125,7 @@ def test_loop_guard_sees_a_recent_attempt_on_the_same_case(store: Store, clock: 
     assert store.start_attempt(b.id, CASE, token=b.token, cooldown=600) == a.id
     assert store.start_attempt(c.id, c.ticket_id, token=c.token, cooldown=600) is None
     store.finish(a.id, sent(), token=a.token, create_task=False)
-    store.record_writeback(a.id, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
+    write_back(store, a.id, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
     clock.advance(601)
     store.ingest([om("04l4")])
     [d] = store.claim_sends("w", limit=1, lease_seconds=30)
@@ -149,7 +157,7 @@ def test_loop_guard_holds_while_a_write_back_is_pending_and_after_it_lands(store
     [during] = store.claim_sends("w", limit=1, lease_seconds=30)
     assert store.start_attempt(during.id, CASE, token=during.token, cooldown=600) == first.id
     store.finish(during.id, Outcome(status="suppressed", write_back=False), token=during.token, create_task=False)
-    store.record_writeback(first.id, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
+    write_back(store, first.id, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
     clock.advance(60)  # the Case update lands, and fires the rule
     store.ingest([om("04l3")])
     [echo] = store.claim_sends("w", limit=1, lease_seconds=30)
@@ -164,7 +172,7 @@ def test_finish_queues_the_write_back_and_claims_it_once(store: Store) -> None:
     assert (pending.status, pending.chat_id, pending.case_pending, pending.task_pending) == ("sent", "114", True, True)
     assert not pending.note_uncertain
     assert store.claim_writebacks("w", limit=10, lease_seconds=30) == []
-    store.record_writeback(job.id, case_state="done", task_state="done", error=None, retry_in=None)
+    store.record_writeback(pending, case_state="done", task_state="done", error=None, retry_in=None)
     record = store.get(job.id)
     assert record is not None
     assert (record.writeback, record.writeback_task, record.writeback_attempts) == ("done", "done", 1)
@@ -180,11 +188,11 @@ def test_an_older_outcome_never_overwrites_a_newer_one_on_the_ticket(store: Stor
     assert first.id == success.id  # outcomes are written in the order they happened
     # While one worker holds a write-back for the ticket, nobody else claims another for it.
     assert store.claim_writebacks("b", limit=10, lease_seconds=30) == []
-    store.record_writeback(first.id, case_state="done", task_state="done", error=None, retry_in=None)
+    store.record_writeback(first, case_state="done", task_state="done", error=None, retry_in=None)
     [second] = store.claim_writebacks("b", limit=10, lease_seconds=30)
     # The refusal finished after the success: it is the ticket's latest outcome and is written.
     assert (second.id, second.superseded) == (refusal.id, False)
-    store.record_writeback(second.id, case_state="done", task_state="done", error=None, retry_in=None)
+    store.record_writeback(second, case_state="done", task_state="done", error=None, retry_in=None)
     # An outcome older than what the ticket shows, written only now, is superseded: only its note is written.
     store.ingest([om("04l3")])
     [stale] = store.claim_sends("w", limit=1, lease_seconds=30)
@@ -336,11 +344,11 @@ def test_purge_removes_only_settled_sends_older_than_the_cutoff(store: Store, cl
     old_done, old_pending, _queued, recent = store.claim_sends("w", limit=4, lease_seconds=30)
     outcome = Outcome(status="failed", reason="x")
     store.finish(old_done.id, outcome, token=old_done.token, create_task=False)
-    store.record_writeback(old_done.id, case_state="done", task_state=None, error=None, retry_in=None)
+    write_back(store, old_done.id, case_state="done", task_state=None, error=None, retry_in=None)
     store.finish(old_pending.id, outcome, token=old_pending.token, create_task=False)  # never got through
     clock.advance(3 * 86400)
     store.finish(recent.id, outcome, token=recent.token, create_task=False)
-    store.record_writeback(recent.id, case_state="done", task_state=None, error=None, retry_in=None)
+    write_back(store, recent.id, case_state="done", task_state=None, error=None, retry_in=None)
     assert store.purge(2 * 86400) == 1
     remaining = {record.id for record in store.find()}
     assert old_done.id not in remaining
@@ -379,7 +387,7 @@ def test_every_step_of_a_send_is_on_its_timeline(store: Store, clock: Clock) -> 
     store.confirm_not_sent(job.id, token=job.token)
     store.mark_inflight(job.id, token=job.token, lease_seconds=30)
     store.finish(job.id, sent("114"), token=job.token, create_task=True)
-    store.record_writeback(job.id, case_state="done", task_state="done", error=None, retry_in=None)
+    write_back(store, job.id, case_state="done", task_state="done", error=None, retry_in=None)
     steps = [(step.event, step.detail) for step in store.timeline(job.id)]
     assert [event for event, _ in steps] == [
         "received",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bridge.crm import WriteResult
@@ -80,3 +82,30 @@ async def test_outcomes_for_one_ticket_land_in_order(h: Harness) -> None:
     assert "sent" not in statuses[statuses.index("failed") :]
     assert updates[-1].chat_id == "7"  # ...with the chat that exists
     assert {n.key for n in h.gateway.notes} == {f"send {i}" for i in ids}  # each outcome's note, once
+
+
+async def test_an_answer_about_an_older_state_never_marks_the_newer_one_written(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: while the CRM took its time over the "Scheduled" update, the send window
+    opened and the SMS went out; the late answer marked the write-back done and the ticket showed
+    "Scheduled" for good. The newer outcome stays pending and is written next."""
+    store = h.store
+    [send_id] = h.ingest(MOBILE_CASE)
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.hold(job.id, token=job.token, until=h.clock.now + 100, reason="Outside the send window.", hint=None)
+    write_outcomes = h.gateway.write_outcomes
+
+    def slow_crm(*args: Any) -> Any:
+        if h.clock.now < store.get(send_id).not_before:  # type: ignore[union-attr]
+            h.clock.advance(101)  # the CRM answers after the window opened and the SMS went out
+            [again] = store.claim_sends("w", limit=1, lease_seconds=30)
+            assert store.finish(again.id, Outcome(status="sent", chat_id="9"), token=again.token, create_task=True)
+        return write_outcomes(*args)
+
+    monkeypatch.setattr(h.gateway, "write_outcomes", slow_crm)
+    await h.drain()
+    statuses = [u.status for u in h.gateway.updates if u.ticket_id == MOBILE_CASE]
+    assert statuses == ["scheduled", "sent"]
+    row = h.row(MOBILE_CASE)
+    assert (row.status, row.writeback, row.writeback_task) == ("sent", "done", "done")
