@@ -35,6 +35,8 @@ Clock = Callable[[], float]
 
 # PostgreSQL refuses these whatever the server's state: the statement or its data is at fault.
 _PERMANENT = (DataError, IntegrityError, ProgrammingError, NotSupportedError)
+LOCK_TIMEOUT = "10s"
+IDLE_IN_TRANSACTION_TIMEOUT = "60s"
 
 
 def engine_for(url: str) -> Engine:
@@ -80,10 +82,15 @@ def _tune_sqlite(engine: Engine) -> None:
 def _tune_postgres(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # An ack promises the event is on disk. A role or database may set synchronous_commit off
-        # (commits then return before they are durable), so the bridge asks for it explicitly.
         with dbapi_connection.cursor() as cursor:
+            # An ack promises the event is on disk. A role or database may set synchronous_commit off
+            # (commits then return before they are durable), so the bridge asks for it explicitly.
             cursor.execute("SET synchronous_commit TO on")
+            # A process frozen while it holds a lock (SIGSTOP, a paused VM) must not stall the others
+            # for good: a lock wait ends as an outage (the pass is retried), and the server ends a
+            # session that sits in a transaction (the bridge's transactions take milliseconds).
+            cursor.execute(f"SET lock_timeout TO '{LOCK_TIMEOUT}'")
+            cursor.execute(f"SET idle_in_transaction_session_timeout TO '{IDLE_IN_TRANSACTION_TIMEOUT}'")
         dbapi_connection.commit()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
+from bridge import database
 from bridge.database import Database, engine_for, translate
 from bridge.errors import ConfigError, StoreRejected, StoreUnavailable
+from bridge.store import Store
 from tests._apps import UNREACHABLE_STORE
 
 
@@ -104,3 +107,48 @@ def test_data_the_database_refuses_is_rejected_not_unavailable(pg_schema_url: st
             connection.execute(text("SELECT :value"), {"value": "NUL \x00 inside"})
     finally:
         db.close()
+
+
+def test_a_lock_held_by_a_frozen_process_is_waited_for_a_bounded_time(
+    pg_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a process frozen (SIGSTOP, a paused VM) while holding a lock stalled every
+    other worker in a database call for good, their heartbeats renewing what they held. A lock wait
+    now ends as an outage (the pass is retried), and the frozen session is ended by the server."""
+    monkeypatch.setattr(database, "LOCK_TIMEOUT", "300ms")
+    store = Store.from_url(pg_schema_url)
+    store.migrate()
+    frozen = create_engine(pg_schema_url.replace("postgresql://", "postgresql+psycopg://")).connect()
+    frozen.execute(text("LOCK TABLE sends IN ACCESS EXCLUSIVE MODE"))  # and then nothing more
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            store.counts()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=read, daemon=True)
+    try:
+        worker.start()
+        worker.join(timeout=5)
+        assert outcome, "the read is still waiting for the lock"
+        assert isinstance(outcome[0], StoreUnavailable)
+        assert "lock timeout" in str(outcome[0])
+    finally:
+        frozen.rollback()
+        frozen.close()
+        worker.join(timeout=5)
+        store.close()
+
+
+def test_sessions_idle_inside_a_transaction_are_ended_by_the_server(pg_schema_url: str) -> None:
+    store = Store.from_url(pg_schema_url)
+    try:
+        with store.db.tx() as connection:
+            setting = connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one()
+            lock = connection.execute(text("SHOW lock_timeout")).scalar_one()
+    finally:
+        store.close()
+    assert (setting, lock) == ("1min", "10s")
