@@ -118,7 +118,8 @@ def test_a_lock_held_by_a_frozen_process_is_waited_for_a_bounded_time(
     monkeypatch.setattr(database, "LOCK_TIMEOUT", "300ms")
     store = Store.from_url(pg_schema_url)
     store.migrate()
-    frozen = create_engine(pg_schema_url.replace("postgresql://", "postgresql+psycopg://")).connect()
+    holder = create_engine(pg_schema_url.replace("postgresql://", "postgresql+psycopg://"))
+    frozen = holder.connect()
     frozen.execute(text("LOCK TABLE sends IN ACCESS EXCLUSIVE MODE"))  # and then nothing more
     outcome: list[BaseException | None] = []
 
@@ -139,6 +140,7 @@ def test_a_lock_held_by_a_frozen_process_is_waited_for_a_bounded_time(
     finally:
         frozen.rollback()
         frozen.close()
+        holder.dispose()
         worker.join(timeout=5)
         store.close()
 
