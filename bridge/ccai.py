@@ -27,7 +27,7 @@ import httpx
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
-from bridge.phones import mask
+from bridge.phones import mask, mask_numbers
 from bridge.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -249,9 +249,10 @@ def _error_message(response: httpx.Response) -> str:
         payload = response.json()
     except ValueError:
         payload = None
+    # What CCAI says goes on to logs, the ticket and the API: a number it echoes is masked.
     if isinstance(payload, dict) and isinstance(payload.get("message"), str) and payload["message"].strip():
-        return str(payload["message"]).strip()
-    snippet = response.text.strip().replace("\n", " ")[:200]
+        return mask_numbers(str(payload["message"]).strip())
+    snippet = mask_numbers(response.text.strip().replace("\n", " ")[:200])
     return f"CCAI Platform answered HTTP {response.status_code}" + (f": {snippet}" if snippet else ".")
 
 

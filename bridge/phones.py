@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -22,6 +23,16 @@ def mask(number: str | None) -> str:
     digits = [c for c in number if c.isdigit()]
     keep = 4 if len(digits) >= 8 else 2
     return "*" * max(len(digits) - keep, 3) + "".join(digits[-keep:])
+
+
+# Seven or more digits, with the separators people write numbers with: anything that may be a phone number.
+_NUMBER_LIKE = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with every run that may be a phone number masked (for text from elsewhere, such as
+    an error CCAI returns, which the bridge passes on to logs, the ticket and its callers)."""
+    return _NUMBER_LIKE.sub(lambda match: mask(match.group()), text)
 
 
 def us_e164(raw: str, *, label: str, reveal: bool = False) -> str:

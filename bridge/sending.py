@@ -291,8 +291,7 @@ class SendStep:
             return
         cause = "ccai_throttled" if decision.refund else "unavailable"
         self._metrics.retries.labels(cause).inc()
-        logger.info("Send %s will be retried in %.0f s: %s", job.id, decision.delay, decision.reason)
-        await anyio.to_thread.run_sync(
+        requeued = await anyio.to_thread.run_sync(
             lambda: self._store.requeue(
                 job.id,
                 token=job.token,
@@ -303,6 +302,10 @@ class SendStep:
                 refund=decision.refund,
             )
         )
+        if requeued:
+            logger.info("Send %s will be retried in %.0f s: %s", job.id, decision.delay, decision.reason)
+        else:
+            logger.warning("Send %s was taken over by another worker before it could be put back", job.id)
 
     async def _finish(
         self,

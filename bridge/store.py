@@ -335,9 +335,10 @@ class Store:
         may_have_sent: bool,
         ambiguous: bool = False,
         refund: bool = False,
-    ) -> None:
+    ) -> bool:
         """Put a send back in the queue for ``delay`` seconds. ``ambiguous``: this attempt's answer
-        was lost; ``refund`` undoes the attempt count (a 429 is not a failure)."""
+        was lost; ``refund`` undoes the attempt count (a 429 is not a failure). False if this worker
+        no longer holds the send (taken over, or already finished)."""
         values: dict[str, Any] = {
             "status": "queued",
             "reason": reason,
@@ -353,11 +354,11 @@ class Store:
         with self.db.tx() as connection:
             now = self.db.now(connection)
             values["not_before"] = now + delay
-            result = connection.execute(
-                update(sends).where(sends.c.id == send_id, sends.c.lease_token == token).values(values)
-            )
-            if result.rowcount == 1:
-                _log(connection, send_id, now, "retry", f"Retried in {delay:.0f} s: {reason}")
+            result = connection.execute(update(sends).where(*_still_held(send_id, token)).values(values))
+            if result.rowcount != 1:
+                return False
+            _log(connection, send_id, now, "retry", f"Retried in {delay:.0f} s: {reason}")
+        return True
 
     def hold(self, send_id: int, *, token: int, until: float, reason: str, hint: str | None) -> bool:
         """Hold a send until the recipient's send window opens; the ticket is told when (its status

@@ -183,6 +183,23 @@ async def test_an_undocumented_4xx_is_final_and_says_what_ccai_answered() -> Non
         await client(lambda r: httpx.Response(404, text="Not Found")).send(REQUEST)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(400, json={"message": "end_user_number +1 (415) 555-0100 is not reachable"}),
+        httpx.Response(422, text="<p>Invalid number 14155550100 for tenant</p>"),
+    ],
+)
+async def test_a_number_ccai_echoes_in_an_error_is_masked(answer: httpx.Response) -> None:
+    """The reason travels to logs, the Case, its Task, the API and the dashboard: an undocumented
+    error that echoes the customer's number must not carry it there in full."""
+    with pytest.raises(CCAIRejected) as caught:
+        await client(lambda r: answer).send(REQUEST)
+    assert "0100" in caught.value.message
+    assert "555" not in caught.value.message
+    assert "415" not in caught.value.message
+
+
 def page(chats: list[dict[str, Any]], next_url: str | None = None) -> httpx.Response:
     headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
     return httpx.Response(200, json=chats, headers=headers)

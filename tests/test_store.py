@@ -403,3 +403,14 @@ def test_every_step_of_a_send_is_on_its_timeline(store: Store, clock: Clock) -> 
     clock.advance(40 * 86400)
     store.purge(30 * 86400)
     assert store.timeline(job.id) == []  # the timeline goes with its send
+
+
+def test_a_requeue_never_reopens_a_send_that_is_no_longer_being_sent(store: Store) -> None:
+    """Fenced like every other write a worker makes to its claim: not the token alone, the state too."""
+    store.ingest([om("04l1")])
+    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    assert store.finish(job.id, sent("5"), token=job.token, create_task=False)
+    assert not store.requeue(job.id, token=job.token, delay=0, reason="late", may_have_sent=False)
+    record = store.get(job.id)
+    assert record is not None
+    assert (record.status, record.chat_id) == ("sent", "5")
