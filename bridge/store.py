@@ -268,7 +268,8 @@ class Store:
         raise StoreRejected(f"The store refused every form of send {send_id}'s outcome.")
 
     def _finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
-        write_back = "pending" if outcome.write_back else "none"
+        write_back = outcome.write_back
+        writeback_state = "pending" if write_back else "none"
         with self.db.tx() as connection:
             now = self.db.now(connection)
             row = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).first()
@@ -278,7 +279,8 @@ class Store:
                 # The last chat that exists: a later refusal (a forced resend during the live chat) adds
                 # its reason, but the chat that reached the customer stays on record.
                 "chat_id": outcome.chat_id if outcome.chat_id is not None else sends.c.chat_id,
-                "message": outcome.message,
+                # Text that never went out is kept only for the "not sent" note (cleared once written).
+                "message": outcome.message if outcome.status == "sent" or (write_back and create_task) else None,
                 "end_user_hint": outcome.end_user_hint,
                 "finished_at": now,
                 "state_at": now,
@@ -288,8 +290,8 @@ class Store:
                 "lease_owner": None,
                 "lease_until": None,
                 "overrides": _without_number(row[0] if row else None),
-                "writeback": write_back,
-                "writeback_task": "pending" if outcome.write_back and create_task else "none",
+                "writeback": writeback_state,
+                "writeback_task": "pending" if write_back and create_task else "none",
                 "writeback_not_before": now,
                 "writeback_attempts": 0,
                 "writeback_error": None,
@@ -507,6 +509,8 @@ class Store:
             values["writeback"] = case_state
         if task_state is not None:
             values["writeback_task"] = task_state
+        if task_state in ("done", "failed"):  # the note no longer needs text that was not sent
+            values["message"] = case((sends.c.status == "sent", sends.c.message), else_=None)
         claimed_state = func.coalesce(sends.c.state_at, sends.c.finished_at, sends.c.created_at) == item.state_at
         with self.db.tx() as connection:
             now = self.db.now(connection)

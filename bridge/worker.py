@@ -65,7 +65,6 @@ class Worker:
         self._stop = anyio.Event()
         self._last_ok = time.monotonic()
         self._last_error: str | None = None
-        self._passes_failing_since: float | None = None
         self._purge_due = 0.0
         self._reported_usage: tuple[int, int] | None = None
 

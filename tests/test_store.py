@@ -414,3 +414,25 @@ def test_a_requeue_never_reopens_a_send_that_is_no_longer_being_sent(store: Stor
     record = store.get(job.id)
     assert record is not None
     assert (record.status, record.chat_id) == ("sent", "5")
+
+
+def test_text_that_was_not_sent_is_kept_only_until_its_note_is_written(store: Store) -> None:
+    """Found in review: the text of an SMS that never went out stayed in the store for the whole
+    retention period; only the "not sent" note on the ticket needs it."""
+    store.ingest([om("04l1"), om("04l2", case=OTHER_CASE), om("04l3", case="500000000000003AAA")])
+    no_note, with_note, delivered = store.claim_sends("w", limit=3, lease_seconds=30)
+    refusal = Outcome(status="failed", reason="No.", message="Your technician is on the way.")
+    store.finish(no_note.id, refusal, token=no_note.token, create_task=False)
+    store.finish(with_note.id, refusal, token=with_note.token, create_task=True)
+    store.finish(
+        delivered.id, sent("8", message="Your technician is on the way."), token=delivered.token, create_task=True
+    )
+    assert [store.get(s.id).message for s in (no_note, with_note, delivered)] == [  # type: ignore[union-attr]
+        None,
+        "Your technician is on the way.",
+        "Your technician is on the way.",
+    ]
+    for item in store.claim_writebacks("wb", limit=10, lease_seconds=30):
+        store.record_writeback(item, case_state="done", task_state="done", error=None, retry_in=None)
+    assert store.get(with_note.id).message is None  # type: ignore[union-attr]
+    assert store.get(delivered.id).message == "Your technician is on the way."  # type: ignore[union-attr]
