@@ -8,22 +8,37 @@ own ``updated_at``) is ignored, so the two can arrive in any order.
 
 CCAI's vocabulary is only partly documented, so parsing is lenient: status words are kept
 verbatim, unknown keys are ignored, and a field that is missing or malformed reads as unknown.
+
+A state the store refuses (PostgreSQL cannot hold a NUL) is skipped and logged rather than failing
+every later pass (:func:`apply_each`). Session events are kept by :mod:`bridge.session_events`;
+:func:`follow` puts back in the queue those that arrived before their chat was followed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, RowMapping, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, update
 
 from bridge._schema import chats, sends, session_events
 from bridge.database import Database
+from bridge.errors import StoreRejected
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# How long an event about a chat nobody follows is kept, in case its send is being recorded: longer
+# than a send's request to CCAI, and than the wait before a send whose answer was lost is looked up.
+UNKNOWN_CHAT_SECONDS = 900.0
+# Held by whoever sets aside an event whose chat is not followed and by whoever starts following a
+# chat, so that an event cannot be set aside just as its chat starts being followed.
+FOLLOW_LOCK = "bridge:chat-follow"
 
 # Words after which a chat will not change again (documented: finished; seen: failed).
 ENDED = frozenset({"finished", "failed", "ended", "closed", "canceled", "cancelled", "dismissed", "abandoned"})
@@ -73,6 +88,28 @@ class PendingChatUpdate:
     message: str | None  # the text that was sent, for the completed note
 
 
+@dataclass
+class ChatClaim:
+    """Chats leased for one write to their tickets.
+
+    ``until`` is when the lease runs out, and also its fence: a later claim of the same chats can
+    only start after it and always ends later, so a chat whose lease is no longer ``until`` has
+    been taken over and its answer is not this claim's to record. Renewing moves ``until``.
+    """
+
+    items: list[PendingChatUpdate]
+    until: float
+
+
+def event_state(event: Mapping[str, Any], timestamp: float | None) -> ChatState | None:
+    """The chat state a session event tells of (``item``, the chat object), if any."""
+    item = event.get("item", event.get("chat", event))
+    if not isinstance(item, Mapping):
+        return None
+    # The event's own time orders it when the item carries no updated_at of its own.
+    return parse({"timestamp": timestamp, **item}) if timestamp is not None else parse(item)
+
+
 def parse(raw: Mapping[str, Any]) -> ChatState | None:
     """A chat object from the Manager API (or a session event's item); None without id or time."""
     chat_id = raw.get("id", raw.get("chat_id"))
@@ -95,10 +132,14 @@ def parse(raw: Mapping[str, Any]) -> ChatState | None:
 
 
 class ChatStore:
-    """Reads and writes the ``chats`` table (and session events, see :meth:`record_events`)."""
+    """Reads and writes the ``chats`` table (pushed session events are kept by :mod:`bridge.session_events`)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @property
+    def db(self) -> Database:
+        return self._db
 
     def followed(self, *, follow_seconds: float) -> set[str]:
         """The chat ids still followed: not ended, and started within the follow period."""
@@ -112,36 +153,15 @@ class ChatStore:
     def apply(self, states: Sequence[ChatState]) -> int:
         """Apply CCAI's states, each only if newer than what is known; returns how many changed what
         the ticket shows (those are queued for its write-back)."""
-        changed = 0
-        with self._db.tx() as connection:
-            now = self._db.now(connection)
-            for state in states:
-                row = connection.execute(select(chats).where(chats.c.chat_id == state.chat_id)).mappings().first()
-                if row is None or (row["ccai_updated_at"] or 0.0) > state.updated_at:
-                    continue  # not ours, or older than what we applied (a late push, an overlap)
-                before = _view(row)
-                view = ChatView(
-                    status=state.status or row["status"],
-                    agent=state.agent or row["agent"],
-                    ended_at=state.ended_at if state.ended else row["ended_at"],
-                    outcome=state.outcome or row["outcome"],
-                )
-                values: dict[str, Any] = {
-                    "status": view.status,
-                    "agent": view.agent,
-                    "ended_at": view.ended_at,
-                    "outcome": view.outcome,
-                    "ccai_updated_at": state.updated_at,
-                    "synced_at": now,
-                    "replied": bool(row["replied"]) or bool(state.replied),
-                }
-                if state.ended and not row["ended"]:
-                    values |= {"ended": True, "task_pending": row["task_ref"] is not None}
-                if view != before or values.get("task_pending"):
-                    values |= {"case_pending": True, "case_not_before": now, "case_attempts": 0}
-                    changed += 1
-                connection.execute(update(chats).where(chats.c.chat_id == state.chat_id).values(values))
-        return changed
+
+        def refused(state: ChatState, exc: StoreRejected) -> None:
+            logger.warning("CCAI's state of chat %s was refused by the store and skipped: %s", state.chat_id, exc)
+
+        def step(connection: Connection, state: ChatState, now: float) -> int:
+            row = connection.execute(select(chats).where(chats.c.chat_id == state.chat_id)).mappings().first()
+            return 0 if row is None else apply_state(connection, row, state, now)
+
+        return apply_each(self._db, states, step, refused)
 
     def flag_no_reply(self, *, older_than: float, text: str) -> int:
         """Open chats started ``older_than`` seconds ago whose customer never answered get ``text``
@@ -177,9 +197,11 @@ class ChatStore:
             )
         return int(result.rowcount)
 
-    def claim_updates(self, *, limit: int, lease_seconds: float) -> list[PendingChatUpdate]:
-        """Chats whose news must reach their ticket; a ticket's fields follow only its newest chat."""
+    def claim_updates(self, *, limit: int, lease_seconds: float) -> ChatClaim | None:
+        """Chats whose news must reach their ticket; a ticket's fields follow only its newest chat.
+        Claims are serialised, so two processes never lease the same chat at once."""
         with self._db.tx() as connection:
+            self._db.lock(connection, "bridge:chat-claim")
             now = self._db.now(connection)
             pending = or_(chats.c.case_pending.is_(True), chats.c.task_pending.is_(True))
             free = or_(chats.c.case_lease_until.is_(None), chats.c.case_lease_until < now)
@@ -195,7 +217,7 @@ class ChatStore:
                 .all()
             )
             if not rows:
-                return []
+                return None
             tickets = sorted({row["ticket_id"] for row in rows})
             newest = dict(
                 connection.execute(
@@ -209,7 +231,7 @@ class ChatStore:
                 .where(chats.c.chat_id.in_([row["chat_id"] for row in rows]))
                 .values(case_lease_until=now + lease_seconds)
             )
-        return [
+        items = [
             PendingChatUpdate(
                 chat_id=row["chat_id"],
                 send_id=row["send_id"],
@@ -224,65 +246,57 @@ class ChatStore:
             )
             for row in rows
         ]
+        return ChatClaim(items=items, until=now + lease_seconds)
 
-    def record_update(self, chat_id: str, *, done: bool, retry_in: float | None, error: str | None) -> None:
+    def renew(self, claim: ChatClaim, *, lease_seconds: float) -> int:
+        """Extend the lease of the claim's chats that it still holds (while their write is under way,
+        however long the CRM takes); returns how many. Never shortens a lease."""
+        with self._db.tx() as connection:
+            until = self._db.now(connection) + lease_seconds
+            renewed = connection.execute(
+                update(chats)
+                .where(
+                    chats.c.chat_id.in_([i.chat_id for i in claim.items]),
+                    chats.c.case_lease_until == claim.until,
+                    chats.c.case_lease_until < until,
+                )
+                .values(case_lease_until=until)
+            ).rowcount
+        if renewed:
+            claim.until = until
+        return int(renewed)
+
+    def record_update(
+        self, claim: ChatClaim, item: PendingChatUpdate, *, done: bool, retry_in: float | None, error: str | None
+    ) -> bool:
+        """Record the answer about one claimed chat: written (``done``), to be retried in ``retry_in``
+        seconds, or given up (neither).
+
+        Fenced twice. On the lease: a chat another process has taken over meanwhile is left to it
+        (returns False). On the news: the ticket is marked up to date only if the chat still shows
+        what was written, so news applied during the write (the chat finished while Salesforce was
+        answering) stays pending and is written next; the note is marked completed only if this
+        claim completed it.
+        """
         values: dict[str, Any] = {
             "case_lease_until": None,
             "case_attempts": chats.c.case_attempts + 1,
             "case_error": error,
         }
-        if done:
-            values |= {"case_pending": False, "task_pending": False}
+        if done or retry_in is None:  # written, or given up: this news is dealt with
+            values["case_pending"] = case((_shows(item.view), False), else_=chats.c.case_pending)
+            if item.complete_task:
+                values["task_pending"] = False
         with self._db.tx() as connection:
             now = self._db.now(connection)
             if retry_in is not None:
                 values["case_not_before"] = now + retry_in
-            elif not done:
-                values |= {"case_pending": False, "task_pending": False}  # given up
-            connection.execute(update(chats).where(chats.c.chat_id == chat_id).values(values))
-
-    def record_events(self, events: Sequence[tuple[str, float | None, str]]) -> int:
-        """Keep pushed session events (id, CCAI's timestamp, raw JSON) before acting on them; an
-        event already kept is ignored. Returns how many were new."""
-        if not events:
-            return 0
-        with self._db.tx() as connection:
-            now = self._db.now(connection)
-            new = 0
-            for event_id, timestamp, payload in events:
-                statement = (
-                    self._db.insert(session_events)
-                    .values(event_id=event_id, received_at=now, timestamp=timestamp, payload=payload, applied=False)
-                    .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(session_events.c.event_id)
-                )
-                new += connection.execute(statement).first() is not None
-        return new
-
-    def pending_events(self, *, limit: int) -> list[tuple[str, float | None, str]]:
-        """Kept events not yet applied, oldest by CCAI's timestamp first."""
-        with self._db.tx() as connection:
-            rows = connection.execute(
-                select(session_events.c.event_id, session_events.c.timestamp, session_events.c.payload)
-                .where(session_events.c.applied.is_(False))
-                .order_by(session_events.c.timestamp, session_events.c.received_at)
-                .limit(limit)
-            ).all()
-        return [(str(r[0]), r[1], str(r[2])) for r in rows]
-
-    def mark_applied(self, event_ids: Sequence[str], *, forget_before: float) -> None:
-        """Mark events applied, and drop applied ones older than ``forget_before`` seconds ago (the
-        poll has long since covered them; their ids only guard against redelivery)."""
-        with self._db.tx() as connection:
-            now = self._db.now(connection)
-            connection.execute(
-                update(session_events).where(session_events.c.event_id.in_(list(event_ids))).values(applied=True)
+            result = connection.execute(
+                update(chats)
+                .where(chats.c.chat_id == item.chat_id, chats.c.case_lease_until == claim.until)
+                .values(values)
             )
-            connection.execute(
-                delete(session_events).where(
-                    session_events.c.applied.is_(True), session_events.c.received_at < now - forget_before
-                )
-            )
+        return bool(result.rowcount == 1)
 
     def for_send(self, send_id: int) -> tuple[str | None, float | None]:
         """The chat's last known status and when it was synced, for ``bridge sends show``."""
@@ -303,9 +317,21 @@ class ChatStore:
 
 
 def follow(connection: Connection, *, send_id: int, ticket_id: str, chat_id: str, now: float) -> None:
-    """Start following a chat (called by the store when a send is recorded as sent)."""
+    """Start following a chat (called by the store when a send is recorded as sent). Events about
+    it that arrived first, while nobody followed it, go back in the queue to be applied."""
+    Database(connection.engine).lock(connection, FOLLOW_LOCK)
     exists = connection.execute(select(chats.c.chat_id).where(chats.c.chat_id == chat_id)).first()
     if exists is None:
+        connection.execute(
+            update(session_events)
+            .where(
+                session_events.c.applied.is_(True),
+                # CCAI's time, which the index covers; a margin for its clock and late deliveries.
+                session_events.c.timestamp >= now - UNKNOWN_CHAT_SECONDS - 3600,
+                session_events.c.payload.startswith(_kept_prefix(chat_id), autoescape=True),
+            )
+            .values(applied=False)
+        )
         connection.execute(
             chats.insert().values(
                 chat_id=chat_id,
@@ -329,8 +355,102 @@ def attach_task(db: Database, send_id: int, task_ref: str) -> None:
         connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=task_ref))
 
 
+def apply_each(
+    db: Database,
+    items: Sequence[T],
+    step: Callable[[Connection, T, float], int],
+    refused: Callable[[T, StoreRejected], None],
+    *,
+    lock: str | None = None,
+) -> int:
+    """The sum of ``step`` over the items, in one transaction; if the store refuses that, one
+    transaction per item, and an item the store refuses goes to ``refused`` instead of stopping the
+    others (for good: the same value fails the same way every time). An outage is raised."""
+
+    def run(batch: Sequence[T]) -> int:
+        with db.tx() as connection:
+            if lock is not None:
+                db.lock(connection, lock)
+            now = db.now(connection)
+            return sum(step(connection, item, now) for item in batch)
+
+    if not items:
+        return 0
+    try:
+        return run(items)
+    except StoreRejected:
+        pass
+    total = 0
+    for item in items:
+        try:
+            total += run([item])
+        except StoreRejected as exc:
+            refused(item, exc)
+    return total
+
+
+def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: float) -> int:
+    """Apply one state to its chat's ``row`` if it is not older; 1 if the ticket must be told."""
+    if (row["ccai_updated_at"] or 0.0) > state.updated_at:
+        return 0  # older than what we applied (a late push, an overlap)
+    before = _view(row)
+    view = ChatView(
+        status=state.status or row["status"],
+        agent=state.agent or row["agent"],
+        ended_at=state.ended_at if state.ended else row["ended_at"],
+        outcome=state.outcome or row["outcome"],
+    )
+    values: dict[str, Any] = {
+        "status": view.status,
+        "agent": view.agent,
+        "ended_at": view.ended_at,
+        "outcome": view.outcome,
+        "ccai_updated_at": state.updated_at,
+        "synced_at": now,
+        "replied": bool(row["replied"]) or bool(state.replied),
+    }
+    changed = 0
+    if state.ended and not row["ended"]:
+        values |= {"ended": True, "task_pending": row["task_ref"] is not None}
+    if view != before or values.get("task_pending"):
+        values |= {"case_pending": True, "case_not_before": now, "case_attempts": 0}
+        changed = 1
+    connection.execute(update(chats).where(chats.c.chat_id == state.chat_id).values(values))
+    return changed
+
+
 def _view(row: RowMapping) -> ChatView:
     return ChatView(status=row["status"], agent=row["agent"], ended_at=row["ended_at"], outcome=row["outcome"])
+
+
+def _shows(view: ChatView) -> ColumnElement[bool]:
+    """The chat's row still holds ``view``."""
+    return and_(
+        chats.c.status.is_not_distinct_from(view.status),
+        chats.c.agent.is_not_distinct_from(view.agent),
+        chats.c.ended_at.is_not_distinct_from(view.ended_at),
+        chats.c.outcome.is_not_distinct_from(view.outcome),
+    )
+
+
+def kept_state(state: ChatState) -> str:
+    """What is kept of a session event until it is applied; the chat id first (:func:`follow`
+    finds a chat's events by it)."""
+    return json.dumps(dataclasses.asdict(state))
+
+
+def _kept_prefix(chat_id: str) -> str:
+    return '{"chat_id": ' + json.dumps(chat_id) + ","
+
+
+def read_kept_state(payload: str, timestamp: float | None) -> ChatState | None:
+    try:
+        kept = json.loads(payload)
+    except ValueError:
+        return None
+    if isinstance(kept, dict) and set(kept) == {f.name for f in dataclasses.fields(ChatState)}:
+        return ChatState(**kept)
+    return event_state(kept, timestamp) if isinstance(kept, dict) else None  # as kept by earlier versions
 
 
 def _word(value: object) -> str | None:

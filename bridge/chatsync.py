@@ -7,28 +7,37 @@ changed to the followed chats, flags chats nobody answered, stops following chat
 are too old, and every worker pass writes what changed to the tickets (one CRM call per 200
 tickets) and completes the notes of ended chats. Session events CCAI pushes are applied as they
 arrive; the poll stays the safety net. Nothing here can send an SMS.
+
+A write holds its chats for as long as the CRM takes (the lease is renewed meanwhile), so no other
+process writes the same ticket at the same time; news that arrives during the write is written by
+the next one (see :meth:`ChatStore.record_update`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+import anyio
 import anyio.to_thread
 
 from bridge import _backoff
 from bridge.ccai import CCAIClient
-from bridge.chats import ChatState, ChatStore, PendingChatUpdate, parse
+from bridge.chats import ChatClaim, ChatStore, PendingChatUpdate, parse
 from bridge.crm import ChatUpdate, CRMGateway, NoteCompletion, WriteResult
-from bridge.errors import CCAIError, CRMError, CRMRequestError
+from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
 from bridge.metrics import Metrics
+from bridge.session_events import SessionEventLog
 from bridge.status import StatusBoard
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LEASE_NAME = "chat-sync"
 STATUS_KEY = "chat_sync"
@@ -73,6 +82,7 @@ class ChatSync:
     ) -> None:
         self._owner = owner
         self._chats = chats
+        self._events = SessionEventLog(chats.db)
         self._board = board
         self._ccai = ccai
         self._gateway = gateway
@@ -98,16 +108,10 @@ class ChatSync:
         self._next_poll = 0.0
 
     async def apply_events(self) -> int:
-        events = await anyio.to_thread.run_sync(lambda: self._chats.pending_events(limit=EVENTS_PER_PASS))
-        if not events:
-            return 0
-        states = [s for s in (_event_state(payload, timestamp) for _, timestamp, payload in events) if s is not None]
-        changed = await anyio.to_thread.run_sync(self._chats.apply, states)
-        await anyio.to_thread.run_sync(
-            lambda: self._chats.mark_applied([e[0] for e in events], forget_before=self._options.follow_seconds)
-        )
+        """Apply pushed session events; one the store refuses is skipped (logged), an outage raised."""
+        handled, changed = await anyio.to_thread.run_sync(lambda: self._events.apply(limit=EVENTS_PER_PASS))
         self._metrics.chats_updated.labels("push").inc(changed)
-        return len(events)
+        return handled
 
     async def poll(self, *, read_list: bool = True) -> int:
         """One poll of the chat list (unless ``read_list`` is False), then the no-reply and follow
@@ -151,6 +155,7 @@ class ChatSync:
                 follow_seconds=self._options.follow_seconds, text="No further news from CCAI Platform"
             )
         )
+        await anyio.to_thread.run_sync(lambda: self._events.forget(forget_before=self._options.follow_seconds))
         await anyio.to_thread.run_sync(self._save, high_water, started)
         self._metrics.chat_syncs.labels(outcome).inc()
         self._metrics.chats_updated.labels("poll").inc(changed)
@@ -162,11 +167,12 @@ class ChatSync:
 
     async def write(self) -> int:
         """Bring chats' news to their tickets: one CRM call for up to 200 of them."""
-        items = await anyio.to_thread.run_sync(
+        claim = await anyio.to_thread.run_sync(
             lambda: self._chats.claim_updates(limit=BATCH_LIMIT, lease_seconds=self._options.lease_seconds)
         )
-        if not items:
+        if claim is None:
             return 0
+        items = claim.items
         shown = [i for i in items if i.case_pending and not i.superseded]
         closing = [i for i in items if i.complete_task and i.task_ref]
         updates = [ChatUpdate(i.ticket_id, i.view.status, i.view.agent, i.view.ended_at, i.view.outcome) for i in shown]
@@ -174,7 +180,9 @@ class ChatSync:
             NoteCompletion(ref=str(i.task_ref), key=f"send {i.send_id}", body=_completion(i)) for i in closing
         ]
         try:
-            case_results, task_results = await anyio.to_thread.run_sync(self._gateway.write_chats, updates, completions)
+            case_results, task_results = await self._holding(
+                claim, lambda: self._gateway.write_chats(updates, completions)
+            )
         except CRMError as exc:
             logger.warning("Writing chat news to %d ticket(s) failed: %s", len(items), exc)
             failed = WriteResult(ok=False, retryable=not isinstance(exc, CRMRequestError), message=str(exc))
@@ -184,15 +192,44 @@ class ChatSync:
             if item.chat_id not in results or results[item.chat_id].ok:
                 results[item.chat_id] = result
         for item in items:
-            await anyio.to_thread.run_sync(self._record, item, results.get(item.chat_id, WriteResult(ok=True)))
+            await anyio.to_thread.run_sync(self._record, claim, item, results.get(item.chat_id, WriteResult(ok=True)))
         return len(items)
 
-    def _record(self, item: PendingChatUpdate, result: WriteResult) -> None:
+    async def _holding(self, claim: ChatClaim, call: Callable[[], T]) -> T:
+        """``call`` (in a thread) while the claim's lease is renewed, however long it takes."""
+        outcome: list[T] = []
+        failure: Exception | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._renew, claim)
+            try:
+                outcome.append(await anyio.to_thread.run_sync(call))
+            except Exception as exc:  # raised below as it is, not wrapped in the task group's ExceptionGroup
+                failure = exc
+            finally:
+                group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return outcome[0]
+
+    async def _renew(self, claim: ChatClaim) -> None:
+        lease = self._options.lease_seconds
+        while True:
+            await anyio.sleep(lease / 3)
+            try:
+                await anyio.to_thread.run_sync(lambda: self._chats.renew(claim, lease_seconds=lease))
+            except StoreError as exc:
+                logger.warning("Could not renew the lease on %d chat(s) being written (%s)", len(claim.items), exc)
+
+    def _record(self, claim: ChatClaim, item: PendingChatUpdate, result: WriteResult) -> None:
         retry = not result.ok and result.retryable and item.attempts < MAX_WRITE_ATTEMPTS
         if not result.ok and not retry:
             logger.error("Chat %s's news could not be written to its ticket: %s", item.chat_id, result.message)
         delay = _backoff.delay(min(300.0, 2.0 ** min(item.attempts, 9)), rng=self._rng) if retry else None
-        self._chats.record_update(item.chat_id, done=result.ok, retry_in=delay, error=result.message)
+        if not self._chats.record_update(claim, item, done=result.ok, retry_in=delay, error=result.message):
+            logger.warning(
+                "Chat %s was taken over by another process while its news was being written; that one writes it",
+                item.chat_id,
+            )
 
 
 def _completion(item: PendingChatUpdate) -> str:
@@ -203,18 +240,6 @@ def _completion(item: PendingChatUpdate) -> str:
     if view.agent:
         lines.append(f"Agent: {view.agent}")
     return "\n\n".join(lines)
-
-
-def _event_state(payload: str, timestamp: float | None) -> ChatState | None:
-    try:
-        event = json.loads(payload)
-    except ValueError:
-        return None
-    item = event.get("item", event.get("chat", event)) if isinstance(event, dict) else None
-    if not isinstance(item, dict):
-        return None
-    # The event's own time orders it when the item carries no updated_at of its own.
-    return parse({"timestamp": timestamp, **item}) if timestamp is not None else parse(item)
 
 
 def _iso(timestamp: float) -> str:

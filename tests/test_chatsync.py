@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import random
+import time
 import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.routing import Route
 
-from bridge.chats import ChatStore, parse
+from bridge._schema import chats, session_events
+from bridge.chats import ChatState, ChatStore, parse
 from bridge.chatsync import STATUS_KEY, ChatSync, SyncOptions
+from bridge.crm import ChatUpdate, NoteCompletion
 from bridge.errors import CRMUnavailable
+from bridge.session_events import SessionEventsEndpoint
 from bridge.status import StatusBoard
 from bridge.store import Store
 from tests._clock import Clock
-from tests._harness import MOBILE_CASE, QUEUE_CASE, Harness, make_harness
+from tests._harness import MOBILE_CASE, MOBILE_NUMBER, QUEUE_CASE, Harness, make_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -147,16 +158,14 @@ async def test_exactly_one_process_polls(h: Harness) -> None:
 
 async def test_a_push_event_updates_the_ticket_and_an_older_one_never_overwrites_a_newer(h: Harness) -> None:
     chat = await sent_chat(h)
-    chats = ChatStore(h.store.db)
     sync = sync_for(h)
 
-    def event(event_id: str, at: float, status: str) -> tuple[str, float, str]:
-        item = {"id": chat, "status": status, "updated_at": None}
-        return event_id, at, json.dumps({"event_id": event_id, "timestamp": int(at * 1000), "item": item})
+    def event(event_id: str, at: float, status: str) -> dict[str, Any]:
+        return {"event_id": event_id, "timestamp": int(at * 1000), "item": {"id": chat, "status": status}}
 
     now = h.clock()
-    chats.record_events([event("e2", now + 20, "finished"), event("e1", now + 10, "assigned")])
-    chats.record_events([event("e2", now + 20, "finished")])  # a redelivery is ignored
+    await push(h, event("e2", now + 20, "finished"), event("e1", now + 10, "assigned"))
+    assert (await push(h, event("e2", now + 20, "finished")))["new"] == 0  # a redelivery is ignored
     assert await sync.apply_events() == 2
     await sync.write()
     assert h.gateway.chat_updates[-1].status == "finished"
@@ -251,3 +260,233 @@ def test_parse_reads_what_ccai_gives() -> None:
         "Disconnected by end user",
         True,
     )
+
+
+# -- a write and newer news at the same time ----------------------------------------------------
+
+
+def finished_state(chat: int, at: float) -> ChatState:
+    state = parse({"id": chat, "status": "finished", "updated_at": at, "ends_at": at, "finish_reason": "Resolved"})
+    assert state is not None
+    return state
+
+
+async def test_news_that_arrives_while_the_ticket_is_being_written_is_written_next(h: Harness) -> None:
+    chat = await sent_chat(h)
+    sync = sync_for(h)
+    move(h, chat, status="assigned")
+    await sync.poll()
+    write = h.gateway.write_chats
+
+    def slow_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
+        # While Salesforce takes its time, another process learns that the chat finished.
+        h.clock.advance(1)
+        ChatStore(h.store.db).apply([finished_state(chat, h.clock())])
+        return write(updates, completions)
+
+    h.gateway.write_chats = slow_write  # type: ignore[method-assign]
+    await sync.write()
+    h.gateway.write_chats = write  # type: ignore[method-assign]
+    assert [u.status for u in h.gateway.chat_updates] == ["assigned"]
+    await sync.write()
+    assert [u.status for u in h.gateway.chat_updates] == ["assigned", "finished"]
+    [completion] = h.gateway.completions
+    assert "Chat outcome: finished" in completion.body
+
+
+def lease_until(h: Harness, chat: int) -> float:
+    with h.store.db.tx() as connection:
+        return float(
+            connection.execute(select(chats.c.case_lease_until).where(chats.c.chat_id == str(chat))).scalar_one() or 0
+        )
+
+
+async def test_a_slow_write_keeps_its_claim_on_the_chats(h: Harness) -> None:
+    chat = await sent_chat(h)
+    sync = sync_for(h, options=replace(OPTIONS, lease_seconds=0.3))
+    move(h, chat, status="assigned")
+    await sync.poll()
+    write = h.gateway.write_chats
+    taken: list[object] = []
+
+    def slow_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
+        h.clock.advance(1)  # longer than the lease: only a renewal keeps the chat from another process
+        deadline = time.monotonic() + 3
+        while lease_until(h, chat) <= h.clock() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        taken.append(ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30))
+        return write(updates, completions)
+
+    h.gateway.write_chats = slow_write  # type: ignore[method-assign]
+    await sync.write()
+    assert len(taken) == 1
+    assert not taken[0]  # nobody else could take the chat while it was being written
+    assert [u.status for u in h.gateway.chat_updates] == ["assigned"]
+
+
+async def test_a_writer_that_lost_its_claim_leaves_the_new_holder_alone(h: Harness) -> None:
+    chat = await sent_chat(h)
+    sync = sync_for(h)
+    move(h, chat, status="assigned")
+    await sync.poll()
+    write = h.gateway.write_chats
+    taken: list[object] = []
+
+    def stalled_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
+        h.clock.advance(OPTIONS.lease_seconds + 1)  # the process stalled: its lease ran out
+        taken.append(ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30))
+        raise CRMUnavailable("Salesforce timed out")
+
+    h.gateway.write_chats = stalled_write  # type: ignore[method-assign]
+    await sync.write()
+    h.gateway.write_chats = write  # type: ignore[method-assign]
+    assert len(taken) == 1
+    assert taken[0]  # another process took the chat over, and is writing it
+    # The first writer's late failure must neither free the second one's claim for a third process
+    # nor put off the chat: the second still holds it, for the rest of its lease.
+    h.clock.advance(10)
+    assert not ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30)
+
+
+# -- pushed session events ----------------------------------------------------------------------
+
+EVENTS_AUTH = ("ccai", "events-secret")
+
+
+async def push(h: Harness, *events: dict[str, Any]) -> dict[str, Any]:
+    door = SessionEventsEndpoint(
+        chats=ChatStore(h.store.db),
+        user=EVENTS_AUTH[0],
+        password=EVENTS_AUTH[1],
+        max_body_bytes=1 << 20,
+        metrics=h.metrics,
+        wake=lambda: None,
+    )
+    app = Starlette(routes=[Route("/ccai/session-events", door.endpoint, methods=["POST"])])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge.test") as client:
+        response = await client.post(
+            "/ccai/session-events", json={"count": len(events), "events": list(events)}, auth=EVENTS_AUTH
+        )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def ccai_event(h: Harness, chat: int | str, **item: Any) -> dict[str, Any]:
+    """A session event as CCAI might send it, with the customer's number and more besides."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "timestamp": int(h.clock() * 1000),
+        "type": "chat",
+        "event": "chat_updated",
+        "item": {
+            "id": chat,
+            "updated_at": None,
+            "end_user": {"id": 87, "phone_number": MOBILE_NUMBER},
+            "transcript": [{"from": "end_user", "text": "call me on 415 555 0100"}],
+            **item,
+        },
+    }
+
+
+def kept_events(h: Harness) -> dict[str, str]:
+    with h.store.db.tx() as connection:
+        rows = connection.execute(select(session_events.c.event_id, session_events.c.payload)).all()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+async def test_session_events_keep_only_what_applying_them_needs(h: Harness) -> None:
+    chat = await sent_chat(h)
+    sync = sync_for(h)
+    h.clock.advance(1)
+    event = ccai_event(h, chat, status="assigned", agent_info={"name": "Ana Lopez"})
+    assert (await push(h, event))["new"] == 1
+    stored = kept_events(h)[event["event_id"]]
+    assert "555" not in stored
+    assert "transcript" not in stored
+    assert await sync.apply_events() == 1
+    await sync.write()
+    assert [(u.status, u.agent) for u in h.gateway.chat_updates] == [("assigned", "Ana Lopez")]
+    assert kept_events(h)[event["event_id"]] == ""  # applied: only the id is kept, against redelivery
+    assert (await push(h, event))["new"] == 0
+    assert await sync.apply_events() == 0
+
+
+async def test_events_about_chats_the_bridge_did_not_start_are_not_kept(h: Harness) -> None:
+    await sent_chat(h)
+    sync = sync_for(h)
+    event = ccai_event(h, 987654, status="assigned", agent_info={"name": "Bo Chen"})
+    await push(h, event)
+    await sync.apply_events()
+    h.clock.advance(3600)
+    await sync.poll()  # housekeeping
+    assert kept_events(h) == {event["event_id"]: ""}
+    assert (await push(h, event))["new"] == 0  # still recognised if CCAI delivers it again
+    await sync.write()
+    assert all(u.agent != "Bo Chen" for u in h.gateway.chat_updates)
+
+
+async def test_an_event_that_arrives_before_the_send_is_recorded_as_sent_is_not_lost(
+    store: Store, clock: Clock
+) -> None:
+    early: list[Harness] = []
+
+    class EventBeforeAnswer(httpx.AsyncBaseTransport):
+        """CCAI pushes the chat's first event before its answer to ``POST /sms`` reaches the bridge,
+        and the worker's event pass runs in between."""
+
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self._inner = inner
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await self._inner.handle_async_request(request)
+            if request.method == "POST" and request.url.path.endswith("/sms"):
+                await response.aread()
+                h = early[0]
+                chat = response.json()["id"]
+                await push(h, ccai_event(h, chat, status="assigned", agent_info={"name": "Ana Lopez"}))
+                await sync_for(h, owner="other").apply_events()
+            return response
+
+    h = make_harness(store, clock, wrap=EventBeforeAnswer, bridge_chat_sync_seconds=0)
+    early.append(h)
+    await sent_chat(h)
+    sync = sync_for(h)
+    await sync.apply_events()
+    await sync.write()
+    assert [(u.status, u.agent) for u in h.gateway.chat_updates] == [("assigned", "Ana Lopez")]
+
+
+@pytest.fixture
+def pg_h(pg_schema_url: str, clock: Clock) -> Iterator[Harness]:
+    s = Store.from_url(pg_schema_url, clock=clock)
+    s.migrate()
+    yield make_harness(s, clock, bridge_chat_sync_seconds=0)
+    s.close()
+
+
+async def test_an_event_the_store_refuses_is_skipped_and_the_others_applied(
+    pg_h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = pg_h
+    first = await sent_chat(h)
+    second = await sent_chat(h, QUEUE_CASE)
+    sync = sync_for(h)
+    h.clock.advance(1)
+    poison = ccai_event(h, first, status="assigned", agent_info={"name": "Ana\u0000Lopez"})  # PostgreSQL refuses NUL
+    good = ccai_event(h, second, status="assigned", agent_info={"name": "Bo Chen"})
+    await push(h, poison, good)
+    caplog.set_level(logging.INFO)
+    assert await sync.apply_events() == 2
+    await sync.write()
+    assert [(u.ticket_id, u.status) for u in h.gateway.chat_updates] == [(QUEUE_CASE, "assigned")]
+    [skipped] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert poison["event_id"] in skipped
+    assert "555" not in caplog.text  # no phone number in any log line
+    # The bad event is not tried again, and later news of that chat still gets through.
+    assert await sync.apply_events() == 0
+    h.clock.advance(1)
+    await push(h, ccai_event(h, first, status="finished", finish_reason="Resolved by agent"))
+    assert await sync.apply_events() == 1
+    await sync.write()
+    assert (h.gateway.chat_updates[-1].ticket_id, h.gateway.chat_updates[-1].status) == (MOBILE_CASE, "finished")
