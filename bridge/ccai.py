@@ -140,7 +140,7 @@ class CCAIClient:
         could not finish must never be taken for "not found".
         """
         params = {
-            "created_at[from]": _iso(since - LOOKUP_MARGIN_SECONDS),
+            "created_at[from]": manager_time(since - LOOKUP_MARGIN_SECONDS),
             "sort_column": "created_at",
             "sort_direction": "ASC",
             "per": CHAT_PAGE_SIZE,
@@ -295,7 +295,8 @@ def _next_page(response: httpx.Response) -> str | None:
     return str(url)
 
 
-def _iso(timestamp: float) -> str:
+def manager_time(timestamp: float) -> str:
+    """A time as the Manager API's list filters take it (ISO 8601, UTC, whole seconds)."""
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

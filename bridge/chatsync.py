@@ -15,7 +15,6 @@ the next one (see :meth:`ChatStore.record_update`).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
 import time
@@ -27,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.ccai import CCAIClient
+from bridge.ccai import CCAIClient, manager_time
 from bridge.chats import ChatClaim, ChatStore, PendingChatUpdate, parse
 from bridge.crm import ChatUpdate, CRMGateway, NoteCompletion, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
@@ -127,7 +126,7 @@ class ChatSync:
         if followed and read_list:  # nothing to follow: no request at all
             since = max(high_water, started - self._options.follow_seconds) - OVERLAP_SECONDS
             params = {
-                "updated_at[from]": _iso(since),
+                "updated_at[from]": manager_time(since),
                 "sort_column": "updated_at",
                 "sort_direction": "ASC",
                 "per": 100,
@@ -235,12 +234,8 @@ class ChatSync:
 def _completion(item: PendingChatUpdate) -> str:
     view = item.view
     lines = [f"Text sent to the customer:\n\n{item.message or '(not known)'}", f"CCAI Platform chat id: {item.chat_id}"]
-    ended = f", ended {_iso(view.ended_at)}" if view.ended_at else ""
+    ended = f", ended {manager_time(view.ended_at)}" if view.ended_at else ""
     lines.append(f"Chat outcome: {view.status or 'unknown'}{ended}" + (f" ({view.outcome})" if view.outcome else ""))
     if view.agent:
         lines.append(f"Agent: {view.agent}")
     return "\n\n".join(lines)
-
-
-def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

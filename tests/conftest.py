@@ -4,7 +4,6 @@ bridges as real processes. Helpers live in the ``tests._*`` modules."""
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,11 +20,21 @@ from tests._processes import (
     ClusterFactory,
     SandboxProcess,
     bridge_environment,
-    python_command,
     run_sandbox,
 )
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For ``pytest -n N --dist loadgroup``: a module of in-process tests runs on one worker (its
+    module fixtures are built once), while each real-process test is a unit of its own, so the long
+    ones (seconds of waiting on processes, not CPU) spread over every worker instead of queueing
+    behind the others of their file."""
+    for item in items:
+        if E2E not in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(E2E.parent))))
 
 
 @pytest.fixture
@@ -117,25 +126,9 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
     yield from run_sandbox(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def module_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
-    """One sandbox for a whole module, for tests that never change the platforms' state."""
-    yield from run_sandbox(tmp_path_factory.mktemp("sandbox"))
-
-
 @pytest.fixture
 def bridge_env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
     return bridge_environment(sandbox, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def module_bridge(module_sandbox: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
-    """One running bridge for a module, beside ``module_sandbox``."""
-    directory = tmp_path_factory.mktemp("bridge")
-    bridge = BridgeProcess(env=bridge_environment(module_sandbox, directory), log_path=directory / "bridge.log")
-    bridge.start()
-    yield bridge
-    bridge.stop()
 
 
 @pytest.fixture
@@ -160,8 +153,11 @@ def cluster_on(pg_schema_url: str, tmp_path: Path) -> Iterator[ClusterFactory]:
 
     def make(sandbox: SandboxProcess, **env: str) -> Cluster:
         settings = {**bridge_environment(sandbox, tmp_path), "DATABASE_URL": pg_schema_url, **env}
-        migrated = subprocess.run(python_command("migrate"), env=settings, capture_output=True, text=True, check=False)
-        assert migrated.returncode == 0, migrated.stderr
+        # The release step, in-process: `bridge migrate` as a command is tested on its own, and a
+        # process start per cluster is a second of CPU the suite does not need to spend.
+        migrated = Store.from_url(pg_schema_url)
+        migrated.migrate()
+        migrated.close()
         clusters.append(Cluster(env=settings, directory=tmp_path))
         return clusters[-1]
 
