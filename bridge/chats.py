@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, 
 from bridge._schema import chats, sends, session_events
 from bridge.database import Database
 from bridge.errors import StoreRejected
+from bridge.text import sanitize
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,11 @@ class ChatStore:
             logger.warning("CCAI's state of chat %s was refused by the store and skipped: %s", state.chat_id, exc)
 
         def step(connection: Connection, state: ChatState, now: float) -> int:
-            row = connection.execute(select(chats).where(chats.c.chat_id == state.chat_id)).mappings().first()
+            row = (
+                connection.execute(select(chats).where(chats.c.chat_id == state.chat_id).with_for_update())
+                .mappings()
+                .first()
+            )
             return 0 if row is None else apply_state(connection, row, state, now)
 
         return apply_each(self._db, states, step, refused)
@@ -228,7 +233,7 @@ class ChatStore:
             )
             connection.execute(
                 update(chats)
-                .where(chats.c.chat_id.in_([row["chat_id"] for row in rows]))
+                .where(chats.c.chat_id.in_([row["chat_id"] for row in rows]), free)
                 .values(case_lease_until=now + lease_seconds)
             )
         items = [
@@ -250,14 +255,17 @@ class ChatStore:
 
     def renew(self, claim: ChatClaim, *, lease_seconds: float) -> int:
         """Extend the lease of the claim's chats that it still holds (while their write is under way,
-        however long the CRM takes); returns how many. Never shortens a lease."""
+        however long the CRM takes); returns how many. Never shortens a lease, and never revives one
+        that ran out: another process may be claiming those chats at this moment."""
         with self._db.tx() as connection:
-            until = self._db.now(connection) + lease_seconds
+            now = self._db.now(connection)
+            until = now + lease_seconds
             renewed = connection.execute(
                 update(chats)
                 .where(
                     chats.c.chat_id.in_([i.chat_id for i in claim.items]),
                     chats.c.case_lease_until == claim.until,
+                    chats.c.case_lease_until >= now,
                     chats.c.case_lease_until < until,
                 )
                 .values(case_lease_until=until)
@@ -415,8 +423,17 @@ def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: 
     if view != before or values.get("task_pending"):
         values |= {"case_pending": True, "case_not_before": now, "case_attempts": 0}
         changed = 1
-    connection.execute(update(chats).where(chats.c.chat_id == state.chat_id).values(values))
-    return changed
+    # Fenced on the time read, too: a newer state committed since ``row`` was read stays (a caller
+    # should also have read ``row`` FOR UPDATE; this holds even if it did not).
+    applied = connection.execute(
+        update(chats)
+        .where(
+            chats.c.chat_id == state.chat_id,
+            or_(chats.c.ccai_updated_at.is_(None), chats.c.ccai_updated_at <= state.updated_at),
+        )
+        .values(values)
+    ).rowcount
+    return changed if applied else 0
 
 
 def _view(row: RowMapping) -> ChatView:
@@ -454,7 +471,7 @@ def read_kept_state(payload: str, timestamp: float | None) -> ChatState | None:
 
 
 def _word(value: object) -> str | None:
-    text = str(value).strip() if value is not None else ""
+    text = _clean(value).strip() if value is not None else ""
     return text[:40] or None
 
 
@@ -462,7 +479,7 @@ def _agent(info: object) -> str | None:
     if not isinstance(info, Mapping):
         return None
     name = info.get("name") or " ".join(str(info.get(k) or "") for k in ("first_name", "last_name")).strip()
-    return str(name or info.get("email") or "").strip()[:255] or None
+    return _clean(name or info.get("email") or "").strip()[:255] or None
 
 
 def _outcome(raw: Mapping[str, Any]) -> str | None:
@@ -470,8 +487,14 @@ def _outcome(raw: Mapping[str, Any]) -> str | None:
     for key in ("fail_reason", "finish_reason", "sub_status"):
         value = raw.get(key)
         if isinstance(value, str) and value.strip() and value.strip() != "finish_reason_none":
-            return value.strip()[:255]
+            return _clean(value).strip()[:255] or None
     return None
+
+
+def _clean(value: object) -> str:
+    """CCAI's text as it can be stored and shown: no NUL, lone surrogate or other character no
+    store or Case field can hold (the same rule as for the text the bridge sends)."""
+    return sanitize(str(value))
 
 
 def _replied(raw: Mapping[str, Any]) -> bool | None:

@@ -132,6 +132,10 @@ class Database:
                 yield connection
         except (DBAPIError, SQLAlchemyError) as exc:
             raise translate(exc, where=self.where) from exc
+        except UnicodeEncodeError as exc:
+            # Raised by the driver itself, outside SQLAlchemy's wrapping, for a value it cannot
+            # encode (a lone surrogate): the same value fails every time, so it is a refusal.
+            raise StoreRejected(f"The store refused the data ({type(exc).__name__}).") from exc
 
     def now(self, connection: Connection) -> float:
         """Seconds since the epoch by the clock all processes share (see the class docstring)."""

@@ -51,6 +51,7 @@ from bridge.errors import (
     UnsupportedMediaType,
 )
 from bridge.metrics import Metrics
+from bridge.text import forbidden_characters
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,11 @@ def _apply(connection: Connection, event: Kept, now: float) -> int:
     event_id, received_at, state = event
     row = None
     if state is not None:
-        row = connection.execute(select(chats).where(chats.c.chat_id == state.chat_id)).mappings().first()
+        row = (
+            connection.execute(select(chats).where(chats.c.chat_id == state.chat_id).with_for_update())
+            .mappings()
+            .first()
+        )
     changed = 0 if row is None or state is None else apply_state(connection, row, state, now)
     # Not followed (yet), and recent: its chat may be one whose send is being recorded as sent.
     keep = row is None and state is not None and received_at >= now - UNKNOWN_CHAT_SECONDS
@@ -212,11 +217,11 @@ class SessionEventsEndpoint:
 
 
 def _usable(event: object) -> bool:
-    # An id the store cannot hold (PostgreSQL refuses NUL) would fail every event of the request.
+    # An id the store cannot hold (a NUL, a lone surrogate) would fail every event of the request.
     return (
         isinstance(event, dict)
         and bool(event.get("event_id"))
-        and "\x00" not in str(event["event_id"])
+        and not forbidden_characters(str(event["event_id"]))
         and isinstance(event.get("item", event), dict)
     )
 

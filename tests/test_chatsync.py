@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -17,10 +18,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from bridge._schema import chats, session_events
-from bridge.chats import ChatState, ChatStore, parse
+from bridge.chats import ChatState, ChatStore, apply_state, parse
 from bridge.chatsync import STATUS_KEY, ChatSync, SyncOptions
 from bridge.crm import ChatUpdate, NoteCompletion
-from bridge.errors import CRMUnavailable
+from bridge.errors import CRMUnavailable, StoreRejected
 from bridge.session_events import SessionEventsEndpoint
 from bridge.status import StatusBoard
 from bridge.store import Store
@@ -310,10 +311,13 @@ async def test_a_slow_write_keeps_its_claim_on_the_chats(h: Harness) -> None:
     taken: list[object] = []
 
     def slow_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
-        h.clock.advance(1)  # longer than the lease: only a renewal keeps the chat from another process
-        deadline = time.monotonic() + 3
-        while lease_until(h, chat) <= h.clock() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        # Salesforce takes 1 s, longer than the 0.3 s lease: only renewals keep the chat from
+        # another process. Time moves in steps, each waiting for the renewal that follows it.
+        for _ in range(10):
+            h.clock.advance(0.1)
+            deadline = time.monotonic() + 3
+            while lease_until(h, chat) < h.clock() + 0.25 and time.monotonic() < deadline:
+                time.sleep(0.01)
         taken.append(ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30))
         return write(updates, completions)
 
@@ -353,7 +357,7 @@ async def test_a_writer_that_lost_its_claim_leaves_the_new_holder_alone(h: Harne
 EVENTS_AUTH = ("ccai", "events-secret")
 
 
-async def push(h: Harness, *events: dict[str, Any]) -> dict[str, Any]:
+def events_door(h: Harness) -> httpx.AsyncClient:
     door = SessionEventsEndpoint(
         chats=ChatStore(h.store.db),
         user=EVENTS_AUTH[0],
@@ -363,10 +367,12 @@ async def push(h: Harness, *events: dict[str, Any]) -> dict[str, Any]:
         wake=lambda: None,
     )
     app = Starlette(routes=[Route("/ccai/session-events", door.endpoint, methods=["POST"])])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge.test") as client:
-        response = await client.post(
-            "/ccai/session-events", json={"count": len(events), "events": list(events)}, auth=EVENTS_AUTH
-        )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge.test", auth=EVENTS_AUTH)
+
+
+async def push(h: Harness, *events: dict[str, Any]) -> dict[str, Any]:
+    async with events_door(h) as client:
+        response = await client.post("/ccai/session-events", json={"count": len(events), "events": list(events)})
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
@@ -473,7 +479,7 @@ async def test_an_event_the_store_refuses_is_skipped_and_the_others_applied(
     second = await sent_chat(h, QUEUE_CASE)
     sync = sync_for(h)
     h.clock.advance(1)
-    poison = ccai_event(h, first, status="assigned", agent_info={"name": "Ana\u0000Lopez"})  # PostgreSQL refuses NUL
+    poison = ccai_event(h, f"{first}\u0000", status="assigned")  # PostgreSQL refuses NUL, even in a lookup
     good = ccai_event(h, second, status="assigned", agent_info={"name": "Bo Chen"})
     await push(h, poison, good)
     caplog.set_level(logging.INFO)
@@ -490,3 +496,66 @@ async def test_an_event_the_store_refuses_is_skipped_and_the_others_applied(
     assert await sync.apply_events() == 1
     await sync.write()
     assert (h.gateway.chat_updates[-1].ticket_id, h.gateway.chat_updates[-1].status) == (MOBILE_CASE, "finished")
+
+
+async def test_text_no_store_can_hold_is_cleaned_and_an_id_no_store_can_hold_is_ignored(h: Harness) -> None:
+    """A lone surrogate (a UTF-16 string cut in half) is valid JSON but no driver can encode it:
+    unchecked, it failed every pass of the chat sync, on SQLite and PostgreSQL alike."""
+    chat = await sent_chat(h)
+    sync = sync_for(h)
+    h.clock.advance(1)
+    named = ccai_event(h, chat, status="assigned", agent_info={"name": "Ana\ud83d Lopez\u0000"})
+    broken_id = {**ccai_event(h, chat, status="finished"), "event_id": "e\udc00"}
+    async with events_door(h) as client:
+        response = await client.post(
+            "/ccai/session-events",
+            content=json.dumps({"count": 2, "events": [named, broken_id]}),  # escaped, as a JSON producer sends it
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["new"] == 1
+    assert await sync.apply_events() == 1
+    await sync.write()
+    assert [(u.status, u.agent) for u in h.gateway.chat_updates] == [("assigned", "Ana Lopez")]
+    h.clock.advance(1)
+    assert parse({"id": chat, "updated_at": h.clock(), "status": "fini\ud83dshed"}) == parse(
+        {"id": chat, "updated_at": h.clock(), "status": "finished"}
+    )
+
+
+def test_the_store_refuses_what_the_driver_cannot_encode(store: Store) -> None:
+    with pytest.raises(StoreRejected), store.db.tx() as connection:
+        connection.execute(select(chats.c.chat_id).where(chats.c.chat_id == "\ud83d"))
+
+
+async def test_a_state_applied_against_a_stale_read_never_overwrites_a_newer_one(h: Harness) -> None:
+    """The poll and the event applier each read a chat, then write it; the one that read first
+    must not overwrite what the other committed in between."""
+    chat = await sent_chat(h)
+    h.clock.advance(10)
+    newer = finished_state(chat, h.clock())
+    with h.store.db.tx() as connection:
+        stale = connection.execute(select(chats).where(chats.c.chat_id == str(chat))).mappings().one()
+    ChatStore(h.store.db).apply([newer])  # another process, between the read and the write
+    older = parse({"id": chat, "status": "assigned", "updated_at": h.clock() - 5})
+    assert older is not None
+    with h.store.db.tx() as connection:
+        assert apply_state(connection, stale, older, h.clock()) == 0
+        row = connection.execute(select(chats).where(chats.c.chat_id == str(chat))).mappings().one()
+    assert (row["status"], row["ccai_updated_at"]) == ("finished", newer.updated_at)
+
+
+async def test_a_lease_that_ran_out_is_not_renewed(h: Harness) -> None:
+    """Between a claim's read of the free chats and its write, a renewal must not revive a lease
+    that ran out: two processes would then write the same ticket at once."""
+    chat = await sent_chat(h)
+    move(h, chat, status="assigned")
+    await sync_for(h).poll()
+    store = ChatStore(h.store.db)
+    claim = store.claim_updates(limit=10, lease_seconds=5)
+    assert claim is not None
+    h.clock.advance(3)
+    assert store.renew(claim, lease_seconds=5) == 1  # still live: renewed
+    h.clock.advance(6)
+    assert store.renew(claim, lease_seconds=5) == 0  # ran out: another process may be claiming it
+    assert store.claim_updates(limit=10, lease_seconds=5) is not None
