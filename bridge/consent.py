@@ -112,13 +112,15 @@ class ConsentCheck:
         extra = (self._rules.timezone_field,) if self._rules.timezone_field else ()
         return (*self._block_if_true, *extra)
 
-    def check(self, ticket: Ticket, number: str, *, now: float, ignore_window: bool = False) -> Verdict:
+    def check(self, ticket: Ticket, number: str, *, now: float | None, ignore_window: bool = False) -> Verdict:
+        """The verdict at ``now``, or (None) at the store's time of reading the opt-out list."""
+        entry, read_at = self._opt_outs.read(number)
         return decide(
             ticket,
             number,
-            now=now,
+            now=read_at if now is None else now,
             block_if_true=self._block_if_true,
-            opted_out=self._opt_outs.get(number),
+            opted_out=entry,
             rules=self._rules,
             ignore_window=ignore_window,
         )

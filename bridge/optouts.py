@@ -68,9 +68,15 @@ class OptOutList:
         return removed
 
     def get(self, number: str) -> OptOut | None:
+        return self.read(number)[0]
+
+    def read(self, number: str) -> tuple[OptOut | None, float]:
+        """The number's entry, if any, and the store's time of the reading (what a check made right
+        before a request leaves decides on)."""
         with self._db.tx() as connection:
+            now = self._db.now(connection)
             row = connection.execute(select(opt_outs).where(opt_outs.c.number == number)).first()
-        return OptOut(row.number, row.source, row.note, row.created_at) if row else None
+        return (OptOut(row.number, row.source, row.note, row.created_at) if row else None), now
 
     def page(self, *, limit: int = 50, offset: int = 0) -> tuple[list[OptOut], int]:
         """Up to ``limit`` entries, newest first, skipping ``offset``; and the total count. (Paged by

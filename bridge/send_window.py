@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from bridge._area_codes import STATE_BY_AREA_CODE
 
@@ -197,8 +198,11 @@ def scheduled_reason(decision: WindowDecision, window: Window) -> str:
 
 
 def zones_for_number(e164: str) -> tuple[str, ...]:
-    """The time zones phonenumbers places a number's prefix in; empty when that says nothing.
+    """The time zones of a number's area code; empty when phonenumbers says nothing.
 
+    In the North American plan that is every zone phonenumbers places any number of the area code
+    in, not only the one it gives this exchange: its data names one zone for a prefix it has no
+    entry for (northwest Indiana's 219 reads as Eastern), and the window must hold in all of them.
     Non-geographic numbers (toll-free, premium, 5XX) come back empty rather than as every zone of the
     numbering plan, so the caller falls back to its default zone.
     """
@@ -208,8 +212,28 @@ def zones_for_number(e164: str) -> tuple[str, ...]:
         return ()
     if not phonenumbers.is_number_geographical(parsed):
         return ()
+    if parsed.country_code == 1 and (area := _nanp_zones().get(str(parsed.national_number)[:3])):
+        return area
     zones: tuple[str, ...] = phone_timezones.time_zones_for_number(parsed)
     return tuple(z for z in zones if z != "Etc/Unknown")
+
+
+# Overlay area codes serve their parent's area, but phonenumbers (9.0.x) gives some of them a single
+# zone, or the wrong one (689, Orlando, as Central). Their zones are added to the overlay's, never
+# put in their place, so the window can only get stricter. Source: NANPA's overlay assignments.
+_OVERLAYS = {"364": "270", "448": "850", "689": "407", "930": "812"}
+
+
+@functools.cache
+def _nanp_zones() -> dict[str, tuple[str, ...]]:
+    """Every zone phonenumbers' data places each North American area code in."""
+    zones: dict[str, set[str]] = {}
+    for prefix, names in TIMEZONE_DATA.items():
+        if prefix.startswith("1") and len(prefix) >= 4:
+            zones.setdefault(prefix[1:4], set()).update(n for n in names if n != "Etc/Unknown")
+    for overlay, parent in _OVERLAYS.items():
+        zones.setdefault(overlay, set()).update(zones.get(parent, ()))
+    return {area: tuple(sorted(names)) for area, names in zones.items() if names}
 
 
 def state_for_number(e164: str) -> str | None:

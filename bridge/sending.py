@@ -163,15 +163,16 @@ class SendStep:
         tickets = await self._read_tickets(jobs)
         if tickets is None:
             return
-        ready: list[tuple[ClaimedSend, SmsRequest]] = []
+        ready: list[tuple[ClaimedSend, Ticket, SmsRequest]] = []
         for job in jobs:
             async with self._alone(job):
-                if (request := await self._map_and_check(job, tickets.get(job.ticket_id))) is not None:
-                    ready.append((job, request))
+                ticket = tickets.get(job.ticket_id)
+                if (request := await self._map_and_check(job, ticket)) is not None and ticket is not None:
+                    ready.append((job, ticket, request))
         limit = anyio.CapacityLimiter(self._options.max_concurrency)
         async with anyio.create_task_group() as group:
-            for job, request in ready:
-                group.start_soon(self._send_guarded, limit, job, request)
+            for job, ticket, request in ready:
+                group.start_soon(self._send_guarded, limit, job, ticket, request)
 
     async def _map_and_check(self, job: ClaimedSend, ticket: Ticket | None) -> SmsRequest | None:
         """The SMS request for the ticket, if it may be sent now; otherwise the send is finished or held."""
@@ -183,15 +184,16 @@ class SendStep:
         if isinstance(mapped, Outcome):
             await self._finish(job, policy.settle(mapped.status, mapped.reason, job), hint=mapped.end_user_hint)
             return None
-        return mapped if await self._allowed(job, ticket, mapped) else None
+        return mapped if await self._allowed(job, ticket, mapped, now=job.claimed_at) else None
 
-    async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest) -> bool:
-        """The consent and send-window check, on this fresh read of the ticket, for every attempt."""
+    async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, *, now: float | None) -> bool:
+        """The consent and send-window check, on this fresh read of the ticket, for every attempt;
+        at ``now``, or (None) at the store's time as the check is made."""
         # Only a person's explicit send may override the window (an agent answering a customer who
         # just wrote); an event Salesforce fired never can.
         ignore = job.source != "outbound_message" and job.overrides.get("send_window") == "ignore"
         verdict = await anyio.to_thread.run_sync(
-            lambda: self._consent.check(ticket, request.end_user_number, now=job.claimed_at, ignore_window=ignore)
+            lambda: self._consent.check(ticket, request.end_user_number, now=now, ignore_window=ignore)
         )
         hint = mask(request.end_user_number)
         if isinstance(verdict, Block):
@@ -223,13 +225,15 @@ class SendStep:
                     await self._apply(job, policy.after_read_failure(exc, job, self._limits, wait=wait))
         return None
 
-    async def _send_guarded(self, limit: anyio.CapacityLimiter, job: ClaimedSend, request: SmsRequest) -> None:
+    async def _send_guarded(
+        self, limit: anyio.CapacityLimiter, job: ClaimedSend, ticket: Ticket, request: SmsRequest
+    ) -> None:
         """One send; a failure of this send never cancels the others of its batch."""
         async with limit:
             with about_send(job.id):  # this task's log lines carry the send id
                 state = _Attempt()
                 try:
-                    await self._send_one(job, request, state)
+                    await self._send_one(job, ticket, request, state)
                 except StoreUnavailable as exc:
                     # No longer in hand once the batch ends: its lease runs out and it is taken up
                     # again, following the lost-answer rule.
@@ -260,11 +264,15 @@ class SendStep:
         except Exception:  # the outcome cannot be stored either: the lease runs out, it is taken up again
             logger.exception("Send %s: its failure could not be recorded", job.id)
 
-    async def _send_one(self, job: ClaimedSend, request: SmsRequest, state: _Attempt) -> None:
+    async def _send_one(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, state: _Attempt) -> None:
         if self._stopping():
             return  # given back to the queue when the worker stops
         await self._ccai.wait_for_slot()
         if self._stopping():
+            return
+        # Checked again as the request leaves: the wait for a slot can be minutes (a 429 pauses every
+        # worker), long enough for the window to close or the customer to opt out.
+        if not await self._allowed(job, ticket, request, now=None):
             return
         lease = max(self._options.lease_seconds, self._options.ccai_deadline + 5.0)
         marked = await anyio.to_thread.run_sync(

@@ -123,11 +123,13 @@ class Store:
         """
         with self.db.tx() as connection:
             now = self.db.now(connection)
+            overrides = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).scalar()
             result = connection.execute(
                 update(sends)
                 .where(sends.c.id == send_id, sends.c.status.in_(list(statuses)))
                 .values(
                     status="queued",
+                    overrides=_for_operator_retry(overrides),
                     not_before=now,
                     requeued_at=now,
                     first_attempt_at=func.coalesce(sends.c.first_attempt_at, now),
@@ -786,6 +788,17 @@ def _record(row: RowMapping) -> SendRecord:
 
 def _overrides(row: RowMapping) -> Mapping[str, Any]:
     return dict(json.loads(row["overrides"])) if row["overrides"] else {}
+
+
+def _for_operator_retry(raw: str | None) -> str | None:
+    """The overrides an operator's retry keeps: not an agent's "ignore the send window", which was
+    for that moment (a customer who had just written), not for whenever the retry runs."""
+    if not raw:
+        return raw
+    overrides = json.loads(raw)
+    if overrides.pop("send_window", None) is None:
+        return raw
+    return json.dumps(overrides)
 
 
 def _without_number(raw: str | None) -> str | None:

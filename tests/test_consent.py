@@ -11,6 +11,7 @@ from bridge.consent import Allow, Block, Hold, WindowRules, decide
 from bridge.crm import Ticket
 from bridge.optouts import OptOut, OptOutList
 from bridge.send_window import parse_window
+from bridge.sends import retry
 from bridge.store import Store
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, MOBILE_NUMBER, QUEUE_CASE, Harness, make_harness
@@ -196,6 +197,60 @@ async def test_a_held_send_checks_consent_again_when_released(night: Harness, cl
     await h.drain()
     assert h.row(MOBILE_CASE).status == "opted_out"
     assert h.sim.accepted == []
+
+
+def test_orlando_at_half_past_eight_in_july_is_outside_floridas_window() -> None:
+    """689 overlays Orlando's 407 (Eastern): 20:30 there is past Florida's 20:00 close."""
+    verdict = check(Ticket(id=MOBILE_CASE, fields={}), "+16892000100", now=at("2026-07-02 00:30"))
+    assert isinstance(verdict, Hold)
+
+
+async def test_the_window_is_checked_again_when_the_request_leaves(store: Store, clock: Clock) -> None:
+    """Checked at 20:59:50 in Los Angeles, the send waited 20 s for a CCAI slot (a 429 pauses every
+    worker for up to minutes): by then the window had closed, so it is held, not sent."""
+    clock.now = at("2026-11-27 04:59:50")
+    h = make_harness(store, clock, bridge_send_window="08:00-21:00")
+    wait_for_slot = h.ccai.wait_for_slot
+
+    async def slow_slot() -> None:
+        clock.advance(20)
+        await wait_for_slot()
+
+    h.ccai.wait_for_slot = slow_slot  # type: ignore[method-assign]
+    h.ingest(MOBILE_CASE)
+    await h.drain()
+    row = h.row(MOBILE_CASE)
+    assert (row.status, row.not_before) == ("scheduled", at("2026-11-27 16:00"))
+    assert h.sim.request_times == []
+
+
+async def test_an_opt_out_recorded_while_a_send_waits_for_its_slot_stops_it(store: Store, clock: Clock) -> None:
+    h = make_harness(store, clock)
+    wait_for_slot = h.ccai.wait_for_slot
+
+    async def slot_after_a_stop() -> None:
+        OptOutList(store.db).add(MOBILE_NUMBER, source="flow", note="replied STOP")
+        await wait_for_slot()
+
+    h.ccai.wait_for_slot = slot_after_a_stop  # type: ignore[method-assign]
+    h.ingest(MOBILE_CASE)
+    await h.drain()
+    assert h.row(MOBILE_CASE).status == "opted_out"
+    assert h.sim.request_times == []
+
+
+async def test_an_operator_retry_is_subject_to_the_window_the_agent_ignored(night: Harness, clock: Clock) -> None:
+    """The agent's "ignore the window" was for that moment (a customer who had just written); an
+    operator's retry at 03:00 the customer's time must wait for the window like any other send."""
+    h = night
+    h.sim.script.append({"status": 400, "message": "Outbound SMS failed. Invalid outbound number."})
+    [send_id] = h.ingest(MOBILE_CASE, source="api", send_window="ignore")
+    await h.drain()
+    assert h.row(MOBILE_CASE).status == "failed"
+    assert retry(h.store, send_id, force=False).queued
+    await h.drain()
+    assert h.row(MOBILE_CASE).status == "scheduled"
+    assert len(h.sim.request_times) == 1
 
 
 async def test_an_echo_of_the_scheduled_update_is_suppressed(night: Harness, clock: Clock) -> None:

@@ -178,13 +178,20 @@ def test_an_end_in_the_repeated_hour_reopens_when_the_clocks_go_back() -> None:
 @pytest.mark.parametrize(
     ("number", "zones", "state"),
     [
-        ("+12085550123", ("America/Boise", "America/Los_Angeles"), "ID"),
-        ("+16055550123", ("America/Denver", "America/North_Dakota/Center"), "SD"),
-        ("+17015550123", ("America/Denver", "America/North_Dakota/Center"), "ND"),
-        ("+17755550123", ("America/Boise", "America/Los_Angeles"), "NV"),
-        ("+19075550123", ("America/Adak", "America/Anchorage"), "AK"),
+        ("+12085550123", ("America/Boise", "America/Denver", "America/Los_Angeles"), "ID"),
+        ("+16055550123", ("America/Chicago", "America/Denver", "America/North_Dakota/Center"), "SD"),
+        ("+17015550123", ("America/Chicago", "America/Denver", "America/North_Dakota/Center"), "ND"),
+        ("+17755550123", ("America/Boise", "America/Denver", "America/Los_Angeles"), "NV"),
+        ("+19075550123", ("America/Adak", "America/Anchorage", "America/Juneau", "Pacific/Honolulu"), "AK"),
         ("+14155550123", ("America/Los_Angeles",), "CA"),
         ("+12125550142", ("America/New_York",), "NY"),
+        # Every zone of the area code, not just the one phonenumbers gives this exchange (or its default):
+        ("+12192000100", ("America/Chicago", "America/New_York"), "IN"),  # northwest Indiana
+        ("+14232000100", ("America/Chicago", "America/New_York"), "TN"),  # Chattanooga and Marion County
+        ("+18502000100", ("America/Chicago", "America/New_York"), "FL"),  # the panhandle
+        # Overlays cover their parent's area (phonenumbers gives 689, Orlando, as Central only).
+        ("+16892000100", ("America/Chicago", "America/New_York"), "FL"),
+        ("+13642000100", ("America/Chicago", "America/New_York"), "KY"),
     ],
 )
 def test_a_number_has_the_zones_and_state_of_its_area_code(number: str, zones: tuple[str, ...], state: str) -> None:
@@ -193,7 +200,7 @@ def test_a_number_has_the_zones_and_state_of_its_area_code(number: str, zones: t
 
 
 def test_with_two_zones_the_window_opens_when_the_later_one_opens() -> None:
-    idaho = zones_for_number("+12085550123")  # Boise (Mountain) and Los Angeles (Pacific)
+    idaho = zones_for_number("+12085550123")  # Boise and Denver (Mountain) and Los Angeles (Pacific)
     decision = decide(utc("2026-07-01T14:30"), DAY, idaho)  # 08:30 in Boise, 07:30 in Los Angeles
     assert decision.opens_at == utc("2026-07-01T15:00")
     assert decision.zone == "America/Los_Angeles"
@@ -208,9 +215,18 @@ def test_with_two_zones_the_window_closes_when_the_earlier_one_closes() -> None:
 
 
 def test_alaska_waits_for_eight_on_the_aleutians() -> None:
-    decision = decide(utc("2026-07-01T16:30"), DAY, zones_for_number("+19075550123"))  # 08:30 Anchorage, 07:30 Adak
+    alaska = ("America/Anchorage", "America/Adak")
+    decision = decide(utc("2026-07-01T16:30"), DAY, alaska)  # 08:30 Anchorage, 07:30 Adak
     assert decision.opens_at == utc("2026-07-01T17:00")
     assert decision.zone == "America/Adak"
+
+
+def test_a_907_number_waits_for_every_zone_phonenumbers_gives_alaska() -> None:
+    """phonenumbers places one exchange of 907 (581, Unalaska) in Honolulu's zone, so in summer an
+    Alaskan number waits for 08:00 there: later than needed, never earlier (the rule errs that way)."""
+    decision = decide(utc("2026-07-01T17:30"), DAY, zones_for_number("+19075550123"))
+    assert decision.opens_at == utc("2026-07-01T18:00")
+    assert decision.zone == "Pacific/Honolulu"
 
 
 def test_zones_with_no_common_hour_give_a_reason_instead_of_a_time() -> None:
@@ -242,6 +258,7 @@ def test_the_case_zone_wins_then_the_area_code_then_the_default() -> None:
     )
     assert recipient_zones("+12085550123", field_zone=None, default="America/New_York") == (
         "America/Boise",
+        "America/Denver",
         "America/Los_Angeles",
     )
     assert recipient_zones("+18005550123", field_zone=None, default="America/New_York") == NEW_YORK
