@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from starlette.requests import Request
 
 from bridge.errors import BodyTooLarge, MalformedMessage
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or 400: not JSON, or nested past what the parser can follow."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessage("The body is not valid JSON.") from exc
 
 
 async def read_capped(request: Request, limit: int) -> bytes:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge._body import read_capped
+from bridge._body import parse_json, read_capped
 from bridge._secrets import matches_any
 from bridge.crm import TicketIds
 from bridge.errors import (
@@ -39,7 +39,7 @@ from bridge.errors import (
     UnsupportedMediaType,
 )
 from bridge.metrics import Metrics
-from bridge.model import NewSend
+from bridge.model import MAX_SEND_ID, NewSend
 from bridge.phones import mask, us_e164
 from bridge.segments import count_segments, over_limit
 from bridge.sends import http_status, public_view, wait_for_outcome
@@ -52,7 +52,6 @@ MAX_WAIT_SECONDS = 25.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _SEND_ID = re.compile(r"^[0-9]{1,18}$")
-MAX_SEND_ID = 2**31 - 1
 
 
 class SendRequest(BaseModel):
@@ -131,11 +130,7 @@ class JSONDoor:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise UnsupportedMediaType("The body must be JSON (Content-Type: application/json).")
-        body = await read_capped(request, self._max_body)
-        try:
-            value = json.loads(body)
-        except ValueError as exc:
-            raise MalformedMessage("The body is not valid JSON.") from exc
+        value = parse_json(await read_capped(request, self._max_body))
         if not isinstance(value, dict):
             raise MalformedMessage("The body must be a JSON object.")
         return value

@@ -34,6 +34,7 @@ from bridge.dashboard import Dashboard
 from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
 from bridge.optout_api import OptOutAPI
 from bridge.optouts import OptOutList
+from bridge.phones import mask_numbers
 from bridge.preview_api import PreviewAPI
 from bridge.salesforce_om import OutboundMessageEndpoint
 from bridge.services import Services, build_services, drain_worker, start_worker
@@ -184,6 +185,11 @@ def dashboard_routes(svc: Services) -> list[BaseRoute]:
     ).routes()
 
 
+def _masked_path(request: Request) -> str:
+    """The path, for the log: some carry a number (``DELETE /api/v1/opt-outs/{number}``)."""
+    return mask_numbers(request.url.path)  # already percent-decoded
+
+
 def _is_api(request: Request) -> bool:
     return request.url.path.startswith(("/api/", "/ccai/"))
 
@@ -192,9 +198,9 @@ async def refused(request: Request, exc: Exception) -> Response:
     """A refused request: JSON ``{"error": ...}`` at the API, a plain line at the SOAP door."""
     assert isinstance(exc, InboundError)
     if isinstance(exc, AuthenticationFailed):
-        logger.warning("Refused a request to %s: wrong or missing credentials", request.url.path)
+        logger.warning("Refused a request to %s: wrong or missing credentials", _masked_path(request))
     elif exc.status >= 500 or not _is_api(request):
-        logger.warning("Refused a request to %s (%s): %s", request.url.path, exc.status, exc)
+        logger.warning("Refused a request to %s (%s): %s", _masked_path(request), exc.status, exc)
     if _is_api(request):
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
     return PlainTextResponse(str(exc) + "\n", status_code=exc.status)

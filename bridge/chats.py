@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -509,9 +510,22 @@ def _replied(raw: Mapping[str, Any]) -> bool | None:
     return None
 
 
+def finite(value: object) -> float | None:
+    """A JSON number as a float, or None: not a number, or one no float holds (JSON allows 10**400)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _time(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) / (1000.0 if value > 1e11 else 1.0)  # epoch milliseconds or seconds
+    if (number := finite(value)) is not None:
+        return number / (1000.0 if number > 1e11 else 1.0)  # epoch milliseconds or seconds
+    if isinstance(value, int | float):
+        return None  # a number, but none a float holds
     if not isinstance(value, str) or not value.strip():
         return None
     try:

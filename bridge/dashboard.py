@@ -39,6 +39,7 @@ from bridge.errors import AuthenticationFailed, MalformedMessage
 from bridge.metrics import Metrics
 from bridge.model import (
     FINAL_STATUSES,
+    MAX_SEND_ID,
     NOTHING_SENT,
     PENDING_STATUSES,
     ActivityCount,
@@ -228,7 +229,7 @@ class Dashboard:
 
     async def _send(self, request: Request, *, status_code: int = 200, error: str | None = None) -> Response:
         send_id = int(request.path_params["send_id"])
-        found = await anyio.to_thread.run_sync(self._load, send_id)
+        found = await anyio.to_thread.run_sync(self._load, send_id) if send_id <= MAX_SEND_ID else None
         if found is None:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
         send, timeline = found
@@ -263,7 +264,7 @@ class Dashboard:
                 "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
                 status_code=403,
             )
-        send = await anyio.to_thread.run_sync(self._store.get, send_id)
+        send = await anyio.to_thread.run_sync(self._store.get, send_id) if send_id <= MAX_SEND_ID else None
         if send is None:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
         force = _retry_offer(send).risk is not None
@@ -404,7 +405,8 @@ def _moment(text: str | None, problems: list[str]) -> float | None:
 
 
 def _positive(text: str) -> int | None:
-    return int(text) if text.isdigit() and 0 < int(text) < 2**31 else None
+    # isdigit() alone accepts digits int() refuses, such as a superscript two.
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_SEND_ID else None
 
 
 def _when(timestamp: float | None) -> str:

@@ -17,6 +17,8 @@ FINAL_STATUSES: tuple[FinalStatus, ...] = get_args(FinalStatus)
 # Outcomes after which nothing can have reached the customer, unless an earlier attempt's answer
 # was lost (``may_have_sent``). Only these can be retried by an operator without --force.
 NOTHING_SENT: tuple[FinalStatus, ...] = ("failed", "skipped", "opted_out")
+# Send ids are 32-bit on PostgreSQL; a larger one names no send (and must never reach a query).
+MAX_SEND_ID = 2**31 - 1
 
 # The state of one part of a write-back (the ticket's fields, or the note/Task on it).
 WritebackState = Literal["none", "pending", "done", "failed"]

@@ -25,6 +25,7 @@ from bridge.crm import ChatUpdate, Note, NoteCompletion, Ticket, TicketUpdate, W
 from bridge.errors import CRMAuthError, CRMError, CRMRequestError, CRMUnavailable
 from bridge.metrics import Metrics
 from bridge.model import SendStatus
+from bridge.phones import mask_numbers
 from bridge.record_ids import is_record_id, to18, valid_id
 from bridge.salesforce_auth import SalesforceCredentials, login
 from bridge.settings import WritebackConfig
@@ -386,7 +387,7 @@ def _part_results(part: Mapping[str, Any] | None, expected: int) -> list[WriteRe
     failed = WriteResult(
         ok=False,
         retryable=code in RETRYABLE_CODES or status >= 500,
-        message=f"{code}: {error.get('message') or 'The write-back subrequest was refused.'}",
+        message=mask_numbers(f"{code}: {error.get('message') or 'The write-back subrequest was refused.'}"),
     )
     return [failed] * expected
 
@@ -396,7 +397,9 @@ def _record_result(item: Mapping[str, Any]) -> WriteResult:
         return WriteResult(ok=True, ref=str(item["id"]) if item.get("id") else None)
     first = (item.get("errors") or [{}])[0]
     code = str(first.get("statusCode") or "UNKNOWN")
-    return WriteResult(ok=False, retryable=code in RETRYABLE_CODES, message=f"{code}: {first.get('message') or ''}")
+    # Salesforce can repeat the refused value (STRING_TOO_LONG): it is stored and shown, so masked.
+    message = mask_numbers(f"{code}: {first.get('message') or ''}")
+    return WriteResult(ok=False, retryable=code in RETRYABLE_CODES, message=message)
 
 
 def _flatten(record: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:

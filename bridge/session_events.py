@@ -18,7 +18,6 @@ reaches the bridge, and :func:`bridge.chats.follow` then puts it back in the que
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 
@@ -27,7 +26,7 @@ from sqlalchemy import Connection, delete, select, update
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge._body import read_capped
+from bridge._body import parse_json, read_capped
 from bridge._schema import chats, session_events
 from bridge._secrets import basic_credentials, matches_any
 from bridge.chats import (
@@ -38,6 +37,7 @@ from bridge.chats import (
     apply_each,
     apply_state,
     event_state,
+    finite,
     kept_state,
     read_kept_state,
 )
@@ -192,10 +192,7 @@ class SessionEventsEndpoint:
             raise AuthenticationFailed("Missing or wrong credentials for session events.")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             raise UnsupportedMediaType("Session events must be JSON (Content-Type: application/json).")
-        try:
-            body = json.loads(await read_capped(request, self._max_body))
-        except ValueError as exc:
-            raise MalformedMessage("The body is not valid JSON.") from exc
+        body = parse_json(await read_capped(request, self._max_body))
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list) or len(events) > MAX_EVENTS:
             raise MalformedMessage(
@@ -228,6 +225,5 @@ def _usable(event: object) -> bool:
 
 def _timestamp(value: object) -> float | None:
     """CCAI sends epoch milliseconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) / 1000.0 if value > 1e11 else float(value)
-    return None
+    seconds = finite(value)
+    return None if seconds is None else seconds / 1000.0 if seconds > 1e11 else seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -236,3 +237,21 @@ def test_the_request_fingerprint_does_not_keep_the_number(client: TestClient, sq
     parsed = SendRequest.model_validate(body, context={"ticket_ids": normalize_case_id}).model_dump()
     assert hashlib.sha256(json.dumps(parsed, sort_keys=True).encode()).hexdigest() != stored
     assert post(client, {**body, "end_user_number": "+1 212 555 0100"}, key=API_KEY).status_code == 202
+
+
+def test_deeply_nested_json_is_400_at_every_json_door(sqlite_store: Store) -> None:
+    nested = "[" * 30_000 + "]" * 30_000  # under the body cap; json.loads raises RecursionError, not ValueError
+    svc = services(sqlite_store, run_worker=False)
+    with TestClient(create_app(services=svc), raise_server_exceptions=False) as client:
+        for path in ("/api/v1/sends", "/api/v1/opt-outs", "/api/v1/previews"):
+            answer = client.post(path, content=nested, headers={**AUTH, "Content-Type": "application/json"})
+            assert answer.status_code == 400, (path, answer.status_code)
+
+
+def test_a_refused_request_logs_no_number_from_its_path(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    answer = client.delete("/api/v1/opt-outs/+14155550100", headers={"Authorization": "Bearer wrong"})
+    assert answer.status_code == 401
+    bridge_lines = [r.getMessage() for r in caplog.records if r.name.startswith("bridge")]
+    assert any("Refused a request" in line for line in bridge_lines)
+    assert not any("5550100" in line for line in bridge_lines)

@@ -18,10 +18,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from bridge._schema import chats, session_events
+from bridge.app import refused
 from bridge.chats import ChatState, ChatStore, apply_state, parse
 from bridge.chatsync import STATUS_KEY, ChatSync, SyncOptions
 from bridge.crm import ChatUpdate, NoteCompletion
-from bridge.errors import CRMUnavailable, StoreRejected
+from bridge.errors import CRMUnavailable, InboundError, StoreRejected
 from bridge.session_events import SessionEventsEndpoint
 from bridge.status import StatusBoard
 from bridge.store import Store
@@ -366,7 +367,10 @@ def events_door(h: Harness) -> httpx.AsyncClient:
         metrics=h.metrics,
         wake=lambda: None,
     )
-    app = Starlette(routes=[Route("/ccai/session-events", door.endpoint, methods=["POST"])])
+    app = Starlette(
+        routes=[Route("/ccai/session-events", door.endpoint, methods=["POST"])],
+        exception_handlers={InboundError: refused},  # as the bridge's app answers them
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge.test", auth=EVENTS_AUTH)
 
 
@@ -559,3 +563,24 @@ async def test_a_lease_that_ran_out_is_not_renewed(h: Harness) -> None:
     h.clock.advance(6)
     assert store.renew(claim, lease_seconds=5) == 0  # ran out: another process may be claiming it
     assert store.claim_updates(limit=10, lease_seconds=5) is not None
+
+
+async def test_numbers_no_float_holds_and_nested_json_are_refused_cleanly(h: Harness) -> None:
+    """A 400-digit timestamp (valid JSON) overflowed float() and a deeply nested body overflowed the
+    parser's recursion: both answered 500."""
+    chat = await sent_chat(h)
+    huge = {**ccai_event(h, chat, status="assigned"), "timestamp": 10**400}
+    huge["item"]["updated_at"] = 10**400
+    async with events_door(h) as client:
+        answer = await client.post(
+            "/ccai/session-events",
+            content=json.dumps({"count": 1, "events": [huge]}),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 200, answer.text
+        nested = await client.post(
+            "/ccai/session-events", content="[" * 30_000 + "]" * 30_000, headers={"Content-Type": "application/json"}
+        )
+        assert nested.status_code == 400
+    assert parse({"id": chat, "updated_at": 10**400}) is None
+    assert parse({"id": chat, "updated_at": float("inf")}) is None

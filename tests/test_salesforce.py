@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
+from bridge import salesforce
 from bridge.crm import Note, TicketUpdate
 from bridge.errors import CRMAuthError, CRMRequestError, CRMUnavailable
 from bridge.model import SendStatus
@@ -406,3 +407,13 @@ def test_case_ids_are_normalised_to_18_characters_or_refused() -> None:
     for bad in ("003000000000001", CASE_1[:15] + "AAA", "500", "5005g00000SBX01AAH!"):
         with pytest.raises(ValueError, match="must be a Case id"):
             normalize_case_id(bad)
+
+
+def test_a_number_salesforce_echoes_in_an_error_is_masked() -> None:
+    """STRING_TOO_LONG and similar errors can repeat the value: it is stored and shown, so masked."""
+    refused = salesforce._record_result(
+        {"success": False, "errors": [{"statusCode": "STRING_TOO_LONG", "message": "too long: +1 415 555 0100"}]}
+    )
+    assert refused.message is not None
+    assert "555 0100" not in refused.message
+    assert refused.message.startswith("STRING_TOO_LONG: too long: ")
