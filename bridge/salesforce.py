@@ -174,6 +174,10 @@ class SalesforceGateway:
         tickets = {}
         for record in result.get("records", []):
             flat = dict(_flatten(record))
+            # Salesforce answers with each field's own spelling, whatever the query's. Names are
+            # case-insensitive, so a configured "contact.donotcall" must still find its value.
+            by_lower = {name.lower(): value for name, value in flat.items()}
+            flat |= {name: by_lower[name.lower()] for name in fields if name not in flat and name.lower() in by_lower}
             record_id = str(flat.get("Id", ""))
             if is_record_id(record_id):
                 owner = flat.get("Owner.Email") if flat.get("Owner.Type") == "User" else None

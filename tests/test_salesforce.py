@@ -154,6 +154,16 @@ def test_reads_many_cases_in_one_query_with_relationships_flattened(org: Org) ->
     assert [c["path"] for c in org.sim.calls] == ["/services/data/v61.0/query/"]
 
 
+def test_fields_are_found_whatever_the_configurations_letter_case(org: Org) -> None:
+    """SOQL names are case-insensitive and Salesforce answers with each field's own spelling: a
+    consent field configured as "contact.donotcall" read as None, and so never blocked a send."""
+    org.sim.cases[CASE_1]["Contact.DoNotCall"] = True
+    [ticket] = org.gateway().read_tickets([CASE_1], ["contact.donotcall", "casenumber"]).values()
+    assert ticket.get("contact.donotcall") is True
+    assert ticket.get("Contact.DoNotCall") is True
+    assert ticket.get("casenumber") == ticket.get("CaseNumber") is not None
+
+
 def test_an_id_that_cannot_name_a_case_is_simply_not_found(org: Org) -> None:
     """A notification about a record deleted before delivery is stored with no id; retried by an
     operator, it reached the gateway, whose ValueError failed every send of the batch."""

@@ -100,6 +100,9 @@ def _errors(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse([{"message": message, "errorCode": code}], status_code=status)
 
 
+_CANONICAL = {name.lower(): name for name in CASE_FIELDS}
+
+
 def _nested(case: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     record: dict[str, Any] = {"attributes": {"type": "Case", "url": f"/services/data/v61.0/sobjects/Case/{case['Id']}"}}
     for name in fields:
@@ -157,7 +160,8 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         match = _SOQL.match(soql)
         if not match:
             return _errors(400, "MALFORMED_QUERY", "The sandbox understands SELECT ... FROM Case WHERE Id IN (...)")
-        fields = [f.strip() for f in match["fields"].split(",")]
+        # Field names are case-insensitive in SOQL; records carry each field's own spelling.
+        fields = [_CANONICAL.get(f.strip().lower(), f.strip()) for f in match["fields"].split(",")]
         unknown = [f for f in fields if f not in CASE_FIELDS]
         if unknown:
             return _errors(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Case'.")
