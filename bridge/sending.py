@@ -207,7 +207,7 @@ class SendStep:
             if held:
                 logger.info("Send %s for ticket %s held: %s", job.id, job.ticket_id, verdict.reason)
             return False
-        if verdict.window_ignored:
+        if verdict.window_ignored and now is not None:  # said once, at the first check, not again at departure
             logger.info("Send %s: the send window was ignored, as the agent's request asked", job.id)
         return True
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -273,22 +274,42 @@ def finished_state(chat: int, at: float) -> ChatState:
     return state
 
 
-async def test_news_that_arrives_while_the_ticket_is_being_written_is_written_next(h: Harness) -> None:
+async def assigned_chat(h: Harness, *, options: SyncOptions = OPTIONS) -> tuple[int, ChatSync]:
+    """A chat the bridge started, polled as assigned: its news waits to be written to the Case."""
     chat = await sent_chat(h)
-    sync = sync_for(h)
+    sync = sync_for(h, options=options)
     move(h, chat, status="assigned")
     await sync.poll()
+    return chat, sync
+
+
+@contextlib.contextmanager
+def while_writing(h: Harness, during: Callable[[], None]) -> Iterator[None]:
+    """Salesforce's chat write runs ``during`` first: what happens while it takes its time (or,
+    if ``during`` raises, instead of answering)."""
     write = h.gateway.write_chats
 
     def slow_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
-        # While Salesforce takes its time, another process learns that the chat finished.
-        h.clock.advance(1)
-        ChatStore(h.store.db).apply([finished_state(chat, h.clock())])
+        during()
         return write(updates, completions)
 
     h.gateway.write_chats = slow_write  # type: ignore[method-assign]
-    await sync.write()
-    h.gateway.write_chats = write  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        h.gateway.write_chats = write  # type: ignore[method-assign]
+
+
+async def test_news_that_arrives_while_the_ticket_is_being_written_is_written_next(h: Harness) -> None:
+    chat, sync = await assigned_chat(h)
+
+    def chat_finishes() -> None:
+        # While Salesforce takes its time, another process learns that the chat finished.
+        h.clock.advance(1)
+        ChatStore(h.store.db).apply([finished_state(chat, h.clock())])
+
+    with while_writing(h, chat_finishes):
+        await sync.write()
     assert [u.status for u in h.gateway.chat_updates] == ["assigned"]
     await sync.write()
     assert [u.status for u in h.gateway.chat_updates] == ["assigned", "finished"]
@@ -304,14 +325,10 @@ def lease_until(h: Harness, chat: int) -> float:
 
 
 async def test_a_slow_write_keeps_its_claim_on_the_chats(h: Harness) -> None:
-    chat = await sent_chat(h)
-    sync = sync_for(h, options=replace(OPTIONS, lease_seconds=0.3))
-    move(h, chat, status="assigned")
-    await sync.poll()
-    write = h.gateway.write_chats
+    chat, sync = await assigned_chat(h, options=replace(OPTIONS, lease_seconds=0.3))
     taken: list[object] = []
 
-    def slow_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
+    def a_second_and_another_claim() -> None:
         # Salesforce takes 1 s, longer than the 0.3 s lease: only renewals keep the chat from
         # another process. Time moves in steps, each waiting for the renewal that follows it.
         for _ in range(10):
@@ -320,31 +337,25 @@ async def test_a_slow_write_keeps_its_claim_on_the_chats(h: Harness) -> None:
             while lease_until(h, chat) < h.clock() + 0.25 and time.monotonic() < deadline:
                 time.sleep(0.01)
         taken.append(ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30))
-        return write(updates, completions)
 
-    h.gateway.write_chats = slow_write  # type: ignore[method-assign]
-    await sync.write()
+    with while_writing(h, a_second_and_another_claim):
+        await sync.write()
     assert len(taken) == 1
     assert not taken[0]  # nobody else could take the chat while it was being written
     assert [u.status for u in h.gateway.chat_updates] == ["assigned"]
 
 
 async def test_a_writer_that_lost_its_claim_leaves_the_new_holder_alone(h: Harness) -> None:
-    chat = await sent_chat(h)
-    sync = sync_for(h)
-    move(h, chat, status="assigned")
-    await sync.poll()
-    write = h.gateway.write_chats
+    _, sync = await assigned_chat(h)
     taken: list[object] = []
 
-    def stalled_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
+    def stall_then_time_out() -> None:
         h.clock.advance(OPTIONS.lease_seconds + 1)  # the process stalled: its lease ran out
         taken.append(ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30))
         raise CRMUnavailable("Salesforce timed out")
 
-    h.gateway.write_chats = stalled_write  # type: ignore[method-assign]
-    await sync.write()
-    h.gateway.write_chats = write  # type: ignore[method-assign]
+    with while_writing(h, stall_then_time_out):
+        await sync.write()
     assert len(taken) == 1
     assert taken[0]  # another process took the chat over, and is writing it
     # The first writer's late failure must neither free the second one's claim for a third process
