@@ -8,11 +8,13 @@ for nothing more is closed after ``consumer_timeout`` (about a minute, per Sales
 Errors carry Salesforce's ``error-code`` trailer (``sfdc.platform.eventbus.grpc.…``) and an
 ``rpcId`` in the message. ``PublishStream`` and the beta ``ManagedSubscribe`` are not simulated.
 
-Fault switches (:class:`PubSubFaults`, changed at any time): a silent stream (open, but nothing
-is ever sent again, not even keepalives), ``UNAUTHENTICATED`` after N more events (the session is
-revoked, as when a token expires mid-stream), every stored replay id refused (as for one from
-another org), and a server restart (:meth:`PubSubServer.restart`: every stream is cut, the events
-stay). A slow consumer meets the consumer timeout.
+Fault switches (:class:`PubSubFaults`, changed at any time): a silent server (streams, open or
+new, stay open but never send again, not even keepalives), ``UNAUTHENTICATED`` after N more events
+(the session is revoked, as when a token expires mid-stream), and every stored replay id refused
+(as for one from another org). :meth:`PubSubSimulator.silence_open_streams` makes the open streams
+go quiet as over a connection that died without a word, while new ones work; a server restart
+(:meth:`PubSubServer.restart`, or ``stop`` then ``start``) cuts every stream and keeps the events;
+a consumer too slow to ask for more meets the consumer timeout.
 """
 
 from __future__ import annotations
