@@ -13,7 +13,7 @@ import io
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +89,14 @@ async def _silence(rounds: int, scale: float) -> dict[str, Any]:
                 for _ in range(rounds):
                     # The last response resets the watchdog: measure from it, as an operator would.
                     await wait_for(lambda: subscriber.status().last_response_at is not None)
-                    dead = subscriber.status().dead_streams
+                    noticed_dead = _more_dead_streams(subscriber)
                     silenced = time.monotonic()
                     sandbox.simulator.silence_open_streams()
-                    wanted = len(sink.events) + 3
+                    arrived = _events_beyond(sink, len(sink.events) + 2)
                     sandbox.publish(3)
-                    await wait_for(lambda dead=dead: subscriber.status().dead_streams > dead, timeout=dead_after * 4)
+                    await wait_for(noticed_dead, timeout=dead_after * 4)
                     noticed = time.monotonic()
-                    await wait_for(lambda wanted=wanted: len(sink.events) >= wanted, timeout=dead_after * 4)
+                    await wait_for(arrived, timeout=dead_after * 4)
                     notice.append(noticed - silenced)
                     recover.append(time.monotonic() - noticed)
                 group.cancel_scope.cancel()
@@ -110,3 +110,12 @@ async def _silence(rounds: int, scale: float) -> dict[str, Any]:
         "time to recover (live, events in) p50 s": round(statistics.median(recover), 3),
         "at full scale: notice within s": round(dead_after / scale),
     }
+
+
+def _more_dead_streams(subscriber: PubSubSubscriber) -> Callable[[], bool]:
+    before = subscriber.status().dead_streams
+    return lambda: subscriber.status().dead_streams > before
+
+
+def _events_beyond(sink: MemorySink, count: int) -> Callable[[], bool]:
+    return lambda: len(sink.events) > count
