@@ -32,14 +32,13 @@ from bridge.crm import ChatUpdate, CRMGateway, NoteCompletion, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
 from bridge.metrics import Metrics
 from bridge.session_events import SessionEventLog
-from bridge.status import StatusBoard
+from bridge.status import CHAT_SYNC_KEY, StatusBoard
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 LEASE_NAME = "chat-sync"
-STATUS_KEY = "chat_sync"
 BATCH_LIMIT = 200
 EVENTS_PER_PASS = 500
 # CCAI's updated_at has whole seconds and several chats can share one; ``updated_at[from]`` is
@@ -119,7 +118,7 @@ class ChatSync:
         followed = await anyio.to_thread.run_sync(
             lambda: self._chats.followed(follow_seconds=self._options.follow_seconds)
         )
-        record = await anyio.to_thread.run_sync(self._board.get, STATUS_KEY)
+        record = await anyio.to_thread.run_sync(self._board.get, CHAT_SYNC_KEY)
         high_water = float(record[0].get("high_water") or 0.0) if record else 0.0
         changed = requests = 0
         outcome = "ok"
@@ -162,7 +161,7 @@ class ChatSync:
         return changed
 
     def _save(self, high_water: float, polled_at: float) -> None:
-        self._board.put(STATUS_KEY, {"high_water": high_water, "polled_at": polled_at})
+        self._board.put(CHAT_SYNC_KEY, {"high_water": high_water, "polled_at": polled_at})
 
     async def write(self) -> int:
         """Bring chats' news to their tickets: one CRM call for up to 200 of them."""

@@ -10,12 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.chats import ChatStore
-from bridge.chatsync import STATUS_KEY as CHAT_SYNC_KEY
 from bridge.model import QueueSummary
-from bridge.status import StatusBoard, WorkerInfo
+from bridge.status import API_USAGE_KEY, CHAT_SYNC_KEY, StatusBoard, WorkerInfo
 from bridge.store import Store
-
-API_USAGE_KEY = "salesforce:api_usage"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,11 @@ from sqlalchemy import delete, select, update
 from bridge._schema import bridge_status, singletons, workers
 from bridge.database import Database
 
+# Keys of ``bridge_status``: kept here, with the table, so that a reader (the overview) and a
+# writer (the worker, the chat sync) share a name without importing each other.
+CHAT_SYNC_KEY = "chat_sync"
+API_USAGE_KEY = "salesforce:api_usage"  # the stored key predates other CRMs; kept so no record is orphaned
+
 # Workers beat every few seconds; one silent this long is gone (crashed, or cut off from the store).
 SILENT_AFTER_SECONDS = 30.0
 

@@ -22,8 +22,7 @@ import anyio.to_thread
 from bridge.crm import CRMGateway
 from bridge.errors import BridgeError, StoreUnavailable
 from bridge.holdings import Holdings
-from bridge.overview import API_USAGE_KEY
-from bridge.status import StatusBoard
+from bridge.status import API_USAGE_KEY, StatusBoard
 from bridge.store import Store
 
 logger = logging.getLogger(__name__)

@@ -21,11 +21,11 @@ from starlette.routing import Route
 from bridge._schema import chats, session_events
 from bridge.app import refused
 from bridge.chats import ChatState, ChatStore, apply_state, parse
-from bridge.chatsync import STATUS_KEY, ChatSync, SyncOptions
+from bridge.chatsync import ChatSync, SyncOptions
 from bridge.crm import ChatUpdate, NoteCompletion
 from bridge.errors import CRMUnavailable, InboundError, StoreRejected
 from bridge.session_events import SessionEventsEndpoint
-from bridge.status import StatusBoard
+from bridge.status import CHAT_SYNC_KEY, StatusBoard
 from bridge.store import Store
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, MOBILE_NUMBER, QUEUE_CASE, Harness, make_harness
@@ -130,7 +130,7 @@ async def test_the_high_water_mark_survives_a_restart_and_overlaps_ties(h: Harne
     first = sync_for(h, owner="process-1")
     move(h, chat, status="assigned")
     await first.poll()
-    saved = StatusBoard(h.store.db).get(STATUS_KEY)
+    saved = StatusBoard(h.store.db).get(CHAT_SYNC_KEY)
     assert saved is not None
     high_water = saved[0]["high_water"]
     assert high_water == h.clock()
