@@ -63,7 +63,12 @@ def run_pipeline(
         cases = _seed_cases(info, events)
         store = Store.from_url(url)
         store.migrate()
-        store.ingest([NewSend(dedupe_key=f"bench:{c}", source="outbound_message", ticket_id=c) for c in cases])
+        store.ingest(
+            [
+                NewSend(dedupe_key=f"bench:{c}", source="outbound_message", origin="crm_event", ticket_id=c)
+                for c in cases
+            ]
+        )
         store.close()
         started = time.time()
         worker_processes = [start(["worker"], env=env, log=directory / f"worker{i}.log") for i in range(workers)]

@@ -40,7 +40,10 @@ sends = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     # "om:<org15>:<notification id>" for outbound messages; unique, so a redelivery inserts nothing.
     Column("dedupe_key", Text, nullable=False, unique=True),
-    Column("source", String(32), nullable=False),
+    Column("source", String(32), nullable=False),  # the door's name, for people (see model.Origin)
+    # v8: "crm_event" or "person": what the loop guard and the send window decide on. The default is
+    # the safe side, for a row an older process writes during an upgrade: guarded, no window override.
+    Column("origin", String(16), nullable=False, server_default="crm_event"),
     Column("org_id", String(18)),
     Column("ticket_id", String(64), nullable=False),
     # JSON: per-send message/agent/number overrides (API and CLI sends). A full number given in the
@@ -282,8 +285,23 @@ def _v7(connection: Connection, postgres: bool) -> None:
     metadata.create_all(connection, tables=[send_log])
 
 
+def _v8(connection: Connection, postgres: bool) -> None:
+    _add_columns(connection, "sends", {"origin": "VARCHAR(16) NOT NULL DEFAULT 'crm_event'"})
+    # Until v8 the door decided: only Salesforce's outbound message was an event the CRM fired.
+    connection.execute(text("UPDATE sends SET origin = 'person' WHERE source IN ('api', 'cli')"))
+
+
 # Append only: each entry upgrades the schema from the previous version.
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6), (7, _v7)]
+MIGRATIONS: list[tuple[int, Migration]] = [
+    (1, _v1),
+    (2, _v2),
+    (3, _v3),
+    (4, _v4),
+    (5, _v5),
+    (6, _v6),
+    (7, _v7),
+    (8, _v8),
+]
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

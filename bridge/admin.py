@@ -143,7 +143,11 @@ def _send(args: argparse.Namespace) -> int:
     with opened_store(writing=True) as store:
         created = store.create(
             NewSend(
-                dedupe_key=f"cli:{uuid.uuid4().hex}", source="cli", ticket_id=request.ticket_id, overrides=overrides
+                dedupe_key=f"cli:{uuid.uuid4().hex}",
+                source="cli",
+                origin="person",
+                ticket_id=request.ticket_id,
+                overrides=overrides,
             )
         )
         record = anyio.run(lambda: wait_for_outcome(store, created.id, timeout=args.wait or 0.0))

@@ -183,6 +183,7 @@ class SendAPI(JSONDoor):
         new = NewSend(
             dedupe_key=f"api:{key}" if key else f"api:auto:{uuid.uuid4().hex}",
             source="api",
+            origin="person",
             ticket_id=send.ticket_id,
             overrides=overrides,
         )

@@ -23,7 +23,14 @@ MAX_SEND_ID = 2**31 - 1
 # The state of one part of a write-back (the ticket's fields, or the note/Task on it).
 WritebackState = Literal["none", "pending", "done", "failed"]
 
-Source = Literal["outbound_message", "api", "cli"]
+# Who asked for a send. It decides the rules, whatever door the send came through:
+# - "crm_event": a rule in the CRM fired it (an outbound message, a trigger, a streamed event). The
+#   bridge's own update of the ticket can fire the rule again, so the loop guard applies; and no
+#   event may override the recipient's send window.
+# - "person": an agent, a Flow acting for one, or an operator asked for it (the send API, bridge send).
+# A send's ``source`` is only the name of the door, shown to people; nothing branches on it.
+Origin = Literal["crm_event", "person"]
+ORIGINS: tuple[Origin, ...] = get_args(Origin)
 ResendPolicy = Literal["lookup", "never"]
 
 
@@ -57,7 +64,8 @@ class NewSend:
     final (an event that can never be sent, recorded so that it is visible and not retried)."""
 
     dedupe_key: str
-    source: Source
+    source: str  # the door's name, e.g. "outbound_message", "api" (a label: see Origin)
+    origin: Origin
     ticket_id: str
     org_id: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -107,7 +115,8 @@ class ClaimedSend:
 
     id: int
     ticket_id: str
-    source: Source
+    source: str
+    origin: Origin
     attempts: int
     may_have_sent: bool
     token: int
@@ -154,7 +163,8 @@ class SendRecord:
 
     id: int
     dedupe_key: str
-    source: Source
+    source: str
+    origin: Origin
     ticket_id: str
     status: SendStatus
     reason: str | None

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import assert_never
 
 from bridge import _backoff
 from bridge.errors import CCAIBadResponse, CCAIError, CCAIRejected, CCAIUnavailable, CRMError, CRMRequestError
-from bridge.model import Chat, ClaimedSend, FinalStatus, ResendPolicy
+from bridge.model import Chat, ClaimedSend, FinalStatus, Origin, ResendPolicy
 
 MAYBE_DELIVERED = " An earlier attempt got no answer and may have reached the customer."
 
@@ -69,6 +70,30 @@ class LookUp:
 
 PROCEED = Proceed()
 LOOK_UP = LookUp()
+
+
+def loop_guarded(origin: Origin) -> bool:
+    """Whether the loop guard applies: to what the CRM fired (the bridge's own update of the ticket
+    can fire the same rule again), never to a person's explicit send."""
+    match origin:
+        case "crm_event":
+            return True
+        case "person":
+            return False
+        case _:
+            assert_never(origin)
+
+
+def may_ignore_window(origin: Origin) -> bool:
+    """Whether a send may ask to go out outside the recipient's send window: only a person (an
+    agent answering a customer who just wrote) may; an event the CRM fired never can."""
+    match origin:
+        case "person":
+            return True
+        case "crm_event":
+            return False
+        case _:
+            assert_never(origin)
 
 
 def on_claim(job: ClaimedSend, limits: Limits) -> Finish | LookUp | Proceed:

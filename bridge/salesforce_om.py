@@ -169,8 +169,17 @@ def _new_send(notification: Notification) -> NewSend:
     if notification.ticket_id is None:
         finished = Outcome(status="skipped", reason=DELETED_RECORD, write_back=False)
         return NewSend(
-            dedupe_key=key, source="outbound_message", ticket_id="", org_id=notification.org_id, finished=finished
+            dedupe_key=key,
+            source="outbound_message",
+            origin="crm_event",
+            ticket_id="",
+            org_id=notification.org_id,
+            finished=finished,
         )
     return NewSend(
-        dedupe_key=key, source="outbound_message", ticket_id=notification.ticket_id, org_id=notification.org_id
+        dedupe_key=key,
+        source="outbound_message",
+        origin="crm_event",
+        ticket_id=notification.ticket_id,
+        org_id=notification.org_id,
     )

@@ -141,8 +141,7 @@ class SendStep:
     async def _passes_loop_guard(self, job: ClaimedSend) -> bool:
         if job.first_attempt_at is not None:
             return True  # a retry: the guard let it through on its first attempt
-        # The guard is for events Salesforce fires; a person's explicit send is not a loop.
-        cooldown = self._options.loop_guard_seconds if job.source == "outbound_message" else 0.0
+        cooldown = self._options.loop_guard_seconds if policy.loop_guarded(job.origin) else 0.0
         recent = await anyio.to_thread.run_sync(
             lambda: self._store.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=cooldown)
         )
@@ -189,9 +188,7 @@ class SendStep:
     async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, *, now: float | None) -> bool:
         """The consent and send-window check, on this fresh read of the ticket, for every attempt;
         at ``now``, or (None) at the store's time as the check is made."""
-        # Only a person's explicit send may override the window (an agent answering a customer who
-        # just wrote); an event Salesforce fired never can.
-        ignore = job.source != "outbound_message" and job.overrides.get("send_window") == "ignore"
+        ignore = policy.may_ignore_window(job.origin) and job.overrides.get("send_window") == "ignore"
         verdict = await anyio.to_thread.run_sync(
             lambda: self._consent.check(ticket, request.end_user_number, now=now, ignore_window=ignore)
         )

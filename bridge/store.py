@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import (
     ColumnElement,
@@ -183,6 +183,7 @@ class Store:
                         id=row["id"],
                         ticket_id=row["ticket_id"],
                         source=row["source"],
+                        origin=row["origin"],
                         attempts=row["attempts"],
                         may_have_sent=bool(values["may_have_sent"]),
                         token=int(values["lease_token"]),
@@ -660,8 +661,13 @@ def _log(connection: Connection, send_id: int, at: float, event: str, detail: st
 
 
 def _received(item: NewSend) -> str:
-    where = {"outbound_message": "a Salesforce outbound message", "api": "the send API", "cli": "bridge send"}
-    return f"Received from {where[item.source]}."
+    match item.origin:
+        case "crm_event":
+            return f"Received from {item.source}: an event the CRM fired."
+        case "person":
+            return f"Received from {item.source}: asked by a person."
+        case _:
+            assert_never(item.origin)
 
 
 def _finished(outcome: Outcome) -> str:
@@ -761,6 +767,7 @@ def _record(row: RowMapping) -> SendRecord:
         id=row["id"],
         dedupe_key=row["dedupe_key"],
         source=row["source"],
+        origin=row["origin"],
         ticket_id=row["ticket_id"],
         status=row["status"],
         reason=row["reason"],
@@ -829,6 +836,7 @@ def _new_row(item: NewSend, now: float) -> dict[str, Any]:
     row: dict[str, Any] = {
         "dedupe_key": item.dedupe_key,
         "source": item.source,
+        "origin": item.origin,
         "org_id": item.org_id,
         "ticket_id": item.ticket_id,
         "overrides": json.dumps(dict(item.overrides)) if item.overrides else None,

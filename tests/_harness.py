@@ -13,7 +13,7 @@ import httpx
 
 from bridge.ccai import CCAIClient
 from bridge.metrics import Metrics
-from bridge.model import NewSend, SendRecord, Source
+from bridge.model import NewSend, Origin, SendRecord
 from bridge.ratelimit import LocalRateLimiter, RateLimiter
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.services import build_worker
@@ -71,9 +71,13 @@ class Harness:
     ccai: CCAIClient
     metrics: Metrics
 
-    def ingest(self, *case_ids: str, source: Source = "outbound_message", **overrides: Any) -> list[int]:
+    def ingest(
+        self, *case_ids: str, origin: Origin = "crm_event", source: str | None = None, **overrides: Any
+    ) -> list[int]:
+        """Sends as a door would store them: by default events the CRM fired (an outbound message)."""
+        door = source or ("outbound_message" if origin == "crm_event" else "api")
         sends = [
-            NewSend(dedupe_key=f"om:x:{uuid.uuid4().hex}", source=source, ticket_id=c, overrides=overrides)
+            NewSend(dedupe_key=f"om:x:{uuid.uuid4().hex}", source=door, origin=origin, ticket_id=c, overrides=overrides)
             for c in case_ids
         ]
         return [self.store.create(s).id for s in sends]

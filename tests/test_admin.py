@@ -45,7 +45,9 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def sent(store: Store, case_id: str = MOBILE) -> int:
-    send_id = store.create(NewSend(dedupe_key=f"cli:{uuid.uuid4().hex}", source="cli", ticket_id=case_id)).id
+    send_id = store.create(
+        NewSend(dedupe_key=f"cli:{uuid.uuid4().hex}", source="cli", origin="person", ticket_id=case_id)
+    ).id
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
     outcome = Outcome(status="sent", chat_id="114", end_user_hint="*******0100", write_back=False)
     assert store.finish(job.id, outcome, token=job.token, create_task=False)
@@ -54,7 +56,9 @@ def sent(store: Store, case_id: str = MOBILE) -> int:
 
 def refused(store: Store, case_id: str = UK, reason: str = UK_REASON) -> int:
     failed = Outcome(status="failed", reason=reason, write_back=False)
-    new = NewSend(dedupe_key=f"api:{uuid.uuid4().hex}", source="api", ticket_id=case_id, finished=failed)
+    new = NewSend(
+        dedupe_key=f"api:{uuid.uuid4().hex}", source="api", origin="person", ticket_id=case_id, finished=failed
+    )
     assert store.ingest([new]) == 1
     return store.find(limit=1)[0].id
 

@@ -244,7 +244,7 @@ async def test_an_operator_retry_is_subject_to_the_window_the_agent_ignored(nigh
     operator's retry at 03:00 the customer's time must wait for the window like any other send."""
     h = night
     h.sim.script.append({"status": 400, "message": "Outbound SMS failed. Invalid outbound number."})
-    [send_id] = h.ingest(MOBILE_CASE, source="api", send_window="ignore")
+    [send_id] = h.ingest(MOBILE_CASE, origin="person", send_window="ignore")
     await h.drain()
     assert h.row(MOBILE_CASE).status == "failed"
     assert retry(h.store, send_id, force=False).queued
@@ -267,17 +267,25 @@ async def test_an_echo_of_the_scheduled_update_is_suppressed(night: Harness, clo
 
 async def test_an_agent_send_may_ignore_the_window(night: Harness) -> None:
     h = night
-    h.ingest(MOBILE_CASE, source="api", send_window="ignore")
+    h.ingest(MOBILE_CASE, origin="person", send_window="ignore")
     await h.drain()
     assert h.row(MOBILE_CASE).status == "sent"
-    h.ingest(QUEUE_CASE, source="outbound_message", send_window="ignore")  # an event cannot
+    h.ingest(QUEUE_CASE, origin="crm_event", send_window="ignore")  # an event cannot
     await h.drain()
     assert h.row(QUEUE_CASE).status == "scheduled"
 
 
+async def test_an_event_from_any_crm_door_cannot_ignore_the_window(night: Harness) -> None:
+    h = night
+    h.ingest(QUEUE_CASE, source="salesforce_pubsub", send_window="ignore")
+    await h.drain()
+    assert h.row(QUEUE_CASE).status == "scheduled"
+    assert h.sim.request_times == []
+
+
 async def test_a_message_over_the_segment_limit_is_refused_before_ccai(store: Store, clock: Clock) -> None:
     h = make_harness(store, clock)
-    h.ingest(MOBILE_CASE, source="api", message="Bonjour 🙂 " * 70)  # 699 characters once trimmed, UCS-2
+    h.ingest(MOBILE_CASE, origin="person", message="Bonjour 🙂 " * 70)  # 699 characters once trimmed, UCS-2
     await h.drain()
     row = h.row(MOBILE_CASE)
     assert row.status == "failed"
@@ -287,6 +295,6 @@ async def test_a_message_over_the_segment_limit_is_refused_before_ccai(store: St
 
 async def test_the_segment_count_is_recorded_on_the_send(store: Store, clock: Clock) -> None:
     h = make_harness(store, clock)
-    h.ingest(MOBILE_CASE, source="api", message="x" * 161)
+    h.ingest(MOBILE_CASE, origin="person", message="x" * 161)
     await h.drain()
     assert (h.row(MOBILE_CASE).status, h.row(MOBILE_CASE).segments) == ("sent", 2)

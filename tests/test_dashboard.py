@@ -45,7 +45,9 @@ def client_for(store: Store, *, password: str = PASSWORD) -> TestClient:
 
 def add_send(store: Store, outcome: Outcome | None = None, *, case: str = CASE, **overrides: object) -> int:
     """A send, finished with ``outcome`` when given (as a worker would record it)."""
-    new = NewSend(dedupe_key=f"api:{uuid.uuid4().hex}", source="api", ticket_id=case, overrides=overrides)
+    new = NewSend(
+        dedupe_key=f"api:{uuid.uuid4().hex}", source="api", origin="person", ticket_id=case, overrides=overrides
+    )
     created = store.create(new)
     if outcome is not None:
         [job] = store.claim_sends("w", limit=1, lease_seconds=30)

@@ -188,10 +188,10 @@ async def test_a_failing_lookup_is_retried_and_never_answered_by_sending(sqlite_
 
 
 async def test_active_session_on_a_first_attempt_is_a_plain_failure_naming_the_known_chat(h: Harness) -> None:
-    h.ingest(MOBILE_CASE, source="api")
+    h.ingest(MOBILE_CASE, origin="person")
     await h.drain()
     first_chat = h.row(MOBILE_CASE).chat_id
-    h.ingest(MOBILE_CASE, source="api")  # the agent clicks again during the live chat
+    h.ingest(MOBILE_CASE, origin="person")  # the agent clicks again during the live chat
     await h.drain()
     row = h.row(MOBILE_CASE)
     assert row.status == "failed"
@@ -364,3 +364,16 @@ async def test_an_unexpected_error_in_one_send_leaves_the_rest_of_its_batch_alon
     assert (h.row(MOBILE_CASE).status, h.row(QUEUE_CASE).status) == ("failed", "sent")
     assert h.row(MOBILE_CASE).reason == "The bridge hit an internal error while sending (see its log)."
     assert "A worker pass failed unexpectedly" not in caplog.text
+
+
+async def test_an_event_from_any_crm_door_gets_the_loop_guard(h: Harness) -> None:
+    """The guard is for what the CRM fires, whichever door it came through (a Pub/Sub event, a
+    Zendesk trigger), not only Salesforce's outbound message."""
+    h.ingest(MOBILE_CASE, source="salesforce_pubsub")
+    await h.drain()
+    h.clock.advance(60)
+    h.ingest(MOBILE_CASE, source="salesforce_pubsub")  # the echo of the bridge's own Case update
+    await h.drain()
+    assert h.row(MOBILE_CASE).status == "suppressed"
+    assert len(h.sim.accepted) == 1
+    assert len(h.sim.request_times) == 1  # the echo never reached CCAI

@@ -20,7 +20,9 @@ NOW_ISO = "2027-01-15T08:00:00Z"  # the test clock's start
 
 
 def queued(store: Store, overrides: Mapping[str, Any] | None = None) -> int:
-    new = NewSend(dedupe_key=f"api:{uuid.uuid4().hex}", source="api", ticket_id=CASE, overrides=overrides or {})
+    new = NewSend(
+        dedupe_key=f"api:{uuid.uuid4().hex}", source="api", origin="person", ticket_id=CASE, overrides=overrides or {}
+    )
     return store.create(new).id
 
 
@@ -217,6 +219,7 @@ def test_a_notification_about_a_deleted_record_is_not_retried(sqlite_store: Stor
     new = NewSend(
         dedupe_key="om:00D:04l",
         source="outbound_message",
+        origin="crm_event",
         ticket_id="",
         finished=Outcome(status="skipped", reason="Salesforce sent the notification without its record."),
     )

@@ -14,7 +14,13 @@ OTHER_CASE = "5005g00000SBX02AAH"
 
 
 def om(note: str, case: str = CASE) -> NewSend:
-    return NewSend(dedupe_key=f"om:00D5g00000SBXRG:{note}", source="outbound_message", ticket_id=case, org_id="00D")
+    return NewSend(
+        dedupe_key=f"om:00D5g00000SBXRG:{note}",
+        source="outbound_message",
+        origin="crm_event",
+        ticket_id=case,
+        org_id="00D",
+    )
 
 
 def write_back(store: Store, send_id: int, **result: Any) -> None:
@@ -109,7 +115,7 @@ def test_an_outcome_the_database_refuses_is_recorded_reduced_never_left_sending(
 
 def test_long_values_from_outside_fit(store: Store) -> None:
     key = "k" * 200  # the longest Idempotency-Key the API accepts
-    created = store.create(NewSend(dedupe_key=f"api:{key}", source="api", ticket_id=CASE))
+    created = store.create(NewSend(dedupe_key=f"api:{key}", source="api", origin="person", ticket_id=CASE))
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
     assert store.finish(job.id, sent("9" * 100), token=job.token, create_task=False)
     record = store.get(created.id)
@@ -281,7 +287,8 @@ def test_a_store_from_the_first_release_is_upgraded_in_place(store: Store) -> No
                 "INSERT INTO sends (id, dedupe_key, source, ticket_id, status, reason, attempts, not_before, inflight, "
                 "may_have_sent, created_at, writeback, writeback_task, writeback_attempts) VALUES "
                 "(1, 'om:a', 'outbound_message', :t, 'skipped', 'Skipped: send 1 for this Case was attempted', 0, 0, "
-                "false, false, 0, 'none', 'none', 0)"
+                "false, false, 0, 'none', 'none', 0), "
+                "(2, 'api:a', 'api', :t, 'failed', 'x', 0, 0, false, false, 0, 'none', 'none', 0)"
             ),
             {"t": CASE},
         )
@@ -290,11 +297,13 @@ def test_a_store_from_the_first_release_is_upgraded_in_place(store: Store) -> No
         columns = {c["name"] for c in inspect(connection).get_columns("sends")}
     assert {"request_hash", "requeued_at", "lease_token", "takeovers", "inflight_at", "case_written_at"} <= columns
     # Old loop-guard skips become "suppressed": they followed an SMS that went out.
-    assert store.counts() == {"suppressed": 1}
+    assert store.counts() == {"suppressed": 1, "failed": 1}
+    # Before origins, the door decided: the outbound message was the CRM's event, the API a person.
+    assert [(s.source, s.origin) for s in store.find()] == [("api", "person"), ("outbound_message", "crm_event")]
 
 
 def test_create_reports_an_existing_key_with_its_fingerprint(store: Store) -> None:
-    new = NewSend(dedupe_key="api:key-1", source="api", ticket_id=CASE)
+    new = NewSend(dedupe_key="api:key-1", source="api", origin="person", ticket_id=CASE)
     first = store.create(new, request_hash="aaa")
     assert (first.request_hash, first.created) == ("aaa", True)
     again = store.create(new, request_hash="bbb")
@@ -358,7 +367,13 @@ def test_purge_removes_only_settled_sends_older_than_the_cutoff(store: Store, cl
 
 def test_a_number_given_in_a_request_is_not_kept_once_the_send_is_final(store: Store) -> None:
     created = store.create(
-        NewSend(dedupe_key="api:n", source="api", ticket_id=CASE, overrides={"end_user_number": "+14155550100"})
+        NewSend(
+            dedupe_key="api:n",
+            source="api",
+            origin="person",
+            ticket_id=CASE,
+            overrides={"end_user_number": "+14155550100"},
+        )
     )
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
     assert job.overrides["end_user_number"] == "+14155550100"  # needed while sending
@@ -370,7 +385,17 @@ def test_a_number_given_in_a_request_is_not_kept_once_the_send_is_final(store: S
 
 def test_a_deleted_record_notification_is_stored_as_finished(store: Store) -> None:
     finished = Outcome(status="skipped", reason="deleted", write_back=False)
-    store.ingest([NewSend(dedupe_key="om:x:04lGONE", source="outbound_message", ticket_id="", finished=finished)])
+    store.ingest(
+        [
+            NewSend(
+                dedupe_key="om:x:04lGONE",
+                source="outbound_message",
+                origin="crm_event",
+                ticket_id="",
+                finished=finished,
+            )
+        ]
+    )
     assert store.counts() == {"skipped": 1}
     assert store.claim_sends("w", limit=10, lease_seconds=30) == []
     assert store.claim_writebacks("w", limit=10, lease_seconds=30) == []
@@ -436,3 +461,14 @@ def test_text_that_was_not_sent_is_kept_only_until_its_note_is_written(store: St
         store.record_writeback(item, case_state="done", task_state="done", error=None, retry_in=None)
     assert store.get(with_note.id).message is None  # type: ignore[union-attr]
     assert store.get(delivered.id).message == "Your technician is on the way."  # type: ignore[union-attr]
+
+
+def test_a_send_from_a_door_the_store_has_never_heard_of_is_stored(store: Store) -> None:
+    """A new door needs no change in the store: its events are stored, never refused (a 500)."""
+    assert (
+        store.ingest([NewSend(dedupe_key="zd:inv-1", source="zendesk_trigger", origin="crm_event", ticket_id=CASE)])
+        == 1
+    )
+    [send] = store.find(ticket_id=CASE)
+    assert (send.source, send.origin) == ("zendesk_trigger", "crm_event")
+    assert [step.event for step in store.timeline(send.id)] == ["received"]

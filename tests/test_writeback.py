@@ -67,7 +67,10 @@ async def test_write_back_retries_give_up_after_the_bounded_time(sqlite_store: S
 async def test_outcomes_for_one_ticket_land_in_order(h: Harness) -> None:
     """An older outcome retried after a newer one was written never overwrites it."""
     store = h.store
-    ids = [store.create(NewSend(dedupe_key=f"api:{i}", source="api", ticket_id=MOBILE_CASE)).id for i in range(2)]
+    ids = [
+        store.create(NewSend(dedupe_key=f"api:{i}", source="api", origin="person", ticket_id=MOBILE_CASE)).id
+        for i in range(2)
+    ]
     first, second = store.claim_sends("w", limit=2, lease_seconds=30)
     store.finish(first.id, Outcome(status="sent", chat_id="7"), token=first.token, create_task=True)
     h.clock.advance(1)
