@@ -25,7 +25,7 @@ from bridge.api import SendRequest, first_problem
 from bridge.check import run_checks
 from bridge.database import sqlite_path
 from bridge.errors import ConfigError, UsageError
-from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend
+from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
 from bridge.optout_api import view as optout_view
 from bridge.optouts import OptOutList
 from bridge.overview import read_overview
@@ -139,7 +139,7 @@ def _send(args: argparse.Namespace) -> int:
         request = SendRequest.model_validate(body, context={"ticket_ids": normalize_case_id})
     except ValidationError as exc:
         raise UsageError(first_problem(exc)) from exc
-    overrides = request.model_dump(exclude={"ticket_id"}, exclude_none=True)
+    overrides = Overrides(**request.model_dump(exclude={"ticket_id"}, exclude_none=True))
     with opened_store(writing=True) as store:
         created = store.create(
             NewSend(

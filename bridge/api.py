@@ -39,7 +39,7 @@ from bridge.errors import (
     UnsupportedMediaType,
 )
 from bridge.metrics import Metrics
-from bridge.model import MAX_SEND_ID, NewSend
+from bridge.model import MAX_SEND_ID, NewSend, Overrides
 from bridge.phones import mask, us_e164
 from bridge.segments import count_segments, over_limit
 from bridge.sends import http_status, public_view, wait_for_outcome
@@ -178,7 +178,7 @@ class SendAPI(JSONDoor):
         key = request.headers.get("idempotency-key")
         if key is not None and not _IDEMPOTENCY_KEY.match(key):
             raise MalformedMessage("Idempotency-Key must be 1 to 200 visible ASCII characters.")
-        overrides = send.model_dump(exclude={"ticket_id"}, exclude_none=True)
+        overrides = Overrides(**send.model_dump(exclude={"ticket_id"}, exclude_none=True))
         fingerprint = _fingerprint(send)
         new = NewSend(
             dedupe_key=f"api:{key}" if key else f"api:auto:{uuid.uuid4().hex}",

@@ -248,7 +248,7 @@ class Dashboard:
             timeline=timeline,
             reached=reached(send),
             message=send.message if send.status == "sent" else None,
-            window_ignored=send.overrides.get("send_window") == "ignore",
+            window_ignored=send.overrides.window_ignored,
             retry=_retry_offer(send),
             notice=notice,
             error=error,
@@ -317,7 +317,7 @@ def _retry_offer(send: SendRecord) -> RetryOffer:
         return RetryOffer(False, why_not=f"It is {send.status}: the bridge is still working on it.")
     if not send.ticket_id:
         return RetryOffer(False, why_not="It names no record: it was deleted before Salesforce delivered it.")
-    if send.overrides.get("end_user_number_removed"):
+    if send.overrides.number_removed:
         return RetryOffer(False, why_not="It was made for a number given in its request, which is not kept.")
     if send.status == "sent":
         return RetryOffer(True, risk="It reached the customer.")

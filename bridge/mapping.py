@@ -6,11 +6,8 @@ the reason is written to the Case, so it is a sentence an agent understands.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from bridge.crm import Ticket
-from bridge.model import Outcome, SmsRequest
+from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.phones import PhoneProblem, mask, to_e164
 from bridge.segments import count_segments, over_limit
 from bridge.settings import MappingConfig
@@ -36,18 +33,18 @@ class TicketMapper:
             wanted.append(self._config.message_field)
         return tuple(dict.fromkeys(wanted))
 
-    def map(self, ticket: Ticket, overrides: Mapping[str, Any] | None = None) -> SmsRequest | Outcome:
-        overrides = overrides or {}
-        number = self.number(ticket, overrides.get("end_user_number"))
+    def map(self, ticket: Ticket, overrides: Overrides | None = None) -> SmsRequest | Outcome:
+        overrides = overrides or Overrides()
+        number = self.number(ticket, overrides.end_user_number)
         if isinstance(number, Outcome):
             return number
-        message = self.message(ticket, overrides.get("message"))
+        message = self.message(ticket, overrides.message)
         if isinstance(message, Outcome):
             return Outcome(status=message.status, reason=message.reason, end_user_hint=mask(number))
         agent_email, agent_id = self._agent(ticket, overrides)
         return SmsRequest(
             end_user_number=number,
-            outbound_number=overrides.get("outbound_number") or self._outbound_number,
+            outbound_number=overrides.outbound_number or self._outbound_number,
             message=message,
             chat_type=self._chat_type,
             ticket_id=ticket.id,
@@ -103,9 +100,9 @@ class TicketMapper:
             return Outcome(status="failed", reason=f"The message is too long to text: {too_long}")
         return text
 
-    def _agent(self, ticket: Ticket, overrides: Mapping[str, Any]) -> tuple[str | None, int | None]:
-        if overrides.get("agent_email") or overrides.get("agent_id") is not None:
-            return overrides.get("agent_email"), overrides.get("agent_id")
+    def _agent(self, ticket: Ticket, overrides: Overrides) -> tuple[str | None, int | None]:
+        if overrides.agent_email or overrides.agent_id is not None:
+            return overrides.agent_email, overrides.agent_id
         if self._config.agent == "owner" and ticket.owner_email:
             return ticket.owner_email, None
         return None, None

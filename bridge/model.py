@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 # A send goes queued -> sending -> one of the final statuses. Retries go back to queued with a
 # not_before time; a send held for the recipient's send window waits as scheduled.
@@ -32,6 +34,54 @@ WritebackState = Literal["none", "pending", "done", "failed"]
 Origin = Literal["crm_event", "person"]
 ORIGINS: tuple[Origin, ...] = get_args(Origin)
 ResendPolicy = Literal["lookup", "never"]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a person's request changes for its send (the send API, ``bridge send``), stored with it.
+
+    The stored form is JSON with these names (what the send API takes). ``end_user_number`` is
+    dropped once the send is final (:meth:`without_number`): only its masked hint is kept.
+    """
+
+    message: str | None = None
+    agent_email: str | None = None
+    agent_id: int | None = None
+    end_user_number: str | None = None
+    outbound_number: str | None = None
+    send_window: Literal["ignore"] | None = None  # an agent answering a customer who just wrote
+    end_user_number_removed: bool = False
+
+    @property
+    def window_ignored(self) -> bool:
+        return self.send_window == "ignore"
+
+    @property
+    def number_removed(self) -> bool:
+        """The send was for a number given in its request, which is no longer kept."""
+        return self.end_user_number_removed
+
+    def for_operator_retry(self) -> Overrides:
+        """What an operator's retry keeps: not the agent's "ignore the send window", which was for
+        that moment (a customer who had just written), not for whenever the retry runs."""
+        return dataclasses.replace(self, send_window=None)
+
+    def without_number(self) -> Overrides:
+        """Without the full number: it is needed only until the send is final."""
+        if self.end_user_number is None:
+            return self
+        return dataclasses.replace(self, end_user_number=None, end_user_number_removed=True)
+
+    def to_json(self) -> str | None:
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
+        return json.dumps(given) if given else None
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Overrides:
+        if not raw:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -68,7 +118,7 @@ class NewSend:
     origin: Origin
     ticket_id: str
     org_id: str | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Overrides = Overrides()
     finished: Outcome | None = None
 
 
@@ -124,7 +174,7 @@ class ClaimedSend:
     retrying_for: float
     first_attempt_at: float | None
     ambiguous_since: float | None
-    overrides: Mapping[str, Any]
+    overrides: Overrides
     claimed_at: float = 0.0  # the database's "now" when it was claimed
 
 
@@ -183,7 +233,7 @@ class SendRecord:
     writeback_error: str | None
     request_hash: str | None
     requeued_at: float | None
-    overrides: Mapping[str, Any]
+    overrides: Overrides
     segments: int | None = None
     chat_status: str | None = None  # the chat's last known status (the chat sync)
     chat_synced_at: float | None = None

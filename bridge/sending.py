@@ -188,7 +188,7 @@ class SendStep:
     async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, *, now: float | None) -> bool:
         """The consent and send-window check, on this fresh read of the ticket, for every attempt;
         at ``now``, or (None) at the store's time as the check is made."""
-        ignore = policy.may_ignore_window(job.origin) and job.overrides.get("send_window") == "ignore"
+        ignore = policy.may_ignore_window(job.origin) and job.overrides.window_ignored
         verdict = await anyio.to_thread.run_sync(
             lambda: self._consent.check(ticket, request.end_user_number, now=now, ignore_window=ignore)
         )

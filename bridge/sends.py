@@ -43,7 +43,7 @@ def public_view(send: SendRecord) -> dict[str, Any]:
         "segments": send.segments,
         "chat_status": send.chat_status,
         "chat_synced_at": iso(send.chat_synced_at),
-        "send_window": "ignored" if send.overrides.get("send_window") == "ignore" else None,
+        "send_window": "ignored" if send.overrides.window_ignored else None,
     }
 
 
@@ -101,7 +101,7 @@ def retry(store: Store, send_id: int, *, force: bool) -> RetryResult:
             f"Send {send_id} is {send.status}: {why}. Retrying it can text them a second time; add --force to do it "
             "anyway (a send that may have been delivered is first looked up in CCAI Platform).",
         )
-    if send.overrides.get("end_user_number_removed"):
+    if send.overrides.number_removed:
         return RetryResult(
             False,
             f"Send {send_id} was made for a number given in its request, which the bridge does not keep once a "

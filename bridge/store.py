@@ -8,9 +8,8 @@ a success that arrives late: an SMS that went out is always recorded (see :meth:
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, assert_never
 
 from sqlalchemy import (
@@ -42,6 +41,7 @@ from bridge.model import (
     LogEntry,
     NewSend,
     Outcome,
+    Overrides,
     PendingWriteback,
     QueueSummary,
     SendRecord,
@@ -51,7 +51,6 @@ from bridge.model import (
 
 logger = logging.getLogger(__name__)
 
-NUMBER_OVERRIDE = "end_user_number"
 _PENDING_WRITEBACK = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
 
 
@@ -123,13 +122,13 @@ class Store:
         """
         with self.db.tx() as connection:
             now = self.db.now(connection)
-            overrides = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).scalar()
+            raw = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).scalar()
             result = connection.execute(
                 update(sends)
                 .where(sends.c.id == send_id, sends.c.status.in_(list(statuses)))
                 .values(
                     status="queued",
-                    overrides=_for_operator_retry(overrides),
+                    overrides=Overrides.from_json(raw).for_operator_retry().to_json(),
                     not_before=now,
                     requeued_at=now,
                     first_attempt_at=func.coalesce(sends.c.first_attempt_at, now),
@@ -292,7 +291,7 @@ class Store:
                 "inflight": False,
                 "lease_owner": None,
                 "lease_until": None,
-                "overrides": _without_number(row[0] if row else None),
+                "overrides": Overrides.from_json(row[0] if row else None).without_number().to_json(),
                 "writeback": writeback_state,
                 "writeback_task": "pending" if write_back and create_task else "none",
                 "writeback_not_before": now,
@@ -793,31 +792,8 @@ def _record(row: RowMapping) -> SendRecord:
     )
 
 
-def _overrides(row: RowMapping) -> Mapping[str, Any]:
-    return dict(json.loads(row["overrides"])) if row["overrides"] else {}
-
-
-def _for_operator_retry(raw: str | None) -> str | None:
-    """The overrides an operator's retry keeps: not an agent's "ignore the send window", which was
-    for that moment (a customer who had just written), not for whenever the retry runs."""
-    if not raw:
-        return raw
-    overrides = json.loads(raw)
-    if overrides.pop("send_window", None) is None:
-        return raw
-    return json.dumps(overrides)
-
-
-def _without_number(raw: str | None) -> str | None:
-    """The overrides without the full number: only needed until the send is final."""
-    if not raw:
-        return raw
-    overrides = json.loads(raw)
-    if NUMBER_OVERRIDE not in overrides:
-        return raw
-    overrides.pop(NUMBER_OVERRIDE)
-    overrides["end_user_number_removed"] = True
-    return json.dumps(overrides)
+def _overrides(row: RowMapping) -> Overrides:
+    return Overrides.from_json(row["overrides"])
 
 
 def _reduced(outcome: Outcome) -> list[Outcome]:
@@ -839,7 +815,7 @@ def _new_row(item: NewSend, now: float) -> dict[str, Any]:
         "origin": item.origin,
         "org_id": item.org_id,
         "ticket_id": item.ticket_id,
-        "overrides": json.dumps(dict(item.overrides)) if item.overrides else None,
+        "overrides": item.overrides.to_json(),
         "status": "queued",
         "attempts": 0,
         "not_before": now,

@@ -13,7 +13,7 @@ import httpx
 
 from bridge.ccai import CCAIClient
 from bridge.metrics import Metrics
-from bridge.model import NewSend, Origin, SendRecord
+from bridge.model import NewSend, Origin, Overrides, SendRecord
 from bridge.ratelimit import LocalRateLimiter, RateLimiter
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.services import build_worker
@@ -77,7 +77,13 @@ class Harness:
         """Sends as a door would store them: by default events the CRM fired (an outbound message)."""
         door = source or ("outbound_message" if origin == "crm_event" else "api")
         sends = [
-            NewSend(dedupe_key=f"om:x:{uuid.uuid4().hex}", source=door, origin=origin, ticket_id=c, overrides=overrides)
+            NewSend(
+                dedupe_key=f"om:x:{uuid.uuid4().hex}",
+                source=door,
+                origin=origin,
+                ticket_id=c,
+                overrides=Overrides(**overrides),
+            )
             for c in case_ids
         ]
         return [self.store.create(s).id for s in sends]

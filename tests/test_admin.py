@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import NewSend, Outcome
+from bridge.model import NewSend, Outcome, Overrides
 from bridge.sandbox.cases import sample_cases
 from bridge.status import StatusBoard
 from bridge.store import Store
@@ -107,10 +107,11 @@ def test_send_queues_for_the_running_bridge(bridge: Bridge, store: Store) -> Non
     assert queued.code == 0
     assert queued.out.strip() == f"Send 1 for Case {MOBILE}: queued"
     [record] = store.find()
-    assert (record.source, record.ticket_id, dict(record.overrides)) == (
+    assert (record.source, record.origin, record.ticket_id, record.overrides) == (
         "cli",
+        "person",
         MOBILE,
-        {"message": "Hello from the CLI"},
+        Overrides(message="Hello from the CLI"),
     )
     waited = bridge("send", MOBILE, "--wait", "0.2", "--json")
     assert waited.code == 3  # still pending: no bridge is running against this store

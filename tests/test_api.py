@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from bridge.api import SendRequest
 from bridge.app import create_app
 from bridge.errors import StoreUnavailable
+from bridge.model import Overrides
 from bridge.salesforce import normalize_case_id
 from bridge.sandbox.cases import sample_cases
 from bridge.services import Services
@@ -66,7 +67,7 @@ def test_a_send_is_queued_for_the_18_character_case_and_can_be_read(client: Test
     assert "Hello" not in response.text  # the message text is never shown back
     stored = sqlite_store.get(body["id"])
     assert stored is not None
-    assert dict(stored.overrides) == {"message": "Hello", "agent_id": 7}
+    assert stored.overrides == Overrides(message="Hello", agent_id=7)
     read = client.get(f"{URL}/{body['id']}", headers=AUTH)
     assert (read.status_code, read.json()) == (200, body)
 

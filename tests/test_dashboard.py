@@ -16,7 +16,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from bridge import _csrf, dashboard
 from bridge.app import create_app
 from bridge.dashboard import activity_chart
-from bridge.model import ActivityCount, NewSend, Outcome
+from bridge.model import ActivityCount, NewSend, Outcome, Overrides
 from bridge.optouts import OptOutList
 from bridge.sends import retry
 from bridge.status import StatusBoard
@@ -43,10 +43,14 @@ def client_for(store: Store, *, password: str = PASSWORD) -> TestClient:
     return TestClient(create_app(services=svc), headers=SIGNED_IN if password else None)
 
 
-def add_send(store: Store, outcome: Outcome | None = None, *, case: str = CASE, **overrides: object) -> int:
+def add_send(store: Store, outcome: Outcome | None = None, *, case: str = CASE, **overrides: Any) -> int:
     """A send, finished with ``outcome`` when given (as a worker would record it)."""
     new = NewSend(
-        dedupe_key=f"api:{uuid.uuid4().hex}", source="api", origin="person", ticket_id=case, overrides=overrides
+        dedupe_key=f"api:{uuid.uuid4().hex}",
+        source="api",
+        origin="person",
+        ticket_id=case,
+        overrides=Overrides(**overrides),
     )
     created = store.create(new)
     if outcome is not None:

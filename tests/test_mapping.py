@@ -6,7 +6,7 @@ from typing import Any
 
 from bridge.crm import Ticket
 from bridge.mapping import TicketMapper
-from bridge.model import Outcome, SmsRequest
+from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.settings import MappingConfig
 
 OWNER = "ana@example.com"
@@ -81,10 +81,10 @@ def test_agent_choice_none_never_assigns() -> None:
 
 
 def test_an_agent_given_in_the_request_wins_over_the_owner() -> None:
-    by_email = mapper().map(ticket(ContactMobile="4155550100"), {"agent_email": "clicker@example.com"})
+    by_email = mapper().map(ticket(ContactMobile="4155550100"), Overrides(agent_email="clicker@example.com"))
     assert isinstance(by_email, SmsRequest)
     assert (by_email.agent_email, by_email.agent_id) == ("clicker@example.com", None)
-    by_id = mapper().map(ticket(ContactMobile="4155550100"), {"agent_id": 42})
+    by_id = mapper().map(ticket(ContactMobile="4155550100"), Overrides(agent_id=42))
     assert isinstance(by_id, SmsRequest)
     assert (by_id.agent_email, by_id.agent_id) == (None, 42)
 

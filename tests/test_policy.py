@@ -17,7 +17,7 @@ from bridge.errors import (
     CRMRequestError,
     CRMUnavailable,
 )
-from bridge.model import ORIGINS, Chat, ClaimedSend
+from bridge.model import ORIGINS, Chat, ClaimedSend, Overrides
 
 LIMITS = policy.Limits(retry_for=3600)
 FRESH = ClaimedSend(
@@ -32,7 +32,7 @@ FRESH = ClaimedSend(
     retrying_for=0.0,
     first_attempt_at=None,
     ambiguous_since=None,
-    overrides={},
+    overrides=Overrides(),
 )
 MAYBE = replace(FRESH, may_have_sent=True, attempts=1, first_attempt_at=100.0, ambiguous_since=100.0)
 LOOKED_UP = replace(MAYBE, may_have_sent=False)  # the lookup found nothing; ambiguous_since stays

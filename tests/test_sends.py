@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from bridge.model import FinalStatus, NewSend, Outcome
+from bridge.model import FinalStatus, NewSend, Outcome, Overrides
 from bridge.sends import http_status, public_view, retry, wait_for_outcome
 from bridge.store import Store
 from tests._clock import Clock
@@ -19,16 +18,18 @@ NUMBER = "+14155550100"
 NOW_ISO = "2027-01-15T08:00:00Z"  # the test clock's start
 
 
-def queued(store: Store, overrides: Mapping[str, Any] | None = None) -> int:
+def queued(store: Store, overrides: Overrides | None = None) -> int:
     new = NewSend(
-        dedupe_key=f"api:{uuid.uuid4().hex}", source="api", origin="person", ticket_id=CASE, overrides=overrides or {}
+        dedupe_key=f"api:{uuid.uuid4().hex}",
+        source="api",
+        origin="person",
+        ticket_id=CASE,
+        overrides=overrides or Overrides(),
     )
     return store.create(new).id
 
 
-def finished(
-    store: Store, outcome: Outcome, *, overrides: Mapping[str, Any] | None = None, create_task: bool = False
-) -> int:
+def finished(store: Store, outcome: Outcome, *, overrides: Overrides | None = None, create_task: bool = False) -> int:
     send_id = queued(store, overrides)
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
     assert store.finish(job.id, outcome, token=job.token, create_task=create_task)
@@ -58,7 +59,7 @@ def view(store: Store, send_id: int) -> dict[str, Any]:
 
 def test_a_sent_send_shows_its_chat_and_hides_the_number_and_the_message(sqlite_store: Store) -> None:
     outcome = Outcome(status="sent", chat_id="114", message="Hello Ana", end_user_hint="*******0100", segments=1)
-    send_id = finished(sqlite_store, outcome, overrides={"end_user_number": NUMBER}, create_task=True)
+    send_id = finished(sqlite_store, outcome, overrides=Overrides(end_user_number=NUMBER), create_task=True)
     shown = view(sqlite_store, send_id)
     expected = {
         "id": send_id,
@@ -97,7 +98,7 @@ def test_a_refusal_shows_its_reason(sqlite_store: Store) -> None:
 
 
 def test_a_pending_send_says_when_it_is_next_tried_or_scheduled(sqlite_store: Store, clock: Clock) -> None:
-    send_id = queued(sqlite_store, {"send_window": "ignore"})
+    send_id = queued(sqlite_store, Overrides(send_window="ignore"))
     shown = view(sqlite_store, send_id)
     assert (shown["status"], shown["next_attempt_at"], shown["scheduled_for"], shown["finished_at"]) == (
         "queued",
@@ -231,7 +232,7 @@ def test_a_notification_about_a_deleted_record_is_not_retried(sqlite_store: Stor
 
 def test_a_send_whose_number_was_given_in_its_request_cannot_be_retried(sqlite_store: Store) -> None:
     """The number is not kept once the send is final, so a retry could only text the Case's own number."""
-    send_id = finished(sqlite_store, Outcome(status="failed", reason="x"), overrides={"end_user_number": NUMBER})
+    send_id = finished(sqlite_store, Outcome(status="failed", reason="x"), overrides=Overrides(end_user_number=NUMBER))
     for force in (False, True):
         result = retry(sqlite_store, send_id, force=force)
         assert not result.queued

@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import inspect, text
 
 from bridge._schema import LATEST_VERSION
-from bridge.model import NewSend, Outcome
+from bridge.model import NewSend, Outcome, Overrides
 from bridge.store import Store
 from tests._clock import Clock
 
@@ -372,11 +372,11 @@ def test_a_number_given_in_a_request_is_not_kept_once_the_send_is_final(store: S
             source="api",
             origin="person",
             ticket_id=CASE,
-            overrides={"end_user_number": "+14155550100"},
+            overrides=Overrides(end_user_number="+14155550100"),
         )
     )
     [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    assert job.overrides["end_user_number"] == "+14155550100"  # needed while sending
+    assert job.overrides.end_user_number == "+14155550100"  # needed while sending
     store.finish(job.id, sent(end_user_hint="*******0100"), token=job.token, create_task=False)
     with store.db.engine.connect() as connection:
         raw = connection.execute(text(f"SELECT overrides FROM sends WHERE id = {created.id}")).scalar_one()
