@@ -16,14 +16,14 @@ store lookup it needs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from bridge import send_window
 from bridge.crm import Ticket
 from bridge.optouts import OptOut, OptOutList
-from bridge.send_window import Window
+from bridge.send_window import WindowRules
 
 # How the ticket's consent fields read in a reason; other fields are named by their API name.
 FIELD_WORDS = {
@@ -57,16 +57,6 @@ class Hold:
 Verdict = Allow | Block | Hold
 
 
-@dataclass(frozen=True)
-class WindowRules:
-    """The send window settings: the default, per-state overrides, and how to find the recipient's zone."""
-
-    default: Window | None
-    states: Mapping[str, Window | None]
-    default_zone: str = "America/New_York"
-    timezone_field: str = ""
-
-
 def decide(
     ticket: Ticket,
     number: str,
@@ -85,14 +75,11 @@ def decide(
         return Block("opted_out", f"Not sent: {opted_out.describe()}.", from_list=True)
     if ignore_window:
         return Allow(window_ignored=rules.default is not None)
-    window = send_window.window_for(send_window.state_for_number(number), rules.default, rules.states)
-    if window is None:
+    moment = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+    checked = send_window.check(rules, number, zone_field=ticket.get(rules.timezone_field), now=moment)
+    if checked is None or checked.decision.open:
         return Allow()
-    field_zone = send_window.timezone_from_field(ticket.get(rules.timezone_field)) if rules.timezone_field else None
-    zones = send_window.recipient_zones(number, field_zone=field_zone, default=rules.default_zone)
-    decision = send_window.decide(dt.datetime.fromtimestamp(now, tz=dt.UTC), window, zones)
-    if decision.open:
-        return Allow()
+    decision, window = checked.decision, checked.window
     if decision.opens_at is None:
         return Block("failed", decision.reason or f"The send window {window} can never be met for this number.")
     return Hold(until=decision.opens_at.timestamp(), reason=decision.reason or f"Scheduled (send window {window}).")

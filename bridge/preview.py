@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bridge import send_window
-from bridge.consent import Block, ConsentCheck, WindowRules
+from bridge.consent import Block, ConsentCheck
 from bridge.crm import CRMGateway
 from bridge.errors import NotFound
 from bridge.mapping import TicketMapper
 from bridge.model import Outcome
 from bridge.phones import mask
 from bridge.segments import SegmentCount, count_segments
+from bridge.send_window import WindowRules
 
 
 @dataclass(frozen=True)
@@ -96,18 +97,16 @@ class Previewer:
         return base
 
     def _window(self, field_value: object, number: str, now: float) -> WindowState | None:
-        window = send_window.window_for(send_window.state_for_number(number), self._rules.default, self._rules.states)
-        if window is None:
-            return None
-        field_zone = send_window.timezone_from_field(field_value) if field_value else None
-        zones = send_window.recipient_zones(number, field_zone=field_zone, default=self._rules.default_zone)
         moment = dt.datetime.fromtimestamp(now, tz=dt.UTC)
-        decision = send_window.decide(moment, window, zones)
-        zone = decision.zone or zones[0]
+        checked = send_window.check(self._rules, number, zone_field=field_value, now=moment)
+        if checked is None:
+            return None
+        decision = checked.decision
+        zone = decision.zone or checked.zones[0]
         local = moment.astimezone(send_window.zone_info(zone))
         return WindowState(
             open=decision.open,
-            window=str(window),
+            window=str(checked.window),
             time_zone=zone,
             local_time=local.strftime("%H:%M"),
             opens_at=decision.opens_at.timestamp() if decision.opens_at else None,

@@ -24,12 +24,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bridge.consent import WindowRules
 from bridge.errors import ConfigError
 from bridge.model import ResendPolicy
 from bridge.phones import us_e164
 from bridge.salesforce_auth import SalesforceCredentials, choose_credentials
-from bridge.send_window import Window, parse_window, timezone_from_field
+from bridge.send_window import Window, WindowRules, parse_window, timezone_from_field
 from bridge.template import Template
 
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")

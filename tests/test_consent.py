@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 
-from bridge.consent import Allow, Block, Hold, WindowRules, decide
+from bridge.consent import Allow, Block, Hold, decide
 from bridge.crm import Ticket
 from bridge.optouts import OptOut, OptOutList
-from bridge.send_window import parse_window
+from bridge.send_window import WindowRules, parse_window
 from bridge.sends import retry
 from bridge.store import Store
 from tests._clock import Clock

@@ -9,12 +9,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.consent import ConsentCheck, WindowRules
+from bridge.consent import ConsentCheck
 from bridge.errors import CRMUnavailable
 from bridge.mapping import TicketMapper
 from bridge.optouts import OptOutList
 from bridge.preview import Previewer
-from bridge.send_window import parse_window
+from bridge.send_window import WindowRules, parse_window
 from bridge.services import Services
 from bridge.settings import MappingConfig
 from bridge.store import Store
