@@ -63,7 +63,7 @@ def run_pipeline(
         cases = _seed_cases(info, events)
         store = Store.from_url(url)
         store.migrate()
-        store.ingest(
+        store.sends.ingest(
             [
                 NewSend(dedupe_key=f"bench:{c}", source="outbound_message", origin="crm_event", ticket_id=c)
                 for c in cases

@@ -20,20 +20,19 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from bridge._schema import LATEST_VERSION
 from bridge.api import SendRequest, first_problem
 from bridge.check import run_checks
-from bridge.database import sqlite_path
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
 from bridge.optout_api import view as optout_view
-from bridge.optouts import OptOutList
 from bridge.overview import read_overview
 from bridge.phones import mask, us_e164
 from bridge.salesforce import normalize_case_id
 from bridge.sends import iso, public_view, retry, wait_for_outcome
 from bridge.settings import Settings, load_settings
 from bridge.store import Store
+from bridge.store.database import sqlite_path
+from bridge.store.migrations import latest_version
 
 LIST_COLUMNS = (
     "id",
@@ -123,7 +122,7 @@ def opened_store(settings: Settings | None = None, *, writing: bool = False) -> 
         version = store.schema_version()
         if version == 0:
             raise ConfigError(missing)
-        if writing and version < LATEST_VERSION:
+        if writing and version < latest_version():
             raise ConfigError("The store's schema is out of date: run `bridge migrate`.")
         yield store
     finally:
@@ -141,7 +140,7 @@ def _send(args: argparse.Namespace) -> int:
         raise UsageError(first_problem(exc)) from exc
     overrides = Overrides(**request.model_dump(exclude={"ticket_id"}, exclude_none=True))
     with opened_store(writing=True) as store:
-        created = store.create(
+        created = store.sends.create(
             NewSend(
                 dedupe_key=f"cli:{uuid.uuid4().hex}",
                 source="cli",
@@ -173,7 +172,7 @@ def _list(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--ticket {args.ticket!r}: {exc}.") from exc
     with opened_store() as store:
-        rows = [public_view(r) for r in store.find(status=args.status, ticket_id=ticket, limit=args.limit)]
+        rows = [public_view(r) for r in store.history.find(status=args.status, ticket_id=ticket, limit=args.limit)]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
@@ -185,8 +184,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     with opened_store() as store:
-        record = store.get(args.send_id)
-        timeline = store.timeline(args.send_id)
+        record = store.history.get(args.send_id)
+        timeline = store.history.timeline(args.send_id)
     if record is None:
         print(f"There is no send {args.send_id}.", file=sys.stderr)
         return 1
@@ -214,7 +213,7 @@ def _retry(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        ids = [record.id for record in store.find(status=args.status, limit=1_000_000)]
+        ids = [record.id for record in store.history.find(status=args.status, limit=1_000_000)]
         results = _each_with_progress(ids, lambda send_id: retry(store, send_id, force=args.force).queued)
     queued = sum(results)
     print(f"{queued} {args.status} send(s) queued again.")
@@ -248,7 +247,7 @@ def _e164(raw: str) -> str:
 def _opt_out_add(args: argparse.Namespace) -> int:
     number = _e164(args.number)
     with opened_store(writing=True) as store:
-        added = OptOutList(store.db).add(number, source=args.source, note=args.note)
+        added = store.opt_outs.add(number, source=args.source, note=args.note)
     print(f"{mask(number)} {'is now on' if added else 'was already on'} the opt-out list.")
     return 0
 
@@ -256,7 +255,7 @@ def _opt_out_add(args: argparse.Namespace) -> int:
 def _opt_out_remove(args: argparse.Namespace) -> int:
     number = _e164(args.number)
     with opened_store(writing=True) as store:
-        removed = OptOutList(store.db).remove(number, by="an operator (bridge opt-outs remove)")
+        removed = store.opt_outs.remove(number, by="an operator (bridge opt-outs remove)")
     if not removed:
         print(f"{mask(number)} is not on the opt-out list.", file=sys.stderr)
         return 1
@@ -266,7 +265,7 @@ def _opt_out_remove(args: argparse.Namespace) -> int:
 
 def _opt_out_list(args: argparse.Namespace) -> int:
     with opened_store() as store:
-        entries, total = OptOutList(store.db).page(limit=args.limit)
+        entries, total = store.opt_outs.page(limit=args.limit)
     rows = [optout_view(e) for e in entries]
     if args.json:
         print(json.dumps({"opt_outs": rows, "total": total}, indent=2))
@@ -340,7 +339,7 @@ def _purge(args: argparse.Namespace) -> int:
         )
     removed = 0
     with opened_store(settings, writing=True) as store:
-        while batch := store.purge(days * 86400, batch=1000, once=True):
+        while batch := store.sends.purge(days * 86400, batch=1000, once=True):
             removed += batch
             if sys.stderr.isatty():
                 print(f"\rremoved {removed}", end="", file=sys.stderr, flush=True)

@@ -188,7 +188,7 @@ class SendAPI(JSONDoor):
             overrides=overrides,
         )
         try:
-            created = await anyio.to_thread.run_sync(lambda: self._store.create(new, request_hash=fingerprint))
+            created = await anyio.to_thread.run_sync(lambda: self._store.sends.create(new, request_hash=fingerprint))
         except StoreRejected as exc:
             raise Unprocessable(f"The request could not be stored: {exc}") from exc
         if not created.created and created.request_hash != fingerprint:
@@ -213,7 +213,7 @@ class SendAPI(JSONDoor):
         raw = request.path_params["send_id"]
         # Ids are positive 32-bit integers: anything else cannot name a send (and must not reach the database).
         exists = _SEND_ID.match(raw) is not None and 0 < int(raw) <= MAX_SEND_ID
-        found = await anyio.to_thread.run_sync(self._store.get, int(raw)) if exists else None
+        found = await anyio.to_thread.run_sync(self._store.history.get, int(raw)) if exists else None
         if found is None:
             raise NotFound(f"There is no send {raw[:40]}.")
         return JSONResponse(public_view(found))

@@ -26,20 +26,18 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import logs
-from bridge._schema import LATEST_VERSION
 from bridge._secrets import matches_any
 from bridge.api import SendAPI
-from bridge.chats import ChatStore
+from bridge.ccai.session_events import SessionEventsEndpoint
 from bridge.dashboard import Dashboard
 from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
 from bridge.optout_api import OptOutAPI
-from bridge.optouts import OptOutList
 from bridge.phones import mask_numbers
 from bridge.preview_api import PreviewAPI
 from bridge.salesforce_om import OutboundMessageEndpoint
 from bridge.services import Services, build_services, drain_worker, start_worker
-from bridge.session_events import SessionEventsEndpoint
 from bridge.settings import Settings
+from bridge.store.migrations import latest_version
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ class Probes:
     async def readyz(self, _request: Request) -> Response:
         problems = []
         try:
-            if await anyio.to_thread.run_sync(self._svc.store.schema_version) < LATEST_VERSION:
+            if await anyio.to_thread.run_sync(self._svc.store.schema_version) < latest_version():
                 problems.append("the store's schema is out of date: run `bridge migrate`")
         except StoreError:
             problems.append("the store is unreachable")
@@ -123,7 +121,7 @@ def door_routes(svc: Services) -> list[BaseRoute]:
     """The inbound doors, each a module of its own: Salesforce's outbound messages, CCAI's session
     events, and the JSON API (sends, previews, opt-outs)."""
     wake = svc.worker.wake if svc.worker is not None else (lambda: None)
-    opt_out_list = svc.opt_outs or OptOutList(svc.store.db)
+    opt_out_list = svc.opt_outs or svc.store.opt_outs
     outbound = OutboundMessageEndpoint(
         store=svc.store,
         tokens=svc.webhook_tokens,
@@ -133,7 +131,7 @@ def door_routes(svc: Services) -> list[BaseRoute]:
         wake=wake,
     )
     session_events = SessionEventsEndpoint(
-        chats=ChatStore(svc.store.db),
+        events=svc.store.session_events,
         user=svc.session_events_user,
         password=svc.session_events_password,
         max_body_bytes=svc.max_body_bytes,
@@ -178,7 +176,7 @@ def dashboard_routes(svc: Services) -> list[BaseRoute]:
         return []
     return Dashboard(
         store=svc.store,
-        opt_outs=svc.opt_outs or OptOutList(svc.store.db),
+        opt_outs=svc.opt_outs or svc.store.opt_outs,
         password=svc.dashboard_password,
         metrics=svc.metrics,
         ticket_ids=svc.ticket_ids,

@@ -10,7 +10,7 @@ arrive; the poll stays the safety net. Nothing here can send an SMS.
 
 A write holds its chats for as long as the CRM takes (the lease is renewed meanwhile), so no other
 process writes the same ticket at the same time; news that arrives during the write is written by
-the next one (see :meth:`ChatStore.record_update`).
+the next one (see :meth:`bridge.store.chats.Chats.record_update`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import anyio
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.ccai import CCAIClient, manager_time
-from bridge.chats import ChatClaim, ChatStore, PendingChatUpdate, parse
+from bridge.ccai.chats import NewStatusWords, parse
+from bridge.ccai.client import CCAIClient, manager_time
 from bridge.crm import ChatUpdate, CRMGateway, NoteCompletion, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
 from bridge.metrics import Metrics
-from bridge.session_events import SessionEventLog
-from bridge.status import CHAT_SYNC_KEY, StatusBoard
+from bridge.store.chats import ChatClaim, Chats, PendingChatUpdate
+from bridge.store.session_events import SessionEvents
+from bridge.store.status import CHAT_SYNC_KEY, StatusBoard
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class ChatSync:
         self,
         *,
         owner: str,
-        chats: ChatStore,
+        chats: Chats,
+        events: SessionEvents,
         board: StatusBoard,
         ccai: CCAIClient,
         gateway: CRMGateway,
@@ -80,7 +82,8 @@ class ChatSync:
     ) -> None:
         self._owner = owner
         self._chats = chats
-        self._events = SessionEventLog(chats.db)
+        self._events = events
+        self._new_words = NewStatusWords()
         self._board = board
         self._ccai = ccai
         self._gateway = gateway
@@ -134,6 +137,7 @@ class ChatSync:
                 async for page in self._ccai.chat_pages(params, complete=False):
                     requests += 1
                     states = [s for s in map(parse, page) if s is not None]
+                    self._new_words.notice(states)
                     changed += await anyio.to_thread.run_sync(
                         self._chats.apply, [s for s in states if s.chat_id in followed]
                     )

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import anyio.to_thread
 
-from bridge._schema import LATEST_VERSION
+from bridge.ccai.pacing import LocalRateLimiter
 from bridge.errors import BridgeError, CCAIRejected, ConfigError
 from bridge.mapping import TicketMapper
 from bridge.model import Finding, SmsRequest
-from bridge.ratelimit import LocalRateLimiter
 from bridge.salesforce_check import check_org
 from bridge.services import ccai_client, salesforce_gateway
 from bridge.settings import Settings
 from bridge.store import Store
+from bridge.store.migrations import latest_version
 
 # A fictional number (555-01xx is reserved for fiction); the probe's empty message is refused anyway.
 PROBE_NUMBER = "+12015550123"
@@ -61,7 +61,7 @@ def _check_store(settings: Settings) -> Finding:
         return Finding("Store", False, f"{where}: {exc}")
     finally:
         store.close()
-    if version < LATEST_VERSION:
+    if version < latest_version():
         return Finding("Store", False, f"{where} is at schema version {version}; run `bridge migrate`.")
     return Finding("Store", True, f"{where} at schema version {version}")
 

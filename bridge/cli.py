@@ -24,7 +24,6 @@ import httpx
 import uvicorn
 
 from bridge import __version__
-from bridge._schema import LATEST_VERSION
 from bridge.admin import register
 from bridge.app import create_app
 from bridge.errors import BridgeError, ConfigError, UsageError
@@ -43,6 +42,7 @@ from bridge.sandbox.session_events import EventTarget
 from bridge.services import Services, Shutdown, build_services, drain_worker, start_worker
 from bridge.settings import Settings, load_settings
 from bridge.store import Store
+from bridge.store.migrations import latest_version
 
 logger = logging.getLogger("bridge")
 
@@ -300,7 +300,7 @@ def _worker(_args: argparse.Namespace) -> int:
         raise ConfigError(" ".join(problems) + " Set them in the environment or in .env (see README).")
     services = build_services(settings, run_worker=True)
     try:
-        if not services.store.schema_version() >= LATEST_VERSION:
+        if not services.store.schema_version() >= latest_version():
             raise ConfigError("The store's schema is not up to date: run `bridge migrate` first.")
         anyio.run(_run_worker, services)
     finally:

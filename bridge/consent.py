@@ -5,7 +5,7 @@ Three things can stop it, in this order:
 
 1. consent fields on the ticket (``[consent] block_if_true``, e.g. ``Contact.DoNotCall``: a text is a
    call), read with the ticket in the same query;
-2. the bridge's opt-out list (:mod:`bridge.optouts`), by the number in E.164;
+2. the bridge's opt-out list (:mod:`bridge.store.opt_outs`), by the number in E.164;
 3. the recipient's send window (``BRIDGE_SEND_WINDOW``, in the recipient's local time): outside it
    the send is *held* until the window opens, then checked again from the start.
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from bridge import send_window
 from bridge.crm import Ticket
-from bridge.optouts import OptOut, OptOutList
+from bridge.model import OptOut, OptOutReading
 from bridge.send_window import WindowRules
 
 # How the ticket's consent fields read in a reason; other fields are named by their API name.
@@ -85,8 +85,16 @@ def decide(
     return Hold(until=decision.opens_at.timestamp(), reason=decision.reason or f"Scheduled (send window {window}).")
 
 
+class OptOutList(Protocol):
+    """The opt-out list as the check uses it (:class:`bridge.store.opt_outs.OptOuts`)."""
+
+    def read(self, number: str) -> OptOutReading: ...
+
+    def add(self, number: str, *, source: str, note: str | None = None) -> bool: ...
+
+
 class ConsentCheck:
-    """:func:`decide` with the opt-out lookup it needs."""
+    """:func:`decide` with the opt-out list it reads, and adds to when CCAI refuses an opted-out number."""
 
     def __init__(self, *, opt_outs: OptOutList, block_if_true: Sequence[str], rules: WindowRules) -> None:
         self._opt_outs = opt_outs
@@ -101,16 +109,20 @@ class ConsentCheck:
 
     def check(self, ticket: Ticket, number: str, *, now: float | None, ignore_window: bool = False) -> Verdict:
         """The verdict at ``now``, or (None) at the store's time of reading the opt-out list."""
-        entry, read_at = self._opt_outs.read(number)
+        reading = self._opt_outs.read(number)
         return decide(
             ticket,
             number,
-            now=read_at if now is None else now,
+            now=reading.at if now is None else now,
             block_if_true=self._block_if_true,
-            opted_out=entry,
+            opted_out=reading.entry,
             rules=self._rules,
             ignore_window=ignore_window,
         )
+
+    def record_opt_out(self, number: str, *, reason: str | None) -> None:
+        """CCAI refused because the consumer opted out: no ticket may text this number again."""
+        self._opt_outs.add(number, source="ccai", note=reason)
 
 
 def _true(value: object) -> bool:

@@ -48,10 +48,10 @@ from bridge.model import (
     SendStatus,
 )
 from bridge.optout_api import view as opt_out_view
-from bridge.optouts import OptOutList
 from bridge.overview import read_overview
 from bridge.sends import iso, retry, retryable_without_force
 from bridge.store import Store
+from bridge.store.opt_outs import OptOuts
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class SendFilters:
 
 class Dashboard:
     def __init__(
-        self, *, store: Store, opt_outs: OptOutList, password: str, metrics: Metrics, ticket_ids: TicketIds
+        self, *, store: Store, opt_outs: OptOuts, password: str, metrics: Metrics, ticket_ids: TicketIds
     ) -> None:
         self._store = store
         self._opt_outs = opt_outs
@@ -187,7 +187,7 @@ class Dashboard:
 
     async def _overview(self, request: Request) -> Response:
         overview = await anyio.to_thread.run_sync(read_overview, self._store)
-        start, counts = await anyio.to_thread.run_sync(lambda: self._store.activity(hours=24))
+        start, counts = await anyio.to_thread.run_sync(lambda: self._store.history.activity(hours=24))
         return self._render(request, "overview.html", overview=overview, chart=activity_chart(start, counts))
 
     async def _sends(self, request: Request) -> Response:
@@ -214,7 +214,7 @@ class Dashboard:
             with self._store.db.tx() as connection:  # "the last hour" by the clock the sends were stamped with
                 start = self._store.db.now(connection) - filters.within
             since = start if since is None else max(since, start)
-        return self._store.find(
+        return self._store.history.find(
             ticket_id=filters.ticket_id,
             status=filters.status,
             since=since,
@@ -224,8 +224,8 @@ class Dashboard:
         )
 
     def _load(self, send_id: int) -> tuple[SendRecord, list[LogEntry]] | None:
-        send = self._store.get(send_id)
-        return None if send is None else (send, self._store.timeline(send_id))
+        send = self._store.history.get(send_id)
+        return None if send is None else (send, self._store.history.timeline(send_id))
 
     async def _send(self, request: Request, *, status_code: int = 200, error: str | None = None) -> Response:
         send_id = int(request.path_params["send_id"])
@@ -264,7 +264,7 @@ class Dashboard:
                 "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
                 status_code=403,
             )
-        send = await anyio.to_thread.run_sync(self._store.get, send_id) if send_id <= MAX_SEND_ID else None
+        send = await anyio.to_thread.run_sync(self._store.history.get, send_id) if send_id <= MAX_SEND_ID else None
         if send is None:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
         force = _retry_offer(send).risk is not None

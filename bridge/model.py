@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
+
+from bridge.phones import mask
 
 # A send goes queued -> sending -> one of the final statuses. Retries go back to queued with a
 # not_before time; a send held for the recipient's send window waits as scheduled.
@@ -82,6 +85,34 @@ class Overrides:
             return cls()
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """A number on the opt-out list: never texted, whatever ticket it comes from."""
+
+    number: str
+    source: str
+    note: str | None
+    created_at: float
+
+    @property
+    def masked(self) -> str:
+        return mask(self.number)
+
+    def describe(self) -> str:
+        """Why a send is blocked: "the number is on the opt-out list since 2026-11-02 (agent: said stop)"."""
+        since = dt.datetime.fromtimestamp(self.created_at, tz=dt.UTC).date().isoformat()
+        detail = f"{self.source}: {self.note}" if self.note else self.source
+        return f"the number is on the opt-out list since {since} ({detail})"
+
+
+@dataclass(frozen=True)
+class OptOutReading:
+    """A number's entry on the opt-out list, if any, and the store's time of the reading."""
+
+    entry: OptOut | None
+    at: float
 
 
 @dataclass(frozen=True)

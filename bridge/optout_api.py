@@ -18,9 +18,10 @@ from starlette.responses import JSONResponse, Response
 from bridge.api import JSONDoor, first_problem
 from bridge.errors import MalformedMessage, NotFound
 from bridge.metrics import Metrics
-from bridge.optouts import OptOut, OptOutList
+from bridge.model import OptOut
 from bridge.phones import us_e164
 from bridge.sends import iso
+from bridge.store.opt_outs import OptOuts
 from bridge.text import forbidden_characters
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def view(entry: OptOut) -> dict[str, object]:
 
 
 class OptOutAPI(JSONDoor):
-    def __init__(self, *, opt_outs: OptOutList, api_keys: Sequence[str], max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(self, *, opt_outs: OptOuts, api_keys: Sequence[str], max_body_bytes: int, metrics: Metrics) -> None:
         super().__init__(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
         self._list = opt_outs
 

@@ -9,10 +9,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bridge.chats import ChatStore
 from bridge.model import QueueSummary
-from bridge.status import API_USAGE_KEY, CHAT_SYNC_KEY, StatusBoard, WorkerInfo
 from bridge.store import Store
+from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, WorkerInfo
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,15 @@ class Overview:
 
 
 def read_overview(store: Store, *, now: float | None = None) -> Overview:
-    board = StatusBoard(store.db)
+    board = store.status
     usage = board.get(API_USAGE_KEY)
     sync = board.get(CHAT_SYNC_KEY)
     now = time.time() if now is None else now
     return Overview(
-        queue=store.queue_summary(),
+        queue=store.history.queue_summary(),
         workers=board.workers(),
         api_usage=None if usage is None else ApiUsage(int(usage[0]["used"]), int(usage[0]["total"]), usage[1]),
-        chat_sync=None if sync is None else _chat_sync(sync[0], ChatStore(store.db).lagging(), now),
+        chat_sync=None if sync is None else _chat_sync(sync[0], store.chats.lagging(), now),
     )
 
 

@@ -147,7 +147,7 @@ class OutboundMessageEndpoint:
             raise OrganizationNotAllowed(f"Organization {org_id} is not in SALESFORCE_ORG_IDS.")
         new = [_new_send(n) for n in notifications]
         try:
-            stored = await anyio.to_thread.run_sync(self._store.ingest, new)
+            stored = await anyio.to_thread.run_sync(self._store.sends.ingest, new)
         except StoreRejected as exc:
             raise MalformedMessage(f"The notifications could not be stored: {exc}") from exc
         self._metrics.events_received.labels("outbound_message").inc(len(new))

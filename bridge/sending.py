@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 
 from bridge import _backoff, policy
-from bridge.ccai import CCAIClient
+from bridge.ccai.client import CCAIClient
 from bridge.consent import Block, ConsentCheck, Hold
 from bridge.crm import CRMGateway, Ticket
 from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreUnavailable
@@ -31,10 +31,10 @@ from bridge.logs import about_send
 from bridge.mapping import TicketMapper
 from bridge.metrics import Metrics
 from bridge.model import Chat, ClaimedSend, Outcome, SmsRequest
-from bridge.optouts import OptOutList
 from bridge.phones import mask
 from bridge.segments import count_segments
 from bridge.store import Store
+from bridge.store.opt_outs import OptOuts
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class SendStep:
         ccai: CCAIClient,
         mapper: TicketMapper,
         consent: ConsentCheck,
-        opt_outs: OptOutList,
+        opt_outs: OptOuts,
         limits: policy.Limits,
         options: SendOptions,
         stopping: Callable[[], bool],
@@ -86,7 +86,7 @@ class SendStep:
     async def run_batch(self) -> int:
         options = self._options
         claimed = await anyio.to_thread.run_sync(
-            lambda: self._store.claim_sends(self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds)
+            lambda: self._store.sends.claim(self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds)
         )
         with self._holdings.sends(job.id for job in claimed):
             to_guard: list[ClaimedSend] = []
@@ -118,7 +118,7 @@ class SendStep:
             return None
         if found is None:
             # The whole list was read and holds no chat for the earlier attempts: nothing reached the customer.
-            if not await anyio.to_thread.run_sync(lambda: self._store.confirm_not_sent(job.id, token=job.token)):
+            if not await anyio.to_thread.run_sync(lambda: self._store.sends.confirm_not_sent(job.id, token=job.token)):
                 return None
             job = dataclasses.replace(job, may_have_sent=False)
         after = policy.after_lookup(found, job, self._limits, rng=self._rng)
@@ -135,7 +135,7 @@ class SendStep:
         assert since is not None, "a possibly delivered send has had an attempt"
         chats = await self._ccai.find_chats(ticket_id=job.ticket_id, since=since)
         # A chat already recorded for another send of the same ticket is that send's, not this one's.
-        known = await anyio.to_thread.run_sync(self._store.known_chat_ids, [c.id for c in chats])
+        known = await anyio.to_thread.run_sync(self._store.sends.known_chat_ids, [c.id for c in chats])
         return next((chat for chat in chats if chat.id not in known), None)
 
     async def _passes_loop_guard(self, job: ClaimedSend) -> bool:
@@ -143,7 +143,7 @@ class SendStep:
             return True  # a retry: the guard let it through on its first attempt
         cooldown = self._options.loop_guard_seconds if policy.loop_guarded(job.origin) else 0.0
         recent = await anyio.to_thread.run_sync(
-            lambda: self._store.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=cooldown)
+            lambda: self._store.sends.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=cooldown)
         )
         if recent is None:
             return True
@@ -199,7 +199,9 @@ class SendStep:
             return False
         if isinstance(verdict, Hold):
             held = await anyio.to_thread.run_sync(
-                lambda: self._store.hold(job.id, token=job.token, until=verdict.until, reason=verdict.reason, hint=hint)
+                lambda: self._store.sends.hold(
+                    job.id, token=job.token, until=verdict.until, reason=verdict.reason, hint=hint
+                )
             )
             if held:
                 logger.info("Send %s for ticket %s held: %s", job.id, job.ticket_id, verdict.reason)
@@ -273,7 +275,7 @@ class SendStep:
             return
         lease = max(self._options.lease_seconds, self._options.ccai_deadline + 5.0)
         marked = await anyio.to_thread.run_sync(
-            lambda: self._store.mark_inflight(job.id, token=job.token, lease_seconds=lease)
+            lambda: self._store.sends.mark_inflight(job.id, token=job.token, lease_seconds=lease)
         )
         if not marked:
             logger.warning("Send %s was taken over by another worker; not sending it from here", job.id)
@@ -297,7 +299,7 @@ class SendStep:
         cause = "ccai_throttled" if decision.refund else "unavailable"
         self._metrics.retries.labels(cause).inc()
         requeued = await anyio.to_thread.run_sync(
-            lambda: self._store.requeue(
+            lambda: self._store.sends.requeue(
                 job.id,
                 token=job.token,
                 delay=decision.delay,
@@ -358,7 +360,9 @@ class SendStep:
         while True:
             try:
                 return await anyio.to_thread.run_sync(
-                    lambda: self._store.finish(job.id, outcome, token=job.token, create_task=self._options.create_task)
+                    lambda: self._store.sends.finish(
+                        job.id, outcome, token=job.token, create_task=self._options.create_task
+                    )
                 )
             except StoreUnavailable:
                 if self._stopping():
@@ -368,7 +372,7 @@ class SendStep:
                 delay = min(delay * 2, 5.0)
 
     async def _name_the_live_chat(self, job: ClaimedSend, reason: str) -> str:
-        latest = await anyio.to_thread.run_sync(lambda: self._store.latest_chat(job.ticket_id, exclude=job.id))
+        latest = await anyio.to_thread.run_sync(lambda: self._store.sends.latest_chat(job.ticket_id, exclude=job.id))
         if latest is None:
             return reason
         return (

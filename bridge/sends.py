@@ -61,7 +61,7 @@ async def wait_for_outcome(
     down server answers at once rather than hold its connection); return the latest record."""
     deadline = time.monotonic() + timeout
     while True:
-        send = await anyio.to_thread.run_sync(store.get, send_id)
+        send = await anyio.to_thread.run_sync(store.history.get, send_id)
         assert send is not None
         if send.final or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             return send
@@ -81,7 +81,7 @@ def retryable_without_force(send: SendRecord) -> bool:
 
 def retry(store: Store, send_id: int, *, force: bool) -> RetryResult:
     """Re-queue one finished send, if that cannot text the customer twice (or ``force``)."""
-    send = store.get(send_id)
+    send = store.history.get(send_id)
     if send is None:
         return RetryResult(False, f"Send {send_id} does not exist.")
     if not send.final:
@@ -108,7 +108,7 @@ def retry(store: Store, send_id: int, *, force: bool) -> RetryResult:
             "send is finished; make a new send instead.",
         )
     statuses: tuple[SendStatus, ...] = FINAL_STATUSES if force else NOTHING_SENT
-    if store.requeue_finished(send_id, statuses=statuses):
+    if store.sends.requeue_finished(send_id, statuses=statuses):
         return RetryResult(True, f"Send {send_id} ({send.status}) is queued again.")
     return RetryResult(False, f"Send {send_id} changed meanwhile and was not retried.")
 

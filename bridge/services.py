@@ -17,23 +17,23 @@ import anyio
 import anyio.abc
 
 from bridge import policy
-from bridge.ccai import CCAIClient
-from bridge.chats import ChatStore
+from bridge.ccai.client import CCAIClient
+from bridge.ccai.pacing import Pace, RateLimiter
 from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
 from bridge.crm import CRMGateway, TicketIds
-from bridge.database import Database
 from bridge.mapping import TicketMapper
 from bridge.metrics import Metrics
-from bridge.optouts import OptOutList
 from bridge.overview import read_overview
 from bridge.preview import Previewer
-from bridge.ratelimit import Pace, RateLimiter, SharedRateLimiter
 from bridge.salesforce import SalesforceGateway, normalize_case_id
 from bridge.sending import SendOptions, SendStep
 from bridge.settings import Settings
-from bridge.status import StatusBoard
 from bridge.store import Store
+from bridge.store.database import Database
+from bridge.store.opt_outs import OptOuts
+from bridge.store.pacing import SharedRateLimiter
+from bridge.store.status import StatusBoard
 from bridge.worker import Worker, WorkerOptions
 from bridge.writeback import Writeback
 
@@ -83,7 +83,7 @@ class Services:
     gateway: CRMGateway | None = None
     board: StatusBoard | None = None
     max_segments: int = 10
-    opt_outs: OptOutList | None = None
+    opt_outs: OptOuts | None = None
     previewer: Previewer | None = None
     session_events_user: str = ""
     session_events_password: str = ""
@@ -135,7 +135,7 @@ def ticket_mapper(settings: Settings) -> TicketMapper:
     )
 
 
-def consent_check(settings: Settings, opt_outs: OptOutList) -> ConsentCheck:
+def consent_check(settings: Settings, opt_outs: OptOuts) -> ConsentCheck:
     return ConsentCheck(opt_outs=opt_outs, block_if_true=settings.consent.block_if_true, rules=settings.window_rules)
 
 
@@ -171,7 +171,7 @@ def build_worker(
     rng: random.Random | None = None,
 ) -> Worker:
     """The worker with its steps: sends, then write-backs."""
-    board = StatusBoard(store.db)
+    board = store.status
     worker = Worker(
         store=store,
         board=board,
@@ -183,7 +183,7 @@ def build_worker(
             unhealthy_after=settings.bridge_unhealthy_after_seconds,
         ),
     )
-    opt_outs = OptOutList(store.db)
+    opt_outs = store.opt_outs
     sending = SendStep(
         owner=worker.id,
         holdings=worker.holdings,
@@ -216,7 +216,8 @@ def build_worker(
     worker.add_step(
         ChatSync(
             owner=worker.id,
-            chats=ChatStore(store.db),
+            chats=store.chats,
+            events=store.session_events,
             board=board,
             ccai=ccai,
             gateway=gateway,
@@ -237,11 +238,11 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
     """Wire the real collaborators from the settings."""
     metrics = Metrics()
     store = Store.from_url(settings.database_url)
-    board = StatusBoard(store.db)
+    board = store.status
     ccai = ccai_client(settings, rate_limiter(settings, store.db), metrics)
     gateway = salesforce_gateway(settings, metrics)
     metrics.watch(lambda: read_overview(store))
-    opt_outs = OptOutList(store.db)
+    opt_outs = store.opt_outs
     previewer = Previewer(
         gateway=gateway,
         mapper=ticket_mapper(settings),

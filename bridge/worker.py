@@ -22,8 +22,8 @@ import anyio.to_thread
 from bridge.crm import CRMGateway
 from bridge.errors import BridgeError, StoreUnavailable
 from bridge.holdings import Holdings
-from bridge.status import API_USAGE_KEY, StatusBoard
 from bridge.store import Store
+from bridge.store.status import API_USAGE_KEY, StatusBoard
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Worker:
 
     async def _idle(self) -> None:
         try:
-            due = await anyio.to_thread.run_sync(self._store.seconds_until_due)
+            due = await anyio.to_thread.run_sync(self._store.sends.seconds_until_due)
         except StoreUnavailable:
             due = None  # the next pass reports it; just wait the usual interval
         wait = self._options.poll_seconds if due is None else min(self._options.poll_seconds, due)
@@ -148,7 +148,7 @@ class Worker:
 
     async def _say_goodbye(self) -> None:
         try:
-            released = await anyio.to_thread.run_sync(self._store.release, self.id)
+            released = await anyio.to_thread.run_sync(self._store.sends.release, self.id)
             await anyio.to_thread.run_sync(self._board.stopped, self.id)
         except StoreUnavailable as exc:
             logger.warning("Worker %s stopped without reaching the store (%s); its leases will run out", self.id, exc)
@@ -180,7 +180,7 @@ class Worker:
         )
         in_hand, writing_back = self.holdings.snapshot()
         await anyio.to_thread.run_sync(
-            lambda: self._store.renew(
+            lambda: self._store.sends.renew(
                 self.id,
                 sends_in_hand=in_hand,
                 writebacks_in_hand=writing_back,
@@ -195,7 +195,9 @@ class Worker:
         per tick while there is a backlog, then once an hour."""
         if self._options.retention_seconds <= 0 or time.monotonic() < self._purge_due:
             return
-        removed = await anyio.to_thread.run_sync(lambda: self._store.purge(self._options.retention_seconds, once=True))
+        removed = await anyio.to_thread.run_sync(
+            lambda: self._store.sends.purge(self._options.retention_seconds, once=True)
+        )
         await anyio.to_thread.run_sync(self._board.forget, FORGET_WORKERS_AFTER_SECONDS)
         if removed:
             logger.info("Purged %d finished send(s) older than the retention period", removed)

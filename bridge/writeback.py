@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.chats import attach_task
 from bridge.crm import CRMGateway, Note, TicketUpdate, WriteResult
 from bridge.errors import CRMError, CRMRequestError
 from bridge.holdings import Holdings
@@ -104,7 +103,7 @@ class Writeback:
 
     async def run_batch(self) -> int:
         items = await anyio.to_thread.run_sync(
-            lambda: self._store.claim_writebacks(self._owner, limit=BATCH_LIMIT, lease_seconds=self._lease)
+            lambda: self._store.writebacks.claim(self._owner, limit=BATCH_LIMIT, lease_seconds=self._lease)
         )
         if not items:
             return 0
@@ -170,9 +169,9 @@ class Writeback:
                 if state == "failed":
                     logger.error("Write-back of send %s (%s) failed for good: %s", item.id, part, result.message)
         if task is not None and task.ok and task.ref is not None and item.status == "sent":
-            attach_task(self._store.db, item.id, task.ref)  # completed when its chat ends
+            self._store.chats.attach_task(item.id, task.ref)  # completed when its chat ends
         retrying = "pending" in (case_state, task_state)
-        self._store.record_writeback(
+        self._store.writebacks.record(
             item,
             case_state=case_state,
             task_state=task_state,

@@ -18,7 +18,6 @@ from bridge.cli import main
 from bridge.metrics import Metrics
 from bridge.overview import read_overview
 from bridge.services import Services, Shutdown
-from bridge.status import StatusBoard
 from bridge.store import Store
 from bridge.worker import Worker, WorkerOptions
 from tests._fakes import FakeGateway
@@ -72,7 +71,7 @@ def idle_worker(store: Store, *, unhealthy_after: float = 60.0) -> Worker:
     """A real worker with no steps; with ``unhealthy_after`` below zero it reports a problem at once."""
     return Worker(
         store=store,
-        board=StatusBoard(store.db),
+        board=store.status,
         gateway=FakeGateway(),
         options=WorkerOptions(poll_seconds=0.1, lease_seconds=30, retention_seconds=0, unhealthy_after=unhealthy_after),
     )

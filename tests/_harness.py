@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from bridge.ccai import CCAIClient
+from bridge.ccai.client import CCAIClient
+from bridge.ccai.pacing import LocalRateLimiter, RateLimiter
 from bridge.metrics import Metrics
 from bridge.model import NewSend, Origin, Overrides, SendRecord
-from bridge.ratelimit import LocalRateLimiter, RateLimiter
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.services import build_worker
 from bridge.settings import FileConfig, Settings
@@ -86,7 +86,7 @@ class Harness:
             )
             for c in case_ids
         ]
-        return [self.store.create(s).id for s in sends]
+        return [self.store.sends.create(s).id for s in sends]
 
     async def drain(self, *, advance: float = 0.0, rounds: int = 30) -> None:
         """Run the worker until nothing is due; ``advance`` moves the clock between rounds (retries)."""
@@ -101,7 +101,7 @@ class Harness:
 
     def row(self, case_id: str) -> SendRecord:
         """The newest send for the ticket."""
-        return self.store.find(ticket_id=case_id, limit=1)[0]
+        return self.store.history.find(ticket_id=case_id, limit=1)[0]
 
 
 def make_harness(

@@ -12,7 +12,6 @@ import pytest
 
 from bridge.model import NewSend, Outcome, Overrides
 from bridge.sandbox.cases import sample_cases
-from bridge.status import StatusBoard
 from bridge.store import Store
 from tests._apps import Bridge, clean_environment, command_line
 from tests._clock import Clock
@@ -45,12 +44,12 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def sent(store: Store, case_id: str = MOBILE) -> int:
-    send_id = store.create(
+    send_id = store.sends.create(
         NewSend(dedupe_key=f"cli:{uuid.uuid4().hex}", source="cli", origin="person", ticket_id=case_id)
     ).id
-    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
     outcome = Outcome(status="sent", chat_id="114", end_user_hint="*******0100", write_back=False)
-    assert store.finish(job.id, outcome, token=job.token, create_task=False)
+    assert store.sends.finish(job.id, outcome, token=job.token, create_task=False)
     return send_id
 
 
@@ -59,8 +58,8 @@ def refused(store: Store, case_id: str = UK, reason: str = UK_REASON) -> int:
     new = NewSend(
         dedupe_key=f"api:{uuid.uuid4().hex}", source="api", origin="person", ticket_id=case_id, finished=failed
     )
-    assert store.ingest([new]) == 1
-    return store.find(limit=1)[0].id
+    assert store.sends.ingest([new]) == 1
+    return store.history.find(limit=1)[0].id
 
 
 # -- sends --------------------------------------------------------------------------------------
@@ -86,7 +85,7 @@ def test_send_list_show_and_retry_as_an_operator(bridge: Bridge, store: Store) -
     assert (everything_sent.code, "--force" in everything_sent.err) == (1, True)
     again = bridge("sends", "retry", "--status", "failed")
     assert (again.code, again.out.strip().splitlines()[-1]) == (0, "1 failed send(s) queued again.")
-    record = store.get(failed)
+    record = store.history.get(failed)
     assert record is not None
     assert record.status == "queued"
     missing = bridge("sends", "show", "9")
@@ -106,7 +105,7 @@ def test_send_queues_for_the_running_bridge(bridge: Bridge, store: Store) -> Non
     queued = bridge("send", MOBILE[:15], "--message", "Hello from the CLI")
     assert queued.code == 0
     assert queued.out.strip() == f"Send 1 for Case {MOBILE}: queued"
-    [record] = store.find()
+    [record] = store.history.find()
     assert (record.source, record.origin, record.ticket_id, record.overrides) == (
         "cli",
         "person",
@@ -137,7 +136,7 @@ def test_send_refuses_what_the_api_refuses_in_a_sentence(
     assert result.code == 2
     assert result.err.startswith(error)
     assert "configuration error" not in result.err
-    assert store.counts() == {}
+    assert dict(store.history.queue_summary().by_status) == {}
 
 
 # -- status and purge ---------------------------------------------------------------------------
@@ -146,7 +145,7 @@ def test_send_refuses_what_the_api_refuses_in_a_sentence(
 def test_status_reports_the_queue_the_workers_and_the_api_usage(bridge: Bridge, store: Store) -> None:
     sent(store)
     refused(store)
-    board = StatusBoard(store.db)
+    board = store.status
     board.beat("worker-1", host="web.1", pid=42, pass_ok=True, pass_error=None)
     board.beat("worker-2", host="worker.1", pid=43, pass_ok=True, pass_error=None)
     board.stopped("worker-2")
@@ -173,7 +172,7 @@ def test_purge_removes_finished_sends_older_than_the_retention(bridge: Bridge, s
     recent = refused(store)
     result = bridge("purge")
     assert (result.code, result.out.strip()) == (0, "Removed 2 finished send(s) older than 30 days.")
-    assert [r.id for r in store.find()] == [recent]
+    assert [r.id for r in store.history.find()] == [recent]
     too_short = bridge("purge", "--older-than-days", "1")
     assert too_short.code == 2
     assert "--older-than-days must be at least 2" in too_short.err

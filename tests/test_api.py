@@ -52,7 +52,7 @@ def test_a_key_is_required_and_either_rotated_key_works(
     )
     assert client.get(f"{URL}/1", headers={"Authorization": "Bearer wrong-key"}).status_code == 401
     assert client.post(URL, json={"ticket_id": MOBILE}, headers={"Authorization": API_KEY}).status_code == 401
-    assert sqlite_store.counts() == {}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {}
     assert post(client, {"ticket_id": MOBILE}, key="previous-key").status_code == 202
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("bridge"))
     assert "Refused a request to /api/v1/sends: wrong or missing credentials" in ours
@@ -65,7 +65,7 @@ def test_a_send_is_queued_for_the_18_character_case_and_can_be_read(client: Test
     body = response.json()
     assert (body["status"], body["ticket_id"], body["source"], body["attempts"]) == ("queued", MOBILE, "api", 0)
     assert "Hello" not in response.text  # the message text is never shown back
-    stored = sqlite_store.get(body["id"])
+    stored = sqlite_store.history.get(body["id"])
     assert stored is not None
     assert stored.overrides == Overrides(message="Hello", agent_id=7)
     read = client.get(f"{URL}/{body['id']}", headers=AUTH)
@@ -92,7 +92,7 @@ def test_bad_bodies_get_400_naming_the_field(client: TestClient, sqlite_store: S
     response = post(client, body)
     assert response.status_code == 400
     assert response.json()["error"].startswith(error)
-    assert sqlite_store.counts() == {}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {}
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_control_characters_in_the_message_are_refused_by_name(
     error = response.json()["error"]
     assert error.startswith("message: contains characters that cannot be texted or stored")
     assert named in error
-    assert sqlite_store.counts() == {}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {}
 
 
 def test_a_message_over_the_segment_limit_is_422(client: TestClient, sqlite_store: Store) -> None:
@@ -120,7 +120,7 @@ def test_a_message_over_the_segment_limit_is_422(client: TestClient, sqlite_stor
     assert response.status_code == 422
     assert response.json()["error"].startswith("message: ")
     assert "the limit is 10" in response.json()["error"]
-    assert sqlite_store.counts() == {}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {}
 
 
 def test_not_json_is_415_or_400_and_a_bad_wait_is_400(client: TestClient) -> None:
@@ -148,7 +148,7 @@ def test_a_body_over_the_cap_is_413(client: TestClient, sqlite_store: Store) -> 
         413,
         {"error": f"The body is larger than {MAX_BODY_BYTES} bytes."},
     )
-    assert sqlite_store.counts() == {}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {}
 
 
 @pytest.mark.parametrize("send_id", ["999", "abc", "²", "2147483648", "9" * 18, "9" * 20, "9" * 5000, "-1", "1.0"])
@@ -167,7 +167,7 @@ def test_a_200_character_idempotency_key_works(store: Store) -> None:
     again = client.post(URL, json={"ticket_id": MOBILE}, headers={**AUTH, "Idempotency-Key": key})
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
-    assert store.counts() == {"queued": 1}
+    assert dict(store.history.queue_summary().by_status) == {"queued": 1}
     too_long = client.post(URL, json={"ticket_id": MOBILE}, headers={**AUTH, "Idempotency-Key": key + "k"})
     assert (too_long.status_code, too_long.json()["error"]) == (
         400,
@@ -185,7 +185,7 @@ def test_a_reused_idempotency_key_with_another_body_is_409(client: TestClient, s
         409,
         {"error": "This Idempotency-Key was already used with a different request body."},
     )
-    assert sqlite_store.counts() == {"queued": 1}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {"queued": 1}
 
 
 def test_the_api_is_off_without_a_key(sqlite_store: Store) -> None:
@@ -220,11 +220,11 @@ def test_a_send_stored_before_the_store_went_away_is_never_answered_try_again(
     def unavailable(send_id: int) -> None:
         raise StoreUnavailable("The store is restarting.")
 
-    monkeypatch.setattr(sqlite_store, "get", unavailable)
+    monkeypatch.setattr(sqlite_store.history, "get", unavailable)
     response = post(client, {"ticket_id": MOBILE}, wait="2")
     assert response.status_code == 202
     assert response.json() == {"id": 1, "status": "queued", "ticket_id": MOBILE, "source": "api"}
-    assert sqlite_store.counts() == {"queued": 1}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {"queued": 1}
 
 
 def test_the_request_fingerprint_does_not_keep_the_number(client: TestClient, sqlite_store: Store) -> None:

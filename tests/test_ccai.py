@@ -8,10 +8,10 @@ import anyio
 import httpx
 import pytest
 
-from bridge.ccai import MAX_RETRY_AFTER_SECONDS, CCAIClient, manager_url_for, request_body
+from bridge.ccai.client import MAX_RETRY_AFTER_SECONDS, CCAIClient, manager_url_for, request_body
+from bridge.ccai.pacing import LocalRateLimiter
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.model import SmsRequest
-from bridge.ratelimit import LocalRateLimiter
 from tests._ccai_errors import DOCUMENTED_ERRORS, seed_error_messages
 
 pytestmark = pytest.mark.anyio

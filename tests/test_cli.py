@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge._schema import LATEST_VERSION
 from bridge.cli import main
 from bridge.salesforce_om import parse_outbound_message
 from bridge.sandbox.cases import SANDBOX_ORG_ID, sample_cases
+from bridge.store.migrations import latest_version
 from tests._apps import clean_environment
 
 
@@ -52,7 +52,7 @@ def test_migrate_creates_the_store_and_is_repeatable(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
     for _ in range(2):
         assert main(["migrate"]) == 0
-        assert capsys.readouterr().out == f"Store schema is at version {LATEST_VERSION}.\n"
+        assert capsys.readouterr().out == f"Store schema is at version {latest_version()}.\n"
     assert (tmp_path / "x.db").exists()
 
 

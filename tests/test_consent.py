@@ -9,7 +9,7 @@ import pytest
 
 from bridge.consent import Allow, Block, Hold, decide
 from bridge.crm import Ticket
-from bridge.optouts import OptOut, OptOutList
+from bridge.model import OptOut
 from bridge.send_window import WindowRules, parse_window
 from bridge.sends import retry
 from bridge.store import Store
@@ -140,7 +140,7 @@ async def test_do_not_call_blocks_before_ccai_and_says_so_on_the_case(store: Sto
 
 async def test_an_opt_out_blocks_every_case_with_the_number_in_any_format(store: Store, clock: Clock) -> None:
     h = make_harness(store, clock)
-    OptOutList(store.db).add(MOBILE_NUMBER, source="agent", note="said stop")
+    store.opt_outs.add(MOBILE_NUMBER, source="agent", note="said stop")
     h.gateway.cases[QUEUE_CASE]["ContactPhone"] = "(415) 555-0100"  # the same number, written another way
     h.ingest(MOBILE_CASE, QUEUE_CASE)
     await h.drain()
@@ -157,7 +157,7 @@ async def test_ccai_refusing_an_opted_out_consumer_teaches_the_list(store: Store
     await h.drain(advance=60, rounds=5)
     row = h.row(MOBILE_CASE)
     assert (row.status, row.attempts) == ("opted_out", 1)  # not failed, not retried
-    entry = OptOutList(store.db).get(MOBILE_NUMBER)
+    entry = store.opt_outs.get(MOBILE_NUMBER)
     assert entry is not None
     assert entry.source == "ccai"
     assert h.gateway.latest(MOBILE_CASE).opted_out  # recorded on the Contact when configured
@@ -192,7 +192,7 @@ async def test_a_held_send_checks_consent_again_when_released(night: Harness, cl
     h = night
     h.ingest(MOBILE_CASE)
     await h.drain()
-    OptOutList(h.store.db).add(MOBILE_NUMBER, source="flow", note="replied STOP at 06:00")
+    h.store.opt_outs.add(MOBILE_NUMBER, source="flow", note="replied STOP at 06:00")
     clock.now = at("2026-11-26 16:00")
     await h.drain()
     assert h.row(MOBILE_CASE).status == "opted_out"
@@ -229,7 +229,7 @@ async def test_an_opt_out_recorded_while_a_send_waits_for_its_slot_stops_it(stor
     wait_for_slot = h.ccai.wait_for_slot
 
     async def slot_after_a_stop() -> None:
-        OptOutList(store.db).add(MOBILE_NUMBER, source="flow", note="replied STOP")
+        store.opt_outs.add(MOBILE_NUMBER, source="flow", note="replied STOP")
         await wait_for_slot()
 
     h.ccai.wait_for_slot = slot_after_a_stop  # type: ignore[method-assign]

@@ -17,9 +17,7 @@ from bridge import _csrf, dashboard
 from bridge.app import create_app
 from bridge.dashboard import activity_chart
 from bridge.model import ActivityCount, NewSend, Outcome, Overrides
-from bridge.optouts import OptOutList
 from bridge.sends import retry
-from bridge.status import StatusBoard
 from bridge.store import Store
 from tests._apps import services
 from tests._clock import Clock
@@ -52,11 +50,11 @@ def add_send(store: Store, outcome: Outcome | None = None, *, case: str = CASE, 
         ticket_id=case,
         overrides=Overrides(**overrides),
     )
-    created = store.create(new)
+    created = store.sends.create(new)
     if outcome is not None:
-        [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+        [job] = store.sends.claim("w", limit=1, lease_seconds=30)
         assert job.id == created.id
-        assert store.finish(job.id, outcome, token=job.token, create_task=True)
+        assert store.sends.finish(job.id, outcome, token=job.token, create_task=True)
     return created.id
 
 
@@ -81,7 +79,7 @@ def test_without_a_password_there_is_no_dashboard(sqlite_store: Store) -> None:
     assert off.get("/dashboard/sends", headers=basic("operator", "")).status_code == 404
     assert off.get(f"/dashboard/sends/{send_id}", headers=basic("operator", "")).status_code == 404
     assert off.post(f"/dashboard/sends/{send_id}/retry", headers=basic("operator", "")).status_code == 404
-    assert sqlite_store.get(send_id).status == "failed"  # type: ignore[union-attr]
+    assert sqlite_store.history.get(send_id).status == "failed"  # type: ignore[union-attr]
 
 
 def test_wrong_or_missing_credentials_are_refused_and_counted(sqlite_store: Store) -> None:
@@ -111,7 +109,7 @@ def test_the_overview_shows_queue_workers_api_usage_and_the_last_24_hours(sqlite
     add_send(sqlite_store, Outcome(status="failed", reason="CCAI refused it."))
     add_send(sqlite_store)
     clock.advance(60)
-    board = StatusBoard(sqlite_store.db)
+    board = sqlite_store.status
     board.beat("worker-1", host="web.1", pid=4, pass_ok=True, pass_error=None)
     board.put("salesforce:api_usage", {"used": 1234, "total": 100000})
     page = client_for(sqlite_store).get("/dashboard")
@@ -151,7 +149,7 @@ def test_activity_is_counted_by_hour_in_the_store(store: Store, clock: Clock) ->
     clock.advance(-24 * 3600)  # a day earlier: outside the chart
     add_send(store)
     clock.advance(25 * 3600)
-    start, counts = store.activity(hours=24)
+    start, counts = store.history.activity(hours=24)
     assert start == clock.now - 1800 - 23 * 3600
     by_hour = sorted((c.hour, c.status, c.count) for c in counts)
     assert by_hour == [(22, "queued", 1), (22, "skipped", 1), (23, "sent", 1)]
@@ -237,7 +235,7 @@ def test_a_send_shows_its_timeline_masked_number_and_no_text_it_did_not_send(sql
 
 def test_the_opt_out_list_is_masked_and_paged(sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dashboard, "PAGE_SIZE", 2)
-    opt_outs = OptOutList(sqlite_store.db)
+    opt_outs = sqlite_store.opt_outs
     for n in range(3):
         opt_outs.add(f"+1415555010{n}", source="agent", note="said stop")
     client = client_for(sqlite_store)
@@ -264,7 +262,7 @@ def test_a_failed_send_is_retried_from_its_page(
         f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page.text)}, follow_redirects=False
     )
     assert (response.status_code, response.headers["location"]) == (303, f"/dashboard/sends/{send_id}?retried=1")
-    record = sqlite_store.get(send_id)
+    record = sqlite_store.history.get(send_id)
     assert record is not None
     assert record.status == "queued"
     assert "Queued again" in client.get(response.headers["location"]).text
@@ -311,13 +309,13 @@ def test_a_send_that_may_have_reached_the_customer_needs_a_confirmation(
     unconfirmed = client.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page)})
     assert unconfirmed.status_code == 400
     assert "Tick the box to confirm" in unconfirmed.text
-    assert sqlite_store.get(send_id).status == outcome.status  # type: ignore[union-attr]
+    assert sqlite_store.history.get(send_id).status == outcome.status  # type: ignore[union-attr]
     assert f"did not confirm a retry of send {send_id} ({outcome.status})" in caplog.text
     confirmed = client.post(
         f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page), "confirm": "yes"}, follow_redirects=False
     )
     assert confirmed.status_code == 303
-    assert sqlite_store.get(send_id).status == "queued"  # type: ignore[union-attr]
+    assert sqlite_store.history.get(send_id).status == "queued"  # type: ignore[union-attr]
     assert f"retried send {send_id} ({outcome.status}, confirmed it may text the customer again)" in caplog.text
 
 
@@ -327,8 +325,8 @@ def test_a_send_that_texted_the_customer_before_a_retry_still_asks_first(
     """Its latest outcome is failed (CCAI refused the resend), but it keeps the chat that went out."""
     send_id = add_send(sqlite_store, Outcome(status="sent", chat_id="41", message="Your case is solved"))
     assert retry(sqlite_store, send_id, force=True).queued
-    [job] = sqlite_store.claim_sends("w", limit=1, lease_seconds=30)
-    assert sqlite_store.finish(
+    [job] = sqlite_store.sends.claim("w", limit=1, lease_seconds=30)
+    assert sqlite_store.sends.finish(
         job.id, Outcome(status="failed", reason="Consumer is in an active session."), token=job.token, create_task=True
     )
     page = client.get(f"/dashboard/sends/{send_id}?retried=1").text
@@ -338,7 +336,7 @@ def test_a_send_that_texted_the_customer_before_a_retry_still_asks_first(
     assert "Your case is solved" not in page  # the latest attempt was not sent
     unconfirmed = client.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page)})
     assert unconfirmed.status_code == 400
-    assert sqlite_store.get(send_id).status == "failed"  # type: ignore[union-attr]
+    assert sqlite_store.history.get(send_id).status == "failed"  # type: ignore[union-attr]
 
 
 def test_a_pending_send_offers_no_retry(sqlite_store: Store, client: TestClient) -> None:
@@ -370,15 +368,15 @@ def test_a_retry_without_the_pages_token_or_from_another_site_is_refused(
     ]
     assert [r.status_code for r in refused] == [403] * len(refused)
     assert "did not come from the dashboard" in refused[0].text
-    assert sqlite_store.get(send_id).status == "failed"  # type: ignore[union-attr]
-    assert [s.event for s in sqlite_store.timeline(send_id)] == ["received", "finished"]
+    assert sqlite_store.history.get(send_id).status == "failed"  # type: ignore[union-attr]
+    assert [s.event for s in sqlite_store.history.timeline(send_id)] == ["received", "finished"]
     assert f'bridge_refusals_total{{door="dashboard",reason="csrf"}} {len(refused)}.0' in client.get("/metrics").text
     assert f"refused a retry of send {send_id} from testclient: wrong token" in caplog.text
     assert f"refused a retry of send {send_id} from testclient: foreign origin" in caplog.text
 
     ours = {"Origin": "http://testserver", "Referer": f"http://testserver/dashboard/sends/{send_id}"}
     assert client.post(url, data={"csrf": token}, headers=ours, follow_redirects=False).status_code == 303
-    assert sqlite_store.get(send_id).status == "queued"  # type: ignore[union-attr]
+    assert sqlite_store.history.get(send_id).status == "queued"  # type: ignore[union-attr]
 
 
 def test_a_token_is_only_good_for_its_own_dashboard(sqlite_store: Store) -> None:
@@ -415,7 +413,7 @@ def test_no_page_shows_a_full_number_or_a_message_that_was_not_sent(sqlite_store
         Outcome(status="failed", reason="CCAI refused it.", message="Secret unsent text", end_user_hint="*******0123"),
     )
     given = add_send(sqlite_store, end_user_number=number)  # queued: its request's number is kept until it is done
-    OptOutList(sqlite_store.db).add("+14155550199", source="agent", note=None)
+    sqlite_store.opt_outs.add("+14155550199", source="agent", note=None)
     client = client_for(sqlite_store)
     pages = [
         "/dashboard",

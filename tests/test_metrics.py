@@ -17,7 +17,6 @@ from bridge.errors import StoreUnavailable
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
 from bridge.overview import Overview
-from bridge.status import StatusBoard
 from bridge.store import Store
 from tests._apps import API_KEY, BODY, OUTBOUND_URL, UNREACHABLE_STORE, XML, services, watched_metrics
 from tests._clock import Clock
@@ -62,7 +61,7 @@ def test_metrics_count_events_duplicates_and_refusals_by_door_and_reason(sqlite_
 
 
 def test_workers_and_the_crm_api_usage_come_from_the_status_board(sqlite_store: Store) -> None:
-    board = StatusBoard(sqlite_store.db)
+    board = sqlite_store.status
     board.beat("w1", host="web.1", pid=4, pass_ok=True, pass_error=None)
     board.put("salesforce:api_usage", {"used": 1234, "total": 100_000})
     text = TestClient(create_app(services=services(sqlite_store, metrics=watched_metrics(sqlite_store)))).get(

@@ -10,7 +10,6 @@ from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.cli import main
-from bridge.optouts import OptOutList
 from bridge.services import Services
 from bridge.store import Store
 
@@ -42,7 +41,7 @@ def test_a_flow_records_a_stop_and_the_list_shows_it_masked(client: TestClient, 
     listing = client.get("/api/v1/opt-outs", headers=AUTH).json()
     assert (listing["total"], [e["number"] for e in listing["opt_outs"]]) == (1, ["*******0100"])
     assert "4155550100" not in client.get("/api/v1/opt-outs", headers=AUTH).text
-    assert OptOutList(store.db).get("+14155550100") is not None
+    assert store.opt_outs.get("+14155550100") is not None
 
 
 def test_removal_is_explicit_and_by_number_in_any_format(client: TestClient) -> None:

@@ -12,7 +12,6 @@ from bridge.app import create_app
 from bridge.consent import ConsentCheck
 from bridge.errors import CRMUnavailable
 from bridge.mapping import TicketMapper
-from bridge.optouts import OptOutList
 from bridge.preview import Previewer
 from bridge.send_window import WindowRules, parse_window
 from bridge.services import Services
@@ -33,7 +32,7 @@ def gateway() -> FakeGateway:
 
 @pytest.fixture
 def client(sqlite_store: Store, gateway: FakeGateway, clock: Clock) -> Iterator[TestClient]:
-    opt_outs = OptOutList(sqlite_store.db)
+    opt_outs = sqlite_store.opt_outs
     previewer = Previewer(
         gateway=gateway,
         mapper=TicketMapper(config=MappingConfig(), outbound_number="+16285550199", chat_type="Messaging (SMS)"),
@@ -96,7 +95,7 @@ def test_no_number_do_not_call_and_the_opt_out_list_are_explained(
         "reason": "Not sent: the Contact is marked Do Not Call.",
     }
     gateway.cases[MOBILE_CASE]["Contact.DoNotCall"] = False
-    OptOutList(sqlite_store.db).add("+14155550100", source="agent", note="said stop")
+    sqlite_store.opt_outs.add("+14155550100", source="agent", note="said stop")
     shown = preview(client, MOBILE_CASE)
     assert shown["can_send"] is False
     assert "opt-out list" in str(shown["blocked"])

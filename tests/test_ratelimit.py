@@ -5,9 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from bridge.database import Database
-from bridge.ratelimit import LocalRateLimiter, Pace, SharedRateLimiter
+from bridge.ccai.pacing import LocalRateLimiter, Pace
 from bridge.store import Store
+from bridge.store.database import Database
+from bridge.store.pacing import SharedRateLimiter
 from tests._clock import Clock
 
 pytestmark = pytest.mark.anyio

@@ -127,8 +127,8 @@ def test_acks_only_after_storing_every_notification(client: TestClient, sqlite_s
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     assert response.content == ACK
-    assert sqlite_store.counts() == {"queued": 3}
-    stored = sqlite_store.find()
+    assert dict(sqlite_store.history.queue_summary().by_status) == {"queued": 3}
+    stored = sqlite_store.history.find()
     assert {s.dedupe_key for s in stored} == {f"om:00D5g00000SBXRG:04l5g00000TEST{i}AAA" for i in (1, 2, 3)}
     assert {s.source for s in stored} == {"outbound_message"}
 
@@ -136,7 +136,7 @@ def test_acks_only_after_storing_every_notification(client: TestClient, sqlite_s
 def test_a_redelivered_message_is_acked_and_stores_nothing_new(client: TestClient, sqlite_store: Store) -> None:
     for token in ("current-token", "previous-token"):  # either token of a rotation works
         assert client.post(OUTBOUND_URL, params={"token": token}, content=BODY, headers=XML).content == ACK
-    assert sqlite_store.counts() == {"queued": 3}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {"queued": 3}
 
 
 def test_a_deleted_record_is_acked_and_recorded_as_skipped_while_the_rest_are_queued(
@@ -145,15 +145,15 @@ def test_a_deleted_record_is_acked_and_recorded_as_skipped_while_the_rest_are_qu
     """Audit A16: one notification about a deleted record must not make Salesforce redeliver the rest."""
     response = client.post(OUTBOUND_URL, params={"token": "current-token"}, content=empty_sobject(BODY), headers=XML)
     assert (response.status_code, response.content) == (200, ACK)
-    assert sqlite_store.counts() == {"queued": 2, "skipped": 1}
-    [skipped] = sqlite_store.find(status="skipped")
+    assert dict(sqlite_store.history.queue_summary().by_status) == {"queued": 2, "skipped": 1}
+    [skipped] = sqlite_store.history.find(status="skipped")
     assert skipped.final
     assert skipped.reason == DELETED_RECORD
     assert skipped.dedupe_key == "om:00D5g00000SBXRG:04l5g00000TEST1AAA"
     assert skipped.write_back_state == "none"  # there is no record to write to
     # Its redelivery is recognised like any other.
     client.post(OUTBOUND_URL, params={"token": "current-token"}, content=empty_sobject(BODY), headers=XML)
-    assert sqlite_store.counts() == {"queued": 2, "skipped": 1}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {"queued": 2, "skipped": 1}
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_refusals_store_nothing_and_say_why_in_one_line(
     assert text in response.text
     assert response.text.count("\n") == 1
     assert b"<Ack>" not in response.content
-    assert sqlite_store.counts() == {}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {}
 
 
 def test_a_streamed_body_over_the_cap_is_413_too(client: TestClient, sqlite_store: Store) -> None:
@@ -208,7 +208,7 @@ def test_a_streamed_body_over_the_cap_is_413_too(client: TestClient, sqlite_stor
     response = client.post(OUTBOUND_URL, params={"token": "current-token"}, content=chunks(), headers=XML)
     assert response.status_code == 413
     assert f"larger than {MAX_BODY_BYTES} bytes" in response.text
-    assert sqlite_store.counts() == {}
+    assert dict(sqlite_store.history.queue_summary().by_status) == {}
 
 
 def test_the_token_never_reaches_the_logs(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -203,9 +203,9 @@ async def test_active_session_on_a_first_attempt_is_a_plain_failure_naming_the_k
 
 async def test_a_send_interrupted_by_a_crash_is_looked_up_then_recorded(h: Harness) -> None:
     h.ingest(MOBILE_CASE)
-    [job] = h.store.claim_sends("crashed-worker", limit=1, lease_seconds=30)
-    h.store.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=600)
-    h.store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    [job] = h.store.sends.claim("crashed-worker", limit=1, lease_seconds=30)
+    h.store.sends.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=600)
+    h.store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
     h.sim.sessions.add(MOBILE_NUMBER)  # the crashed worker's request did reach CCAI (no chat listed)
     h.clock.advance(31)
     await h.drain()
@@ -308,7 +308,7 @@ async def test_one_crashing_send_does_not_cancel_the_others(sqlite_store: Store,
 async def test_a_runaway_send_is_stopped_after_too_many_takeovers(h: Harness) -> None:
     h.ingest(MOBILE_CASE)
     for _ in range(4):  # its workers keep dying before they finish
-        [job] = h.store.claim_sends("doomed", limit=1, lease_seconds=30)
+        [job] = h.store.sends.claim("doomed", limit=1, lease_seconds=30)
         h.clock.advance(31)
     await h.drain()
     row = h.row(MOBILE_CASE)
@@ -326,7 +326,7 @@ async def test_stopping_finishes_requests_under_way_and_gives_back_the_rest(sqli
         await anyio.sleep(0.3)
         return httpx.Response(200, json={"id": 500, "status": "selecting"})
 
-    from bridge.ratelimit import LocalRateLimiter
+    from bridge.ccai.pacing import LocalRateLimiter
 
     h = make_harness(
         sqlite_store,
@@ -341,7 +341,7 @@ async def test_stopping_finishes_requests_under_way_and_gives_back_the_rest(sqli
         group.start_soon(h.worker.run)
         await started.wait()
         h.worker.stop()
-    records = h.store.find()
+    records = h.store.history.find()
     assert sorted(r.status for r in records) == ["queued", "queued", "queued", "sent"]
     assert not any(r.status == "sending" for r in records)
 

@@ -26,30 +26,30 @@ def queued(store: Store, overrides: Overrides | None = None) -> int:
         ticket_id=CASE,
         overrides=overrides or Overrides(),
     )
-    return store.create(new).id
+    return store.sends.create(new).id
 
 
 def finished(store: Store, outcome: Outcome, *, overrides: Overrides | None = None, create_task: bool = False) -> int:
     send_id = queued(store, overrides)
-    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    assert store.finish(job.id, outcome, token=job.token, create_task=create_task)
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.finish(job.id, outcome, token=job.token, create_task=create_task)
     return send_id
 
 
 def possibly_delivered(store: Store, clock: Clock, status: FinalStatus) -> int:
     """A send whose first worker died mid-request (so it may have reached the customer), then settled."""
     send_id = queued(store)
-    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    assert store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
     clock.advance(31)
-    [again] = store.claim_sends("w2", limit=1, lease_seconds=30)
+    [again] = store.sends.claim("w2", limit=1, lease_seconds=30)
     assert again.may_have_sent
-    assert store.finish(again.id, Outcome(status=status, reason="gave up"), token=again.token, create_task=False)
+    assert store.sends.finish(again.id, Outcome(status=status, reason="gave up"), token=again.token, create_task=False)
     return send_id
 
 
 def view(store: Store, send_id: int) -> dict[str, Any]:
-    record = store.get(send_id)
+    record = store.history.get(send_id)
     assert record is not None
     return public_view(record)
 
@@ -107,8 +107,8 @@ def test_a_pending_send_says_when_it_is_next_tried_or_scheduled(sqlite_store: St
         None,
     )
     assert shown["send_window"] == "ignored"
-    [job] = sqlite_store.claim_sends("w", limit=1, lease_seconds=30)
-    assert sqlite_store.hold(job.id, token=job.token, until=clock.now + 3600, reason="outside hours", hint=None)
+    [job] = sqlite_store.sends.claim("w", limit=1, lease_seconds=30)
+    assert sqlite_store.sends.hold(job.id, token=job.token, until=clock.now + 3600, reason="outside hours", hint=None)
     held = view(sqlite_store, send_id)
     assert (held["status"], held["scheduled_for"], held["next_attempt_at"]) == (
         "scheduled",
@@ -128,13 +128,13 @@ def test_a_pending_send_says_when_it_is_next_tried_or_scheduled(sqlite_store: St
     ],
 )
 def test_the_http_status_of_a_send(sqlite_store: Store, outcome: Outcome, status: int) -> None:
-    record = sqlite_store.get(finished(sqlite_store, outcome))
+    record = sqlite_store.history.get(finished(sqlite_store, outcome))
     assert record is not None
     assert http_status(record) == status
 
 
 def test_a_pending_send_answers_202(sqlite_store: Store) -> None:
-    record = sqlite_store.get(queued(sqlite_store))
+    record = sqlite_store.history.get(queued(sqlite_store))
     assert record is not None
     assert http_status(record) == 202
 
@@ -159,7 +159,7 @@ def test_a_send_that_cannot_have_reached_anyone_is_retried_without_force(store: 
     send_id = finished(store, Outcome(status=status, reason="why"))
     result = retry(store, send_id, force=False)
     assert (result.queued, result.message) == (True, f"Send {send_id} ({status}) is queued again.")
-    record = store.get(send_id)
+    record = store.history.get(send_id)
     assert record is not None
     assert (record.status, record.finished_at, record.write_back_state) == ("queued", None, "none")
 
@@ -178,11 +178,11 @@ def test_a_send_that_may_have_reached_the_customer_needs_force(store: Store, sta
     assert not refused.queued
     assert refused.message.startswith(f"Send {send_id} is {status}: {why}.")
     assert "--force" in refused.message
-    record = store.get(send_id)
+    record = store.history.get(send_id)
     assert record is not None
     assert record.status == status  # untouched
     assert retry(store, send_id, force=True).queued
-    record = store.get(send_id)
+    record = store.history.get(send_id)
     assert record is not None
     assert record.status == "queued"
 
@@ -194,7 +194,7 @@ def test_a_failure_after_a_lost_answer_needs_force(store: Store, clock: Clock) -
     assert refused.message.startswith(f"Send {send_id} is failed: it may already have reached the customer.")
     forced = retry(store, send_id, force=True)
     assert forced.queued
-    record = store.get(send_id)
+    record = store.history.get(send_id)
     assert record is not None
     assert (record.status, record.may_have_sent) == ("queued", True)  # looked up in CCAI before any re-send
 
@@ -205,10 +205,10 @@ def test_a_forced_resend_that_is_refused_keeps_the_chat_that_reached_the_custome
     customer again. The chat id holds the last chat that exists, and such a send still needs force."""
     send_id = finished(store, Outcome(status="sent", chat_id="314"))
     assert retry(store, send_id, force=True).queued
-    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
     refusal = Outcome(status="failed", reason="Consumer is already in an active SMS session.")
-    assert store.finish(job.id, refusal, token=job.token, create_task=False)
-    record = store.get(send_id)
+    assert store.sends.finish(job.id, refusal, token=job.token, create_task=False)
+    record = store.history.get(send_id)
     assert record is not None
     assert (record.status, record.chat_id) == ("failed", "314")
     refused = retry(store, send_id, force=False)
@@ -224,7 +224,7 @@ def test_a_notification_about_a_deleted_record_is_not_retried(sqlite_store: Stor
         ticket_id="",
         finished=Outcome(status="skipped", reason="Salesforce sent the notification without its record."),
     )
-    send_id = sqlite_store.create(new).id
+    send_id = sqlite_store.sends.create(new).id
     refused = retry(sqlite_store, send_id, force=True)
     assert not refused.queued
     assert refused.message == f"Send {send_id} names no record (it was deleted before Salesforce delivered it)."
@@ -237,7 +237,7 @@ def test_a_send_whose_number_was_given_in_its_request_cannot_be_retried(sqlite_s
         result = retry(sqlite_store, send_id, force=force)
         assert not result.queued
         assert "make a new send instead" in result.message
-    record = sqlite_store.get(send_id)
+    record = sqlite_store.history.get(send_id)
     assert record is not None
     assert record.status == "failed"
 

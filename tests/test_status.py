@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.status import SILENT_AFTER_SECONDS, StatusBoard
 from bridge.store import Store
+from bridge.store.status import SILENT_AFTER_SECONDS, StatusBoard
 from tests._clock import Clock
 
 
 @pytest.fixture
 def board(store: Store) -> StatusBoard:
-    return StatusBoard(store.db)
+    return store.status
 
 
 def test_a_beating_worker_is_listed_with_how_long_ago_it_beat(board: StatusBoard, clock: Clock) -> None:

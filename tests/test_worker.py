@@ -8,7 +8,6 @@ import anyio
 import pytest
 
 from bridge.errors import StoreUnavailable
-from bridge.status import StatusBoard
 from bridge.store import Store
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, Harness, make_harness
@@ -40,7 +39,7 @@ async def test_a_send_dropped_when_the_store_went_away_is_taken_up_again(
     """Found by restarting PostgreSQL under load: marking a send in flight failed, the send step
     dropped it, and the heartbeat renewed its lease for as long as the process lived: never sent."""
     h.ingest(MOBILE_CASE)
-    mark_inflight = h.store.mark_inflight
+    mark_inflight = h.store.sends.mark_inflight
     outage = [StoreUnavailable("The store is restarting.")]
 
     def restarting(*args: Any, **kwargs: Any) -> bool:
@@ -48,7 +47,7 @@ async def test_a_send_dropped_when_the_store_went_away_is_taken_up_again(
             raise outage.pop()
         return mark_inflight(*args, **kwargs)
 
-    monkeypatch.setattr(h.store, "mark_inflight", restarting)
+    monkeypatch.setattr(h.store.sends, "mark_inflight", restarting)
     await h.worker.run_once()
     assert h.row(MOBILE_CASE).status == "sending"
     for _ in range(4):
@@ -61,17 +60,17 @@ async def test_a_send_dropped_when_the_store_went_away_is_taken_up_again(
 
 async def test_the_tick_beats_and_renews_the_leases_of_work_in_progress(h: Harness) -> None:
     h.ingest(MOBILE_CASE)
-    [job] = h.store.claim_sends(h.worker.id, limit=1, lease_seconds=30)
+    [job] = h.store.sends.claim(h.worker.id, limit=1, lease_seconds=30)
     with h.worker.holdings.sends([job.id]):
         for _ in range(4):  # two minutes of a slow CCAI request, with the heartbeat going
             h.clock.advance(30)
             await h.worker.tick()
-    assert h.store.claim_sends("someone-else", limit=1, lease_seconds=30) == []
-    [me] = StatusBoard(h.store.db).workers()
+    assert h.store.sends.claim("someone-else", limit=1, lease_seconds=30) == []
+    [me] = h.store.status.workers()
     assert (me.id, me.seconds_since_beat) == (h.worker.id, 0.0)
     h.clock.advance(31)  # now it stops beating (killed)
-    assert [c.id for c in h.store.claim_sends("someone-else", limit=1, lease_seconds=30)] == [job.id]
-    assert StatusBoard(h.store.db).workers() == []
+    assert [c.id for c in h.store.sends.claim("someone-else", limit=1, lease_seconds=30)] == [job.id]
+    assert h.store.status.workers() == []
 
 
 async def test_a_worker_whose_passes_fail_is_not_ready(clock: Clock) -> None:
@@ -92,8 +91,8 @@ async def test_a_cleanly_stopped_worker_is_not_counted_alive(h: Harness) -> None
     async with anyio.create_task_group() as group:
         group.start_soon(h.worker.run)
         await anyio.sleep(0.2)
-        assert [w.id for w in StatusBoard(h.store.db).workers()] == [h.worker.id]
+        assert [w.id for w in h.store.status.workers()] == [h.worker.id]
         h.worker.stop()
-    assert StatusBoard(h.store.db).workers() == []
-    [stopped] = StatusBoard(h.store.db).workers(include_stopped=True)
+    assert h.store.status.workers() == []
+    [stopped] = h.store.status.workers(include_stopped=True)
     assert stopped.stopped_at is not None

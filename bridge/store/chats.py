@@ -6,31 +6,26 @@ A chat is followed from the moment its send is recorded as sent, until it ends o
 API and by pushed session events; either way a state older than the one already applied (by CCAI's
 own ``updated_at``) is ignored, so the two can arrive in any order.
 
-CCAI's vocabulary is only partly documented, so parsing is lenient: status words are kept
-verbatim, unknown keys are ignored, and a field that is missing or malformed reads as unknown.
-
 A state the store refuses (PostgreSQL cannot hold a NUL) is skipped and logged rather than failing
-every later pass (:func:`apply_each`). Session events are kept by :mod:`bridge.session_events`;
+every later pass (:func:`apply_each`). Session events are kept by :mod:`bridge.store.session_events`;
 :func:`follow` puts back in the queue those that arrived before their chat was followed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, update
 
-from bridge._schema import chats, sends, session_events
-from bridge.database import Database
+from bridge.ccai.chats import ChatState, event_state
 from bridge.errors import StoreRejected
-from bridge.text import sanitize
+from bridge.store.database import Database
+from bridge.store.schema import chats, sends, session_events
 
 logger = logging.getLogger(__name__)
 
@@ -41,29 +36,6 @@ UNKNOWN_CHAT_SECONDS = 900.0
 # Held by whoever sets aside an event whose chat is not followed and by whoever starts following a
 # chat, so that an event cannot be set aside just as its chat starts being followed.
 FOLLOW_LOCK = "bridge:chat-follow"
-
-# Words after which a chat will not change again (documented: finished; seen: failed).
-ENDED = frozenset({"finished", "failed", "ended", "closed", "canceled", "cancelled", "dismissed", "abandoned"})
-# Words CCAI is known to use; others are written verbatim and logged once.
-KNOWN = ENDED | {"selecting", "queued", "assigned", "in_progress", "active", "connected", "disconnected"}
-_warned: set[str] = set()
-
-
-@dataclass(frozen=True)
-class ChatState:
-    """What CCAI says about one chat at ``updated_at`` (seconds since the epoch)."""
-
-    chat_id: str
-    status: str | None
-    updated_at: float
-    agent: str | None
-    ended_at: float | None
-    outcome: str | None
-    replied: bool | None  # None: CCAI did not say
-
-    @property
-    def ended(self) -> bool:
-        return self.status in ENDED or (self.ended_at is not None and self.ended_at <= self.updated_at)
 
 
 @dataclass(frozen=True)
@@ -103,38 +75,8 @@ class ChatClaim:
     until: float
 
 
-def event_state(event: Mapping[str, Any], timestamp: float | None) -> ChatState | None:
-    """The chat state a session event tells of (``item``, the chat object), if any."""
-    item = event.get("item", event.get("chat", event))
-    if not isinstance(item, Mapping):
-        return None
-    # The event's own time orders it when the item carries no updated_at of its own.
-    return parse({"timestamp": timestamp, **item}) if timestamp is not None else parse(item)
-
-
-def parse(raw: Mapping[str, Any]) -> ChatState | None:
-    """A chat object from the Manager API (or a session event's item); None without id or time."""
-    chat_id = raw.get("id", raw.get("chat_id"))
-    updated = _time(raw.get("updated_at")) or _time(raw.get("timestamp"))
-    if chat_id in (None, "") or updated is None:
-        return None
-    status = _word(raw.get("status"))
-    if status is not None and status not in KNOWN and status not in _warned:
-        _warned.add(status)
-        logger.warning("CCAI reported a chat status the bridge does not know: %r; written to the Case as it is", status)
-    return ChatState(
-        chat_id=str(chat_id),
-        status=status,
-        updated_at=updated,
-        agent=_agent(raw.get("agent_info")),
-        ended_at=_time(raw.get("ends_at")),
-        outcome=_outcome(raw),
-        replied=_replied(raw),
-    )
-
-
-class ChatStore:
-    """Reads and writes the ``chats`` table (pushed session events are kept by :mod:`bridge.session_events`)."""
+class Chats:
+    """Reads and writes the ``chats`` table (pushed session events are kept by :mod:`bridge.store.session_events`)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -307,13 +249,10 @@ class ChatStore:
             )
         return bool(result.rowcount == 1)
 
-    def for_send(self, send_id: int) -> tuple[str | None, float | None]:
-        """The chat's last known status and when it was synced, for ``bridge sends show``."""
+    def attach_task(self, send_id: int, task_ref: str) -> None:
+        """Remember the note created for a sent send, so that its chat's end can complete it."""
         with self._db.tx() as connection:
-            row = connection.execute(
-                select(chats.c.status, chats.c.synced_at).where(chats.c.send_id == send_id)
-            ).first()
-        return (row[0], row[1]) if row else (None, None)
+            connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=task_ref))
 
     def lagging(self) -> int:
         """How many followed chats still have news for their ticket."""
@@ -325,10 +264,10 @@ class ChatStore:
             )
 
 
-def follow(connection: Connection, *, send_id: int, ticket_id: str, chat_id: str, now: float) -> None:
+def follow(db: Database, connection: Connection, *, send_id: int, ticket_id: str, chat_id: str, now: float) -> None:
     """Start following a chat (called by the store when a send is recorded as sent). Events about
     it that arrived first, while nobody followed it, go back in the queue to be applied."""
-    Database(connection.engine).lock(connection, FOLLOW_LOCK)
+    db.lock(connection, FOLLOW_LOCK)
     exists = connection.execute(select(chats.c.chat_id).where(chats.c.chat_id == chat_id)).first()
     if exists is None:
         connection.execute(
@@ -356,12 +295,6 @@ def follow(connection: Connection, *, send_id: int, ticket_id: str, chat_id: str
                 case_not_before=now,
             )
         )
-
-
-def attach_task(db: Database, send_id: int, task_ref: str) -> None:
-    """Remember the note created for a sent send, so that its chat's end can complete it."""
-    with db.tx() as connection:
-        connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=task_ref))
 
 
 def apply_each(
@@ -469,67 +402,3 @@ def read_kept_state(payload: str, timestamp: float | None) -> ChatState | None:
     if isinstance(kept, dict) and set(kept) == {f.name for f in dataclasses.fields(ChatState)}:
         return ChatState(**kept)
     return event_state(kept, timestamp) if isinstance(kept, dict) else None  # as kept by earlier versions
-
-
-def _word(value: object) -> str | None:
-    text = _clean(value).strip() if value is not None else ""
-    return text[:40] or None
-
-
-def _agent(info: object) -> str | None:
-    if not isinstance(info, Mapping):
-        return None
-    name = info.get("name") or " ".join(str(info.get(k) or "") for k in ("first_name", "last_name")).strip()
-    return _clean(name or info.get("email") or "").strip()[:255] or None
-
-
-def _outcome(raw: Mapping[str, Any]) -> str | None:
-    """The best reason CCAI gives: a failure first, then how it finished, then its sub-status."""
-    for key in ("fail_reason", "finish_reason", "sub_status"):
-        value = raw.get(key)
-        if isinstance(value, str) and value.strip() and value.strip() != "finish_reason_none":
-            return _clean(value).strip()[:255] or None
-    return None
-
-
-def _clean(value: object) -> str:
-    """CCAI's text as it can be stored and shown: no NUL, lone surrogate or other character no
-    store or Case field can hold (the same rule as for the text the bridge sends)."""
-    return sanitize(str(value))
-
-
-def _replied(raw: Mapping[str, Any]) -> bool | None:
-    """Whether the customer answered. Not documented as such: the bridge's text is the chat's
-    first message, so more than one message, or a later last message, means someone answered."""
-    count = raw.get("message_count")
-    if isinstance(count, int):
-        return count > 1
-    first, last = _time(raw.get("first_msg_sent_at")), _time(raw.get("last_msg_sent_at"))
-    if first is not None and last is not None:
-        return last > first
-    return None
-
-
-def finite(value: object) -> float | None:
-    """A JSON number as a float, or None: not a number, or one no float holds (JSON allows 10**400)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _time(value: object) -> float | None:
-    if (number := finite(value)) is not None:
-        return number / (1000.0 if number > 1e11 else 1.0)  # epoch milliseconds or seconds
-    if isinstance(value, int | float):
-        return None  # a number, but none a float holds
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()

@@ -8,38 +8,19 @@ is always an explicit act.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 
-from bridge._schema import opt_outs
-from bridge.database import Database
+from bridge.model import OptOut, OptOutReading
 from bridge.phones import mask
+from bridge.store.database import Database
+from bridge.store.schema import opt_outs
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OptOut:
-    number: str
-    source: str
-    note: str | None
-    created_at: float
-
-    @property
-    def masked(self) -> str:
-        return mask(self.number)
-
-    def describe(self) -> str:
-        """Why a send is blocked: "the number is on the opt-out list since 2026-11-02 (agent: said stop)"."""
-        since = dt.datetime.fromtimestamp(self.created_at, tz=dt.UTC).date().isoformat()
-        detail = f"{self.source}: {self.note}" if self.note else self.source
-        return f"the number is on the opt-out list since {since} ({detail})"
-
-
-class OptOutList:
+class OptOuts:
     """Reads and writes the ``opt_outs`` table."""
 
     def __init__(self, db: Database) -> None:
@@ -68,15 +49,15 @@ class OptOutList:
         return removed
 
     def get(self, number: str) -> OptOut | None:
-        return self.read(number)[0]
+        return self.read(number).entry
 
-    def read(self, number: str) -> tuple[OptOut | None, float]:
+    def read(self, number: str) -> OptOutReading:
         """The number's entry, if any, and the store's time of the reading (what a check made right
         before a request leaves decides on)."""
         with self._db.tx() as connection:
             now = self._db.now(connection)
             row = connection.execute(select(opt_outs).where(opt_outs.c.number == number)).first()
-        return (OptOut(row.number, row.source, row.note, row.created_at) if row else None), now
+        return OptOutReading(OptOut(row.number, row.source, row.note, row.created_at) if row else None, at=now)
 
     def page(self, *, limit: int = 50, offset: int = 0) -> tuple[list[OptOut], int]:
         """Up to ``limit`` entries, newest first, skipping ``offset``; and the total count. (Paged by

@@ -1,7 +1,7 @@
 """What running processes report about themselves, for operators and for each other.
 
 Each worker has a row in ``workers``: a heartbeat (which also renews its leases, see
-:meth:`Store.renew`), when its last pass succeeded, and when it stopped cleanly. Values such as
+:meth:`bridge.store.sends.Sends.renew`), when its last pass succeeded, and when it stopped cleanly. Values such as
 the CRM's API usage are kept in ``bridge_status``.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from bridge._schema import bridge_status, singletons, workers
-from bridge.database import Database
+from bridge.store.database import Database
+from bridge.store.schema import bridge_status, singletons, workers
 
 # Keys of ``bridge_status``: kept here, with the table, so that a reader (the overview) and a
 # writer (the worker, the chat sync) share a name without importing each other.

@@ -1,29 +1,13 @@
-"""The store's tables and its versioned migrations (SQLite and PostgreSQL alike).
+"""The store's tables, as the current version defines them (SQLite and PostgreSQL alike).
 
 Times are seconds since the epoch (float), which both databases order and compare the same way.
-Every migration is append-only and idempotent: it looks at what is there before changing it, so a
-store created from the current definitions (v1 creates every column) passes through it unharmed.
+How an older store reaches this shape is :mod:`bridge.store.migrations`; a test checks that a store
+upgraded from the first release through every migration equals one created from these definitions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Connection,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -41,7 +25,7 @@ sends = Table(
     # "om:<org15>:<notification id>" for outbound messages; unique, so a redelivery inserts nothing.
     Column("dedupe_key", Text, nullable=False, unique=True),
     Column("source", String(32), nullable=False),  # the door's name, for people (see model.Origin)
-    # v8: "crm_event" or "person": what the loop guard and the send window decide on. The default is
+    # "crm_event" or "person": what the loop guard and the send window decide on. The default is
     # the safe side, for a row an older process writes during an upgrade: guarded, no window override.
     Column("origin", String(16), nullable=False, server_default="crm_event"),
     Column("org_id", String(18)),
@@ -58,9 +42,9 @@ sends = Table(
     Column("not_before", Float, nullable=False),
     Column("lease_owner", String(64)),
     Column("lease_until", Float),
-    # v4: incremented by every claim; writes carry the token they claimed with (fencing).
+    # Incremented by every claim; writes carry the token they claimed with (fencing).
     Column("lease_token", Integer, nullable=False, default=0),
-    # v4: claims that found the send still "sending" after its lease ended (its worker died or hung).
+    # Claims that found the send still "sending" after its lease ended (its worker died or hung).
     Column("takeovers", Integer, nullable=False, default=0),
     # True from just before a CCAI request leaves until its answer is recorded. Finding it set on a
     # job whose lease expired means its worker died mid-request: the SMS may have been sent.
@@ -68,24 +52,24 @@ sends = Table(
     Column("may_have_sent", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("first_attempt_at", Float),
-    Column("inflight_at", Float),  # v4: when the latest CCAI request left
-    Column("ambiguous_since", Float),  # v4: when the first request whose answer was lost left
+    Column("inflight_at", Float),  # when the latest CCAI request left
+    Column("ambiguous_since", Float),  # when the first request whose answer was lost left
     Column("finished_at", Float),
     Column("writeback", String(16), nullable=False, default="none"),  # the ticket's fields
     Column("writeback_task", String(16), nullable=False, default="none"),  # the note (Task) on it
     Column("writeback_attempts", Integer, nullable=False, default=0),
     Column("writeback_not_before", Float),
     Column("writeback_lease_until", Float),
-    Column("writeback_owner", String(64)),  # v4: who holds the write-back lease (renewed by heartbeats)
+    Column("writeback_owner", String(64)),  # who holds the write-back lease (renewed by heartbeats)
     Column("writeback_error", Text),
-    Column("case_written_at", Float),  # v4: when this outcome landed on the ticket (the loop guard)
-    # v5: when the state the ticket should show was set (finished, or held for the send window): the
+    Column("case_written_at", Float),  # when this outcome landed on the ticket (the loop guard)
+    # When the state the ticket should show was set (finished, or held for the send window): the
     # order in which a ticket's write-backs must land.
     Column("state_at", Float),
-    Column("segments", Integer),  # v5: how many SMS segments the text was
-    # v5: the send ended opted out by what the CRM may not know (the opt-out list, CCAI's refusal).
+    Column("segments", Integer),  # how many SMS segments the text was
+    # The send ended opted out by what the CRM may not know (the opt-out list, CCAI's refusal).
     Column("opt_out_learned", Boolean, nullable=False, default=False),
-    # v2: the Idempotency-Key's body fingerprint (API sends), and when an operator re-queued a send.
+    # The Idempotency-Key's body fingerprint (API sends), and when an operator re-queued a send.
     Column("request_hash", String(64)),
     Column("requeued_at", Float),
     Index("ix_sends_due", "status", "not_before"),
@@ -94,7 +78,7 @@ sends = Table(
     Index("ix_sends_lease_owner", "lease_owner"),
 )
 
-# v3: the CCAI request pacing shared by every worker, one row per CCAI tenant. ``next_slot`` is
+# The CCAI request pacing shared by every worker, one row per CCAI tenant. ``next_slot`` is
 # no request before this time (a 429's Retry-After).
 rate_limits = Table(
     "rate_limits",
@@ -103,7 +87,7 @@ rate_limits = Table(
     Column("next_slot", Float, nullable=False),
 )
 
-# v4: when each request to a CCAI tenant left, by the database's clock (the sliding window).
+# When each request to a CCAI tenant left, by the database's clock (the sliding window).
 rate_events = Table(
     "rate_events",
     metadata,
@@ -113,7 +97,7 @@ rate_events = Table(
     Index("ix_rate_events_name_at", "name", "at"),
 )
 
-# v3: what operators read with `bridge status` (the last Salesforce API usage).
+# What processes report for operators and each other: the CRM's API usage, the chat sync's progress.
 bridge_status = Table(
     "bridge_status",
     metadata,
@@ -122,7 +106,7 @@ bridge_status = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-# v4: one row per worker process: its heartbeat, and whether its passes succeed.
+# One row per worker process: its heartbeat, and whether its passes succeed.
 workers = Table(
     "workers",
     metadata,
@@ -137,7 +121,7 @@ workers = Table(
 )
 
 
-# v5: numbers that must never be texted (a STOP, an agent's note, CCAI's own refusal). Never purged.
+# Numbers that must never be texted (a STOP, an agent's note, CCAI's own refusal). Never purged.
 opt_outs = Table(
     "opt_outs",
     metadata,
@@ -148,7 +132,7 @@ opt_outs = Table(
 )
 
 
-# v6: the chats the bridge started, followed until they end (the chat sync), and what their
+# The chats the bridge started, followed until they end (the chat sync), and what their
 # ticket must still be told.
 chats = Table(
     "chats",
@@ -178,7 +162,7 @@ chats = Table(
     Index("ix_chats_send", "send_id"),
 )
 
-# v6: session events CCAI pushed, kept (deduplicated on their id) before they are acted on.
+# Session events CCAI pushed, kept (deduplicated on their id) before they are acted on.
 session_events = Table(
     "session_events",
     metadata,
@@ -191,7 +175,7 @@ session_events = Table(
 )
 
 
-# v7: what happened to each send, in order: the timeline operators read (``bridge sends show``, the
+# What happened to each send, in order: the timeline operators read (``bridge sends show``, the
 # dashboard). Written in the same transaction as the change it records; purged with its send.
 send_log = Table(
     "send_log",
@@ -205,69 +189,8 @@ send_log = Table(
 )
 
 
-def _v1(connection: Connection, postgres: bool) -> None:
-    metadata.create_all(connection, tables=[sends])
-
-
-def _v2(connection: Connection, postgres: bool) -> None:
-    _add_columns(connection, "sends", {"request_hash": "VARCHAR(64)", "requeued_at": "DOUBLE PRECISION"})
-
-
-def _v3(connection: Connection, postgres: bool) -> None:
-    metadata.create_all(connection, tables=[rate_limits, bridge_status])
-
-
-def _v4(connection: Connection, postgres: bool) -> None:
-    _add_columns(
-        connection,
-        "sends",
-        {
-            "lease_token": "INTEGER NOT NULL DEFAULT 0",
-            "takeovers": "INTEGER NOT NULL DEFAULT 0",
-            "inflight_at": "DOUBLE PRECISION",
-            "ambiguous_since": "DOUBLE PRECISION",
-            "writeback_owner": "VARCHAR(64)",
-            "case_written_at": "DOUBLE PRECISION",
-        },
-    )
-    if postgres:
-        # Values that come from outside (idempotency keys, CCAI chat ids) must never be refused for
-        # their length: a refused write after an SMS went out is how a send repeats forever.
-        for column, kind in (("dedupe_key", "TEXT"), ("chat_id", "TEXT"), ("ticket_id", "VARCHAR(64)")):
-            connection.execute(text(f"ALTER TABLE sends ALTER COLUMN {column} TYPE {kind}"))
-        connection.execute(text("ALTER TABLE sends ALTER COLUMN end_user_hint TYPE VARCHAR(32)"))
-    existing = {index["name"] for index in inspect(connection).get_indexes("sends")}
-    if "ix_sends_lease_owner" not in existing:
-        connection.execute(text("CREATE INDEX ix_sends_lease_owner ON sends (lease_owner)"))
-    metadata.create_all(connection, tables=[rate_events, workers])
-    # Loop-guard skips used to be "skipped"; they now have their own status, because unlike a real
-    # skip they follow an SMS that went out, and must not be retried without --force.
-    connection.execute(
-        text("UPDATE sends SET status = 'suppressed' WHERE status = 'skipped' AND reason LIKE 'Skipped: send %'")
-    )
-
-
-def _add_columns(connection: Connection, table: str, columns: dict[str, str]) -> None:
-    present = {column["name"] for column in inspect(connection).get_columns(table)}
-    for name, kind in columns.items():
-        if name not in present:
-            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
-
-
-Migration = Callable[[Connection, bool], None]
-
-
-def _v5(connection: Connection, postgres: bool) -> None:
-    _add_columns(
-        connection,
-        "sends",
-        {"state_at": "DOUBLE PRECISION", "segments": "INTEGER", "opt_out_learned": "BOOLEAN NOT NULL DEFAULT false"},
-    )
-    connection.execute(text("UPDATE sends SET state_at = finished_at WHERE state_at IS NULL"))
-    metadata.create_all(connection, tables=[opt_outs])
-
-
-# v6: jobs exactly one process does at a time (the chat sync), by lease on the database's clock.
+# Jobs exactly one process does at a time (the chat sync, long-running inputs), by lease on the
+# database's clock.
 singletons = Table(
     "singletons",
     metadata,
@@ -275,42 +198,3 @@ singletons = Table(
     Column("owner", String(64), nullable=False),
     Column("until", Float, nullable=False),
 )
-
-
-def _v6(connection: Connection, postgres: bool) -> None:
-    metadata.create_all(connection, tables=[chats, session_events, singletons])
-
-
-def _v7(connection: Connection, postgres: bool) -> None:
-    metadata.create_all(connection, tables=[send_log])
-
-
-def _v8(connection: Connection, postgres: bool) -> None:
-    _add_columns(connection, "sends", {"origin": "VARCHAR(16) NOT NULL DEFAULT 'crm_event'"})
-    # Until v8 the door decided: only Salesforce's outbound message was an event the CRM fired.
-    connection.execute(text("UPDATE sends SET origin = 'person' WHERE source IN ('api', 'cli')"))
-
-
-# Append only: each entry upgrades the schema from the previous version.
-MIGRATIONS: list[tuple[int, Migration]] = [
-    (1, _v1),
-    (2, _v2),
-    (3, _v3),
-    (4, _v4),
-    (5, _v5),
-    (6, _v6),
-    (7, _v7),
-    (8, _v8),
-]
-LATEST_VERSION = MIGRATIONS[-1][0]
-
-
-def current_version(connection: Connection, *, create: bool = True) -> int:
-    """The schema's version; 0 for an empty database. Read-only callers pass ``create=False`` so
-    that looking never creates anything."""
-    if not inspect(connection).has_table(schema_version.name):
-        if not create:
-            return 0
-        schema_version.create(connection)
-    found = connection.execute(select(schema_version.c.version).order_by(schema_version.c.version.desc())).first()
-    return int(found[0]) if found else 0

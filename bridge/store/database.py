@@ -1,4 +1,4 @@
-"""The database: engine, transactions, the clock every lease is measured with, and migrations.
+"""The database: engine, transactions, the clock every lease is measured with, and migrating it.
 
 SQLite by default (one file, WAL, fsync on commit); PostgreSQL when ``DATABASE_URL`` says so.
 Calls are synchronous; async code runs them in a worker thread. SQLAlchemy's errors are
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import (
@@ -28,8 +28,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from bridge._schema import LATEST_VERSION, MIGRATIONS, current_version, schema_version
 from bridge.errors import ConfigError, StoreRejected, StoreUnavailable
+from bridge.store.migrations import current_version, upgrade
 
 Clock = Callable[[], float]
 
@@ -161,12 +161,7 @@ class Database:
         """Bring the schema to the latest version; safe to run repeatedly and concurrently."""
         with self.tx() as connection:
             self.lock(connection, "bridge:migrate")
-            version = current_version(connection)
-            for number, step in MIGRATIONS:
-                if number > version:
-                    step(connection, self.postgres)
-                    connection.execute(insert(schema_version).values(version=number, applied_at=self.now(connection)))
-        return LATEST_VERSION
+            return upgrade(connection, postgres=self.postgres, now=self.now(connection))
 
     def schema_version(self) -> int:
         with self.tx() as connection:

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from bridge.ccai.pacing import RateLimiter
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
 from bridge.phones import mask, mask_numbers
-from bridge.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 

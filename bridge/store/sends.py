@@ -1,9 +1,9 @@
-"""The sends: inbox with dedupe, the send step's leases, the write-back step's state.
+"""The sends: the inbox (deduplicated), the send step's leases, and the retention purge.
 
 Every time is the database's (:meth:`Database.now`), and every write a worker makes on a claimed
 send carries the lease *token* it claimed with, so a worker that lost its lease (it hung, or its
 host's clock is off) can never overwrite the work of the one that took over. The one exception is
-a success that arrives late: an SMS that went out is always recorded (see :meth:`Store.finish`).
+a success that arrives late: an SMS that went out is always recorded (see :meth:`Sends.finish`).
 """
 
 from __future__ import annotations
@@ -12,68 +12,23 @@ import logging
 from collections.abc import Sequence
 from typing import Any, assert_never
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Integer,
-    RowMapping,
-    Select,
-    and_,
-    case,
-    cast,
-    delete,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 
-from bridge._schema import chats, send_log, sends
-from bridge.chats import follow
-from bridge.database import Clock, Database
 from bridge.errors import StoreRejected
-from bridge.model import (
-    FINAL_STATUSES,
-    PENDING_STATUSES,
-    ActivityCount,
-    ClaimedSend,
-    Created,
-    LogEntry,
-    NewSend,
-    Outcome,
-    Overrides,
-    PendingWriteback,
-    QueueSummary,
-    SendRecord,
-    SendStatus,
-    WritebackState,
-)
+from bridge.model import FINAL_STATUSES, PENDING_STATUSES, ClaimedSend, Created, NewSend, Outcome, Overrides, SendStatus
+from bridge.store._rows import LEASE_RELEASED, PENDING_WRITEBACK, log_event, overrides_of, still_held
+from bridge.store.chats import follow
+from bridge.store.database import Database
+from bridge.store.schema import send_log, sends
 
 logger = logging.getLogger(__name__)
 
-_PENDING_WRITEBACK = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
 
-
-class Store:
-    """All reads and writes of sends."""
+class Sends:
+    """The ``sends`` table as the doors and the send step use it."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None) -> Store:
-        return cls(Database.from_url(url, clock=clock))
-
-    def close(self) -> None:
-        self.db.close()
-
-    def migrate(self) -> int:
-        return self.db.migrate()
-
-    def schema_version(self) -> int:
-        return self.db.schema_version()
-
-    # -- inbox --------------------------------------------------------------------------------
 
     def ingest(self, new: Sequence[NewSend]) -> int:
         """Store every send in one transaction; already-known dedupe keys are ignored.
@@ -91,7 +46,7 @@ class Store:
                 inserted = connection.execute(statement, _new_row(item, now)).first()
                 if inserted is not None:
                     stored += 1
-                    _log(connection, int(inserted[0]), now, "received", _received(item))
+                    log_event(connection, int(inserted[0]), now, "received", _received(item))
             return stored
 
     def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
@@ -106,7 +61,7 @@ class Store:
             )
             inserted = connection.execute(statement).first()
             if inserted is not None:
-                _log(connection, int(inserted[0]), now, "received", _received(new))
+                log_event(connection, int(inserted[0]), now, "received", _received(new))
                 return Created(id=int(inserted[0]), request_hash=request_hash, created=True)
             existing = connection.execute(
                 select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
@@ -132,9 +87,7 @@ class Store:
                     not_before=now,
                     requeued_at=now,
                     first_attempt_at=func.coalesce(sends.c.first_attempt_at, now),
-                    inflight=False,
-                    lease_owner=None,
-                    lease_until=None,
+                    **LEASE_RELEASED,
                     takeovers=0,
                     finished_at=None,
                     writeback="none",
@@ -144,12 +97,12 @@ class Store:
                 )
             )
             if result.rowcount == 1:
-                _log(connection, send_id, now, "requeued", "Queued again by an operator.")
+                log_event(connection, send_id, now, "requeued", "Queued again by an operator.")
         return result.rowcount == 1
 
     # -- the send step ------------------------------------------------------------------------
 
-    def claim_sends(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedSend]:
+    def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedSend]:
         """Lease up to ``limit`` due sends. A send whose worker died mid-request comes back flagged."""
         with self.db.tx() as connection:
             now = self.db.now(connection)
@@ -191,7 +144,7 @@ class Store:
                         claimed_at=now,
                         first_attempt_at=row["first_attempt_at"],
                         ambiguous_since=ambiguous_since,
-                        overrides=_overrides(row),
+                        overrides=overrides_of(row),
                     )
                 )
         return claimed
@@ -225,7 +178,7 @@ class Store:
             now = self.db.now(connection)
             result = connection.execute(
                 update(sends)
-                .where(*_still_held(send_id, token))
+                .where(*still_held(send_id, token))
                 .values(
                     inflight=True,
                     inflight_at=now,
@@ -237,7 +190,7 @@ class Store:
                 )
             )
             if result.rowcount == 1:
-                _log(connection, send_id, now, "attempt", "The request to CCAI Platform left.")
+                log_event(connection, send_id, now, "attempt", "The request to CCAI Platform left.")
         return result.rowcount == 1
 
     def confirm_not_sent(self, send_id: int, *, token: int) -> bool:
@@ -245,10 +198,10 @@ class Store:
         with self.db.tx() as connection:
             now = self.db.now(connection)
             result = connection.execute(
-                update(sends).where(*_still_held(send_id, token)).values(may_have_sent=False, ambiguous_since=None)
+                update(sends).where(*still_held(send_id, token)).values(may_have_sent=False, ambiguous_since=None)
             )
             if result.rowcount == 1:
-                _log(
+                log_event(
                     connection, send_id, now, "looked up", "No chat in CCAI's list: the earlier attempt never arrived."
                 )
         return result.rowcount == 1
@@ -288,9 +241,7 @@ class Store:
                 "state_at": now,
                 "segments": outcome.segments,
                 "opt_out_learned": outcome.opt_out_learned,
-                "inflight": False,
-                "lease_owner": None,
-                "lease_until": None,
+                **LEASE_RELEASED,
                 "overrides": Overrides.from_json(row[0] if row else None).without_number().to_json(),
                 "writeback": writeback_state,
                 "writeback_task": "pending" if write_back and create_task else "none",
@@ -300,10 +251,10 @@ class Store:
             }
             if outcome.status == "sent":
                 values |= {"may_have_sent": False, "ambiguous_since": None}
-            result = connection.execute(update(sends).where(*_still_held(send_id, token)).values(values))
+            result = connection.execute(update(sends).where(*still_held(send_id, token)).values(values))
             if result.rowcount == 1:
                 self._follow(connection, send_id, outcome, now)
-                _log(connection, send_id, now, "finished", _finished(outcome))
+                log_event(connection, send_id, now, "finished", _finished(outcome))
                 return True
             if outcome.status != "sent":
                 return False
@@ -315,7 +266,7 @@ class Store:
             )
             if late.rowcount == 1:
                 self._follow(connection, send_id, outcome, now)
-                _log(connection, send_id, now, "finished", _finished(outcome) + " (an answer that arrived late)")
+                log_event(connection, send_id, now, "finished", _finished(outcome) + " (an answer that arrived late)")
                 logger.warning("Send %s: a success arrived after its lease passed to another worker; recorded", send_id)
                 return True
             logger.error(
@@ -327,7 +278,7 @@ class Store:
         """A chat exists: follow it (the chat sync keeps its ticket current)."""
         if outcome.status == "sent" and outcome.chat_id:
             ticket = connection.execute(select(sends.c.ticket_id).where(sends.c.id == send_id)).scalar_one()
-            follow(connection, send_id=send_id, ticket_id=ticket, chat_id=outcome.chat_id, now=now)
+            follow(self.db, connection, send_id=send_id, ticket_id=ticket, chat_id=outcome.chat_id, now=now)
 
     def requeue(
         self,
@@ -346,10 +297,8 @@ class Store:
         values: dict[str, Any] = {
             "status": "queued",
             "reason": reason,
-            "inflight": False,
             "may_have_sent": may_have_sent,
-            "lease_owner": None,
-            "lease_until": None,
+            **LEASE_RELEASED,
         }
         if ambiguous:
             values["ambiguous_since"] = func.coalesce(sends.c.ambiguous_since, sends.c.inflight_at)
@@ -358,10 +307,10 @@ class Store:
         with self.db.tx() as connection:
             now = self.db.now(connection)
             values["not_before"] = now + delay
-            result = connection.execute(update(sends).where(*_still_held(send_id, token)).values(values))
+            result = connection.execute(update(sends).where(*still_held(send_id, token)).values(values))
             if result.rowcount != 1:
                 return False
-            _log(connection, send_id, now, "retry", f"Retried in {delay:.0f} s: {reason}")
+            log_event(connection, send_id, now, "retry", f"Retried in {delay:.0f} s: {reason}")
         return True
 
     def hold(self, send_id: int, *, token: int, until: float, reason: str, hint: str | None) -> bool:
@@ -371,7 +320,7 @@ class Store:
             now = self.db.now(connection)
             result = connection.execute(
                 update(sends)
-                .where(*_still_held(send_id, token))
+                .where(*still_held(send_id, token))
                 .values(
                     status="scheduled",
                     reason=reason,
@@ -380,16 +329,14 @@ class Store:
                     requeued_at=until,
                     end_user_hint=hint,
                     state_at=now,
-                    inflight=False,
-                    lease_owner=None,
-                    lease_until=None,
+                    **LEASE_RELEASED,
                     writeback="pending",
                     writeback_not_before=now,
                     writeback_attempts=0,
                 )
             )
             if result.rowcount == 1:
-                _log(connection, send_id, now, "held", reason)
+                log_event(connection, send_id, now, "held", reason)
         return result.rowcount == 1
 
     def release(self, owner: str) -> int:
@@ -453,85 +400,6 @@ class Store:
             rows = connection.execute(select(sends.c.chat_id).where(sends.c.chat_id.in_(list(chat_ids)))).all()
         return {str(row[0]) for row in rows}
 
-    # -- the write-back step ------------------------------------------------------------------
-
-    def claim_writebacks(self, owner: str, *, limit: int, lease_seconds: float) -> list[PendingWriteback]:
-        """Lease up to ``limit`` pending write-backs, keeping each ticket's outcomes in order.
-
-        Claims are serialised, a ticket whose write-back another worker holds is left alone, and an
-        outcome older than another one for the same ticket is marked superseded (only its note is
-        written): the ticket can never end up showing an older outcome over a newer one.
-        """
-        with self.db.tx() as connection:
-            self.db.lock(connection, "bridge:writeback-claim")
-            now = self.db.now(connection)
-            free = or_(sends.c.writeback_lease_until.is_(None), sends.c.writeback_lease_until < now)
-            query = (
-                select(sends)
-                .where(_PENDING_WRITEBACK, sends.c.writeback_not_before <= now, free)
-                .order_by(sends.c.writeback_not_before, sends.c.id)
-                .limit(limit)
-            )
-            rows = connection.execute(query).mappings().all()
-            tickets = sorted({row["ticket_id"] for row in rows})
-            busy, newest, chats = _ticket_order(connection, tickets, now)
-            rows = [row for row in rows if row["ticket_id"] not in busy]
-            if rows:
-                connection.execute(
-                    update(sends)
-                    .where(sends.c.id.in_([row["id"] for row in rows]))
-                    .values(writeback_lease_until=now + lease_seconds, writeback_owner=owner)
-                )
-        return [_pending(row, newest.get(row["ticket_id"]), chats.get(row["ticket_id"]), now) for row in rows]
-
-    def record_writeback(
-        self,
-        item: PendingWriteback,
-        *,
-        case_state: WritebackState | None,
-        task_state: WritebackState | None,
-        error: str | None,
-        retry_in: float | None,
-        case_written: bool = False,
-    ) -> None:
-        """Store the result of one write-back attempt for the claimed ``item``; ``None`` states leave
-        that part unchanged.
-
-        Fenced on the state that was claimed: if the send reached a newer state meanwhile (held, then
-        sent; retried by an operator, then finished), that state's write-back stays pending and is
-        written next, rather than being marked done by the answer about the older one.
-        """
-        values: dict[str, Any] = {
-            "writeback_attempts": sends.c.writeback_attempts + 1,
-            "writeback_lease_until": None,
-            "writeback_owner": None,
-            "writeback_error": error,
-        }
-        if case_state is not None:
-            values["writeback"] = case_state
-        if task_state is not None:
-            values["writeback_task"] = task_state
-        if task_state in ("done", "failed"):  # the note no longer needs text that was not sent
-            values["message"] = case((sends.c.status == "sent", sends.c.message), else_=None)
-        claimed_state = func.coalesce(sends.c.state_at, sends.c.finished_at, sends.c.created_at) == item.state_at
-        with self.db.tx() as connection:
-            now = self.db.now(connection)
-            if retry_in is not None:
-                values["writeback_not_before"] = now + retry_in
-            if case_written:
-                values["case_written_at"] = now  # the loop guard counts the bridge's own writes to the ticket
-            parts = {"ticket": case_state, "note": task_state}
-            words = ", ".join(f"{part} {state}" for part, state in parts.items() if state is not None)
-            fenced = update(sends).where(sends.c.id == item.id, claimed_state).values(values)
-            if connection.execute(fenced).rowcount == 1:
-                _log(connection, item.id, now, "written back", words + (f": {error}" if error else ""))
-                return
-            stale: dict[str, Any] = {"writeback_lease_until": None, "writeback_owner": None}
-            if case_written:
-                stale["case_written_at"] = now
-            connection.execute(update(sends).where(sends.c.id == item.id).values(stale))
-            _log(connection, item.id, now, "written back", f"{words} for an earlier state; the newer one follows")
-
     def purge(self, older_than: float, *, batch: int = 1000, once: bool = False) -> int:
         """Delete finished sends (write-back settled) that finished more than ``older_than`` seconds
         ago, in batches.
@@ -557,83 +425,6 @@ class Store:
             if once or len(ids) < batch:  # ``once``: one batch per call, for callers showing progress
                 return removed
 
-    # -- reading ------------------------------------------------------------------------------
-
-    def get(self, send_id: int) -> SendRecord | None:
-        with self.db.tx() as connection:
-            row = connection.execute(_with_chat().where(sends.c.id == send_id)).mappings().first()
-        return _record(row) if row else None
-
-    def find(
-        self,
-        *,
-        ticket_id: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[SendRecord]:
-        """Sends, newest first; ``before_id`` pages back from there; ``since``/``until`` keep only
-        sends created in that range (``until`` excluded)."""
-        query = _with_chat().order_by(sends.c.id.desc()).limit(limit)
-        if ticket_id:
-            query = query.where(sends.c.ticket_id == ticket_id)
-        if status:
-            query = query.where(sends.c.status == status)
-        if before_id is not None:
-            query = query.where(sends.c.id < before_id)
-        if since is not None:
-            query = query.where(sends.c.created_at >= since)
-        if until is not None:
-            query = query.where(sends.c.created_at < until)
-        with self.db.tx() as connection:
-            return [_record(row) for row in connection.execute(query).mappings()]
-
-    def activity(self, *, hours: int = 24) -> tuple[float, list[ActivityCount]]:
-        """Sends created in each of the last ``hours`` whole hours (by the store's clock), by their
-        status now; and the start of the first hour. Counted in the database, whatever the volume."""
-        with self.db.tx() as connection:
-            now = self.db.now(connection)
-            start = (now // 3600 - (hours - 1)) * 3600
-            position = (sends.c.created_at - start) / 3600
-            # Positive values: truncation is the floor. PostgreSQL's integer cast would round instead.
-            hour = func.floor(position) if self.db.postgres else cast(position, Integer)
-            rows = connection.execute(
-                select(hour.label("hour"), sends.c.status, func.count())
-                .where(sends.c.created_at >= start)
-                .group_by(hour, sends.c.status)
-            ).all()
-        return start, [ActivityCount(hour=int(h), status=status, count=int(n)) for h, status, n in rows]
-
-    def timeline(self, send_id: int) -> list[LogEntry]:
-        """What happened to the send, oldest first."""
-        with self.db.tx() as connection:
-            rows = connection.execute(
-                select(send_log.c.at, send_log.c.event, send_log.c.detail)
-                .where(send_log.c.send_id == send_id)
-                .order_by(send_log.c.id)
-            ).all()
-        return [LogEntry(at=row.at, event=row.event, detail=row.detail) for row in rows]
-
-    def counts(self) -> dict[str, int]:
-        with self.db.tx() as connection:
-            rows = connection.execute(select(sends.c.status, func.count()).group_by(sends.c.status)).all()
-        return {status: int(count) for status, count in rows}
-
-    def queue_summary(self) -> QueueSummary:
-        """Counts by status, the oldest queued send's age and pending write-backs."""
-        with self.db.tx() as connection:
-            now = self.db.now(connection)
-            by_status = connection.execute(select(sends.c.status, func.count()).group_by(sends.c.status)).all()
-            oldest = connection.execute(select(func.min(sends.c.created_at)).where(sends.c.status == "queued")).scalar()
-            writebacks = connection.execute(select(func.count()).where(_PENDING_WRITEBACK)).scalar_one()
-        return QueueSummary(
-            by_status={status: int(count) for status, count in by_status},
-            oldest_queued_seconds=None if oldest is None else max(0.0, now - oldest),
-            writebacks_pending=int(writebacks),
-        )
-
     def seconds_until_due(self) -> float | None:
         """How long until the earliest queued send or pending write-back is due (the worker's sleep)."""
         with self.db.tx() as connection:
@@ -644,19 +435,9 @@ class Store:
             # A leased write-back is not due before its lease ends (else an idle worker would spin).
             lease_end = sends.c.writeback_lease_until
             due_at = case((lease_end > sends.c.writeback_not_before, lease_end), else_=sends.c.writeback_not_before)
-            writeback_at = connection.execute(select(func.min(due_at)).where(_PENDING_WRITEBACK)).scalar()
+            writeback_at = connection.execute(select(func.min(due_at)).where(PENDING_WRITEBACK)).scalar()
         candidates = [t for t in (send_at, writeback_at) if t is not None]
         return max(0.0, min(candidates) - now) if candidates else None
-
-
-def _still_held(send_id: int, token: int) -> tuple[ColumnElement[bool], ...]:
-    """The fence of every write a worker makes to a send it claimed: its claim is still the latest
-    (a later claim bumped the token) and the send is still being sent."""
-    return (sends.c.id == send_id, sends.c.lease_token == token, sends.c.status == "sending")
-
-
-def _log(connection: Connection, send_id: int, at: float, event: str, detail: str | None) -> None:
-    connection.execute(send_log.insert().values(send_id=send_id, at=at, event=event, detail=detail))
 
 
 def _received(item: NewSend) -> str:
@@ -672,13 +453,6 @@ def _received(item: NewSend) -> str:
 def _finished(outcome: Outcome) -> str:
     detail = f": {outcome.reason}" if outcome.reason else (f" (chat {outcome.chat_id})" if outcome.chat_id else "")
     return f"{outcome.status}{detail}"
-
-
-def _with_chat() -> Select[Any]:
-    """Sends with what is known of the chat each started (for people to read)."""
-    return select(sends, chats.c.status.label("chat_status"), chats.c.synced_at.label("chat_synced_at")).outerjoin(
-        chats, chats.c.send_id == sends.c.id
-    )
 
 
 def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since: float) -> int | None:
@@ -702,98 +476,6 @@ def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since:
         if max(moments) >= since:
             return int(row.id)
     return None
-
-
-def _ticket_order(
-    connection: Connection, tickets: Sequence[str], now: float
-) -> tuple[set[str], dict[str, tuple[float, int]], dict[str, str]]:
-    """For these tickets: which have a write-back leased right now; each one's newest outcome
-    (finished time, id) among those whose ticket update is pending or done; and each one's latest chat."""
-    if not tickets:
-        return set(), {}, {}
-    rows = connection.execute(
-        select(
-            sends.c.ticket_id,
-            sends.c.id,
-            sends.c.finished_at,
-            sends.c.writeback,
-            sends.c.writeback_lease_until,
-            sends.c.chat_id,
-            sends.c.state_at,
-        ).where(sends.c.ticket_id.in_(tickets))
-    ).all()
-    busy = {row.ticket_id for row in rows if row.writeback_lease_until is not None and row.writeback_lease_until >= now}
-    newest: dict[str, tuple[float, int]] = {}
-    latest_chat: dict[str, tuple[float, int, str]] = {}
-    for row in rows:
-        key = (row.state_at or row.finished_at or 0.0, row.id)
-        if row.writeback in ("pending", "done"):
-            newest[row.ticket_id] = max(newest.get(row.ticket_id, key), key)
-        if row.chat_id is not None and (row.ticket_id not in latest_chat or key > latest_chat[row.ticket_id][:2]):
-            latest_chat[row.ticket_id] = (*key, row.chat_id)
-    return busy, newest, {ticket: chat for ticket, (_, _, chat) in latest_chat.items()}
-
-
-def _pending(
-    row: RowMapping, newest: tuple[float, int] | None, ticket_chat_id: str | None, now: float
-) -> PendingWriteback:
-    finished_at = row["finished_at"] or row["created_at"]
-    state_at = row["state_at"] or finished_at
-    return PendingWriteback(
-        id=row["id"],
-        ticket_id=row["ticket_id"],
-        status=row["status"],
-        reason=row["reason"],
-        chat_id=row["chat_id"],
-        message=row["message"],
-        case_pending=row["writeback"] == "pending",
-        task_pending=row["writeback_task"] == "pending",
-        attempts=row["writeback_attempts"],
-        finished_at=finished_at,
-        age=max(0.0, now - finished_at),
-        superseded=row["writeback"] == "pending" and newest is not None and (state_at, row["id"]) < newest,
-        # Its last attempt's answer never came back (a lease that ran out, or a retry after a lost answer).
-        note_uncertain=row["writeback_task"] == "pending"
-        and (row["writeback_attempts"] > 0 or row["writeback_owner"] is not None),
-        ticket_chat_id=ticket_chat_id,
-        opt_out_learned=bool(row["opt_out_learned"]),
-        state_at=state_at,
-    )
-
-
-def _record(row: RowMapping) -> SendRecord:
-    return SendRecord(
-        id=row["id"],
-        dedupe_key=row["dedupe_key"],
-        source=row["source"],
-        origin=row["origin"],
-        ticket_id=row["ticket_id"],
-        status=row["status"],
-        reason=row["reason"],
-        chat_id=row["chat_id"],
-        message=row["message"],
-        end_user_hint=row["end_user_hint"],
-        attempts=row["attempts"],
-        may_have_sent=bool(row["may_have_sent"]),
-        created_at=row["created_at"],
-        first_attempt_at=row["first_attempt_at"],
-        finished_at=row["finished_at"],
-        not_before=row["not_before"],
-        writeback=row["writeback"],
-        writeback_task=row["writeback_task"],
-        writeback_attempts=row["writeback_attempts"],
-        writeback_error=row["writeback_error"],
-        request_hash=row["request_hash"],
-        requeued_at=row["requeued_at"],
-        overrides=_overrides(row),
-        segments=row["segments"],
-        chat_status=row.get("chat_status"),
-        chat_synced_at=row.get("chat_synced_at"),
-    )
-
-
-def _overrides(row: RowMapping) -> Overrides:
-    return Overrides.from_json(row["overrides"])
 
 
 def _reduced(outcome: Outcome) -> list[Outcome]:
