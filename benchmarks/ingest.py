@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from benchmarks._procs import start, stop, wait_until_up
-from bridge.record_ids import to18
+from bridge.crm.salesforce.ids import to18
 from bridge.sandbox.cases import SANDBOX_ORG_ID
 from bridge.sandbox.servers import free_port
 from bridge.store import Store

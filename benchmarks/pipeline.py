@@ -21,9 +21,9 @@ import httpx
 from sqlalchemy import text
 
 from benchmarks._procs import bridge_env, peak_rss_mb, start, start_sandbox, stop
+from bridge.crm.salesforce.ids import to18
 from bridge.errors import ConfigError
 from bridge.model import NewSend
-from bridge.record_ids import to18
 from bridge.store import Store
 
 # 555 numbers across area codes, so every Case has its own valid US number (1,000 per area code).

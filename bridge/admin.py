@@ -22,14 +22,15 @@ from pydantic import ValidationError
 
 from bridge.api import SendRequest, first_problem
 from bridge.check import run_checks
+from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
 from bridge.optout_api import view as optout_view
 from bridge.overview import read_overview
 from bridge.phones import mask, us_e164
-from bridge.salesforce import normalize_case_id
 from bridge.sends import iso, public_view, retry, wait_for_outcome
-from bridge.settings import Settings, load_settings
+from bridge.services import load_settings
+from bridge.settings import Settings
 from bridge.store import Store
 from bridge.store.database import sqlite_path
 from bridge.store.migrations import latest_version
@@ -134,12 +135,14 @@ def _send(args: argparse.Namespace) -> int:
     for key in ("message", "agent_email", "agent_id"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
+    settings = load_settings()
+    crm = load_plugin(settings.bridge_crm)
     try:
-        request = SendRequest.model_validate(body, context={"ticket_ids": normalize_case_id})
+        request = SendRequest.model_validate(body, context={"ticket_ids": crm.ticket_ids})
     except ValidationError as exc:
         raise UsageError(first_problem(exc)) from exc
     overrides = Overrides(**request.model_dump(exclude={"ticket_id"}, exclude_none=True))
-    with opened_store(writing=True) as store:
+    with opened_store(settings, writing=True) as store:
         created = store.sends.create(
             NewSend(
                 dedupe_key=f"cli:{uuid.uuid4().hex}",
@@ -154,7 +157,7 @@ def _send(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(view, indent=2))
     else:
-        print(f"Send {created.id} for Case {view['ticket_id']}: {view['status']}")
+        print(f"Send {created.id} for {crm.words.ticket} {view['ticket_id']}: {view['status']}")
         if record.final:
             print(_detail(view))
         elif args.wait:
@@ -165,13 +168,14 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    settings = load_settings()
     ticket = None
     if args.ticket:
         try:
-            ticket = normalize_case_id(args.ticket)
+            ticket = load_plugin(settings.bridge_crm).ticket_ids(args.ticket)
         except ValueError as exc:
             raise UsageError(f"--ticket {args.ticket!r}: {exc}.") from exc
-    with opened_store() as store:
+    with opened_store(settings) as store:
         rows = [public_view(r) for r in store.history.find(status=args.status, ticket_id=ticket, limit=args.limit)]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import anyio.to_thread
 
 from bridge.ccai.pacing import LocalRateLimiter
-from bridge.errors import BridgeError, CCAIRejected, ConfigError
-from bridge.mapping import TicketMapper
+from bridge.crm.plugin import CheckContext, CRMPlugin, load_plugin
+from bridge.errors import BridgeError, CCAIRejected
 from bridge.model import Finding, SmsRequest
-from bridge.salesforce_check import check_org
-from bridge.services import ccai_client, salesforce_gateway
+from bridge.services import ccai_client, problems_for_serving, ticket_mapper
 from bridge.settings import Settings
 from bridge.store import Store
 from bridge.store.migrations import latest_version
@@ -24,29 +23,25 @@ PROBE_NUMBER = "+12015550123"
 
 
 async def run_checks(settings: Settings) -> list[Finding]:
-    findings = [_check_settings(settings)]
+    crm = load_plugin(settings.bridge_crm)
+    findings = [_check_settings(settings, crm)]
     findings.append(await anyio.to_thread.run_sync(_check_store, settings))
     if settings.ccai_base_url and settings.ccai_outbound_number:
         findings.append(await _check_ccai(settings))
-    try:
-        settings.salesforce_credentials()
-    except ConfigError:
-        return findings  # already reported by the settings check
-    gateway = salesforce_gateway(settings)
-    try:
-        mapper = TicketMapper(config=settings.mapping, outbound_number=settings.ccai_outbound_number, chat_type="")
-        fields = (*mapper.fields, *settings.consent.block_if_true)
-        findings.extend(await anyio.to_thread.run_sync(check_org, settings, gateway, fields))
-    finally:
-        gateway.close()
+    context = CheckContext(
+        ticket_fields=(*ticket_mapper(settings, crm.words).fields, *settings.consent.block_if_true),
+        block_if_true=settings.consent.block_if_true,
+        create_notes=settings.writeback.create_task,
+    )
+    findings.extend(await crm.checks(settings.crm, context))
     return findings
 
 
-def _check_settings(settings: Settings) -> Finding:
-    problems = settings.problems_for_serving()
+def _check_settings(settings: Settings, crm: CRMPlugin) -> Finding:
+    problems = problems_for_serving(settings)
     if problems:
         return Finding("Settings", False, " ".join(problems))
-    detail = f"complete; Salesforce login: {settings.salesforce_credentials().mode}"
+    detail = f"complete; {crm.describe(settings.crm)}"
     if not settings.bridge_api_key:
         detail += "; the send API is off (BRIDGE_API_KEY is empty)"
     return Finding("Settings", True, detail)

@@ -26,21 +26,24 @@ import uvicorn
 from bridge import __version__
 from bridge.admin import register
 from bridge.app import create_app
+from bridge.crm.plugin import load_plugin
 from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.ccai import consumer_number
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
-from bridge.sandbox.servers import (
-    SANDBOX_API_KEY,
-    SANDBOX_DASHBOARD_PASSWORD,
-    SANDBOX_WEBHOOK_TOKEN,
-    Platforms,
-    build_platforms,
-)
+from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_DASHBOARD_PASSWORD, Platforms, build_platforms
 from bridge.sandbox.session_events import EventTarget
-from bridge.services import Services, Shutdown, build_services, drain_worker, start_worker
-from bridge.settings import Settings, load_settings
+from bridge.services import (
+    Services,
+    Shutdown,
+    build_services,
+    drain_worker,
+    load_settings,
+    problems_for_serving,
+    start_worker,
+)
+from bridge.settings import Location, Settings
 from bridge.store import Store
 from bridge.store.migrations import latest_version
 
@@ -183,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     _server_logging(settings)
     settings.check_storage()
-    problems = settings.problems_for_serving()
+    problems = problems_for_serving(settings)
     if problems:
         raise ConfigError(
             " ".join(problems)
@@ -212,7 +215,7 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
     overrides = {"host": "127.0.0.1", **overrides}  # the sandbox is for this machine only
     directory = Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
     try:
-        platforms = build_platforms(directory)
+        platforms = build_platforms(directory, crm=load_plugin(Location().bridge_crm).sandbox)
         overrides = {**platforms.bridge_settings(), **overrides}
         if load_settings().database_url == Settings.model_fields["database_url"].default:
             # A fresh store for each sandbox run, so a demo never meets an earlier demo's loop guard.
@@ -249,34 +252,24 @@ async def _run_servers(main_server: uvicorn.Server, side_servers: Sequence[uvico
 
 def _print_sandbox_banner(settings: Settings, platforms: Platforms, env_file: Path) -> None:
     bridge_url = f"http://127.0.0.1:{settings.port}"
-    endpoint = f"{bridge_url}/salesforce/outbound-message?token={SANDBOX_WEBHOOK_TOKEN}"
     exe = shlex.quote(str(Path(sys.argv[0]).resolve())) if sys.argv and sys.argv[0].endswith("bridge") else "bridge"
-    cases = "\n".join(
-        f"    {c['Id']}  {c.get('ContactMobile') or c.get('ContactPhone') or '(no phone)':<18} owner: {c['Owner.Type']}"
-        for c in sample_cases()
-    )
+    words = load_plugin(settings.bridge_crm).words
+    crm = platforms.crm
     print(
         f"""
 Sandbox ready: the bridge on {bridge_url}, with simulated platforms on 127.0.0.1.
   Simulated CCAI Platform: {platforms.ccai_url}        (what it received: {platforms.ccai_url}/_sandbox/state)
-  Simulated Salesforce:    {platforms.salesforce_url}  (Cases: {platforms.salesforce_url}/_sandbox/state)
-  Sample Cases:
-{cases}
+  Simulated {words.crm + ":":<14} {crm.url}  ({words.ticket}s: {crm.url}/_sandbox/state)
+{crm.try_it(bridge_url, exe)}
 
-In another terminal, post an outbound message about the first three Cases:
-
-  {exe} sample-message --post '{endpoint}'
-
-(or with curl: {exe} sample-message | curl -sS -H 'Content-Type: text/xml' --data-binary @- '{endpoint}')
-
-This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the Case;
-the chats then move on their own (assigned after 5 s, finished after 5 minutes) and the Cases follow.
+This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the {words.ticket};
+the chats then move on their own (assigned after 5 s, finished after 5 minutes) and the {words.ticket}s follow.
 The dashboard shows it all: {bridge_url}/dashboard (user operator, password {SANDBOX_DASHBOARD_PASSWORD}).
 
 Or send as an agent's button would, through the send API:
 
   curl -sS '{bridge_url}/api/v1/sends?wait=10' -H 'Authorization: Bearer {SANDBOX_API_KEY}' \\
-       -H 'Content-Type: application/json' -d '{{"ticket_id": "{sample_cases()[1]["Id"]}"}}'
+       -H 'Content-Type: application/json' -d '{{"ticket_id": "{crm.sample_ticket}"}}'
 
 Other commands work against this sandbox once its settings are in the environment:
 
@@ -295,7 +288,7 @@ def _worker(_args: argparse.Namespace) -> int:
     settings = load_settings()
     _server_logging(settings)
     settings.check_storage()
-    problems = settings.problems_for_serving(web=False)
+    problems = problems_for_serving(settings, web=False)
     if problems:
         raise ConfigError(" ".join(problems) + " Set them in the environment or in .env (see README).")
     services = build_services(settings, run_worker=True)
@@ -350,7 +343,7 @@ def _run_sandbox(args: argparse.Namespace, directory: Path) -> int:
     platforms = build_platforms(
         directory,
         ccai_port=args.ccai_port,
-        salesforce_port=args.salesforce_port,
+        crm_port=args.salesforce_port,
         latency=args.latency,
         rate_limit=args.rate_limit,
         rate_window=args.rate_window,

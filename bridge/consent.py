@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bridge import send_window
-from bridge.crm import Ticket
+from bridge.crm import Ticket, Words
 from bridge.model import OptOut, OptOutReading
 from bridge.send_window import WindowRules
 
@@ -65,12 +65,14 @@ def decide(
     block_if_true: Sequence[str],
     opted_out: OptOut | None,
     rules: WindowRules,
+    words: Words,
     ignore_window: bool = False,
 ) -> Verdict:
     """The verdict for texting ``number`` (E.164) about ``ticket`` at ``now``."""
     for field in block_if_true:
         if _true(ticket.get(field)):
-            return Block("opted_out", f"Not sent: {FIELD_WORDS.get(field, f'the Case field {field} is true')}.")
+            said = FIELD_WORDS.get(field, f"the {words.ticket} field {field} is true")
+            return Block("opted_out", f"Not sent: {said}.")
     if opted_out is not None:
         return Block("opted_out", f"Not sent: {opted_out.describe()}.", from_list=True)
     if ignore_window:
@@ -96,8 +98,9 @@ class OptOutList(Protocol):
 class ConsentCheck:
     """:func:`decide` with the opt-out list it reads, and adds to when CCAI refuses an opted-out number."""
 
-    def __init__(self, *, opt_outs: OptOutList, block_if_true: Sequence[str], rules: WindowRules) -> None:
+    def __init__(self, *, opt_outs: OptOutList, block_if_true: Sequence[str], rules: WindowRules, words: Words) -> None:
         self._opt_outs = opt_outs
+        self._words = words
         self._block_if_true = tuple(block_if_true)
         self._rules = rules
 
@@ -117,6 +120,7 @@ class ConsentCheck:
             block_if_true=self._block_if_true,
             opted_out=reading.entry,
             rules=self._rules,
+            words=self._words,
             ignore_window=ignore_window,
         )
 

@@ -10,7 +10,7 @@ filters, one send with its timeline, the opt-out list; and one action, retrying 
 - A send that may already have reached the customer is retried (with ``force``) only after the
   operator ticks a confirmation. Every action is logged with the operator's address and its outcome.
 - Numbers are masked everywhere (the store keeps only the masked hint anyway); a message is shown
-  only for a send that was sent, as the Case's Task shows it.
+  only for a send that was sent, as the ticket's note shows it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 from bridge._body import read_capped
 from bridge._csrf import CsrfGuard
 from bridge._secrets import basic_credentials, matches_any
-from bridge.crm import TicketIds
+from bridge.crm import TicketIds, Words
 from bridge.errors import AuthenticationFailed, MalformedMessage
 from bridge.metrics import Metrics
 from bridge.model import (
@@ -51,7 +51,6 @@ from bridge.optout_api import view as opt_out_view
 from bridge.overview import read_overview
 from bridge.sends import iso, retry, retryable_without_force
 from bridge.store import Store
-from bridge.store.opt_outs import OptOuts
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +131,10 @@ class SendFilters:
 
 
 class Dashboard:
-    def __init__(
-        self, *, store: Store, opt_outs: OptOuts, password: str, metrics: Metrics, ticket_ids: TicketIds
-    ) -> None:
+    def __init__(self, *, store: Store, password: str, metrics: Metrics, ticket_ids: TicketIds, words: Words) -> None:
         self._store = store
-        self._opt_outs = opt_outs
+        self._opt_outs = store.opt_outs
+        self._words = words
         self._credentials = f"{USER}:{password}"
         self._metrics = metrics
         self._ticket_ids = ticket_ids
@@ -145,7 +143,7 @@ class Dashboard:
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
         )
         environment.filters.update(when=_when, duration=_duration, maybe_reached=maybe_reached)
-        environment.globals.update(statuses=STATUSES, within=WITHIN)
+        environment.globals.update(statuses=STATUSES, within=WITHIN, words=words)
         self._templates = environment
 
     def routes(self) -> list[BaseRoute]:

@@ -1,12 +1,12 @@
 """Ticket → SMS request: the customer's number, the agent, the message.
 
 The result is either an :class:`SmsRequest` or an :class:`Outcome` saying why nothing is sent;
-the reason is written to the Case, so it is a sentence an agent understands.
+the reason is written to the ticket, so it is a sentence an agent understands, in the CRM's words.
 """
 
 from __future__ import annotations
 
-from bridge.crm import Ticket
+from bridge.crm import Ticket, Words
 from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.phones import PhoneProblem, mask, to_e164
 from bridge.segments import count_segments, over_limit
@@ -18,8 +18,11 @@ from bridge.text import sanitize
 class TicketMapper:
     """Turns tickets into SMS requests according to the mapping configuration."""
 
-    def __init__(self, *, config: MappingConfig, outbound_number: str, chat_type: str, max_segments: int = 10) -> None:
+    def __init__(
+        self, *, config: MappingConfig, words: Words, outbound_number: str, chat_type: str, max_segments: int = 10
+    ) -> None:
         self._config = config
+        self._words = words
         self._max_segments = max_segments
         self._template: Template = config.template
         self._outbound_number = outbound_number
@@ -63,9 +66,10 @@ class TicketMapper:
             )
             if found is None:
                 names = " and ".join(self._config.phone_fields)
-                return Outcome(status="skipped", reason=f"The Case has no phone number to text ({names} are empty).")
+                reason = f"The {self._words.ticket} has no phone number to text ({names} are empty)."
+                return Outcome(status="skipped", reason=reason)
             name, raw = found
-            label = f"The Case's {name}"
+            label = f"The {self._words.ticket}'s {name}"
         e164 = to_e164(
             raw,
             default_region=self._config.default_region,
@@ -89,7 +93,8 @@ class TicketMapper:
             if isinstance(rendered, MissingField):
                 return Outcome(
                     status="failed",
-                    reason=f"The message template needs the Case's {rendered.field}, which is empty; nothing was sent.",
+                    reason=f"The message template needs the {self._words.ticket}'s {rendered.field}, which is empty; "
+                    "nothing was sent.",
                 )
             text = rendered
         text = sanitize(text).strip()

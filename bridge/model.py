@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, assert_never, get_args
 
 from bridge.phones import mask
 
@@ -24,6 +24,32 @@ FINAL_STATUSES: tuple[FinalStatus, ...] = get_args(FinalStatus)
 NOTHING_SENT: tuple[FinalStatus, ...] = ("failed", "skipped", "opted_out")
 # Send ids are 32-bit on PostgreSQL; a larger one names no send (and must never reach a query).
 MAX_SEND_ID = 2**31 - 1
+
+
+def status_words(status: SendStatus) -> str:
+    """A status as people read it: on the ticket's status field, in its notes, on the dashboard."""
+    match status:
+        case "queued":
+            return "Queued"
+        case "sending":
+            return "Sending"
+        case "scheduled":
+            return "Scheduled"
+        case "sent":
+            return "Sent"
+        case "failed":
+            return "Failed"
+        case "skipped":
+            return "Skipped"
+        case "suppressed":
+            return "Suppressed"
+        case "unknown":
+            return "Unknown"
+        case "opted_out":
+            return "Opted Out"
+        case _:
+            assert_never(status)
+
 
 # The state of one part of a write-back (the ticket's fields, or the note/Task on it).
 WritebackState = Literal["none", "pending", "done", "failed"]
@@ -116,16 +142,6 @@ class OptOutReading:
 
 
 @dataclass(frozen=True)
-class Notification:
-    """One notification from a Salesforce outbound message. ``ticket_id`` is None when Salesforce
-    delivered it without a record (the record was deleted before delivery)."""
-
-    org_id: str
-    notification_id: str
-    ticket_id: str | None
-
-
-@dataclass(frozen=True)
 class Outcome:
     """The final result of a send, as recorded in the store and written to the ticket."""
 
@@ -137,6 +153,12 @@ class Outcome:
     write_back: bool = True
     segments: int | None = None
     opt_out_learned: bool = False  # opted out by something the CRM may not know yet
+
+    @property
+    def summary(self) -> str:
+        """``failed: the reason`` or ``sent (chat 42)``: for the timeline and the log."""
+        detail = f": {self.reason}" if self.reason else (f" (chat {self.chat_id})" if self.chat_id else "")
+        return f"{self.status}{detail}"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ It is not sent again until CCAI's chat list has been searched for it (``lookup``
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 from bridge import _backoff
@@ -44,6 +44,7 @@ class Finish:
     reason: str | None = None
     chat_id: str | None = None
     write_back: bool = True
+    live_chat: bool = False  # CCAI refused: the customer is in a chat already (the reason names it if known)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def after_send(result: Chat | CCAIError, job: ClaimedSend, limits: Limits, *, rn
             )
         if is_opt_out_refusal(result, limits.opt_out_phrases):
             return Finish("opted_out", f"CCAI Platform refused: the customer opted out ({result.message}).")
-        return settle("failed", result.message, job)
+        return replace(settle("failed", result.message, job), live_chat=is_active_session_refusal(result))
     if isinstance(result, CCAIBadResponse):
         return Finish("unknown", str(result))
     assert isinstance(result, CCAIUnavailable)

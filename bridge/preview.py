@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from bridge import send_window
 from bridge.consent import Block, ConsentCheck
-from bridge.crm import CRMGateway
+from bridge.crm import CRMGateway, Words
 from bridge.errors import NotFound
 from bridge.mapping import TicketMapper
 from bridge.model import Outcome
@@ -56,9 +56,11 @@ class Previewer:
         consent: ConsentCheck,
         rules: WindowRules,
         max_segments: int,
+        words: Words,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gateway = gateway
+        self._words = words
         self._mapper = mapper
         self._consent = consent
         self._rules = rules
@@ -70,7 +72,10 @@ class Previewer:
         tickets = self._gateway.read_tickets([ticket_id], (*self._mapper.fields, *self._consent.fields))
         ticket = tickets.get(ticket_id)
         if ticket is None:
-            raise NotFound(f"Case {ticket_id} was not found in Salesforce (or is not visible to the bridge's user).")
+            words = self._words
+            raise NotFound(
+                f"{words.ticket} {ticket_id} was not found in {words.crm} (or is not visible to the bridge's user)."
+            )
         number = self._mapper.number(ticket)
         message = self._mapper.message(ticket)
         text = message if isinstance(message, str) else None

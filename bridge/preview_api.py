@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api import JSONDoor, first_problem
-from bridge.crm import TicketIds
+from bridge.crm import TicketIds, Words
 from bridge.errors import CRMError, DoorDisabled, MalformedMessage
 from bridge.metrics import Metrics
 from bridge.preview import Preview, Previewer
@@ -73,6 +73,7 @@ class PreviewAPI(JSONDoor):
         *,
         previewer: Previewer | None,
         ticket_ids: TicketIds,
+        words: Words,
         api_keys: Sequence[str],
         max_body_bytes: int,
         metrics: Metrics,
@@ -80,6 +81,7 @@ class PreviewAPI(JSONDoor):
         super().__init__(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
         self._previewer = previewer
         self._ticket_ids = ticket_ids
+        self._words = words
 
     async def preview(self, request: Request) -> Response:
         return await self.counted(self._preview, request)
@@ -97,5 +99,5 @@ class PreviewAPI(JSONDoor):
         try:
             preview = await anyio.to_thread.run_sync(lambda: previewer.preview(asked.ticket_id))
         except CRMError as exc:
-            raise CRMUnreachable(f"The Case could not be read: {exc}") from exc
+            raise CRMUnreachable(f"The {self._words.ticket} could not be read: {exc}") from exc
         return JSONResponse(view(preview))

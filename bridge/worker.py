@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 import anyio
 import anyio.to_thread
 
-from bridge.crm import CRMGateway
+from bridge.crm import ApiUsage, CRMGateway, Words
 from bridge.errors import BridgeError, StoreUnavailable
 from bridge.holdings import Holdings
+from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.store.status import API_USAGE_KEY, StatusBoard
 
@@ -31,6 +33,20 @@ PURGE_EVERY_SECONDS = 3600.0
 FORGET_WORKERS_AFTER_SECONDS = 7 * 86400.0
 
 Step = Callable[[], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every step of one worker shares: who it is (leases name it), what it has in hand (the
+    heartbeat renews only that), whether it is stopping, its counters, its randomness (tests seed
+    it) and the CRM's words for what people read."""
+
+    owner: str
+    holdings: Holdings
+    stopping: Callable[[], bool]
+    metrics: Metrics
+    rng: random.Random
+    words: Words
 
 
 @dataclass(frozen=True)
@@ -65,11 +81,22 @@ class Worker:
         self._last_ok = time.monotonic()
         self._last_error: str | None = None
         self._purge_due = 0.0
-        self._reported_usage: tuple[int, int] | None = None
+        self._reported_usage: ApiUsage | None = None
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def context(self, *, metrics: Metrics, words: Words, rng: random.Random | None = None) -> StepContext:
+        """What this worker's steps share."""
+        return StepContext(
+            owner=self.id,
+            holdings=self.holdings,
+            stopping=lambda: self.stopping,
+            metrics=metrics,
+            rng=rng or random.Random(),
+            words=words,
+        )
 
     def add_step(self, step: Step) -> None:
         """Steps run in order in every pass; each returns how much it handled."""
@@ -208,5 +235,5 @@ class Worker:
         usage = self._gateway.api_usage()
         if usage is not None and usage != self._reported_usage:
             self._reported_usage = usage
-            record = {"used": usage[0], "total": usage[1]}
+            record = {"used": usage.used, "total": usage.total}
             await anyio.to_thread.run_sync(self._board.put, API_USAGE_KEY, record)

@@ -13,13 +13,15 @@ import httpx
 
 from bridge.ccai.client import CCAIClient
 from bridge.ccai.pacing import LocalRateLimiter, RateLimiter
+from bridge.crm.salesforce import plugin as salesforce
+from bridge.holdings import Holdings
 from bridge.metrics import Metrics
 from bridge.model import NewSend, Origin, Overrides, SendRecord
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.services import build_worker
-from bridge.settings import FileConfig, Settings
+from bridge.settings import Settings
 from bridge.store import Store
-from bridge.worker import Worker
+from bridge.worker import StepContext, Worker
 from tests._clock import Clock
 from tests._fakes import FakeGateway
 
@@ -56,9 +58,10 @@ def harness_settings(**overrides: Any) -> Settings:
         "ccai_retry_for_seconds": 600,
         "bridge_lease_seconds": 30,
         "bridge_send_window": "off",  # tests of the window set one
+        "bridge_config": "/nonexistent/bridge.toml",  # the built-in defaults, whatever the working directory
         **overrides,
     }
-    return Settings(**values).with_file(FileConfig())
+    return Settings(**values)
 
 
 @dataclass
@@ -96,6 +99,17 @@ class Harness:
                     return
                 self.clock.advance(advance)
 
+    def context(self, owner: str) -> StepContext:
+        """What a step of another worker (``owner``) would share, for a step built by hand."""
+        return StepContext(
+            owner=owner,
+            holdings=Holdings(),
+            stopping=lambda: False,
+            metrics=self.metrics,
+            rng=random.Random(1),
+            words=salesforce.words,
+        )
+
     def lookups(self, result: str) -> float:
         return self.metrics.registry.get_sample_value("bridge_ccai_chat_lookups_total", {"result": result}) or 0.0
 
@@ -132,6 +146,12 @@ def make_harness(
         metrics=metrics,
     )
     worker = build_worker(
-        harness_settings(**settings), store=store, gateway=gateway, ccai=ccai, metrics=metrics, rng=random.Random(1)
+        harness_settings(**settings),
+        store=store,
+        gateway=gateway,
+        ccai=ccai,
+        metrics=metrics,
+        words=salesforce.words,
+        rng=random.Random(1),
     )
     return Harness(store=store, gateway=gateway, sim=sim, worker=worker, clock=clock, ccai=ccai, metrics=metrics)

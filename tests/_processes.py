@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.record_ids import to18
+from bridge.crm.salesforce.ids import to18
 from bridge.sandbox.servers import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"

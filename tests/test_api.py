@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 
 from bridge.api import SendRequest
 from bridge.app import create_app
+from bridge.crm.salesforce.ids import normalize_case_id
 from bridge.errors import StoreUnavailable
 from bridge.model import Overrides
-from bridge.salesforce import normalize_case_id
 from bridge.sandbox.cases import sample_cases
 from bridge.services import Services
 from bridge.store import Store

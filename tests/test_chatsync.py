@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +21,7 @@ from bridge.app import refused
 from bridge.ccai.chats import ChatState, parse
 from bridge.ccai.session_events import SessionEventsEndpoint
 from bridge.chatsync import ChatSync, SyncOptions
-from bridge.crm import ChatUpdate, NoteCompletion
+from bridge.crm import ChatUpdate, FollowUp
 from bridge.errors import CRMUnavailable, InboundError, StoreRejected
 from bridge.store import Store
 from bridge.store.chats import apply_state
@@ -43,15 +42,13 @@ def h(store: Store, clock: Clock) -> Harness:
 
 def sync_for(h: Harness, *, owner: str = "sync-a", options: SyncOptions = OPTIONS) -> ChatSync:
     return ChatSync(
-        owner=owner,
+        context=h.context(owner),
         chats=h.store.chats,
         events=h.store.session_events,
         board=h.store.status,
         ccai=h.ccai,
         gateway=h.gateway,
         options=options,
-        metrics=h.metrics,
-        rng=random.Random(1),
     )
 
 
@@ -71,7 +68,7 @@ def move(h: Harness, chat_id: int, **values: object) -> None:
 async def test_the_ticket_follows_the_chat_to_its_end_and_the_note_is_completed(h: Harness) -> None:
     chat = await sent_chat(h)
     note = [n for n in h.gateway.notes if n.ticket_id == MOBILE_CASE][-1]
-    assert not note.done  # the Task stays open while the chat is followed
+    assert note.awaits_follow_up  # the Task stays open while the chat is followed
     sync = sync_for(h)
     move(h, chat, status="assigned", agent_info={"id": 7, "name": "Ana Lopez", "email": "ana@example.com"})
     await sync.poll()
@@ -87,9 +84,10 @@ async def test_the_ticket_follows_the_chat_to_its_end_and_the_note_is_completed(
         "Resolved by agent",
         h.clock(),
     )
-    [completion] = h.gateway.completions
-    assert "Chat outcome: finished" in completion.body
-    assert "Resolved by agent" in completion.body
+    [follow_up] = h.gateway.follow_ups
+    assert (follow_up.ticket_id, follow_up.key, follow_up.note_ref) == (MOBILE_CASE, "send 1", "00T000000000000000")
+    assert "Chat outcome: finished" in follow_up.body
+    assert "Resolved by agent" in follow_up.body
     # An ended chat is no longer followed: the next poll makes no request at all.
     requests = h.sim.manager_requests
     await sync.poll()
@@ -148,15 +146,13 @@ async def test_the_high_water_mark_survives_a_restart_and_overlaps_ties(h: Harne
 async def test_exactly_one_process_polls(h: Harness) -> None:
     await sent_chat(h)
     h.clock.advance(121)  # the harness worker's own (housekeeping) hold on the lease runs out
-    one, two = sync_for(h, owner="a"), sync_for(h, owner="b")
-    for sync in (one, two):
-        sync.poll_now()
+    one, two = sync_for(h, owner="a"), sync_for(h, owner="b")  # each polls at its first pass
     before = h.sim.manager_requests
     await one.run_batch()
     await two.run_batch()
     assert h.sim.manager_requests - before == 1  # b found the lease taken
     h.clock.advance(121)  # a stops (its lease, twice the interval, runs out): b takes over
-    two.poll_now()
+    two = sync_for(h, owner="b")  # b's next poll is due
     await two.run_batch()
     assert h.sim.manager_requests - before == 2
 
@@ -294,9 +290,9 @@ def while_writing(h: Harness, during: Callable[[], None]) -> Iterator[None]:
     if ``during`` raises, instead of answering)."""
     write = h.gateway.write_chats
 
-    def slow_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
+    def slow_write(updates: Sequence[ChatUpdate], follow_ups: Sequence[FollowUp]) -> Any:
         during()
-        return write(updates, completions)
+        return write(updates, follow_ups)
 
     h.gateway.write_chats = slow_write  # type: ignore[method-assign]
     try:
@@ -318,8 +314,8 @@ async def test_news_that_arrives_while_the_ticket_is_being_written_is_written_ne
     assert [u.status for u in h.gateway.chat_updates] == ["assigned"]
     await sync.write()
     assert [u.status for u in h.gateway.chat_updates] == ["assigned", "finished"]
-    [completion] = h.gateway.completions
-    assert "Chat outcome: finished" in completion.body
+    [follow_up] = h.gateway.follow_ups
+    assert "Chat outcome: finished" in follow_up.body
 
 
 def lease_until(h: Harness, chat: int) -> float:

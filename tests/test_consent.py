@@ -9,6 +9,7 @@ import pytest
 
 from bridge.consent import Allow, Block, Hold, decide
 from bridge.crm import Ticket
+from bridge.crm.salesforce import plugin as salesforce
 from bridge.model import OptOut
 from bridge.send_window import WindowRules, parse_window
 from bridge.sends import retry
@@ -29,7 +30,12 @@ def at(text: str) -> float:
 
 
 def check(ticket: Ticket = TICKET, number: str = LA_NUMBER, *, now: float, **kwargs: object) -> object:
-    values: dict[str, object] = {"block_if_true": ("Contact.DoNotCall",), "opted_out": None, "rules": RULES}
+    values: dict[str, object] = {
+        "block_if_true": ("Contact.DoNotCall",),
+        "opted_out": None,
+        "rules": RULES,
+        "words": salesforce.words,
+    }
     values.update(kwargs)
     return decide(ticket, number, now=now, **values)  # type: ignore[arg-type]
 

@@ -36,8 +36,7 @@ SIGNED_IN = basic(*OPERATOR)
 
 
 def client_for(store: Store, *, password: str = PASSWORD) -> TestClient:
-    svc = services(store)
-    svc.dashboard_password = password
+    svc = services(store, dashboard_password=password)
     return TestClient(create_app(services=svc), headers=SIGNED_IN if password else None)
 
 
@@ -450,6 +449,5 @@ def test_hostile_requests_are_refused_never_answered_500(sqlite_store: Store) ->
 
 
 def services_with_password(store: Store) -> Any:
-    svc = services(store)
-    svc.dashboard_password = PASSWORD
+    svc = services(store, dashboard_password=PASSWORD)
     return svc

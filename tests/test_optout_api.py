@@ -10,18 +10,15 @@ from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.cli import main
-from bridge.services import Services
 from bridge.store import Store
+from tests._apps import services
 
 AUTH = {"Authorization": "Bearer key"}
 
 
 @pytest.fixture
 def client(store: Store) -> Iterator[TestClient]:
-    services = Services(
-        store=store, worker=None, webhook_tokens=["hook"], org_ids=[], max_body_bytes=65536, api_keys=["key"]
-    )
-    with TestClient(create_app(services=services)) as c:
+    with TestClient(create_app(services=services(store, api_keys=["key"]))) as c:
         yield c
 
 

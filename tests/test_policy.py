@@ -53,7 +53,7 @@ THROTTLED = CCAIUnavailable("429", reached=False, throttled=True, retry_after=7)
         (Chat("114"), FRESH, policy.Finish("sent", chat_id="114")),
         (Chat("114"), MAYBE, policy.Finish("sent", chat_id="114")),
         (INVALID, FRESH, policy.Finish("failed", INVALID.message)),
-        (ACTIVE_SESSION, FRESH, policy.Finish("failed", ACTIVE_SESSION.message)),
+        (ACTIVE_SESSION, FRESH, policy.Finish("failed", ACTIVE_SESSION.message, live_chat=True)),
         (
             OPTED_OUT,
             FRESH,

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.consent import ConsentCheck
+from bridge.crm.salesforce import plugin as salesforce
 from bridge.errors import CRMUnavailable
 from bridge.mapping import TicketMapper
 from bridge.preview import Previewer
 from bridge.send_window import WindowRules, parse_window
-from bridge.services import Services
 from bridge.settings import MappingConfig
 from bridge.store import Store
+from tests import _apps
 from tests._clock import Clock
 from tests._fakes import FakeGateway
 from tests._harness import CASES, MOBILE_CASE, NO_PHONE_CASE
@@ -33,24 +35,19 @@ def gateway() -> FakeGateway:
 @pytest.fixture
 def client(sqlite_store: Store, gateway: FakeGateway, clock: Clock) -> Iterator[TestClient]:
     opt_outs = sqlite_store.opt_outs
+    words = salesforce.words
     previewer = Previewer(
         gateway=gateway,
-        mapper=TicketMapper(config=MappingConfig(), outbound_number="+16285550199", chat_type="Messaging (SMS)"),
-        consent=ConsentCheck(opt_outs=opt_outs, block_if_true=("Contact.DoNotCall",), rules=RULES),
+        mapper=TicketMapper(
+            config=MappingConfig(), words=words, outbound_number="+16285550199", chat_type="Messaging (SMS)"
+        ),
+        consent=ConsentCheck(opt_outs=opt_outs, block_if_true=("Contact.DoNotCall",), rules=RULES, words=words),
         rules=RULES,
         max_segments=10,
+        words=words,
         clock=clock,
     )
-    services = Services(
-        store=sqlite_store,
-        worker=None,
-        webhook_tokens=["hook"],
-        org_ids=[],
-        max_body_bytes=65536,
-        api_keys=["key"],
-        opt_outs=opt_outs,
-        previewer=previewer,
-    )
+    services = replace(_apps.services(sqlite_store, api_keys=["key"]), previewer=previewer)
     with TestClient(create_app(services=services)) as c:
         yield c
 

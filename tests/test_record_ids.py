@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.record_ids import is_record_id, org_prefix, to18, valid_id
+from bridge.crm.salesforce.ids import is_record_id, org_prefix, to18, valid_id
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,16 +17,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
-from bridge import salesforce
 from bridge.crm import Note, TicketUpdate
+from bridge.crm.salesforce import gateway as salesforce
+from bridge.crm.salesforce.auth import LoginMode, SalesforceCredentials
+from bridge.crm.salesforce.gateway import SalesforceGateway, TimeoutSession
+from bridge.crm.salesforce.ids import normalize_case_id
+from bridge.crm.salesforce.settings import SalesforceWriteback
 from bridge.errors import CRMAuthError, CRMRequestError, CRMUnavailable
 from bridge.model import SendStatus
-from bridge.salesforce import SalesforceGateway, TimeoutSession, normalize_case_id
-from bridge.salesforce_auth import LoginMode, SalesforceCredentials
 from bridge.sandbox.cases import sample_cases
 from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.servers import TlsFiles, free_port, make_tls_files
-from bridge.settings import WritebackConfig
 from tests._processes import wait_for
 
 CASE_1, CASE_2, CASE_3 = (c["Id"] for c in sample_cases()[:3])
@@ -43,7 +45,7 @@ class Org:
     opened: list[SalesforceGateway] = field(default_factory=list)
 
     def gateway(
-        self, *, token: str = "good-token", ca: str | None = None, writeback: WritebackConfig | None = None
+        self, *, token: str = "good-token", ca: str | None = None, writeback: SalesforceWriteback | None = None
     ) -> SalesforceGateway:
         credentials = SalesforceCredentials(mode="token", instance_url=self.url, access_token=token)
         return self._opened(
@@ -51,7 +53,7 @@ class Org:
                 credentials=credentials,
                 api_version="61.0",
                 timeout=5,
-                writeback=writeback or WritebackConfig(),
+                writeback=writeback or SalesforceWriteback(),
                 ca_bundle=ca or str(self.tls.ca),
             )
         )
@@ -63,7 +65,7 @@ class Org:
         session.mount("https://", RedirectAdapter(urlsplit(self.url).netloc))
         return self._opened(
             SalesforceGateway(
-                credentials=credentials, api_version="61.0", timeout=5, writeback=WritebackConfig(), session=session
+                credentials=credentials, api_version="61.0", timeout=5, writeback=SalesforceWriteback(), session=session
             )
         )
 
@@ -198,7 +200,11 @@ def test_a_field_that_does_not_exist_is_a_request_error_naming_it(org: Org) -> N
 
 def note(case_id: str, send_id: int, body: str = "Texted +1 ***-***-0100: hello") -> Note:
     return Note(
-        ticket_id=case_id, key=f"send {send_id}", subject="SMS sent via CCAI Platform", body=body, date="2026-11-25"
+        ticket_id=case_id,
+        key=f"send {send_id}",
+        subject="SMS sent via CCAI Platform",
+        body=body,
+        at=dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC).timestamp(),
     )
 
 
@@ -247,7 +253,7 @@ def test_each_outcome_has_its_picklist_value(org: Org, status: SendStatus, shown
 
 
 def test_the_field_names_come_from_the_writeback_settings(org: Org) -> None:
-    config = WritebackConfig(status_field="Status", error_field="Description", chat_id_field="Subject")
+    config = SalesforceWriteback(status_field="Status", error_field="Description", chat_id_field="Subject")
     update = TicketUpdate(ticket_id=CASE_3, status="sent", reason=None, chat_id="115")
     org.gateway(writeback=config).write_outcomes([update], [])
     case = org.sim.cases[CASE_3]
@@ -280,7 +286,7 @@ def test_case_updates_and_tasks_go_in_one_composite_call_without_auto_assignment
 
 
 def test_a_refused_record_fails_only_itself(org: Org) -> None:
-    broken = WritebackConfig(chat_id_field="Nope__c")  # a field the org does not have
+    broken = SalesforceWriteback(chat_id_field="Nope__c")  # a field the org does not have
     update = TicketUpdate(ticket_id=CASE_1, status="sent", reason=None, chat_id="114")
     case_results, task_results = org.gateway(writeback=broken).write_outcomes([update], [note(CASE_1, 8)])
     assert (case_results[0].ok, case_results[0].retryable) == (False, False)
@@ -333,7 +339,7 @@ def test_an_expired_token_is_an_auth_error_without_the_token(org: Org) -> None:
 
 def test_an_unreachable_org_is_unavailable() -> None:
     credentials = SalesforceCredentials(mode="token", instance_url=f"https://127.0.0.1:{free_port()}", access_token="t")
-    gateway = SalesforceGateway(credentials=credentials, api_version="61.0", timeout=2, writeback=WritebackConfig())
+    gateway = SalesforceGateway(credentials=credentials, api_version="61.0", timeout=2, writeback=SalesforceWriteback())
     try:
         with pytest.raises(CRMUnavailable, match="Could not reach Salesforce"):
             gateway.read_tickets([CASE_1], ["Id"])

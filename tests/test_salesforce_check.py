@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from bridge.crm.plugin import CheckContext
+from bridge.crm.salesforce.check import FLOW_API_NAME, OUTBOUND_MESSAGE_NAME, WRITTEN, Described, check_org
+from bridge.crm.salesforce.gateway import case_status
+from bridge.crm.salesforce.settings import SalesforceConsent, SalesforceSettings
 from bridge.errors import CRMRequestError
-from bridge.salesforce import CASE_STATUS
-from bridge.salesforce_check import FLOW_API_NAME, OUTBOUND_MESSAGE_NAME, Described, check_org
-from bridge.settings import ConsentConfig, FileConfig, Settings, WritebackConfig
-from tests._harness import harness_settings
+from tests._apps import salesforce_settings
 
 MAPPING = ["ContactMobile", "ContactPhone", "Account.Name", "Subject"]
+CONTEXT = CheckContext(ticket_fields=MAPPING, block_if_true=("Contact.DoNotCall",), create_notes=True)
 
 
 def field(kind: str, *, updateable: bool = True, values: tuple[str, ...] = (), **more: Any) -> dict[str, Any]:
@@ -35,7 +38,7 @@ def deployed_case() -> dict[str, dict[str, Any]]:
         "Subject": field("string"),
         "AccountId": field("reference", relationshipName="Account"),
         "CCAI_Chat_Id__c": field("string"),
-        "CCAI_SMS_Status__c": field("picklist", values=tuple(sorted(set(CASE_STATUS.values())))),
+        "CCAI_SMS_Status__c": field("picklist", values=tuple(sorted({case_status(status) for status in WRITTEN}))),
         "CCAI_SMS_Error__c": field("textarea"),
         "CCAI_Chat_Status__c": field("string"),
         "CCAI_Chat_Agent__c": field("string"),
@@ -72,15 +75,17 @@ class FakeOrg:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return harness_settings(salesforce_instance_url="https://acme.my.salesforce.com", salesforce_access_token="t")
+def settings() -> SalesforceSettings:
+    return salesforce_settings(instance_url="https://acme.my.salesforce.com", access_token="t")
 
 
-def findings(settings: Settings, org: FakeOrg) -> dict[str, tuple[bool, str]]:
-    return {f.area: (f.ok, f.detail) for f in check_org(settings, org, MAPPING)}
+def findings(
+    settings: SalesforceSettings, org: FakeOrg, context: CheckContext = CONTEXT
+) -> dict[str, tuple[bool, str]]:
+    return {f.area: (f.ok, f.detail) for f in check_org(settings, org, context)}
 
 
-def test_an_org_with_the_project_deployed_passes_every_check(settings: Settings) -> None:
+def test_an_org_with_the_project_deployed_passes_every_check(settings: SalesforceSettings) -> None:
     found = findings(settings, FakeOrg())
     assert all(ok for ok, _ in found.values()), found
     assert list(found) == [
@@ -95,7 +100,7 @@ def test_an_org_with_the_project_deployed_passes_every_check(settings: Settings)
     assert found["Flow"][1] == f"{FLOW_API_NAME} is active and fires {OUTBOUND_MESSAGE_NAME}"
 
 
-def test_missing_read_only_or_mistyped_write_back_fields_are_each_named(settings: Settings) -> None:
+def test_missing_read_only_or_mistyped_write_back_fields_are_each_named(settings: SalesforceSettings) -> None:
     org = FakeOrg()
     case = org.objects["Case"]
     assert case is not None
@@ -109,7 +114,7 @@ def test_missing_read_only_or_mistyped_write_back_fields_are_each_named(settings
     assert "CCAI_Chat_Ended_At__c is a date, not a datetime" in detail
 
 
-def test_a_status_value_the_bridge_writes_must_be_in_the_picklist(settings: Settings) -> None:
+def test_a_status_value_the_bridge_writes_must_be_in_the_picklist(settings: SalesforceSettings) -> None:
     org = FakeOrg()
     case = org.objects["Case"]
     assert case is not None
@@ -117,17 +122,19 @@ def test_a_status_value_the_bridge_writes_must_be_in_the_picklist(settings: Sett
     assert findings(settings, org)["Status values"] == (False, "CCAI_SMS_Status__c lacks: Opted Out, Scheduled")
 
 
-def test_mapping_fields_are_looked_up_on_case_and_its_relationships(settings: Settings) -> None:
+def test_mapping_fields_are_looked_up_on_case_and_its_relationships(settings: SalesforceSettings) -> None:
     org = FakeOrg()
-    found = {f.area: f for f in check_org(settings, org, [*MAPPING, "Priority__c", "Asset.Name"])}
+    context = replace(CONTEXT, ticket_fields=[*MAPPING, "Priority__c", "Asset.Name"])
+    found = {f.area: f for f in check_org(settings, org, context)}
     assert found["Mapping fields"].detail == "not on Case: Priority__c, Asset.Name (check config/bridge.toml)"
 
 
-def test_consent_fields_on_contact_must_be_readable_and_the_opt_out_field_writable(settings: Settings) -> None:
-    configured = settings.with_file(
-        FileConfig(consent=ConsentConfig(block_if_true=("Contact.HasOptedOutOfSMS__c",), record_field="Contact.Opt"))
-    )
-    assert findings(configured, FakeOrg())["Consent fields"] == (
+def test_consent_fields_on_contact_must_be_readable_and_the_opt_out_field_writable(
+    settings: SalesforceSettings,
+) -> None:
+    configured = settings.model_copy(update={"consent": SalesforceConsent(record_field="Contact.Opt")})
+    blocking = replace(CONTEXT, block_if_true=("Contact.HasOptedOutOfSMS__c",))
+    assert findings(configured, FakeOrg(), blocking)["Consent fields"] == (
         False,
         "Contact.HasOptedOutOfSMS__c is missing or not readable; Contact.Opt is missing or not writable "
         "([consent] record_field)",
@@ -139,15 +146,14 @@ def test_consent_fields_on_contact_must_be_readable_and_the_opt_out_field_writab
     assert detail.startswith("Contact cannot be described: NOT_FOUND")
 
 
-def test_task_statuses_the_bridge_uses_must_exist(settings: Settings) -> None:
+def test_task_statuses_the_bridge_uses_must_exist(settings: SalesforceSettings) -> None:
     org = FakeOrg()
     org.objects["Task"] = {"Status": field("picklist", values=("Open", "Closed"))}
     assert findings(settings, org)["Tasks"] == (
         False,
         "Task Status lacks In Progress, Completed ([writeback] task_status_*)",
     )
-    without_tasks = settings.with_file(FileConfig(writeback=WritebackConfig(create_task=False)))
-    assert "Tasks" not in findings(without_tasks, org)
+    assert "Tasks" not in findings(settings, org, replace(CONTEXT, create_notes=False))
 
 
 @pytest.mark.parametrize(
@@ -159,7 +165,7 @@ def test_task_statuses_the_bridge_uses_must_exist(settings: Settings) -> None:
     ],
 )
 def test_the_flow_and_its_outbound_message_must_be_deployed_and_active(
-    settings: Settings, flows: list[dict[str, Any]], messages: bool, expected: str
+    settings: SalesforceSettings, flows: list[dict[str, Any]], messages: bool, expected: str
 ) -> None:
     org = FakeOrg()
     org.flows = flows
@@ -169,7 +175,7 @@ def test_the_flow_and_its_outbound_message_must_be_deployed_and_active(
     assert expected in detail
 
 
-def test_setup_the_integration_user_cannot_read_is_reported_not_failed(settings: Settings) -> None:
+def test_setup_the_integration_user_cannot_read_is_reported_not_failed(settings: SalesforceSettings) -> None:
     org = FakeOrg()
     org.flows = None
     ok, detail = findings(settings, org)["Flow"]
@@ -177,8 +183,8 @@ def test_setup_the_integration_user_cannot_read_is_reported_not_failed(settings:
     assert detail.startswith("not checked: the integration user cannot read Setup (INSUFFICIENT_ACCESS")
 
 
-def test_an_org_that_cannot_describe_case_ends_the_list(settings: Settings) -> None:
+def test_an_org_that_cannot_describe_case_ends_the_list(settings: SalesforceSettings) -> None:
     org = FakeOrg()
     org.objects["Case"] = None
-    [only] = check_org(settings, org, MAPPING)
+    [only] = check_org(settings, org, CONTEXT)
     assert (only.area, only.ok) == ("Salesforce", False)

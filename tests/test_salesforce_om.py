@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
+from bridge.crm.salesforce.outbound_message import ACK, DELETED_RECORD, parse_outbound_message
 from bridge.errors import MalformedMessage
-from bridge.salesforce_om import ACK, DELETED_RECORD, parse_outbound_message
 from bridge.sandbox.cases import outbound_message
 from bridge.store import Store
 from tests._apps import BODY, MAX_BODY_BYTES, OUTBOUND_URL, XML, services

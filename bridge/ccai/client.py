@@ -12,7 +12,6 @@ byte by byte would otherwise never time out).
 
 from __future__ import annotations
 
-import datetime as dt
 import email.utils
 import logging
 import math
@@ -29,10 +28,11 @@ from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
 from bridge.phones import mask, mask_numbers
+from bridge.times import iso_utc
 
 logger = logging.getLogger(__name__)
 
-# The request's field names, in one place. The seed's examples use camelCase for the agent.
+# The seed's examples use camelCase for the agent's fields, snake_case for the others.
 FIELD_CHAT_TYPE = "chat_type"
 FIELD_END_USER = "end_user_number"
 FIELD_OUTBOUND = "outbound_number"
@@ -140,7 +140,7 @@ class CCAIClient:
         could not finish must never be taken for "not found".
         """
         params = {
-            "created_at[from]": manager_time(since - LOOKUP_MARGIN_SECONDS),
+            "created_at[from]": iso_utc(since - LOOKUP_MARGIN_SECONDS),
             "sort_column": "created_at",
             "sort_direction": "ASC",
             "per": CHAT_PAGE_SIZE,
@@ -293,11 +293,6 @@ def _next_page(response: httpx.Response) -> str | None:
     if url.host != response.url.host:
         raise CCAIUnavailable("CCAI Platform's chat list pointed to another host; not followed.", reached=False)
     return str(url)
-
-
-def manager_time(timestamp: float) -> str:
-    """A time as the Manager API's list filters take it (ISO 8601, UTC, whole seconds)."""
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _text(value: object) -> str | None:

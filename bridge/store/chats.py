@@ -249,10 +249,12 @@ class Chats:
             )
         return bool(result.rowcount == 1)
 
-    def attach_task(self, send_id: int, task_ref: str) -> None:
-        """Remember the note created for a sent send, so that its chat's end can complete it."""
+    def attach_note(self, send_id: int, note_ref: str | None) -> None:
+        """Remember that a sent send's note was written (and the id the CRM gave it, if any), so that
+        its chat's end follows it up. (The column keeps its first name, ``task_ref``: an empty one
+        means a note without an id.)"""
         with self._db.tx() as connection:
-            connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=task_ref))
+            connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=note_ref or ""))
 
     def lagging(self) -> int:
         """How many followed chats still have news for their ticket."""

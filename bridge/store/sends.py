@@ -254,7 +254,7 @@ class Sends:
             result = connection.execute(update(sends).where(*still_held(send_id, token)).values(values))
             if result.rowcount == 1:
                 self._follow(connection, send_id, outcome, now)
-                log_event(connection, send_id, now, "finished", _finished(outcome))
+                log_event(connection, send_id, now, "finished", outcome.summary)
                 return True
             if outcome.status != "sent":
                 return False
@@ -266,7 +266,7 @@ class Sends:
             )
             if late.rowcount == 1:
                 self._follow(connection, send_id, outcome, now)
-                log_event(connection, send_id, now, "finished", _finished(outcome) + " (an answer that arrived late)")
+                log_event(connection, send_id, now, "finished", outcome.summary + " (an answer that arrived late)")
                 logger.warning("Send %s: a success arrived after its lease passed to another worker; recorded", send_id)
                 return True
             logger.error(
@@ -381,16 +381,16 @@ class Sends:
                 ).rowcount
         return renewed
 
-    def latest_chat(self, ticket_id: str, *, exclude: int) -> tuple[str, float] | None:
-        """The newest chat this bridge created for the ticket (id and when), other than send ``exclude``'s."""
+    def latest_chat(self, ticket_id: str, *, exclude: int) -> str | None:
+        """The newest chat this bridge created for the ticket, other than send ``exclude``'s."""
         with self.db.tx() as connection:
-            row = connection.execute(
-                select(sends.c.chat_id, sends.c.finished_at)
+            chat_id = connection.execute(
+                select(sends.c.chat_id)
                 .where(sends.c.ticket_id == ticket_id, sends.c.id != exclude, sends.c.chat_id.is_not(None))
                 .order_by(sends.c.finished_at.desc())
                 .limit(1)
-            ).first()
-        return (str(row[0]), float(row[1] or 0.0)) if row else None
+            ).scalar()
+        return None if chat_id is None else str(chat_id)
 
     def known_chat_ids(self, chat_ids: Sequence[str]) -> set[str]:
         """Which of these CCAI chats are already recorded for some send."""
@@ -448,11 +448,6 @@ def _received(item: NewSend) -> str:
             return f"Received from {item.source}: asked by a person."
         case _:
             assert_never(item.origin)
-
-
-def _finished(outcome: Outcome) -> str:
-    detail = f": {outcome.reason}" if outcome.reason else (f" (chat {outcome.chat_id})" if outcome.chat_id else "")
-    return f"{outcome.status}{detail}"
 
 
 def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since: float) -> int | None:

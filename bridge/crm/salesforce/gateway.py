@@ -1,10 +1,12 @@
 """The Salesforce gateway: reads Cases and writes outcomes back, through simple-salesforce.
 
-Everything shaped like Salesforce lives here: SOQL, sObject records (Case fields by the API names
-of ``[writeback]``, Tasks), record ids, error codes. The rest of the bridge speaks the neutral types
-of :mod:`bridge.crm`. simple-salesforce is synchronous and has no default timeout; the gateway
-gives it a session that applies one, and async callers run these methods in a worker thread. Its
-exceptions and those of requests are translated here into :class:`~bridge.errors.CRMError`.
+Everything shaped like Salesforce's API lives here: SOQL, sObject records (Case fields by the API
+names of ``[writeback]``, Tasks), error codes. The rest of the bridge speaks the neutral types of
+:mod:`bridge.crm`: a note is a Task, and following it up completes that Task.
+
+simple-salesforce is synchronous and has no default timeout; the gateway gives it a session that
+applies one, and async callers run these methods in a worker thread. Its exceptions and those of
+requests are translated here into :class:`~bridge.errors.CRMError`.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as LibraryError
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError
 
-from bridge.crm import ChatUpdate, Note, NoteCompletion, Ticket, TicketUpdate, WriteResult
+from bridge.crm import ApiUsage, ChatUpdate, FollowUp, Note, Ticket, TicketUpdate, WriteResult, WriteResults
+from bridge.crm.salesforce.auth import SalesforceCredentials, login
+from bridge.crm.salesforce.ids import is_record_id, to18
+from bridge.crm.salesforce.settings import SalesforceWriteback
 from bridge.errors import CRMAuthError, CRMError, CRMRequestError, CRMUnavailable
 from bridge.metrics import Metrics
-from bridge.model import SendStatus
+from bridge.model import SendStatus, status_words
 from bridge.phones import mask_numbers
-from bridge.record_ids import is_record_id, to18, valid_id
-from bridge.salesforce_auth import SalesforceCredentials, login
-from bridge.settings import WritebackConfig
+from bridge.times import iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +46,13 @@ RETRYABLE_CODES = frozenset(
 )
 # Fields every Case read selects besides the mapping's: the id and who owns it (User or Queue).
 BASE_FIELDS = ("Id", "Owner.Type", "Owner.Email")
-# The values of the status picklist (README: Salesforce set-up).
-CASE_STATUS: Mapping[SendStatus, str] = {
-    "scheduled": "Scheduled",
-    "sent": "Sent",
-    "failed": "Failed",
-    "skipped": "Skipped",
-    "suppressed": "Skipped",
-    "unknown": "Unknown",
-    "opted_out": "Opted Out",
-}
 T = TypeVar("T")
 
 
-def normalize_case_id(raw: str) -> str:
-    """The 18-character form of a Case id, or ``ValueError`` saying why it is not one."""
-    if not valid_id(raw) or not raw.startswith("500"):
-        raise ValueError("must be a Case id (15 or 18 letters and digits, starting 500)")
-    return to18(raw)
+def case_status(status: SendStatus) -> str:
+    """The value of the status picklist (README: Salesforce set-up): the status's words, except
+    that a suppressed echo shows as Skipped (the picklist has no Suppressed)."""
+    return "Skipped" if status == "suppressed" else status_words(status)
 
 
 def note_marker(key: str) -> str:
@@ -101,7 +93,7 @@ class SalesforceGateway:
         credentials: SalesforceCredentials,
         api_version: str,
         timeout: float,
-        writeback: WritebackConfig,
+        writeback: SalesforceWriteback,
         opt_out_field: str = "",
         ca_bundle: str | None = None,
         session: requests.Session | None = None,
@@ -156,10 +148,10 @@ class SalesforceGateway:
         self._metrics.salesforce_calls.labels(action, "ok").inc()
         return result
 
-    def api_usage(self) -> tuple[int, int] | None:
+    def api_usage(self) -> ApiUsage | None:
         """From the last ``Sforce-Limit-Info`` header simple-salesforce saw, if any."""
         usage = getattr(self._sf, "api_usage", {}).get("api-usage") if self._sf is not None else None
-        return (int(usage.used), int(usage.total)) if usage is not None else None
+        return ApiUsage(int(usage.used), int(usage.total)) if usage is not None else None
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
         """Read many Cases in one SOQL query; Cases that do not exist are absent from the result (so
@@ -201,9 +193,7 @@ class SalesforceGateway:
         answer = self._call(lambda sf: sf.restful(f"sobjects/{sobject}/describe/"), action=f"describe {sobject}")
         return {str(f["name"]): dict(f) for f in (answer or {}).get("fields", [])}
 
-    def write_outcomes(
-        self, updates: Sequence[TicketUpdate], notes: Sequence[Note]
-    ) -> tuple[list[WriteResult], list[WriteResult]]:
+    def write_outcomes(self, updates: Sequence[TicketUpdate], notes: Sequence[Note]) -> WriteResults:
         """Update Cases and create Tasks in one API call: a composite request holding an sObject
         Collections update and an sObject Collections insert (up to 200 records each).
         Returns the per-record results of both, in order.
@@ -224,7 +214,7 @@ class SalesforceGateway:
             for index in range(0, len(rest), OPT_OUTS_PER_CALL):
                 group = rest[index : index + OPT_OUTS_PER_CALL]
                 _log_contact_writes(self._composite_call(self._contact_writes(group)), group)
-        return case_results, task_results
+        return WriteResults(case_results, task_results)
 
     def _composite_call(self, subrequests: list[dict[str, Any]]) -> dict[str, Any]:
         answer = self._call(
@@ -259,10 +249,12 @@ class SalesforceGateway:
             ]
         return subrequests
 
-    def write_chats(
-        self, updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]
-    ) -> tuple[list[WriteResult], list[WriteResult]]:
-        """Chat fields on the Cases and completed Tasks, in one composite call per 200 of each."""
+    def write_chats(self, updates: Sequence[ChatUpdate], follow_ups: Sequence[FollowUp]) -> WriteResults:
+        """Chat fields on the Cases, and each follow-up completing its note's Task, in one composite
+        call per 200 of each. A follow-up that does not name its Task is matched by its key."""
+        refs = self._task_refs(follow_ups)
+        completions = [f for f in follow_ups if refs.get(f.key)]
+        found = {f.key: WriteResult(ok=True) for f in completions}
         case_results: list[WriteResult] = []
         task_results: list[WriteResult] = []
         config = self._fields
@@ -281,7 +273,7 @@ class SalesforceGateway:
             tasks = [
                 {
                     "attributes": {"type": "Task"},
-                    "id": c.ref,
+                    "id": refs[c.key],
                     "Status": config.task_status_done,
                     "Description": f"{c.body}\n\n{note_marker(c.key)}"[:32000],
                 }
@@ -302,7 +294,18 @@ class SalesforceGateway:
             parts = self._composite_call(subrequests)
             case_results += _part_results(parts.get("cases"), len(cases))
             task_results += _part_results(parts.get("tasks"), len(tasks))
-        return case_results, task_results
+        found |= {f.key: result for f, result in zip(completions, task_results, strict=True)}
+        missing = WriteResult(ok=False, message="No Task on the Case records this send; nothing to complete.")
+        return WriteResults(case_results, [found.get(f.key, missing) for f in follow_ups])
+
+    def _task_refs(self, follow_ups: Sequence[FollowUp]) -> dict[str, str]:
+        """Each follow-up's Task id: the one it names, or the Task whose key marker it carries."""
+        refs = {f.key: f.note_ref for f in follow_ups if f.note_ref}
+        unnamed = [f for f in follow_ups if not f.note_ref]
+        if unnamed:
+            notes = [Note(ticket_id=f.ticket_id, key=f.key, subject="", body="", at=0.0) for f in unnamed]
+            refs |= self.existing_notes(notes)
+        return refs
 
     def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
         """Those notes that a Task on their Case already records (one SOQL query): Task ids by key."""
@@ -325,7 +328,7 @@ class SalesforceGateway:
         record: dict[str, Any] = {
             "attributes": {"type": "Case"},
             "id": to18(update.ticket_id),
-            config.status_field: CASE_STATUS[update.status],
+            config.status_field: case_status(update.status),
             config.error_field: update.reason,
         }
         if update.chat_id is not None:  # a refusal keeps the chat id a success wrote
@@ -349,10 +352,8 @@ class SalesforceGateway:
 
 
 def _datetime(timestamp: float | None) -> str | None:
-    """A DateTime field's value (ISO 8601, UTC)."""
-    if timestamp is None:
-        return None
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    """A DateTime field's value (ISO 8601, UTC, with the milliseconds Salesforce writes)."""
+    return None if timestamp is None else iso_utc(timestamp).replace("Z", ".000Z")
 
 
 def _log_contact_writes(parts: Mapping[str, Any], case_ids: Sequence[str]) -> None:
@@ -364,14 +365,15 @@ def _log_contact_writes(parts: Mapping[str, Any], case_ids: Sequence[str]) -> No
             logger.warning("Could not record the opt-out on the Contact of Case %s: %s", case_id, detail or "no answer")
 
 
-def _task_record(note: Note, config: WritebackConfig) -> dict[str, Any]:
+def _task_record(note: Note, config: SalesforceWriteback) -> dict[str, Any]:
     return {
         "attributes": {"type": "Task"},
         "WhatId": to18(note.ticket_id),
         "Subject": note.subject,
-        "Status": config.task_status_done if note.done else config.task_status_open,
+        # Left open while a follow-up is to come (the chat's outcome completes it).
+        "Status": config.task_status_open if note.awaits_follow_up else config.task_status_done,
         "Priority": "Normal",
-        "ActivityDate": note.date,
+        "ActivityDate": dt.datetime.fromtimestamp(note.at, tz=dt.UTC).date().isoformat(),
         "Description": f"{note.body}\n\n{note_marker(note.key)}"[:32000],
     }
 

@@ -8,13 +8,14 @@ message) may be beyond that user's rights; those checks then say so instead of f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from bridge.crm.plugin import CheckContext
+from bridge.crm.salesforce.gateway import BASE_FIELDS, case_status
+from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.errors import BridgeError
-from bridge.model import Finding
-from bridge.salesforce import BASE_FIELDS, CASE_STATUS
-from bridge.settings import Settings
+from bridge.model import FINAL_STATUSES, Finding, SendStatus
 
 # What the SFDX project deploys, by the names it gives them.
 FLOW_API_NAME = "CCAI_Bridge_Text_Customer"
@@ -25,31 +26,35 @@ Described = Mapping[str, Mapping[str, Any]]
 
 
 class OrgReader(Protocol):
-    """What the checks read (:class:`bridge.salesforce.SalesforceGateway` does it over the wire)."""
+    """What the checks read (:class:`bridge.crm.salesforce.gateway.SalesforceGateway` does it over the wire)."""
 
     def describe(self, sobject: str) -> Described: ...
 
     def query(self, soql: str, *, tooling: bool = False) -> list[dict[str, Any]]: ...
 
 
-def check_org(settings: Settings, gateway: OrgReader, mapping_fields: Iterable[str]) -> list[Finding]:
+# Every status a Case can be written with: the final ones, and Scheduled (held for the send window).
+WRITTEN: tuple[SendStatus, ...] = (*FINAL_STATUSES, "scheduled")
+
+
+def check_org(settings: SalesforceSettings, gateway: OrgReader, context: CheckContext) -> list[Finding]:
     """The org's findings; a failed login or Case describe ends the list early."""
     try:
         case = gateway.describe("Case")
     except BridgeError as exc:
         return [Finding("Salesforce", False, str(exc))]
-    findings = [Finding("Salesforce", True, f"logged in ({settings.salesforce_credentials().mode}); Case described")]
+    findings = [Finding("Salesforce", True, f"logged in ({settings.credentials().mode}); Case described")]
     findings.append(_writeback_fields(settings, case))
     findings.append(_status_values(settings, case))
-    findings.append(_mapping_fields(case, mapping_fields))
-    findings.append(_consent_fields(settings, gateway))
-    if settings.writeback.create_task:
+    findings.append(_mapping_fields(case, context.ticket_fields))
+    findings.append(_consent_fields(settings, context.block_if_true, gateway))
+    if context.create_notes:
         findings.append(_tasks(settings, gateway))
     findings.append(_automation(gateway))
     return findings
 
 
-def _writeback_fields(settings: Settings, case: Described) -> Finding:
+def _writeback_fields(settings: SalesforceSettings, case: Described) -> Finding:
     config = settings.writeback
     expected = {
         config.chat_id_field: ("string",),
@@ -74,10 +79,10 @@ def _writeback_fields(settings: Settings, case: Described) -> Finding:
     return Finding("Write-back fields", True, ", ".join(expected))
 
 
-def _status_values(settings: Settings, case: Described) -> Finding:
+def _status_values(settings: SalesforceSettings, case: Described) -> Finding:
     field = case.get(settings.writeback.status_field) or {}
     present = {str(v.get("value")) for v in field.get("picklistValues") or [] if v.get("active", True)}
-    needed = sorted(set(CASE_STATUS.values()))
+    needed = sorted({case_status(status) for status in WRITTEN})
     missing = [value for value in needed if value not in present]
     if missing:
         return Finding("Status values", False, f"{settings.writeback.status_field} lacks: {', '.join(missing)}")
@@ -95,9 +100,9 @@ def _mapping_fields(case: Described, mapping_fields: Iterable[str]) -> Finding:
     return Finding("Mapping fields", True, ", ".join(wanted))
 
 
-def _consent_fields(settings: Settings, gateway: OrgReader) -> Finding:
+def _consent_fields(settings: SalesforceSettings, block_if_true: Sequence[str], gateway: OrgReader) -> Finding:
     consent = settings.consent
-    contact_fields = [f.split(".", 1)[1] for f in consent.block_if_true if f.startswith("Contact.")]
+    contact_fields = [f.split(".", 1)[1] for f in block_if_true if f.startswith("Contact.")]
     record = consent.record_field.removeprefix("Contact.") if consent.record_field else ""
     if not contact_fields and not record:
         return Finding("Consent fields", True, "none on Contact to check")
@@ -110,12 +115,10 @@ def _consent_fields(settings: Settings, gateway: OrgReader) -> Finding:
         problems.append(f"{consent.record_field} is missing or not writable ([consent] record_field)")
     if problems:
         return Finding("Consent fields", False, "; ".join(problems))
-    return Finding(
-        "Consent fields", True, ", ".join([*consent.block_if_true, *([consent.record_field] if record else [])])
-    )
+    return Finding("Consent fields", True, ", ".join([*block_if_true, *([consent.record_field] if record else [])]))
 
 
-def _tasks(settings: Settings, gateway: OrgReader) -> Finding:
+def _tasks(settings: SalesforceSettings, gateway: OrgReader) -> Finding:
     try:
         task = gateway.describe("Task")
     except BridgeError as exc:

@@ -41,6 +41,14 @@ def to18(record_id: str) -> str:
     return record_id + suffix
 
 
+def normalize_case_id(raw: str) -> str:
+    """The 18-character form of a Case id, or ``ValueError`` saying why it is not one (the plugin's
+    ticket-id rule: what the send API, ``bridge send`` and the dashboard accept)."""
+    if not valid_id(raw) or not raw.startswith("500"):
+        raise ValueError("must be a Case id (15 or 18 letters and digits, starting 500)")
+    return to18(raw)
+
+
 def org_prefix(org_id: str) -> str:
     """Organisations are compared on their first 15 characters (admins paste either form)."""
     return org_id[:15]

@@ -9,7 +9,8 @@ authenticates, parses, commits every notification to the store, and only then ac
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from xml.etree.ElementTree import Element, ParseError
 
 import anyio.to_thread
@@ -20,6 +21,8 @@ from starlette.responses import Response
 
 from bridge._body import read_capped
 from bridge._secrets import matches_any
+from bridge.crm.plugin import DoorContext
+from bridge.crm.salesforce.ids import is_record_id, org_prefix, to18
 from bridge.errors import (
     AuthenticationFailed,
     InboundError,
@@ -28,10 +31,7 @@ from bridge.errors import (
     StoreRejected,
     UnsupportedMediaType,
 )
-from bridge.metrics import Metrics
-from bridge.model import NewSend, Notification, Outcome
-from bridge.record_ids import is_record_id, org_prefix, to18
-from bridge.store import Store
+from bridge.model import NewSend, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,16 @@ ACK = (
     "</soapenv:Body>"
     "</soapenv:Envelope>"
 ).encode()
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One notification of an outbound message. ``ticket_id`` is None when Salesforce delivered it
+    without a record (the record was deleted before delivery)."""
+
+    org_id: str
+    notification_id: str
+    ticket_id: str | None
 
 
 def _q(ns: str, name: str) -> str:
@@ -112,22 +122,13 @@ def _text(parent: Element, name: str) -> str:
 class OutboundMessageEndpoint:
     """``POST /salesforce/outbound-message?token=...``: store every notification, then ack."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        tokens: Sequence[str],
-        org_ids: Sequence[str],
-        max_body_bytes: int,
-        metrics: Metrics,
-        wake: Callable[[], None],
-    ) -> None:
-        self._store = store
+    def __init__(self, *, tokens: Sequence[str], org_ids: Sequence[str], doors: DoorContext) -> None:
+        self._inbox = doors.inbox
         self._tokens = tokens
         self._orgs = {org_prefix(o) for o in org_ids}
-        self._max_body = max_body_bytes
-        self._metrics = metrics
-        self._wake = wake
+        self._max_body = doors.max_body_bytes
+        self._metrics = doors.metrics
+        self._wake = doors.wake
 
     async def endpoint(self, request: Request) -> Response:
         try:
@@ -147,7 +148,7 @@ class OutboundMessageEndpoint:
             raise OrganizationNotAllowed(f"Organization {org_id} is not in SALESFORCE_ORG_IDS.")
         new = [_new_send(n) for n in notifications]
         try:
-            stored = await anyio.to_thread.run_sync(self._store.sends.ingest, new)
+            stored = await anyio.to_thread.run_sync(self._inbox.ingest, new)
         except StoreRejected as exc:
             raise MalformedMessage(f"The notifications could not be stored: {exc}") from exc
         self._metrics.events_received.labels("outbound_message").inc(len(new))
