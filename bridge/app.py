@@ -28,14 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import logs
 from bridge._secrets import matches_any
-from bridge.api import SendAPI
+from bridge.api.opt_outs import OptOutAPI
+from bridge.api.previews import PreviewAPI
+from bridge.api.sends import SendAPI
 from bridge.ccai.session_events import SessionEventsEndpoint
 from bridge.crm.plugin import DoorContext
-from bridge.dashboard import Dashboard
 from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
-from bridge.optout_api import OptOutAPI
+from bridge.ops.dashboard import Dashboard
 from bridge.phones import mask_numbers
-from bridge.preview_api import PreviewAPI
 from bridge.services import Services, build_services, drain_worker, start_worker
 from bridge.settings import Settings
 from bridge.store.migrations import latest_version
@@ -112,7 +112,7 @@ class Probes:
         if svc.doors.metrics_key:
             _, _, given = request.headers.get("authorization", "").partition(" ")
             if not matches_any(given, [svc.doors.metrics_key]):
-                svc.metrics.refused("metrics", AuthenticationFailed.reason)
+                svc.metrics.refused("metrics", AuthenticationFailed.reason)  # a door without a body
                 return PlainTextResponse("Missing or wrong metrics key.\n", status_code=401)
         body = await anyio.to_thread.run_sync(svc.metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

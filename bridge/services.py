@@ -31,7 +31,7 @@ from bridge.crm.plugin import CRMPlugin, load_plugin
 from bridge.errors import ConfigError
 from bridge.mapping import TicketMapper
 from bridge.metrics import Metrics
-from bridge.overview import read_overview
+from bridge.ops.overview import publish_gauges, read_overview
 from bridge.preview import Previewer
 from bridge.sending import SendOptions, SendStep
 from bridge.settings import CRMSettings, FileBacked, Location, Settings, describe, section_fields, unknown_keys
@@ -331,7 +331,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
     store = Store.from_url(settings.database_url)
     ccai = ccai_client(settings, rate_limiter(settings, store.db), metrics)
     gateway = crm.gateway(settings.crm, metrics=metrics)
-    metrics.watch(lambda: read_overview(store))
+    publish_gauges(metrics, lambda: read_overview(store))
     previewer = Previewer(
         gateway=gateway,
         mapper=ticket_mapper(settings, crm.words),

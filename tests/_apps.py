@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bridge.cli import main
 from bridge.crm.salesforce import plugin as salesforce
 from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.metrics import Metrics
-from bridge.overview import read_overview
+from bridge.ops.cli import main
+from bridge.ops.overview import publish_gauges, read_overview
 from bridge.services import DoorOptions, Services, Shutdown
 from bridge.store import Store
 from bridge.worker import Worker, WorkerOptions
@@ -75,7 +75,7 @@ def salesforce_settings(**values: Any) -> SalesforceSettings:
 def watched_metrics(store: Store) -> Metrics:
     """Metrics whose store gauges read ``store``, as :func:`bridge.services.build_services` wires them."""
     metrics = Metrics()
-    metrics.watch(lambda: read_overview(store))
+    publish_gauges(metrics, lambda: read_overview(store))
     return metrics
 
 

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from bridge.api import SendRequest
+from bridge.api.sends import SendRequest
 from bridge.app import create_app
 from bridge.crm.salesforce.ids import normalize_case_id
 from bridge.errors import StoreUnavailable

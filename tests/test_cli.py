@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
 from bridge.crm.salesforce.outbound_message import parse_outbound_message
+from bridge.ops.cli import main
 from bridge.sandbox.cases import SANDBOX_ORG_ID, sample_cases
 from bridge.store.migrations import latest_version
 from tests._apps import clean_environment

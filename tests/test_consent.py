@@ -11,8 +11,8 @@ from bridge.consent import Allow, Block, Hold, decide
 from bridge.crm import Ticket
 from bridge.crm.salesforce import plugin as salesforce
 from bridge.model import OptOut
+from bridge.ops.retries import retry
 from bridge.send_window import WindowRules, parse_window
-from bridge.sends import retry
 from bridge.store import Store
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, MOBILE_NUMBER, QUEUE_CASE, Harness, make_harness
@@ -22,6 +22,8 @@ pytestmark = pytest.mark.anyio
 LA_NUMBER = MOBILE_NUMBER  # 415: San Francisco, America/Los_Angeles
 RULES = WindowRules(default=parse_window("08:00-21:00"), states={"FL": parse_window("08:00-20:00")})
 TICKET = Ticket(id=MOBILE_CASE, fields={})
+
+WORDS = salesforce.words
 
 
 def at(text: str) -> float:
@@ -253,7 +255,7 @@ async def test_an_operator_retry_is_subject_to_the_window_the_agent_ignored(nigh
     [send_id] = h.ingest(MOBILE_CASE, origin="person", send_window="ignore")
     await h.drain()
     assert h.row(MOBILE_CASE).status == "failed"
-    assert retry(h.store, send_id, force=False).queued
+    assert retry(h.store, send_id, force=False, words=WORDS).queued
     await h.drain()
     assert h.row(MOBILE_CASE).status == "scheduled"
     assert len(h.sim.request_times) == 1

@@ -13,11 +13,12 @@ from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from bridge import _csrf, dashboard
 from bridge.app import create_app
-from bridge.dashboard import activity_chart
+from bridge.crm.salesforce import plugin as salesforce
 from bridge.model import ActivityCount, NewSend, Outcome, Overrides
-from bridge.sends import retry
+from bridge.ops import _csrf, dashboard
+from bridge.ops.dashboard import activity_chart
+from bridge.ops.retries import retry
 from bridge.store import Store
 from tests._apps import services
 from tests._clock import Clock
@@ -26,6 +27,8 @@ PASSWORD = "correct horse battery staple"
 OPERATOR = ("operator", PASSWORD)
 CASE = "5005g00000SBX01AAH"
 OTHER_CASE = "5005g00000SBX02AAH"
+
+WORDS = salesforce.words
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -253,7 +256,7 @@ def test_the_opt_out_list_is_masked_and_paged(sqlite_store: Store, monkeypatch: 
 def test_a_failed_send_is_retried_from_its_page(
     sqlite_store: Store, client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bridge.dashboard")
+    caplog.set_level(logging.INFO, logger="bridge.ops.dashboard")
     send_id = add_send(sqlite_store, Outcome(status="failed", reason="CCAI timed out."))
     page = client.get(f"/dashboard/sends/{send_id}")
     assert "Retry anyway" not in page.text
@@ -274,7 +277,7 @@ def test_the_operators_address_is_the_proxys_client_only_behind_a_trusted_proxy(
 ) -> None:
     """uvicorn (``proxy_headers``, ``FORWARDED_ALLOW_IPS``) replaces the peer with the forwarded client
     only when the peer is a trusted proxy; anyone else's X-Forwarded-For is not believed."""
-    caplog.set_level(logging.INFO, logger="bridge.dashboard")
+    caplog.set_level(logging.INFO, logger="bridge.ops.dashboard")
     # uvicorn's own ASGI types are narrower than Starlette's; the two interoperate at run time.
     app = cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, client_for(sqlite_store).app), trusted_hosts="10.0.0.1"))
     forwarded = {"X-Forwarded-For": "203.0.113.9"}
@@ -299,7 +302,7 @@ def test_the_operators_address_is_the_proxys_client_only_behind_a_trusted_proxy(
 def test_a_send_that_may_have_reached_the_customer_needs_a_confirmation(
     sqlite_store: Store, client: TestClient, caplog: pytest.LogCaptureFixture, outcome: Outcome, reached: str
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bridge.dashboard")
+    caplog.set_level(logging.INFO, logger="bridge.ops.dashboard")
     send_id = add_send(sqlite_store, outcome)
     page = client.get(f"/dashboard/sends/{send_id}").text
     assert f'<dd id="reached">{reached}' in page
@@ -323,14 +326,14 @@ def test_a_send_that_texted_the_customer_before_a_retry_still_asks_first(
 ) -> None:
     """Its latest outcome is failed (CCAI refused the resend), but it keeps the chat that went out."""
     send_id = add_send(sqlite_store, Outcome(status="sent", chat_id="41", message="Your case is solved"))
-    assert retry(sqlite_store, send_id, force=True).queued
+    assert retry(sqlite_store, send_id, force=True, words=WORDS).queued
     [job] = sqlite_store.sends.claim("w", limit=1, lease_seconds=30)
     assert sqlite_store.sends.finish(
         job.id, Outcome(status="failed", reason="Consumer is in an active session."), token=job.token, create_task=True
     )
     page = client.get(f"/dashboard/sends/{send_id}?retried=1").text
     assert '<dd id="reached">yes, before it was retried (chat 41)</dd>' in page
-    assert "An earlier attempt reached the customer (chat 41) before a retry." in page
+    assert "It reached the customer earlier (chat 41)." in page
     assert "Queued again, and finished since" in page
     assert "Your case is solved" not in page  # the latest attempt was not sent
     unconfirmed = client.post(f"/dashboard/sends/{send_id}/retry", data={"csrf": csrf_of(page)})
@@ -341,7 +344,7 @@ def test_a_send_that_texted_the_customer_before_a_retry_still_asks_first(
 def test_a_pending_send_offers_no_retry(sqlite_store: Store, client: TestClient) -> None:
     send_id = add_send(sqlite_store)
     page = client.get(f"/dashboard/sends/{send_id}").text
-    assert "Cannot be retried: It is queued" in page
+    assert "Cannot be retried: it is queued" in page
     assert 'id="retry"' not in page
 
 

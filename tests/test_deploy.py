@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bridge.cli import _parser
+from bridge.ops.cli import _parser
 from bridge.services import environment_names
 
 ROOT = Path(__file__).parents[1]

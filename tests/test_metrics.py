@@ -16,7 +16,7 @@ from bridge.app import create_app
 from bridge.errors import StoreUnavailable
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
-from bridge.overview import Overview
+from bridge.ops.overview import Overview, publish_gauges
 from bridge.store import Store
 from tests._apps import API_KEY, BODY, OUTBOUND_URL, UNREACHABLE_STORE, XML, services, watched_metrics
 from tests._clock import Clock
@@ -95,7 +95,7 @@ def test_store_gauges_are_read_at_most_once_per_few_seconds() -> None:
         return overview()
 
     metrics = Metrics()
-    metrics.watch(read)
+    publish_gauges(metrics, read)
     with ThreadPoolExecutor(max_workers=8) as pool:
         pages = list(pool.map(lambda _: metrics.render().decode(), range(8)))
     pages.append(metrics.render().decode())
@@ -110,7 +110,7 @@ def test_an_unreachable_store_leaves_the_gauges_out_not_the_page(sqlite_store: S
         raise StoreUnavailable("The store is unavailable (OperationalError).")
 
     metrics = Metrics()
-    metrics.watch(read)
+    publish_gauges(metrics, read)
     metrics.events_received.labels("api").inc()
     page = metrics.render().decode()
     assert 'bridge_events_received_total{source="api"} 1.0' in page

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.cli import main
+from bridge.ops.cli import main
 from bridge.store import Store
 from tests._apps import services
 

@@ -9,10 +9,10 @@ import shlex
 from pathlib import Path
 
 from benchmarks.__main__ import parser as benchmark_parser
-from bridge.api import SendRequest
-from bridge.cli import _parser
+from bridge.api.opt_outs import OptOutRequest
+from bridge.api.sends import SendRequest
 from bridge.crm.salesforce.ids import normalize_case_id
-from bridge.optout_api import OptOutRequest
+from bridge.ops.cli import _parser
 from bridge.services import environment_names
 
 README = (Path(__file__).parents[1] / "README.md").read_text()

@@ -8,14 +8,18 @@ from typing import Any
 
 import pytest
 
+from bridge.api.sends import http_status, public_view, wait_for_outcome
+from bridge.crm.salesforce import plugin as salesforce
 from bridge.model import FinalStatus, NewSend, Outcome, Overrides
-from bridge.sends import http_status, public_view, retry, wait_for_outcome
+from bridge.ops.retries import retry
 from bridge.store import Store
 from tests._clock import Clock
 
 CASE = "5005g00000SBX01AAH"
 NUMBER = "+14155550100"
 NOW_ISO = "2027-01-15T08:00:00Z"  # the test clock's start
+
+WORDS = salesforce.words
 
 
 def queued(store: Store, overrides: Overrides | None = None) -> int:
@@ -157,7 +161,7 @@ async def test_waiting_ends_with_the_outcome_or_the_deadline(sqlite_store: Store
 @pytest.mark.parametrize("status", ["failed", "skipped", "opted_out"])
 def test_a_send_that_cannot_have_reached_anyone_is_retried_without_force(store: Store, status: FinalStatus) -> None:
     send_id = finished(store, Outcome(status=status, reason="why"))
-    result = retry(store, send_id, force=False)
+    result = retry(store, send_id, force=False, words=WORDS)
     assert (result.queued, result.message) == (True, f"Send {send_id} ({status}) is queued again.")
     record = store.history.get(send_id)
     assert record is not None
@@ -174,14 +178,14 @@ def test_a_send_that_cannot_have_reached_anyone_is_retried_without_force(store: 
 )
 def test_a_send_that_may_have_reached_the_customer_needs_force(store: Store, status: FinalStatus, why: str) -> None:
     send_id = finished(store, Outcome(status=status, reason="why", chat_id="9" if status == "sent" else None))
-    refused = retry(store, send_id, force=False)
+    refused = retry(store, send_id, force=False, words=WORDS)
     assert not refused.queued
     assert refused.message.startswith(f"Send {send_id} is {status}: {why}.")
     assert "--force" in refused.message
     record = store.history.get(send_id)
     assert record is not None
     assert record.status == status  # untouched
-    assert retry(store, send_id, force=True).queued
+    assert retry(store, send_id, force=True, words=WORDS).queued
     record = store.history.get(send_id)
     assert record is not None
     assert record.status == "queued"
@@ -189,10 +193,10 @@ def test_a_send_that_may_have_reached_the_customer_needs_force(store: Store, sta
 
 def test_a_failure_after_a_lost_answer_needs_force(store: Store, clock: Clock) -> None:
     send_id = possibly_delivered(store, clock, "failed")
-    refused = retry(store, send_id, force=False)
+    refused = retry(store, send_id, force=False, words=WORDS)
     assert not refused.queued
     assert refused.message.startswith(f"Send {send_id} is failed: it may already have reached the customer.")
-    forced = retry(store, send_id, force=True)
+    forced = retry(store, send_id, force=True, words=WORDS)
     assert forced.queued
     record = store.history.get(send_id)
     assert record is not None
@@ -204,14 +208,14 @@ def test_a_forced_resend_that_is_refused_keeps_the_chat_that_reached_the_custome
     active SMS session"); its record became failed with no chat, and a plain retry would then text the
     customer again. The chat id holds the last chat that exists, and such a send still needs force."""
     send_id = finished(store, Outcome(status="sent", chat_id="314"))
-    assert retry(store, send_id, force=True).queued
+    assert retry(store, send_id, force=True, words=WORDS).queued
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
     refusal = Outcome(status="failed", reason="Consumer is already in an active SMS session.")
     assert store.sends.finish(job.id, refusal, token=job.token, create_task=False)
     record = store.history.get(send_id)
     assert record is not None
     assert (record.status, record.chat_id) == ("failed", "314")
-    refused = retry(store, send_id, force=False)
+    refused = retry(store, send_id, force=False, words=WORDS)
     assert not refused.queued
     assert refused.message.startswith(f"Send {send_id} is failed: it reached the customer earlier (chat 314).")
 
@@ -225,16 +229,16 @@ def test_a_notification_about_a_deleted_record_is_not_retried(sqlite_store: Stor
         finished=Outcome(status="skipped", reason="Salesforce sent the notification without its record."),
     )
     send_id = sqlite_store.sends.create(new).id
-    refused = retry(sqlite_store, send_id, force=True)
+    refused = retry(sqlite_store, send_id, force=True, words=WORDS)
     assert not refused.queued
-    assert refused.message == f"Send {send_id} names no record (it was deleted before Salesforce delivered it)."
+    assert refused.message == f"Send {send_id} names no record: it was deleted before Salesforce delivered it."
 
 
 def test_a_send_whose_number_was_given_in_its_request_cannot_be_retried(sqlite_store: Store) -> None:
     """The number is not kept once the send is final, so a retry could only text the Case's own number."""
     send_id = finished(sqlite_store, Outcome(status="failed", reason="x"), overrides=Overrides(end_user_number=NUMBER))
     for force in (False, True):
-        result = retry(sqlite_store, send_id, force=force)
+        result = retry(sqlite_store, send_id, force=force, words=WORDS)
         assert not result.queued
         assert "make a new send instead" in result.message
     record = sqlite_store.history.get(send_id)
@@ -243,7 +247,7 @@ def test_a_send_whose_number_was_given_in_its_request_cannot_be_retried(sqlite_s
 
 
 def test_only_finished_sends_that_exist_are_retried(sqlite_store: Store) -> None:
-    assert retry(sqlite_store, 999, force=True).message == "Send 999 does not exist."
+    assert retry(sqlite_store, 999, force=True, words=WORDS).message == "Send 999 does not exist."
     pending = queued(sqlite_store)
-    result = retry(sqlite_store, pending, force=True)
-    assert (result.queued, result.message) == (False, f"Send {pending} is queued and cannot be retried now.")
+    result = retry(sqlite_store, pending, force=True, words=WORDS)
+    assert (result.queued, result.message) == (False, f"Send {pending} is queued: the bridge is still working on it.")

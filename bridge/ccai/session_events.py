@@ -19,10 +19,10 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge._body import parse_json, read_capped
 from bridge._secrets import basic_credentials, matches_any
 from bridge.ccai.chats import NewStatusWords, epoch_seconds, event_state
-from bridge.errors import AuthenticationFailed, InboundError, MalformedMessage, NotFound, UnsupportedMediaType
+from bridge.errors import AuthenticationFailed, MalformedMessage, NotFound
+from bridge.inbound import Door, parse_json
 from bridge.metrics import Metrics
 from bridge.store.session_events import SessionEvent, SessionEvents
 from bridge.text import forbidden_characters
@@ -43,28 +43,28 @@ class SessionEventsEndpoint:
         metrics: Metrics,
         wake: Callable[[], None],
     ) -> None:
+        self._door = Door(name="session_events", metrics=metrics, max_body_bytes=max_body_bytes)
         self._events = events
         self._credentials = f"{user}:{password}" if user and password else ""
-        self._max_body = max_body_bytes
         self._metrics = metrics
         self._wake = wake
         self._new_words = NewStatusWords()
 
     async def endpoint(self, request: Request) -> Response:
-        try:
-            return await self._handle(request)
-        except InboundError as exc:
-            self._metrics.refused("session_events", exc.reason)
-            raise
+        return await self._door.counted(self._handle, request)
 
     async def _handle(self, request: Request) -> Response:
         if not self._credentials:
             raise NotFound("Session events are not enabled (set BRIDGE_SESSION_EVENTS_USER and _PASSWORD).")
         if not matches_any(basic_credentials(request.headers.get("authorization", "")), [self._credentials]):
             raise AuthenticationFailed("Missing or wrong credentials for session events.")
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            raise UnsupportedMediaType("Session events must be JSON (Content-Type: application/json).")
-        body = parse_json(await read_capped(request, self._max_body))
+        body = parse_json(
+            await self._door.body(
+                request,
+                media_types=("application/json",),
+                refusal="Session events must be JSON (Content-Type: application/json).",
+            )
+        )
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list) or len(events) > MAX_EVENTS:
             raise MalformedMessage(

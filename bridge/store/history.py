@@ -35,9 +35,11 @@ class History:
         before_id: int | None = None,
         since: float | None = None,
         until: float | None = None,
+        within: float | None = None,
     ) -> list[SendRecord]:
         """Sends, newest first; ``before_id`` pages back from there; ``since``/``until`` keep only
-        sends created in that range (``until`` excluded)."""
+        sends created in that range (``until`` excluded), ``within`` those created in the last so
+        many seconds (by the clock the sends were stamped with)."""
         query = _with_chat().order_by(sends.c.id.desc()).limit(limit)
         if ticket_id:
             query = query.where(sends.c.ticket_id == ticket_id)
@@ -50,6 +52,8 @@ class History:
         if until is not None:
             query = query.where(sends.c.created_at < until)
         with self.db.tx() as connection:
+            if within is not None:
+                query = query.where(sends.c.created_at >= self.db.now(connection) - within)
             return [_record(row) for row in connection.execute(query).mappings()]
 
     def activity(self, *, hours: int = 24) -> tuple[float, list[ActivityCount]]:

@@ -19,18 +19,11 @@ from defusedxml.ElementTree import fromstring
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge._body import read_capped
 from bridge._secrets import matches_any
 from bridge.crm.plugin import DoorContext
 from bridge.crm.salesforce.ids import is_record_id, org_prefix, to18
-from bridge.errors import (
-    AuthenticationFailed,
-    InboundError,
-    MalformedMessage,
-    OrganizationNotAllowed,
-    StoreRejected,
-    UnsupportedMediaType,
-)
+from bridge.errors import AuthenticationFailed, MalformedMessage, OrganizationNotAllowed, StoreRejected
+from bridge.inbound import Door
 from bridge.model import NewSend, Outcome
 
 logger = logging.getLogger(__name__)
@@ -123,27 +116,23 @@ class OutboundMessageEndpoint:
     """``POST /salesforce/outbound-message?token=...``: store every notification, then ack."""
 
     def __init__(self, *, tokens: Sequence[str], org_ids: Sequence[str], doors: DoorContext) -> None:
+        self._door = Door(name="outbound_message", metrics=doors.metrics, max_body_bytes=doors.max_body_bytes)
         self._inbox = doors.inbox
         self._tokens = tokens
         self._orgs = {org_prefix(o) for o in org_ids}
-        self._max_body = doors.max_body_bytes
         self._metrics = doors.metrics
         self._wake = doors.wake
 
     async def endpoint(self, request: Request) -> Response:
-        try:
-            return await self._handle(request)
-        except InboundError as exc:
-            self._metrics.refused("outbound_message", exc.reason)
-            raise
+        return await self._door.counted(self._handle, request)
 
     async def _handle(self, request: Request) -> Response:
         if not matches_any(request.query_params.get("token", ""), self._tokens):
             raise AuthenticationFailed("Missing or wrong token in the outbound-message URL.")
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in XML_TYPES:
-            raise UnsupportedMediaType(f"Expected an XML body (text/xml), got {media_type or 'no content type'}.")
-        org_id, notifications = parse_outbound_message(await read_capped(request, self._max_body))
+        body = await self._door.body(
+            request, media_types=XML_TYPES, refusal="Expected an XML body (text/xml), got {given}."
+        )
+        org_id, notifications = parse_outbound_message(body)
         if self._orgs and org_prefix(org_id) not in self._orgs:
             raise OrganizationNotAllowed(f"Organization {org_id} is not in SALESFORCE_ORG_IDS.")
         new = [_new_send(n) for n in notifications]

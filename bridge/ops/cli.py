@@ -24,11 +24,11 @@ import httpx
 import uvicorn
 
 from bridge import __version__
-from bridge.admin import register
 from bridge.app import create_app
 from bridge.crm.plugin import load_plugin
 from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
+from bridge.ops.admin import register
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.ccai import consumer_number
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle

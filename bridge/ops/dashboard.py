@@ -31,11 +31,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge._body import read_capped
-from bridge._csrf import CsrfGuard
 from bridge._secrets import basic_credentials, matches_any
+from bridge.api.opt_outs import view as opt_out_view
 from bridge.crm import TicketIds, Words
 from bridge.errors import AuthenticationFailed, MalformedMessage
+from bridge.inbound import Door, positive_int
 from bridge.metrics import Metrics
 from bridge.model import (
     FINAL_STATUSES,
@@ -47,10 +47,11 @@ from bridge.model import (
     SendRecord,
     SendStatus,
 )
-from bridge.optout_api import view as opt_out_view
-from bridge.overview import read_overview
-from bridge.sends import iso, retry, retryable_without_force
+from bridge.ops._csrf import CsrfGuard
+from bridge.ops.overview import read_overview
+from bridge.ops.retries import maybe_reached, reached, retry, retry_offer, sentence
 from bridge.store import Store
+from bridge.times import readable
 
 logger = logging.getLogger(__name__)
 
@@ -136,13 +137,13 @@ class Dashboard:
         self._opt_outs = store.opt_outs
         self._words = words
         self._credentials = f"{USER}:{password}"
-        self._metrics = metrics
+        self._door = Door(name="dashboard", metrics=metrics, max_body_bytes=FORM_LIMIT)
         self._ticket_ids = ticket_ids
         self._csrf = CsrfGuard(password=password, path="/dashboard")
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
         )
-        environment.filters.update(when=_when, duration=_duration, maybe_reached=maybe_reached)
+        environment.filters.update(when=readable, duration=_duration, maybe_reached=maybe_reached, sentence=sentence)
         environment.globals.update(statuses=STATUSES, within=WITHIN, words=words)
         self._templates = environment
 
@@ -158,7 +159,7 @@ class Dashboard:
     def _guard(self, page: Page) -> Page:
         async def guarded(request: Request) -> Response:
             if not matches_any(basic_credentials(request.headers.get("authorization", "")), [self._credentials]):
-                self._metrics.refused("dashboard", AuthenticationFailed.reason)
+                self._door.refused(AuthenticationFailed.reason)
                 logger.warning(
                     "Dashboard: refused %s from %s: wrong or missing credentials", request.url.path, _address(request)
                 )
@@ -207,16 +208,12 @@ class Dashboard:
         )
 
     def _find(self, filters: SendFilters, before: int | None) -> list[SendRecord]:
-        since = filters.since
-        if filters.within is not None:
-            with self._store.db.tx() as connection:  # "the last hour" by the clock the sends were stamped with
-                start = self._store.db.now(connection) - filters.within
-            since = start if since is None else max(since, start)
         return self._store.history.find(
             ticket_id=filters.ticket_id,
             status=filters.status,
-            since=since,
+            since=filters.since,
             until=filters.until,
+            within=filters.within,
             before_id=before,
             limit=PAGE_SIZE + 1,
         )
@@ -244,19 +241,19 @@ class Dashboard:
             status_code=status_code,
             send=send,
             timeline=timeline,
-            reached=reached(send),
+            reached=reached(send, self._words),
             message=send.message if send.status == "sent" else None,
             window_ignored=send.overrides.window_ignored,
-            retry=_retry_offer(send),
+            retry=retry_offer(send, self._words),
             notice=notice,
             error=error,
         )
 
     async def _retry(self, request: Request) -> Response:
         send_id, operator = int(request.path_params["send_id"]), _address(request)
-        form = await _form(request)
+        form = await self._form(request)
         if refusal := self._csrf.check(request, form.get("csrf", "")):
-            self._metrics.refused("dashboard", "csrf")
+            self._door.refused("csrf")
             logger.warning("Dashboard: refused a retry of send %s from %s: %s", send_id, operator, refusal)
             return PlainTextResponse(
                 "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
@@ -265,14 +262,14 @@ class Dashboard:
         send = await anyio.to_thread.run_sync(self._store.history.get, send_id) if send_id <= MAX_SEND_ID else None
         if send is None:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
-        force = _retry_offer(send).risk is not None
+        force = retry_offer(send, self._words).risk is not None
         if force and form.get("confirm") != "yes":
             logger.info(
                 "Dashboard: the operator at %s did not confirm a retry of send %s (%s)", operator, send_id, send.status
             )
             error = "Tick the box to confirm: this send may already have reached the customer."
             return await self._send(request, status_code=400, error=error)
-        result = await anyio.to_thread.run_sync(lambda: retry(self._store, send_id, force=force))
+        result = await anyio.to_thread.run_sync(lambda: retry(self._store, send_id, force=force, words=self._words))
         logger.info(
             "Dashboard: the operator at %s retried send %s (%s%s): %s",
             operator,
@@ -282,9 +279,18 @@ class Dashboard:
             "queued again" if result.queued else f"refused: {result.message}",
         )
         if not result.queued:  # it changed meanwhile: the page shows what it is now
-            error = result.message.replace("add --force", "tick the box below")
-            return await self._send(request, status_code=409, error=error)
+            offer = result.offer
+            why = f"it {offer.why_not}" if offer is not None and offer.why_not else "it changed meanwhile"
+            return await self._send(request, status_code=409, error=sentence(f"Not retried: {why}"))
         return RedirectResponse(f"/dashboard/sends/{send_id}?retried=1", status_code=303)
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        """The posted form: a few short URL-encoded fields, parsed here from a capped body."""
+        try:
+            body = await self._door.body(request)
+        except MalformedMessage:  # an empty body: no token either
+            return {}
+        return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
     async def _opt_out_list(self, request: Request) -> Response:
         page = _positive(request.query_params.get("page", "")) or 1
@@ -299,53 +305,6 @@ class Dashboard:
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
         )
-
-
-@dataclass(frozen=True)
-class RetryOffer:
-    """What the send page offers: no retry (``why_not``), a retry, or one to confirm (``risk``)."""
-
-    allowed: bool
-    why_not: str | None = None
-    risk: str | None = None  # why a retry can text the customer a second time
-
-
-def _retry_offer(send: SendRecord) -> RetryOffer:
-    if not send.final:
-        return RetryOffer(False, why_not=f"It is {send.status}: the bridge is still working on it.")
-    if not send.ticket_id:
-        return RetryOffer(False, why_not="It names no record: it was deleted before Salesforce delivered it.")
-    if send.overrides.number_removed:
-        return RetryOffer(False, why_not="It was made for a number given in its request, which is not kept.")
-    if send.status == "sent":
-        return RetryOffer(True, risk="It reached the customer.")
-    if maybe_reached(send):
-        return RetryOffer(True, risk="An attempt's answer was lost: it may have reached the customer.")
-    if send.status == "suppressed":
-        return RetryOffer(True, risk="Another send for the Case had just texted the customer.")
-    if send.chat_id is not None:  # the record keeps the chat an earlier attempt created
-        return RetryOffer(True, risk=f"An earlier attempt reached the customer (chat {send.chat_id}) before a retry.")
-    if not retryable_without_force(send):  # a status this page does not know yet: ask all the same
-        return RetryOffer(True, risk=f"It is {send.status}.")
-    return RetryOffer(True)
-
-
-def maybe_reached(send: SendRecord) -> bool:
-    """Whether a send that is not known to be sent may nevertheless have texted the customer."""
-    return send.status != "sent" and (send.may_have_sent or send.status == "unknown")
-
-
-def reached(send: SendRecord) -> str:
-    """Whether the send texted the customer, in words."""
-    if send.status == "sent":
-        return "yes"
-    if send.chat_id is not None:
-        return f"yes, before it was retried (chat {send.chat_id})"
-    if maybe_reached(send):
-        return "maybe: an attempt's answer was lost"
-    if send.status == "suppressed":
-        return "no (another send for the Case had just texted them)"
-    return "no" if send.status in NOTHING_SENT else "not yet"
 
 
 def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, list[str]]:
@@ -374,15 +333,6 @@ def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, li
     return SendFilters(shown, status=status, ticket_id=ticket, within=seconds, since=since, until=until), problems
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The posted form: a few short URL-encoded fields, parsed here from a capped body."""
-    try:
-        body = await read_capped(request, FORM_LIMIT)
-    except MalformedMessage:  # an empty body: no token either
-        return {}
-    return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
-
-
 def _address(request: Request) -> str:
     """The operator's address. Behind a trusted proxy (Heroku's router, ``FORWARDED_ALLOW_IPS``) uvicorn
     has already replaced the peer with the X-Forwarded-For client; the header itself is not read here,
@@ -403,13 +353,7 @@ def _moment(text: str | None, problems: list[str]) -> float | None:
 
 
 def _positive(text: str) -> int | None:
-    # isdigit() alone accepts digits int() refuses, such as a superscript two.
-    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) <= MAX_SEND_ID else None
-
-
-def _when(timestamp: float | None) -> str:
-    text = iso(timestamp)
-    return "–" if text is None else text.replace("T", " ").removesuffix("Z") + " UTC"
+    return positive_int(text, maximum=MAX_SEND_ID)
 
 
 def _duration(seconds: float | None) -> str:

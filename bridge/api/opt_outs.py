@@ -15,14 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.api import JSONDoor, first_problem
+from bridge.api._door import ApiDoor, first_problem
 from bridge.errors import MalformedMessage, NotFound
+from bridge.inbound import positive_int
 from bridge.metrics import Metrics
 from bridge.model import OptOut
 from bridge.phones import us_e164
-from bridge.sends import iso
 from bridge.store.opt_outs import OptOuts
 from bridge.text import forbidden_characters
+from bridge.times import iso
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +55,23 @@ def view(entry: OptOut) -> dict[str, object]:
     return {"number": entry.masked, "source": entry.source, "note": entry.note, "since": iso(entry.created_at)}
 
 
-class OptOutAPI(JSONDoor):
+class OptOutAPI:
     def __init__(self, *, opt_outs: OptOuts, api_keys: Sequence[str], max_body_bytes: int, metrics: Metrics) -> None:
-        super().__init__(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
+        self._door = ApiDoor(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
         self._list = opt_outs
 
     async def add(self, request: Request) -> Response:
-        return await self.counted(self._add, request)
+        return await self._door.handle(self._add, request)
 
     async def remove(self, request: Request) -> Response:
-        return await self.counted(self._remove, request)
+        return await self._door.handle(self._remove, request)
 
     async def listing(self, request: Request) -> Response:
-        return await self.counted(self._listing, request)
+        return await self._door.handle(self._listing, request)
 
     async def _add(self, request: Request) -> Response:
         try:
-            entry = OptOutRequest.model_validate(await self.json_body(request))
+            entry = OptOutRequest.model_validate(await self._door.json_object(request))
         except ValidationError as exc:
             raise MalformedMessage(first_problem(exc)) from exc
         added = await anyio.to_thread.run_sync(
@@ -104,6 +105,7 @@ def _number(raw: str) -> str:
 
 
 def _positive(raw: str, name: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 10**6:
+    number = positive_int(raw, maximum=10**6 - 1)
+    if number is None:
         raise MalformedMessage(f"{name} must be a whole number from 1.")
-    return int(raw)
+    return number

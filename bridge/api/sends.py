@@ -1,10 +1,5 @@
-"""The JSON door, for agent buttons, Flow HTTP callouts and Apex.
-
-``POST /api/v1/sends`` queues a send for a ticket (optionally waiting for its outcome) and
-``GET /api/v1/sends/{id}`` reads one; :mod:`bridge.optout_api` and :mod:`bridge.preview_api` add the
-opt-out list and the "what would happen" preview on the same door (:class:`JSONDoor`). Callers
-authenticate with ``Authorization: Bearer <key>``. Refusals are :class:`~bridge.errors.InboundError`\\ s,
-answered as ``{"error": "..."}`` and counted by reason.
+"""``POST /api/v1/sends`` queues a send for a ticket (optionally waiting for its outcome) and
+``GET /api/v1/sends/{id}`` reads one, as :func:`public_view` shows a send: no full number, no text.
 """
 
 from __future__ import annotations
@@ -13,8 +8,9 @@ import hashlib
 import json
 import logging
 import re
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -23,35 +19,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge._body import parse_json, read_capped
-from bridge._secrets import matches_any
+from bridge.api._door import ApiDoor, first_problem, ticket_id
 from bridge.crm import TicketIds
-from bridge.errors import (
-    AuthenticationFailed,
-    Conflict,
-    DoorDisabled,
-    InboundError,
-    MalformedMessage,
-    NotFound,
-    StoreRejected,
-    StoreUnavailable,
-    Unprocessable,
-    UnsupportedMediaType,
-)
+from bridge.errors import Conflict, MalformedMessage, NotFound, StoreRejected, StoreUnavailable, Unprocessable
+from bridge.inbound import positive_int
 from bridge.metrics import Metrics
-from bridge.model import MAX_SEND_ID, NewSend, Overrides
+from bridge.model import MAX_SEND_ID, NewSend, Overrides, SendRecord
 from bridge.phones import mask, us_e164
 from bridge.segments import count_segments, over_limit
-from bridge.sends import http_status, public_view, wait_for_outcome
 from bridge.store import Store
 from bridge.text import forbidden_characters, sanitize
+from bridge.times import iso
 
 logger = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 25.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-_SEND_ID = re.compile(r"^[0-9]{1,18}$")
 
 
 class SendRequest(BaseModel):
@@ -72,8 +56,7 @@ class SendRequest(BaseModel):
     @field_validator("ticket_id")
     @classmethod
     def _ticket_id(cls, value: str, info: ValidationInfo) -> str:
-        normalise: TicketIds = (info.context or {})["ticket_ids"]
-        return normalise(value)
+        return ticket_id(value, info.context)
 
     @field_validator("message", "agent_email")
     @classmethod
@@ -102,41 +85,54 @@ class SendRequest(BaseModel):
         return self
 
 
-class JSONDoor:
-    """What every endpoint of the JSON door shares: the key check, the body, refusal counting."""
-
-    def __init__(self, *, api_keys: Sequence[str], max_body_bytes: int, metrics: Metrics) -> None:
-        self._keys = [key for key in api_keys if key]
-        self._max_body = max_body_bytes
-        self._metrics = metrics
-
-    async def counted(self, endpoint: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
-        """Run ``endpoint`` after the key check, counting a refusal under its reason."""
-        try:
-            self._authenticate(request)
-            return await endpoint(request)
-        except InboundError as exc:
-            self._metrics.refused("api", exc.reason)
-            raise
-
-    def _authenticate(self, request: Request) -> None:
-        if not self._keys:
-            raise DoorDisabled("The send API is not enabled: set BRIDGE_API_KEY.")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not matches_any(given.strip(), self._keys):
-            raise AuthenticationFailed("Missing or wrong API key (Authorization: Bearer <key>).")
-
-    async def json_body(self, request: Request) -> dict[str, Any]:
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            raise UnsupportedMediaType("The body must be JSON (Content-Type: application/json).")
-        value = parse_json(await read_capped(request, self._max_body))
-        if not isinstance(value, dict):
-            raise MalformedMessage("The body must be a JSON object.")
-        return value
+def public_view(send: SendRecord) -> dict[str, Any]:
+    """What the API and ``bridge sends show`` reveal: no full number, no message text."""
+    return {
+        "id": send.id,
+        "status": send.status,
+        "ticket_id": send.ticket_id,
+        "source": send.source,
+        "attempts": send.attempts,
+        "may_have_sent": send.may_have_sent,
+        "chat_id": send.chat_id,
+        "error": send.reason if send.status != "sent" else None,
+        "end_user_number": send.end_user_hint,
+        "write_back": send.write_back_state,
+        "write_back_error": send.writeback_error,
+        "created_at": iso(send.created_at),
+        "first_attempt_at": iso(send.first_attempt_at),
+        "finished_at": iso(send.finished_at),
+        "next_attempt_at": iso(send.not_before) if send.status == "queued" else None,
+        "scheduled_for": iso(send.not_before) if send.status == "scheduled" else None,
+        "segments": send.segments,
+        "chat_status": send.chat_status,
+        "chat_synced_at": iso(send.chat_synced_at),
+        "send_window": "ignored" if send.overrides.window_ignored else None,
+    }
 
 
-class SendAPI(JSONDoor):
+def http_status(send: SendRecord) -> int:
+    """Sent: 200. Final without an SMS (or not knowably one): 422 with the reason. Pending: 202."""
+    if send.status == "sent":
+        return 200
+    return 422 if send.final else 202
+
+
+async def wait_for_outcome(
+    store: Store, send_id: int, *, timeout: float, poll: float = 0.05, stop: anyio.Event | None = None
+) -> SendRecord:
+    """Poll the store until the send is final, ``timeout`` passes or ``stop`` is set (a shutting
+    down server answers at once rather than hold its connection); return the latest record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        send = await anyio.to_thread.run_sync(store.history.get, send_id)
+        assert send is not None
+        if send.final or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return send
+        await anyio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+class SendAPI:
     """``POST /api/v1/sends`` and ``GET /api/v1/sends/{id}``."""
 
     def __init__(
@@ -151,7 +147,8 @@ class SendAPI(JSONDoor):
         shutting_down: anyio.Event,
         max_segments: int = 10,
     ) -> None:
-        super().__init__(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
+        self._door = ApiDoor(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
+        self._metrics = metrics
         self._max_segments = max_segments
         self._store = store
         self._ticket_ids = ticket_ids
@@ -159,13 +156,13 @@ class SendAPI(JSONDoor):
         self._shutting_down = shutting_down
 
     async def create(self, request: Request) -> Response:
-        return await self.counted(self._create, request)
+        return await self._door.handle(self._create, request)
 
     async def read(self, request: Request) -> Response:
-        return await self.counted(self._read, request)
+        return await self._door.handle(self._read, request)
 
     async def _create(self, request: Request) -> Response:
-        body = await self.json_body(request)
+        body = await self._door.json_object(request)
         try:
             send = SendRequest.model_validate(body, context={"ticket_ids": self._ticket_ids})
         except ValidationError as exc:
@@ -212,8 +209,8 @@ class SendAPI(JSONDoor):
     async def _read(self, request: Request) -> Response:
         raw = request.path_params["send_id"]
         # Ids are positive 32-bit integers: anything else cannot name a send (and must not reach the database).
-        exists = _SEND_ID.match(raw) is not None and 0 < int(raw) <= MAX_SEND_ID
-        found = await anyio.to_thread.run_sync(self._store.history.get, int(raw)) if exists else None
+        send_id = positive_int(raw, maximum=MAX_SEND_ID)
+        found = await anyio.to_thread.run_sync(self._store.history.get, send_id) if send_id is not None else None
         if found is None:
             raise NotFound(f"There is no send {raw[:40]}.")
         return JSONResponse(public_view(found))
@@ -240,14 +237,3 @@ def _wait_seconds(request: Request) -> float:
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
         raise MalformedMessage("wait must be between 0 and 25 seconds.")
     return seconds
-
-
-def first_problem(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        return f"Unknown field {field!r}."
-    if error["type"] == "missing":
-        return f"{field} is required."
-    message = str(error["msg"]).removeprefix("Value error, ").rstrip(".")
-    return f"{field}: {message}." if field else f"{message}."

@@ -20,20 +20,22 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from bridge.api import SendRequest, first_problem
-from bridge.check import run_checks
+from bridge.api._door import first_problem
+from bridge.api.opt_outs import view as optout_view
+from bridge.api.sends import SendRequest, public_view, wait_for_outcome
 from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
-from bridge.optout_api import view as optout_view
-from bridge.overview import read_overview
+from bridge.ops.check import run_checks
+from bridge.ops.overview import read_overview
+from bridge.ops.retries import retry
 from bridge.phones import mask, us_e164
-from bridge.sends import iso, public_view, retry, wait_for_outcome
 from bridge.services import load_settings
 from bridge.settings import Settings
 from bridge.store import Store
 from bridge.store.database import sqlite_path
 from bridge.store.migrations import latest_version
+from bridge.times import iso
 
 LIST_COLUMNS = (
     "id",
@@ -205,9 +207,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    with opened_store(writing=True) as store:
+    settings = load_settings()
+    words = load_plugin(settings.bridge_crm).words
+    with opened_store(settings, writing=True) as store:
         if args.send_id is not None:
-            result = retry(store, args.send_id, force=args.force)
+            result = retry(store, args.send_id, force=args.force, words=words)
             print(result.message, file=sys.stdout if result.queued else sys.stderr)
             return 0 if result.queued else 1
         if args.status not in NOTHING_SENT and not args.force:
@@ -218,7 +222,7 @@ def _retry(args: argparse.Namespace) -> int:
             )
             return 1
         ids = [record.id for record in store.history.find(status=args.status, limit=1_000_000)]
-        results = _each_with_progress(ids, lambda send_id: retry(store, send_id, force=args.force).queued)
+        results = _each_with_progress(ids, lambda send_id: retry(store, send_id, force=args.force, words=words).queued)
     queued = sum(results)
     print(f"{queued} {args.status} send(s) queued again.")
     if queued < len(ids):

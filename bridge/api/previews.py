@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.api import JSONDoor, first_problem
+from bridge.api._door import ApiDoor, first_problem, ticket_id
 from bridge.crm import TicketIds, Words
 from bridge.errors import CRMError, DoorDisabled, MalformedMessage
 from bridge.metrics import Metrics
 from bridge.preview import Preview, Previewer
-from bridge.sends import iso
+from bridge.times import iso
 
 
 class PreviewRequest(BaseModel):
@@ -28,8 +28,7 @@ class PreviewRequest(BaseModel):
     @field_validator("ticket_id")
     @classmethod
     def _ticket_id(cls, value: str, info: ValidationInfo) -> str:
-        normalise: TicketIds = (info.context or {})["ticket_ids"]
-        return normalise(value)
+        return ticket_id(value, info.context)
 
 
 class CRMUnreachable(DoorDisabled):
@@ -67,7 +66,7 @@ def view(preview: Preview) -> dict[str, object]:
     }
 
 
-class PreviewAPI(JSONDoor):
+class PreviewAPI:
     def __init__(
         self,
         *,
@@ -78,18 +77,18 @@ class PreviewAPI(JSONDoor):
         max_body_bytes: int,
         metrics: Metrics,
     ) -> None:
-        super().__init__(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
+        self._door = ApiDoor(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
         self._previewer = previewer
         self._ticket_ids = ticket_ids
         self._words = words
 
     async def preview(self, request: Request) -> Response:
-        return await self.counted(self._preview, request)
+        return await self._door.handle(self._preview, request)
 
     async def _preview(self, request: Request) -> Response:
         try:
             asked = PreviewRequest.model_validate(
-                await self.json_body(request), context={"ticket_ids": self._ticket_ids}
+                await self._door.json_object(request), context={"ticket_ids": self._ticket_ids}
             )
         except ValidationError as exc:
             raise MalformedMessage(first_problem(exc)) from exc
