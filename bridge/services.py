@@ -27,7 +27,7 @@ from bridge.ccai.pacing import Pace, RateLimiter
 from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
 from bridge.crm import CRMS, CRMGateway, Words
-from bridge.crm.plugin import CRMPlugin, load_plugin
+from bridge.crm.plugin import CRMPlugin, InputContext, load_plugin
 from bridge.errors import ConfigError
 from bridge.mapping import TicketMapper
 from bridge.metrics import Metrics
@@ -341,6 +341,9 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         words=crm.words,
     )
     worker = build_worker(settings, store=store, gateway=gateway, ccai=ccai, metrics=metrics, words=crm.words)
+    context = InputContext(inbox=store.sends, memory=store.status, metrics=metrics, wake=worker.wake)
+    for named in crm.inputs(settings.crm, context):
+        worker.add_input(named.name, named.run)
     return Services(
         store=store,
         worker=worker,

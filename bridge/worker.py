@@ -1,5 +1,6 @@
 """The worker: a loop of passes (a batch of sends, then a batch of write-backs) and, beside it, a
-housekeeping tick (heartbeat and lease renewal, retention purge, CRM API usage).
+housekeeping tick (heartbeat and lease renewal, retention purge, CRM API usage) and the long-running
+inputs this process holds (:mod:`bridge.inputs`).
 
 The tick runs on its own so that a long pass (a slow CCAI, a slow CRM) never stops the heartbeat:
 a live worker's leases are renewed, so its work is never taken over; a worker that stops beating
@@ -23,6 +24,7 @@ import anyio.to_thread
 from bridge.crm import ApiUsage, CRMGateway, Words
 from bridge.errors import BridgeError, StoreUnavailable
 from bridge.holdings import Holdings
+from bridge.inputs import Input, InputOptions, InputRunner
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.store.status import API_USAGE_KEY, StatusBoard
@@ -55,6 +57,7 @@ class WorkerOptions:
     lease_seconds: float
     retention_seconds: float
     unhealthy_after: float = 60.0  # /readyz fails when no pass has succeeded for this long
+    inputs: InputOptions = InputOptions()
 
 
 class Worker:
@@ -76,6 +79,7 @@ class Worker:
         self._gateway = gateway
         self._options = options
         self._steps: list[Step] = []
+        self._inputs: list[InputRunner] = []
         self._wake = anyio.Event()
         self._stop = anyio.Event()
         self._last_ok = time.monotonic()
@@ -102,6 +106,14 @@ class Worker:
         """Steps run in order in every pass; each returns how much it handled."""
         self._steps.append(step)
 
+    def add_input(self, name: str, run: Input) -> None:
+        """A long-running input (a stream), run beside the passes while this worker holds its lease:
+        one process at a time runs it, another takes over when the holder dies, and it is started
+        again when it ends or fails."""
+        if any(runner.name == name for runner in self._inputs):
+            raise ValueError(f"An input named {name!r} is already added.")
+        self._inputs.append(InputRunner(name, run, owner=self.id, board=self._board, options=self._options.inputs))
+
     def wake(self) -> None:
         """Ask the loop to look for work now (called after new events are stored)."""
         self._wake.set()
@@ -125,6 +137,8 @@ class Worker:
         logger.info("Worker %s started on %s (pid %s)", self.id, socket.gethostname(), os.getpid())
         async with anyio.create_task_group() as group:
             group.start_soon(self._tick_forever)
+            for runner in self._inputs:
+                group.start_soon(runner.run_forever)
             await self._loop()
             group.cancel_scope.cancel()
         await self._say_goodbye()
@@ -174,6 +188,8 @@ class Worker:
         self._wake = anyio.Event()
 
     async def _say_goodbye(self) -> None:
+        for runner in self._inputs:
+            await runner.release()
         try:
             released = await anyio.to_thread.run_sync(self._store.sends.release, self.id)
             await anyio.to_thread.run_sync(self._board.stopped, self.id)

@@ -110,6 +110,20 @@ class StatusBoard:
             holder = connection.execute(select(singletons.c.owner).where(singletons.c.name == name)).scalar_one()
         return bool(holder == owner)
 
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give ``name`` back, if ``owner`` holds it: the next to ask takes it at once."""
+        with self._db.tx() as connection:
+            connection.execute(delete(singletons).where(singletons.c.name == name, singletons.c.owner == owner))
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds ``name`` now (None: nobody, or the lease ran out)."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            row = connection.execute(
+                select(singletons.c.owner).where(singletons.c.name == name, singletons.c.until >= now)
+            ).first()
+        return None if row is None else str(row[0])
+
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         with self._db.tx() as connection:
             now = self._db.now(connection)
