@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
@@ -57,7 +57,7 @@ class WorkerOptions:
     lease_seconds: float
     retention_seconds: float
     unhealthy_after: float = 60.0  # /readyz fails when no pass has succeeded for this long
-    inputs: InputOptions = InputOptions()
+    inputs: InputOptions = field(default_factory=InputOptions)
 
 
 class Worker:

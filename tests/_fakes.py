@@ -1,4 +1,4 @@
-"""An in-memory CRM for in-process worker tests."""
+"""An in-memory CRM for in-process worker tests, kept honest by ``tests/crm/test_gateway_contract.py``."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class FakeGateway:
             raise self.write_failures.pop(0)
         results = []
         for update in updates:
-            error = self.record_errors.get(update.ticket_id)
+            error = self.record_errors.get(update.ticket_id) or self._missing(update.ticket_id)
             if error is None:
                 self.updates.append(update)
             results.append(error or WriteResult(ok=True))
@@ -62,7 +62,21 @@ class FakeGateway:
             raise self.chat_failures.pop(0)
         self.chat_updates.extend(updates)
         self.follow_ups.extend(follow_ups)
-        return WriteResults([WriteResult(ok=True) for _ in updates], [WriteResult(ok=True) for _ in follow_ups])
+        refs = {f"00T{i:015d}": (n.ticket_id, n.key) for i, n in enumerate(self.notes)}
+        followed = [
+            WriteResult(ok=True)
+            if refs.get(f.note_ref or "") == (f.ticket_id, f.key)
+            or (f.note_ref is None and (f.ticket_id, f.key) in refs.values())
+            else WriteResult(ok=False, message=f"No note records {f.key} on ticket {f.ticket_id}.")
+            for f in follow_ups
+        ]
+        return WriteResults([self._missing(u.ticket_id) or WriteResult(ok=True) for u in updates], followed)
+
+    def _missing(self, ticket_id: str) -> WriteResult | None:
+        """The answer for a ticket that does not exist (deleted): final, as the CRM's would be."""
+        if ticket_id in self.cases:
+            return None
+        return WriteResult(ok=False, message=f"ENTITY_IS_DELETED: ticket {ticket_id} does not exist.")
 
     def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
         have = {(n.ticket_id, n.key): f"00T{i:015d}" for i, n in enumerate(self.notes)}

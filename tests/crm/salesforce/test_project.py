@@ -20,7 +20,7 @@ from defusedxml import ElementTree
 from bridge.crm.salesforce.check import WRITTEN
 from bridge.crm.salesforce.gateway import case_status
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[3]
 PROJECT = ROOT / "salesforce"
 SOURCE = PROJECT / "force-app" / "main" / "default"
 NS = {"md": "http://soap.sforce.com/2006/04/metadata"}

@@ -1,12 +1,13 @@
+"""The sends: the inbox, the send step's leases and fences, the write-back step's claims, retention."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from bridge.model import NewSend, Outcome, Overrides
 from bridge.store import Store
-from bridge.store.migrations import latest_version
 from tests._clock import Clock
 
 CASE = "5005g00000SBX01AAH"
@@ -41,13 +42,6 @@ def test_the_same_notification_is_stored_once_even_after_a_restart(store: Store,
     finally:
         reopened.close()
     assert dict(store.history.queue_summary().by_status) == {"queued": 3}
-
-
-def test_migrate_is_idempotent(store: Store) -> None:
-    assert store.migrate() == store.migrate() == latest_version()
-    store.sends.ingest([om("04l1")])
-    store.migrate()
-    assert dict(store.history.queue_summary().by_status) == {"queued": 1}
 
 
 def test_a_claimed_send_is_not_claimed_again_until_its_lease_expires(store: Store, clock: Clock) -> None:
@@ -263,46 +257,6 @@ def test_a_leased_write_back_is_not_due_before_its_lease_ends(store: Store, cloc
     assert store.sends.seconds_until_due() == 0.0
     store.writebacks.claim("w", limit=10, lease_seconds=45)  # then the worker holding it dies
     assert store.sends.seconds_until_due() == 45.0
-
-
-def test_a_store_from_the_first_release_is_upgraded_in_place(store: Store) -> None:
-    with store.db.engine.begin() as connection:  # the v1 schema, as the first release created it
-        connection.execute(text("DROP TABLE sends"))
-        connection.execute(text("DELETE FROM bridge_schema_version WHERE version > 1"))
-        connection.execute(
-            text(
-                "CREATE TABLE sends (id INTEGER PRIMARY KEY, dedupe_key VARCHAR(200) NOT NULL UNIQUE, "
-                "source VARCHAR(32) NOT NULL, org_id VARCHAR(18), ticket_id VARCHAR(18) NOT NULL, overrides TEXT, "
-                "status VARCHAR(16) NOT NULL, reason TEXT, chat_id VARCHAR(64), message TEXT, "
-                "end_user_hint VARCHAR(16), "
-                "attempts INTEGER NOT NULL, not_before FLOAT NOT NULL, lease_owner VARCHAR(64), lease_until FLOAT, "
-                "inflight BOOLEAN NOT NULL, may_have_sent BOOLEAN NOT NULL, created_at FLOAT NOT NULL, "
-                "first_attempt_at FLOAT, finished_at FLOAT, writeback VARCHAR(16) NOT NULL, "
-                "writeback_task VARCHAR(16) NOT NULL, writeback_attempts INTEGER NOT NULL, writeback_not_before FLOAT, "
-                "writeback_lease_until FLOAT, writeback_error TEXT)"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO sends (id, dedupe_key, source, ticket_id, status, reason, attempts, not_before, inflight, "
-                "may_have_sent, created_at, writeback, writeback_task, writeback_attempts) VALUES "
-                "(1, 'om:a', 'outbound_message', :t, 'skipped', 'Skipped: send 1 for this Case was attempted', 0, 0, "
-                "false, false, 0, 'none', 'none', 0), "
-                "(2, 'api:a', 'api', :t, 'failed', 'x', 0, 0, false, false, 0, 'none', 'none', 0)"
-            ),
-            {"t": CASE},
-        )
-    assert store.migrate() == latest_version()
-    with store.db.engine.connect() as connection:
-        columns = {c["name"] for c in inspect(connection).get_columns("sends")}
-    assert {"request_hash", "requeued_at", "lease_token", "takeovers", "inflight_at", "case_written_at"} <= columns
-    # Old loop-guard skips become "suppressed": they followed an SMS that went out.
-    assert dict(store.history.queue_summary().by_status) == {"suppressed": 1, "failed": 1}
-    # Before origins, the door decided: the outbound message was the CRM's event, the API a person.
-    assert [(s.source, s.origin) for s in store.history.find()] == [
-        ("api", "person"),
-        ("outbound_message", "crm_event"),
-    ]
 
 
 def test_create_reports_an_existing_key_with_its_fingerprint(store: Store) -> None:
