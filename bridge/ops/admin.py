@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from bridge.api._door import first_problem
 from bridge.api.opt_outs import view as optout_view
 from bridge.api.sends import SendRequest, public_view, wait_for_outcome
+from bridge.crm import Words
 from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
 from bridge.ops.check import run_checks
-from bridge.ops.overview import read_overview
+from bridge.ops.overview import Overview, read_overview
 from bridge.ops.retries import retry
 from bridge.phones import mask, us_e164
 from bridge.services import load_settings
@@ -287,54 +288,65 @@ def _opt_out_list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with opened_store() as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
         overview = read_overview(store)
-    queue, workers, usage, sync = overview.queue, overview.workers, overview.api_usage, overview.chat_sync
     if args.json:
-        report = {
-            "by_status": dict(queue.by_status),
-            "oldest_queued_seconds": queue.oldest_queued_seconds,
-            "writebacks_pending": queue.writebacks_pending,
-            "workers": {
-                w.id: {"host": w.host, "pid": w.pid, "seen_seconds_ago": round(w.seconds_since_beat, 1)}
-                for w in workers
-            },
-            "salesforce_api_usage": None
-            if usage is None
-            else {"used": usage.used, "total": usage.total, "as_of": iso(usage.as_of)},
-            "chat_sync": None
-            if sync is None
-            else {
-                "high_water": iso(sync.high_water),
-                "polled_at": iso(sync.polled_at),
-                "lag_seconds": sync.lag_seconds,
-                "chats_with_news_pending": sync.chats_with_news_pending,
-            },
-        }
-        print(json.dumps(report, indent=2))
-        return 0
+        print(json.dumps(_status_report(overview), indent=2))
+    else:
+        print("\n".join(_status_lines(overview, load_plugin(settings.bridge_crm).words)))
+    return 0
+
+
+def _status_report(overview: Overview) -> dict[str, Any]:
+    queue, usage, sync = overview.queue, overview.api_usage, overview.chat_sync
+    return {
+        "by_status": dict(queue.by_status),
+        "oldest_queued_seconds": queue.oldest_queued_seconds,
+        "writebacks_pending": queue.writebacks_pending,
+        "workers": {
+            w.id: {"host": w.host, "pid": w.pid, "seen_seconds_ago": round(w.seconds_since_beat, 1)}
+            for w in overview.workers
+        },
+        # The key predates other CRMs; kept so that scripts reading it go on working.
+        "salesforce_api_usage": None
+        if usage is None
+        else {"used": usage.used, "total": usage.total, "as_of": iso(usage.as_of)},
+        "chat_sync": None
+        if sync is None
+        else {
+            "high_water": iso(sync.high_water),
+            "polled_at": iso(sync.polled_at),
+            "lag_seconds": sync.lag_seconds,
+            "chats_with_news_pending": sync.chats_with_news_pending,
+        },
+    }
+
+
+def _status_lines(overview: Overview, words: Words) -> list[str]:
+    queue, workers, usage, sync = overview.queue, overview.workers, overview.api_usage, overview.chat_sync
     counts = ", ".join(f"{k} {v}" for k, v in sorted(queue.by_status.items())) or "empty"
     oldest = queue.oldest_queued_seconds
-    print(f"Sends:               {counts}")
-    print(f"Oldest queued:       {'-' if oldest is None else f'{oldest:.0f} s'}")
-    print(f"Write-backs pending: {queue.writebacks_pending}")
-    print(
+    lines = [
+        f"Sends:               {counts}",
+        f"Oldest queued:       {'-' if oldest is None else f'{oldest:.0f} s'}",
+        f"Write-backs pending: {queue.writebacks_pending}",
         f"Workers alive:       {len(workers)}"
-        + "".join(f"\n  {w.id} on {w.host} (pid {w.pid}, seen {w.seconds_since_beat:.0f} s ago)" for w in workers)
-    )
+        + "".join(f"\n  {w.id} on {w.host} (pid {w.pid}, seen {w.seconds_since_beat:.0f} s ago)" for w in workers),
+    ]
     if usage is None:
-        print("Salesforce API usage: not reported yet")
+        lines.append(f"{words.crm} API usage: not reported yet")
     else:
-        print(f"Salesforce API usage: {usage.used:,} of {usage.total:,} today (as of {iso(usage.as_of)})")
+        lines.append(f"{words.crm} API usage: {usage.used:,} of {usage.total:,} today (as of {iso(usage.as_of)})")
     if sync is None:
-        print("Chat sync:           not run yet")
+        lines.append("Chat sync:           not run yet")
     else:
-        print(
+        lines.append(
             f"Chat sync:           last poll {sync.lag_seconds:.0f} s ago, CCAI changes read up to "
             f"{iso(sync.high_water) or '-'}, {sync.chats_with_news_pending} chat(s) with news still to reach "
-            "Salesforce"
+            f"{words.crm}"
         )
-    return 0
+    return lines
 
 
 def _purge(args: argparse.Namespace) -> int:
