@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, or_
 
-from bridge.model import Overrides
+from bridge.model import NewSend, Overrides
 from bridge.store.schema import send_log, sends
 
 PENDING_WRITEBACK = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
@@ -27,3 +27,41 @@ def log_event(connection: Connection, send_id: int, at: float, event: str, detai
 
 def overrides_of(row: RowMapping) -> Overrides:
     return Overrides.from_json(row["overrides"])
+
+
+def received_detail(item: NewSend) -> str:
+    """The first line of a send's timeline: where it came from, and who asked for it."""
+    match item.origin:
+        case "crm_event":
+            return f"Received from {item.source}: an event the CRM fired."
+        case "person":
+            return f"Received from {item.source}: asked by a person."
+        case _:
+            assert_never(item.origin)
+
+
+def new_row(item: NewSend, now: float) -> dict[str, Any]:
+    """The ``sends`` row of a new send, queued (or already final, see :class:`NewSend`)."""
+    row: dict[str, Any] = {
+        "dedupe_key": item.dedupe_key,
+        "source": item.source,
+        "origin": item.origin,
+        "org_id": item.org_id,
+        "ticket_id": item.ticket_id,
+        "overrides": item.overrides.to_json(),
+        "status": "queued",
+        "attempts": 0,
+        "not_before": now,
+        "lease_token": 0,
+        "takeovers": 0,
+        "inflight": False,
+        "may_have_sent": False,
+        "opt_out_learned": False,
+        "created_at": now,
+        "writeback": "none",
+        "writeback_task": "none",
+        "writeback_attempts": 0,
+    }
+    if item.finished is not None:
+        row |= {"status": item.finished.status, "reason": item.finished.reason, "finished_at": now, "state_at": now}
+    return row

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, assert_never
+from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 
 from bridge.errors import StoreRejected
 from bridge.model import FINAL_STATUSES, PENDING_STATUSES, ClaimedSend, Created, NewSend, Outcome, Overrides, SendStatus
-from bridge.store._rows import LEASE_RELEASED, PENDING_WRITEBACK, log_event, overrides_of, still_held
+from bridge.store._rows import (
+    LEASE_RELEASED,
+    PENDING_WRITEBACK,
+    log_event,
+    new_row,
+    overrides_of,
+    received_detail,
+    still_held,
+)
 from bridge.store.chats import follow
 from bridge.store.database import Database
 from bridge.store.schema import send_log, sends
@@ -43,10 +51,10 @@ class Sends:
             stored = 0
             # One statement per row (executemany with RETURNING is not portable), one transaction.
             for item in new:
-                inserted = connection.execute(statement, _new_row(item, now)).first()
+                inserted = connection.execute(statement, new_row(item, now)).first()
                 if inserted is not None:
                     stored += 1
-                    log_event(connection, int(inserted[0]), now, "received", _received(item))
+                    log_event(connection, int(inserted[0]), now, "received", received_detail(item))
             return stored
 
     def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
@@ -55,13 +63,13 @@ class Sends:
             now = self.db.now(connection)
             statement = (
                 self.db.insert(sends)
-                .values(**_new_row(new, now), request_hash=request_hash)
+                .values(**new_row(new, now), request_hash=request_hash)
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
                 .returning(sends.c.id)
             )
             inserted = connection.execute(statement).first()
             if inserted is not None:
-                log_event(connection, int(inserted[0]), now, "received", _received(new))
+                log_event(connection, int(inserted[0]), now, "received", received_detail(new))
                 return Created(id=int(inserted[0]), request_hash=request_hash, created=True)
             existing = connection.execute(
                 select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
@@ -440,16 +448,6 @@ class Sends:
         return max(0.0, min(candidates) - now) if candidates else None
 
 
-def _received(item: NewSend) -> str:
-    match item.origin:
-        case "crm_event":
-            return f"Received from {item.source}: an event the CRM fired."
-        case "person":
-            return f"Received from {item.source}: asked by a person."
-        case _:
-            assert_never(item.origin)
-
-
 def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since: float) -> int | None:
     rows = connection.execute(
         select(
@@ -483,29 +481,3 @@ def _reduced(outcome: Outcome) -> list[Outcome]:
         Outcome(status=outcome.status, reason=(reason or "") + note, chat_id=chat_id, write_back=outcome.write_back),
         Outcome(status=outcome.status, reason="The outcome could not be stored.", write_back=outcome.write_back),
     ]
-
-
-def _new_row(item: NewSend, now: float) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "dedupe_key": item.dedupe_key,
-        "source": item.source,
-        "origin": item.origin,
-        "org_id": item.org_id,
-        "ticket_id": item.ticket_id,
-        "overrides": item.overrides.to_json(),
-        "status": "queued",
-        "attempts": 0,
-        "not_before": now,
-        "lease_token": 0,
-        "takeovers": 0,
-        "inflight": False,
-        "may_have_sent": False,
-        "opt_out_learned": False,
-        "created_at": now,
-        "writeback": "none",
-        "writeback_task": "none",
-        "writeback_attempts": 0,
-    }
-    if item.finished is not None:
-        row |= {"status": item.finished.status, "reason": item.finished.reason, "finished_at": now, "state_at": now}
-    return row
