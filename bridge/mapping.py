@@ -6,6 +6,8 @@ the reason is written to the ticket, so it is a sentence an agent understands, i
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from bridge.crm import Ticket, Words
 from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.phones import PhoneProblem, mask, to_e164
@@ -108,9 +110,13 @@ class TicketMapper:
     def _agent(self, ticket: Ticket, overrides: Overrides) -> tuple[str | None, int | None]:
         if overrides.agent_email or overrides.agent_id is not None:
             return overrides.agent_email, overrides.agent_id
-        if self._config.agent == "owner" and ticket.owner_email:
-            return ticket.owner_email, None
-        return None, None
+        match self._config.agent:
+            case "owner":  # a person who owns the ticket; a queue that owns it assigns nobody
+                return ticket.owner_email, None
+            case "none":
+                return None, None
+            case _:
+                assert_never(self._config.agent)
 
 
 def _filled(ticket: Ticket, name: str) -> bool:

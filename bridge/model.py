@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, assert_never, get_args
 
 from bridge.phones import mask
+from bridge.times import iso_date
 
 # A send goes queued -> sending -> one of the final statuses. Retries go back to queued with a
 # not_before time; a send held for the recipient's send window waits as scheduled.
@@ -128,7 +128,7 @@ class OptOut:
 
     def describe(self) -> str:
         """Why a send is blocked: "the number is on the opt-out list since 2026-11-02 (agent: said stop)"."""
-        since = dt.datetime.fromtimestamp(self.created_at, tz=dt.UTC).date().isoformat()
+        since = iso_date(self.created_at)
         detail = f"{self.source}: {self.note}" if self.note else self.source
         return f"the number is on the opt-out list since {since} ({detail})"
 

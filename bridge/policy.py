@@ -107,14 +107,18 @@ def on_claim(job: ClaimedSend, limits: Limits) -> Finish | LookUp | Proceed:
         return settle("failed", reason, job)
     if not job.may_have_sent:
         return PROCEED
-    if limits.resend == "never":
-        reason = (
-            "An earlier attempt got no answer and may have reached the customer; with "
-            "BRIDGE_RESEND_POSSIBLY_DELIVERED=never it was not sent again. Check the customer's chats in CCAI "
-            "Platform, then retry with --force if nothing arrived."
-        )
-        return Finish("unknown", reason)
-    return LOOK_UP
+    match limits.resend:
+        case "lookup":
+            return LOOK_UP
+        case "never":
+            reason = (
+                "An earlier attempt got no answer and may have reached the customer; with "
+                "BRIDGE_RESEND_POSSIBLY_DELIVERED=never it was not sent again. Check the customer's chats in CCAI "
+                "Platform, then retry with --force if nothing arrived."
+            )
+            return Finish("unknown", reason)
+        case _:
+            assert_never(limits.resend)
 
 
 def after_lookup(

@@ -10,6 +10,11 @@ def iso_utc(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_date(timestamp: float) -> str:
+    """``2026-11-25``: the day (UTC) of a moment."""
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).date().isoformat()
+
+
 def iso(timestamp: float | None) -> str | None:
     """:func:`iso_utc`, or None for no moment."""
     return None if timestamp is None else iso_utc(timestamp)

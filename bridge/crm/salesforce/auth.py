@@ -15,7 +15,7 @@ simple-salesforce builds every login URL as ``https://{domain}.salesforce.com``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, assert_never
 from urllib.parse import urlsplit
 
 import requests
@@ -108,24 +108,27 @@ def choose_credentials(values: dict[str, str]) -> SalesforceCredentials:
 
 def login(credentials: SalesforceCredentials, *, session: requests.Session, api_version: str) -> tuple[str, str]:
     """Return ``(session_id, instance host[:port])`` for the credentials' mode."""
-    if credentials.mode == "token":
-        return credentials.access_token, urlsplit(credentials.instance_url).netloc
     kwargs: dict[str, str | None] = {"domain": credentials.domain or None}
-    if credentials.mode == "client_credentials":
-        kwargs |= {"consumer_key": credentials.client_id, "consumer_secret": credentials.client_secret}
-    elif credentials.mode == "jwt":
-        kwargs |= {
-            "username": credentials.username,
-            "consumer_key": credentials.client_id,
-            "privatekey": credentials.private_key or None,
-            "privatekey_file": None if credentials.private_key else credentials.private_key_file,
-        }
-    else:
-        kwargs |= {
-            "username": credentials.username,
-            "password": credentials.password,
-            "security_token": credentials.security_token,
-        }
+    match credentials.mode:
+        case "token":
+            return credentials.access_token, urlsplit(credentials.instance_url).netloc
+        case "client_credentials":
+            kwargs |= {"consumer_key": credentials.client_id, "consumer_secret": credentials.client_secret}
+        case "jwt":
+            kwargs |= {
+                "username": credentials.username,
+                "consumer_key": credentials.client_id,
+                "privatekey": credentials.private_key or None,
+                "privatekey_file": None if credentials.private_key else credentials.private_key_file,
+            }
+        case "password":
+            kwargs |= {
+                "username": credentials.username,
+                "password": credentials.password,
+                "security_token": credentials.security_token,
+            }
+        case _:
+            assert_never(credentials.mode)
     try:
         session_id, instance = SalesforceLogin(session=session, sf_version=api_version, **kwargs)  # type: ignore[arg-type]
     except SalesforceAuthenticationFailed as exc:

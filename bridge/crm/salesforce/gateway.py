@@ -11,7 +11,6 @@ requests are translated here into :class:`~bridge.errors.CRMError`.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +30,7 @@ from bridge.errors import CRMAuthError, CRMError, CRMRequestError, CRMUnavailabl
 from bridge.metrics import Metrics
 from bridge.model import SendStatus, status_words
 from bridge.phones import mask_numbers
-from bridge.times import iso_utc
+from bridge.times import iso_date, iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +372,7 @@ def _task_record(note: Note, config: SalesforceWriteback) -> dict[str, Any]:
         # Left open while a follow-up is to come (the chat's outcome completes it).
         "Status": config.task_status_open if note.awaits_follow_up else config.task_status_done,
         "Priority": "Normal",
-        "ActivityDate": dt.datetime.fromtimestamp(note.at, tz=dt.UTC).date().isoformat(),
+        "ActivityDate": iso_date(note.at),
         "Description": f"{note.body}\n\n{note_marker(note.key)}"[:32000],
     }
 
