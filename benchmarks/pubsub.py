@@ -20,8 +20,8 @@ from typing import Any
 import anyio
 import fastavro
 
-from bridge.salesforce_pubsub.pubsub import KEEPALIVE_BOUND_SECONDS, PubSubSubscriber
-from bridge.salesforce_pubsub.pubsub_events import PlatformEvent
+from bridge.crm.salesforce.pubsub import KEEPALIVE_BOUND_SECONDS, PubSubSubscriber
+from bridge.crm.salesforce.pubsub_events import PlatformEvent
 from tests._pubsub import MemorySink, pubsub_sandbox, wait_for
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import anyio
 
+from bridge.crm.salesforce.pubsub import PubSubLogin, StreamStatus, SubscriberOptions
+from bridge.crm.salesforce.pubsub_events import PlatformEvent
 from bridge.errors import StoreUnavailable
-from bridge.salesforce_pubsub.pubsub import PubSubLogin, StreamStatus, SubscriberOptions
-from bridge.salesforce_pubsub.pubsub_events import PlatformEvent
 from bridge.sandbox._eventbus import BusEvent, EventBus, Topic
 from bridge.sandbox.cases import SANDBOX_ORG_ID
 from bridge.sandbox.pubsub import SMS_REQUEST_EVENT, SMS_REQUEST_FIELDS, PubSubServer, PubSubSimulator

@@ -30,8 +30,8 @@ from typing import Any, NoReturn
 import grpc
 import grpc.aio
 
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2 as pb2
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2_grpc as pb2_grpc
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as pb2
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2_grpc as pb2_grpc
 from bridge.sandbox._eventbus import (
     BusEvent,
     EventBus,

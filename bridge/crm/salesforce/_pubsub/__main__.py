@@ -1,4 +1,4 @@
-"""Regenerate the Pub/Sub API stubs from ``pubsub_api.proto``: ``python -m bridge.salesforce_pubsub._pubsub``.
+"""Regenerate the Pub/Sub API stubs from ``pubsub_api.proto``: ``python -m bridge.crm.salesforce._pubsub``.
 
 Needs the test extra (grpcio-tools, mypy-protobuf). The proto is compiled from the repository root
 so that the generated modules import each other by their full package path.
@@ -12,7 +12,8 @@ from importlib import resources
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
+# The repository root: the first folder up that is not a package.
+ROOT = next(folder for folder in HERE.parents if not (folder / "__init__.py").exists())
 PROTO = HERE / "pubsub_api.proto"
 GENERATED = ("pubsub_api_pb2.py", "pubsub_api_pb2.pyi", "pubsub_api_pb2_grpc.py", "pubsub_api_pb2_grpc.pyi")
 _PLUGINS = ("protoc-gen-mypy", "protoc-gen-mypy_grpc")

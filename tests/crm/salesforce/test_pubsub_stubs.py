@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.salesforce_pubsub._pubsub import __main__ as stubs
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2 as pb2
+from bridge.crm.salesforce._pubsub import __main__ as stubs
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as pb2
 
 
 def test_regenerating_the_stubs_gives_the_committed_files(tmp_path: Path) -> None:

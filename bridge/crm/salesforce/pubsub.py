@@ -34,10 +34,10 @@ import grpc
 import grpc.aio
 
 from bridge import _backoff
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as pb2
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2_grpc as pb2_grpc
+from bridge.crm.salesforce.pubsub_events import EventDecoder, PlatformEvent, UnknownSchema
 from bridge.errors import BridgeError, CRMAuthError, CRMError, CRMRequestError, CRMUnavailable
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2 as pb2
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2_grpc as pb2_grpc
-from bridge.salesforce_pubsub.pubsub_events import EventDecoder, PlatformEvent, UnknownSchema
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import fastavro
 from fastavro.types import Schema
 
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2 as pb2
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as pb2
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2 as pb2
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2_grpc as pb2_grpc
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as pb2
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2_grpc as pb2_grpc
 from bridge.sandbox._eventbus import EventBus, replay_bytes
 from tests._pubsub import PubSubSandbox, pubsub_sandbox
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2 as bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in bridge/salesforce_pubsub/_pubsub/pubsub_api_pb2_grpc.py depends on'
+        + ' but the generated code in bridge/crm/salesforce/_pubsub/pubsub_api_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -53,33 +53,33 @@ class PubSubStub:
         """
         self.Subscribe = channel.stream_stream(
                 '/eventbus.v1.PubSub/Subscribe',
-                request_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.FetchRequest.SerializeToString,
-                response_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.FetchResponse.FromString,
+                request_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.FetchRequest.SerializeToString,
+                response_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.FetchResponse.FromString,
                 _registered_method=True)
         self.GetSchema = channel.unary_unary(
                 '/eventbus.v1.PubSub/GetSchema',
-                request_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.SchemaRequest.SerializeToString,
-                response_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.SchemaInfo.FromString,
+                request_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.SchemaRequest.SerializeToString,
+                response_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.SchemaInfo.FromString,
                 _registered_method=True)
         self.GetTopic = channel.unary_unary(
                 '/eventbus.v1.PubSub/GetTopic',
-                request_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.TopicRequest.SerializeToString,
-                response_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.TopicInfo.FromString,
+                request_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.TopicRequest.SerializeToString,
+                response_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.TopicInfo.FromString,
                 _registered_method=True)
         self.Publish = channel.unary_unary(
                 '/eventbus.v1.PubSub/Publish',
-                request_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
-                response_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
+                request_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
+                response_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
                 _registered_method=True)
         self.PublishStream = channel.stream_stream(
                 '/eventbus.v1.PubSub/PublishStream',
-                request_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
-                response_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
+                request_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
+                response_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
                 _registered_method=True)
         self.ManagedSubscribe = channel.stream_stream(
                 '/eventbus.v1.PubSub/ManagedSubscribe',
-                request_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchRequest.SerializeToString,
-                response_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchResponse.FromString,
+                request_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchRequest.SerializeToString,
+                response_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchResponse.FromString,
                 _registered_method=True)
 
 
@@ -203,33 +203,33 @@ def add_PubSubServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Subscribe': grpc.stream_stream_rpc_method_handler(
                     servicer.Subscribe,
-                    request_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.FetchRequest.FromString,
-                    response_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.FetchResponse.SerializeToString,
+                    request_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.FetchRequest.FromString,
+                    response_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.FetchResponse.SerializeToString,
             ),
             'GetSchema': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSchema,
-                    request_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.SchemaRequest.FromString,
-                    response_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.SchemaInfo.SerializeToString,
+                    request_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.SchemaRequest.FromString,
+                    response_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.SchemaInfo.SerializeToString,
             ),
             'GetTopic': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTopic,
-                    request_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.TopicRequest.FromString,
-                    response_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.TopicInfo.SerializeToString,
+                    request_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.TopicRequest.FromString,
+                    response_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.TopicInfo.SerializeToString,
             ),
             'Publish': grpc.unary_unary_rpc_method_handler(
                     servicer.Publish,
-                    request_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.FromString,
-                    response_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.SerializeToString,
+                    request_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.FromString,
+                    response_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.SerializeToString,
             ),
             'PublishStream': grpc.stream_stream_rpc_method_handler(
                     servicer.PublishStream,
-                    request_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.FromString,
-                    response_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.SerializeToString,
+                    request_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.FromString,
+                    response_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.SerializeToString,
             ),
             'ManagedSubscribe': grpc.stream_stream_rpc_method_handler(
                     servicer.ManagedSubscribe,
-                    request_deserializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchRequest.FromString,
-                    response_serializer=bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchResponse.SerializeToString,
+                    request_deserializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchRequest.FromString,
+                    response_serializer=bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,8 +274,8 @@ class PubSub:
             request_iterator,
             target,
             '/eventbus.v1.PubSub/Subscribe',
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.FetchRequest.SerializeToString,
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.FetchResponse.FromString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.FetchRequest.SerializeToString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.FetchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -301,8 +301,8 @@ class PubSub:
             request,
             target,
             '/eventbus.v1.PubSub/GetSchema',
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.SchemaRequest.SerializeToString,
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.SchemaInfo.FromString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.SchemaRequest.SerializeToString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.SchemaInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -328,8 +328,8 @@ class PubSub:
             request,
             target,
             '/eventbus.v1.PubSub/GetTopic',
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.TopicRequest.SerializeToString,
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.TopicInfo.FromString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.TopicRequest.SerializeToString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.TopicInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -355,8 +355,8 @@ class PubSub:
             request,
             target,
             '/eventbus.v1.PubSub/Publish',
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -382,8 +382,8 @@ class PubSub:
             request_iterator,
             target,
             '/eventbus.v1.PubSub/PublishStream',
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishRequest.SerializeToString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.PublishResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -409,8 +409,8 @@ class PubSub:
             request_iterator,
             target,
             '/eventbus.v1.PubSub/ManagedSubscribe',
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchRequest.SerializeToString,
-            bridge_dot_salesforce__pubsub_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchResponse.FromString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchRequest.SerializeToString,
+            bridge_dot_crm_dot_salesforce_dot___pubsub_dot_pubsub__api__pb2.ManagedFetchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from bridge.crm.salesforce.pubsub import PubSubSubscriber, StreamStatus
 from bridge.errors import CRMRequestError
-from bridge.salesforce_pubsub.pubsub import PubSubSubscriber, StreamStatus
 from bridge.sandbox._eventbus import replay_bytes
 from tests._pubsub import MemorySink, SandboxLogin, describe, pubsub_sandbox, wait_for
 
@@ -110,7 +110,7 @@ async def test_a_refused_replay_id_falls_back_to_the_earliest_event_and_skips_th
             sink.events[event.uuid] = None  # type: ignore[assignment]
         sandbox.simulator.set_faults(refuse_replay=True)
         subscriber = PubSubSubscriber(options=sandbox.options(), login=sandbox.login(), sink=sink)
-        with caplog.at_level(logging.WARNING, logger="bridge.salesforce_pubsub.pubsub"):
+        with caplog.at_level(logging.WARNING, logger="bridge.crm.salesforce.pubsub"):
             async with running(subscriber):
                 await wait_for(lambda: len(sink.commits) >= 1 and "caught up" in caplog.text, what="the catch-up")
 

@@ -5,7 +5,7 @@ isort:skip_file
 Salesforce Pub/Sub API Version 1.
 """
 
-from bridge.salesforce_pubsub._pubsub import pubsub_api_pb2 as _pubsub_api_pb2
+from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as _pubsub_api_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
