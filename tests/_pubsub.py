@@ -13,11 +13,12 @@ import anyio
 
 from bridge.crm.salesforce.pubsub import PubSubLogin, StreamStatus, SubscriberOptions
 from bridge.crm.salesforce.pubsub_events import PlatformEvent
+from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.errors import StoreUnavailable
 from bridge.sandbox._eventbus import BusEvent, EventBus, Topic
 from bridge.sandbox.cases import SANDBOX_ORG_ID
 from bridge.sandbox.pubsub import SMS_REQUEST_EVENT, SMS_REQUEST_FIELDS, PubSubServer, PubSubSimulator
-from bridge.sandbox.servers import make_tls_files
+from bridge.sandbox.servers import TlsFiles, make_tls_files
 
 INSTANCE_URL = "https://127.0.0.1:9"  # the org's instance URL the simulator expects in the metadata
 
@@ -88,6 +89,7 @@ class PubSubSandbox:
     server: PubSubServer
     ca: bytes
     tokens: set[str]
+    tls: TlsFiles
 
     def options(self, **overrides: Any) -> SubscriberOptions:
         values: dict[str, Any] = {
@@ -105,6 +107,20 @@ class PubSubSandbox:
 
     def login(self) -> SandboxLogin:
         return SandboxLogin(self.tokens)
+
+    def salesforce_settings(self, **overrides: Any) -> SalesforceSettings:
+        """Salesforce settings (an access token the simulator accepts) with the Pub/Sub trigger on."""
+        token = self.login().current.access_token
+        values: dict[str, Any] = {
+            "instance_url": INSTANCE_URL,
+            "access_token": token,
+            "ca_bundle": str(self.tls.ca),
+            "org_ids": SANDBOX_ORG_ID,
+            "pubsub_topic": self.topic.name,
+            "pubsub_endpoint": self.server.target,
+            **overrides,
+        }
+        return SalesforceSettings(**values)
 
     def publish(self, count: int = 1, **values: Any) -> list[BusEvent]:
         return [
@@ -127,7 +143,7 @@ async def pubsub_sandbox(
     await server.start()
     try:
         yield PubSubSandbox(
-            bus=bus, topic=topic, simulator=simulator, server=server, ca=tls.ca.read_bytes(), tokens=tokens
+            bus=bus, topic=topic, simulator=simulator, server=server, ca=tls.ca.read_bytes(), tokens=tokens, tls=tls
         )
     finally:
         await server.stop()

@@ -37,7 +37,7 @@ from bridge import _backoff
 from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as pb2
 from bridge.crm.salesforce._pubsub import pubsub_api_pb2_grpc as pb2_grpc
 from bridge.crm.salesforce.pubsub_events import EventDecoder, PlatformEvent, UnknownSchema
-from bridge.errors import BridgeError, CRMAuthError, CRMError, CRMRequestError, CRMUnavailable
+from bridge.errors import BridgeError, CRMAuthError, CRMError, CRMRequestError, CRMUnavailable, LeaseLost
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +244,9 @@ class PubSubSubscriber:
             return failed
         except CRMError as exc:  # logging in failed
             return _StreamFailed("transient", f"Could not log in to Salesforce for the Pub/Sub API: {exc}")
+        except LeaseLost:
+            raise  # another process reads the stream now: this one stops
+
         except BridgeError as exc:  # the sink could not read or commit (the store is down)
             return _StreamFailed("transient", f"The events could not be committed: {exc}")
         except Exception as exc:
