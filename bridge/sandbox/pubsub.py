@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -387,17 +388,25 @@ def _fetch_response(events: list[BusEvent], position: int, pending: int) -> pb2.
 
 
 class PubSubServer:
-    """The simulator on a TLS port of 127.0.0.1, which can be stopped and started again on that port."""
+    """The simulator on a TLS port of 127.0.0.1, which can be stopped and started again on that port.
+
+    Runs beside the sandbox's uvicorn servers as one of them: :meth:`serve` until ``should_exit``.
+    """
 
     def __init__(self, simulator: PubSubSimulator, *, cert: bytes, key: bytes, port: int = 0) -> None:
         self.simulator = simulator
         self.port = port
+        self.should_exit = False
         self._credentials = grpc.ssl_server_credentials([(key, cert)])
         self._server: grpc.aio.Server | None = None
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
 
     async def start(self) -> None:
         server = grpc.aio.server()
@@ -417,9 +426,44 @@ class PubSubServer:
         await self.start()
 
     async def serve(self) -> None:
-        """Serve until cancelled (beside the sandbox's other servers)."""
+        """Serve until ``should_exit`` (as uvicorn's servers do), or until cancelled."""
         await self.start()
         try:
-            await asyncio.Event().wait()
+            while not self.should_exit:
+                await asyncio.sleep(0.1)
         finally:
             await self.stop(grace=1)
+
+    async def control(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """The sandbox's control route: fault switches (``faults``), ``silence_open_streams``,
+        ``stop``, ``start`` or ``restart`` the server, and ``publish`` requests (``{"values": {...},
+        "count": N}``) as a Flow would. Answers with :meth:`state`."""
+        if faults := changes.get("faults"):
+            self.simulator.set_faults(**faults)
+        if changes.get("silence_open_streams"):
+            self.simulator.silence_open_streams()
+        for action in ("stop", "start", "restart"):
+            if changes.get(action):
+                await getattr(self, action)()
+        if publish := changes.get("publish"):
+            topic = self.simulator.bus.topics[publish.get("topic", f"/event/{SMS_REQUEST_EVENT}")]
+            for _ in range(int(publish.get("count", 1))):
+                self.simulator.bus.publish_values(topic, publish.get("values", {}))
+        return self.state()
+
+    def state(self) -> dict[str, Any]:
+        bus = self.simulator.bus
+        return {
+            "target": self.target,
+            "running": self.running,
+            "faults": dataclasses.asdict(self.simulator.faults),
+            "stats": dataclasses.asdict(self.simulator.stats),
+            "topics": {name: {"schema_id": t.schema_id, "retained": len(t.events)} for name, t in bus.topics.items()},
+        }
+
+
+def sms_request_bus(*, clock: Callable[[], float] | None = None) -> EventBus:
+    """An event bus with the Salesforce project's SMS request event on it."""
+    bus = EventBus() if clock is None else EventBus(clock=clock)
+    bus.add_platform_event(SMS_REQUEST_EVENT, SMS_REQUEST_FIELDS)
+    return bus
