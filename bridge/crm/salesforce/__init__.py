@@ -18,7 +18,7 @@ from bridge.crm.salesforce.check import check_org
 from bridge.crm.salesforce.gateway import SalesforceGateway
 from bridge.crm.salesforce.ids import normalize_case_id
 from bridge.crm.salesforce.outbound_message import OutboundMessageEndpoint
-from bridge.crm.salesforce.pubsub_input import INPUT_NAME, PubSubInput
+from bridge.crm.salesforce.pubsub_input import INPUT_NAME, PubSubInput, check_topic
 from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
@@ -88,9 +88,12 @@ class SalesforcePlugin:
             return []  # already reported by the settings check
         gateway = self.salesforce_gateway(own)
         try:
-            return await anyio.to_thread.run_sync(check_org, own, gateway, context)
+            findings = await anyio.to_thread.run_sync(check_org, own, gateway, context)
         finally:
             gateway.close()
+        if own.pubsub_topic and len(own.org_ids) == 1:
+            findings.append(await check_topic(own))
+        return findings
 
 
 def _own(settings: CRMSettings) -> SalesforceSettings:

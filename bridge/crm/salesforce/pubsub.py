@@ -373,27 +373,27 @@ class PubSubSubscriber:
             raise failure from exc
         return info.schema_json
 
-    # -- bridge check -------------------------------------------------------------------------
 
-    async def topic_access(self) -> TopicAccess:
-        """``GetTopic``: whether the topic exists and the integration user may subscribe to it."""
-        session = await self._login.login()
-        for attempt in (1, 2):
-            channel = _channel(self._options)
-            try:
-                stub = pb2_grpc.PubSubStub(channel)
-                request = pb2.TopicRequest(topic_name=self._options.topic)
-                info = await stub.GetTopic(request, metadata=session.metadata(), timeout=self._options.call_timeout)
-            except grpc.aio.AioRpcError as exc:
-                failure = _classify(exc)
-                if failure.fault == "auth" and attempt == 1:
-                    session = await self._login.renew(session)
-                    continue
-                raise _translate(failure, self._options.topic) from exc
-            finally:
-                await channel.close(grace=None)
-            return TopicAccess(name=info.topic_name, schema_id=info.schema_id, can_subscribe=info.can_subscribe)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+async def topic_access(options: SubscriberOptions, login: LoginSource) -> TopicAccess:
+    """``GetTopic`` (for ``bridge check``): whether the topic exists and the integration user may
+    subscribe to it. An expired session is renewed once."""
+    session = await login.login()
+    for attempt in (1, 2):
+        channel = _channel(options)
+        try:
+            stub = pb2_grpc.PubSubStub(channel)
+            request = pb2.TopicRequest(topic_name=options.topic)
+            info = await stub.GetTopic(request, metadata=session.metadata(), timeout=options.call_timeout)
+        except grpc.aio.AioRpcError as exc:
+            failure = _classify(exc)
+            if failure.fault == "auth" and attempt == 1:
+                session = await login.renew(session)
+                continue
+            raise _translate(failure, options.topic) from exc
+        finally:
+            await channel.close(grace=None)
+        return TopicAccess(name=info.topic_name, schema_id=info.schema_id, can_subscribe=info.can_subscribe)
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 class _Requests:

@@ -18,19 +18,19 @@ import anyio
 import anyio.to_thread
 
 from bridge.crm.plugin import InputContext, Memory, StreamStore
-from bridge.crm.salesforce.pubsub import PubSubSubscriber, StreamStatus, SubscriberOptions
+from bridge.crm.salesforce.pubsub import PubSubSubscriber, StreamStatus, SubscriberOptions, topic_access
 from bridge.crm.salesforce.pubsub_events import PlatformEvent
 from bridge.crm.salesforce.pubsub_login import PubSubSession
 from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.crm.salesforce.sms_request import SOURCE, SmsRequestEvent, sms_request
-from bridge.errors import LeaseLost, StoreError
+from bridge.errors import CRMError, LeaseLost, StoreError
 from bridge.metrics import Metrics
-from bridge.model import StreamLease
+from bridge.model import Finding, StreamLease
+from bridge.store.status import STREAM_KEY_PREFIX
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "salesforce-pubsub"
-STATUS_PREFIX = "stream:"  # the status board's keys for streams, read by the overview
 REPORT_SECONDS = 5.0
 REPORT_ANYWAY_SECONDS = 30.0  # an unchanged report is still refreshed, so a silent holder shows as stale
 
@@ -115,6 +115,37 @@ def subscriber_options(settings: SalesforceSettings) -> SubscriberOptions:
     )
 
 
+async def check_topic(settings: SalesforceSettings) -> Finding:
+    """``bridge check``: the topic exists (``GetTopic``) and the integration user may subscribe to it."""
+    topic = settings.pubsub_topic
+    session = _session(settings)
+    try:
+        access = await topic_access(subscriber_options(settings), session)
+    except CRMError as exc:
+        return Finding("Salesforce Pub/Sub", False, str(exc))
+    finally:
+        session.close()
+    if not access.can_subscribe:
+        return Finding(
+            "Salesforce Pub/Sub",
+            False,
+            f"{topic} exists, but the integration user may not subscribe to it: give it read access to the "
+            "platform event (the permission set the salesforce/ project deploys).",
+        )
+    return Finding("Salesforce Pub/Sub", True, f"{topic} exists and the integration user may subscribe to it")
+
+
+def _session(settings: SalesforceSettings) -> PubSubSession:
+    (org_id,) = settings.org_ids  # settings.problems() insists on exactly one
+    return PubSubSession(
+        credentials=settings.credentials(),
+        org_id=org_id,
+        api_version=settings.api_version,
+        timeout=settings.timeout_seconds,
+        ca_bundle=settings.ca_bundle or None,
+    )
+
+
 class PubSubInput:
     """Runs the subscription while this worker holds the input's lease (:meth:`run`)."""
 
@@ -124,14 +155,8 @@ class PubSubInput:
 
     async def run(self) -> None:
         settings, context = self._settings, self._context
-        (org_id,) = settings.org_ids  # settings.problems() insists on exactly one
-        session = PubSubSession(
-            credentials=settings.credentials(),
-            org_id=org_id,
-            api_version=settings.api_version,
-            timeout=settings.timeout_seconds,
-            ca_bundle=settings.ca_bundle or None,
-        )
+        (org_id,) = settings.org_ids
+        session = _session(settings)
         sink = StreamSink(
             streams=context.streams,
             stream=settings.pubsub_topic,
@@ -175,7 +200,7 @@ class StatusReporter:
         if record == self._last and not due and not force:
             return
         try:
-            await anyio.to_thread.run_sync(self._memory.put, STATUS_PREFIX + status.topic, record)
+            await anyio.to_thread.run_sync(self._memory.put, STREAM_KEY_PREFIX + status.topic, record)
         except StoreError as exc:
             logger.warning("Could not report the Pub/Sub stream's state (%s)", exc)
             return

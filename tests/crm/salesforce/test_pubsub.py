@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bridge.crm.salesforce.pubsub import PubSubSubscriber, StreamStatus
+from bridge.crm.salesforce.pubsub import PubSubSubscriber, StreamStatus, topic_access
 from bridge.errors import CRMRequestError
 from bridge.sandbox._eventbus import replay_bytes
 from tests._pubsub import MemorySink, SandboxLogin, describe, pubsub_sandbox, wait_for
@@ -277,19 +277,17 @@ async def test_an_event_whose_payload_cannot_be_decoded_is_committed_with_its_pr
 async def test_topic_access_says_whether_the_topic_exists_and_may_be_subscribed_to(tmp_path: Path) -> None:
     async with pubsub_sandbox(tmp_path) as sandbox:
         login = sandbox.login()
-        subscriber = PubSubSubscriber(options=sandbox.options(), login=login, sink=MemorySink())
-        access = await subscriber.topic_access()
+        access = await topic_access(sandbox.options(), login)
         assert (access.name, access.schema_id, access.can_subscribe) == (
             sandbox.topic.name,
             sandbox.topic.schema_id,
             True,
         )
         sandbox.tokens.discard(login.current.access_token)  # the session expired: renewed once
-        assert (await subscriber.topic_access()).can_subscribe
+        assert (await topic_access(sandbox.options(), login)).can_subscribe
         assert login.renewals == 1
-        missing = PubSubSubscriber(options=sandbox.options(topic="/event/Nope__e"), login=login, sink=MemorySink())
         with pytest.raises(CRMRequestError, match=r"/event/Nope__e.*NOT_FOUND.*topic\.not\.found"):
-            await missing.topic_access()
+            await topic_access(sandbox.options(topic="/event/Nope__e"), login)
 
 
 async def test_a_session_for_another_org_keeps_failing_with_backoff_and_says_why(tmp_path: Path) -> None:

@@ -15,12 +15,13 @@ from bridge.crm.salesforce import plugin
 from bridge.crm.salesforce.ids import to18
 from bridge.crm.salesforce.pubsub import PubSubSubscriber
 from bridge.crm.salesforce.pubsub_events import PlatformEvent
-from bridge.crm.salesforce.pubsub_input import INPUT_NAME, STATUS_PREFIX, StreamSink
+from bridge.crm.salesforce.pubsub_input import INPUT_NAME, StreamSink, check_topic
 from bridge.errors import LeaseLost
 from bridge.metrics import Metrics
-from bridge.model import StreamLease
+from bridge.model import Finding, StreamLease
 from bridge.sandbox.cases import SANDBOX_ORG_ID
 from bridge.store import Store
+from bridge.store.status import STREAM_KEY_PREFIX as STATUS_PREFIX
 from tests._pubsub import PubSubSandbox, pubsub_sandbox, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -167,3 +168,17 @@ async def test_a_process_that_lost_the_lease_adds_no_sends_and_stops(tmp_path: P
     assert store.streams.position(sandbox.topic.name) is None
     report, _ = store.status.get(STATUS_PREFIX + sandbox.topic.name)  # type: ignore[misc]
     assert report["state"] == "stopped"
+
+
+async def test_bridge_check_says_whether_the_topic_exists_and_may_be_subscribed_to(tmp_path: Path) -> None:
+    async with pubsub_sandbox(tmp_path) as sandbox:
+        assert await check_topic(sandbox.salesforce_settings()) == Finding(
+            "Salesforce Pub/Sub", True, "/event/CCAI_SMS_Request__e exists and the integration user may subscribe to it"
+        )
+        sandbox.topic.can_subscribe = False
+        refused = await check_topic(sandbox.salesforce_settings())
+        assert not refused.ok
+        assert "may not subscribe" in refused.detail
+        missing = await check_topic(sandbox.salesforce_settings(pubsub_topic="/event/Other__e"))
+        assert not missing.ok
+        assert "topic.not.found" in missing.detail
