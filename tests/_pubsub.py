@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from bridge.crm.salesforce.pubsub import PubSubLogin, StreamStatus, SubscriberOptions
+from bridge.crm.salesforce.pubsub import PubSubLogin, ResumePoint, StreamStatus, SubscriberOptions
 from bridge.crm.salesforce.pubsub_events import PlatformEvent
 from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.errors import StoreUnavailable
@@ -58,9 +59,12 @@ class MemorySink:
     fail_commits: int = 0  # the next N commits raise StoreUnavailable
     gate: anyio.Event | None = None  # when set, commits wait until the gate opens
     on_commit: Callable[[Sequence[PlatformEvent]], None] | None = None
+    first_subscribed_at: float | None = None
 
-    async def resume_point(self) -> bytes | None:
-        return self.replay_id
+    async def resume_point(self) -> ResumePoint:
+        if self.first_subscribed_at is None:
+            self.first_subscribed_at = time.time()
+        return ResumePoint(self.replay_id, self.first_subscribed_at)
 
     async def commit(self, events: Sequence[PlatformEvent]) -> int:
         if self.on_commit is not None:
@@ -101,6 +105,7 @@ class PubSubSandbox:
             "backoff_base": 0.05,
             "backoff_cap": 0.2,
             "call_timeout": 5.0,
+            "start_margin": 0.0,
             **overrides,
         }
         return SubscriberOptions(**values)

@@ -42,7 +42,7 @@ class StreamStore(Protocol):
     """Where a stream's events become sends, with its position, in one transaction
     (:class:`bridge.store.streams.Streams`)."""
 
-    def position(self, stream: str) -> bytes | None: ...
+    def resume(self, stream: str) -> tuple[bytes | None, float]: ...
 
     def commit(
         self,

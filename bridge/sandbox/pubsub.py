@@ -436,8 +436,8 @@ class PubSubServer:
 
     async def control(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         """The sandbox's control route: fault switches (``faults``), ``silence_open_streams``,
-        ``stop``, ``start`` or ``restart`` the server, and ``publish`` requests (``{"values": {...},
-        "count": N}``) as a Flow would. Answers with :meth:`state`."""
+        ``stop``, ``start`` or ``restart`` the server, and ``publish`` requests as a Flow would (one
+        ``{"values": {...}, "count": N}`` or a list of them). Answers with :meth:`state`."""
         if faults := changes.get("faults"):
             self.simulator.set_faults(**faults)
         if changes.get("silence_open_streams"):
@@ -445,10 +445,11 @@ class PubSubServer:
         for action in ("stop", "start", "restart"):
             if changes.get(action):
                 await getattr(self, action)()
-        if publish := changes.get("publish"):
-            topic = self.simulator.bus.topics[publish.get("topic", f"/event/{SMS_REQUEST_EVENT}")]
-            for _ in range(int(publish.get("count", 1))):
-                self.simulator.bus.publish_values(topic, publish.get("values", {}))
+        publish = changes.get("publish") or []
+        for request in [publish] if isinstance(publish, Mapping) else publish:
+            topic = self.simulator.bus.topics[request.get("topic", f"/event/{SMS_REQUEST_EVENT}")]
+            for _ in range(int(request.get("count", 1))):
+                self.simulator.bus.publish_values(topic, request.get("values", {}))
         return self.state()
 
     def state(self) -> dict[str, Any]:

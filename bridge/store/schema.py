@@ -201,12 +201,14 @@ singletons = Table(
 
 
 # Where each CRM event stream (the Salesforce Pub/Sub topic) has been read to: an opaque position
-# (a replay id, base64), written in the same transaction as the sends its events became.
+# (a replay id, base64; none until the first event), written in the same transaction as the sends its
+# events became, and when the bridge first subscribed (what "only new events" counts from).
 stream_positions = Table(
     "stream_positions",
     metadata,
     Column("stream", String(200), primary_key=True),
-    Column("position", Text, nullable=False),
+    Column("position", Text),
+    Column("started_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
 

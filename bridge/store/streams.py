@@ -36,7 +36,21 @@ class Streams:
             stored = connection.execute(
                 select(stream_positions.c.position).where(stream_positions.c.stream == stream)
             ).scalar()
-        return None if stored is None else base64.b64decode(stored)
+        return base64.b64decode(stored) if stored else None
+
+    def resume(self, stream: str) -> tuple[bytes | None, float]:
+        """Where to resume ``stream``: its position (None before its first event) and when it was
+        first subscribed to, recorded now if this is the first time."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            first = self.db.insert(stream_positions).on_conflict_do_nothing(index_elements=["stream"])
+            connection.execute(first.values(stream=stream, position=None, started_at=now, updated_at=now))
+            row = connection.execute(
+                select(stream_positions.c.position, stream_positions.c.started_at).where(
+                    stream_positions.c.stream == stream
+                )
+            ).one()
+        return (base64.b64decode(row.position) if row.position else None), float(row.started_at)
 
     def commit(
         self,
@@ -81,7 +95,7 @@ class Streams:
         upsert = self.db.insert(stream_positions).on_conflict_do_update(
             index_elements=["stream"], set_={"position": encoded, "updated_at": now}
         )
-        connection.execute(upsert.values(stream=stream, position=encoded, updated_at=now))
+        connection.execute(upsert.values(stream=stream, position=encoded, started_at=now, updated_at=now))
 
     def purge(self, older_than: float = EVENT_MEMORY_SECONDS) -> int:
         """Forget event ids older than ``older_than`` seconds (no stream replays that far back)."""

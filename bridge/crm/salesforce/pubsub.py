@@ -82,11 +82,20 @@ class LoginSource(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a subscription resumes: after ``replay_id`` (None: nothing stored yet), and when the
+    bridge first subscribed to the stream (what ``LATEST`` counts from)."""
+
+    replay_id: bytes | None
+    first_subscribed_at: float
+
+
 class EventSink(Protocol):
     """Where events go: the store, in phase with the replay id that says how far we are."""
 
-    async def resume_point(self) -> bytes | None:
-        """The replay id to resume after, or None when nothing was ever committed."""
+    async def resume_point(self) -> ResumePoint:
+        """Where to resume (recording, the first time, that the stream is now subscribed to)."""
         ...
 
     async def commit(self, events: Sequence[PlatformEvent]) -> int:
@@ -105,7 +114,10 @@ class SubscriberOptions:
     target: str = PUBSUB_TARGET
     root_certificates: bytes | None = None  # None: the system's
     batch_size: int = MAX_BATCH
-    initial_preset: ReplayPreset = "LATEST"  # where a subscription with no stored replay id starts
+    # With no stored replay id: LATEST takes only events created since the bridge first subscribed
+    # (less ``start_margin`` for clocks that differ), EARLIEST all that Salesforce keeps (72 h).
+    initial_preset: ReplayPreset = "LATEST"
+    start_margin: float = 60.0
     dead_after: float = KEEPALIVE_BOUND_SECONDS + 30.0
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
@@ -125,6 +137,7 @@ class StreamStatus:
     received: int = 0  # events received since start
     committed: int = 0  # events committed (new or seen before)
     already_seen: int = 0  # of those, events the sink had committed before (replays)
+    before_start: int = 0  # events created before the bridge first subscribed (LATEST), not sent
     undecodable: int = 0
     reconnects: int = 0
     dead_streams: int = 0  # reconnects because the stream fell silent
@@ -185,6 +198,7 @@ class PubSubSubscriber:
         self._session: PubSubLogin | None = None
         self._went_live = False
         self._stored: bytes | None = None  # the replay id the sink holds, as far as we know
+        self._not_before: float | None = None  # events created earlier predate the subscription (LATEST)
         self._fallback: _Fallback | None = None
 
     def status(self) -> StreamStatus:
@@ -284,14 +298,21 @@ class PubSubSubscriber:
                 await channel.close(grace=None)
 
     async def _first_request(self, *, earliest: bool) -> pb2.FetchRequest:
-        stored = None if earliest else await self._sink.resume_point()
-        self._stored = stored
+        """CUSTOM after the stored replay id; with none (or one refused), EARLIEST, and for LATEST
+        the events created before the first subscription are skipped. Never Salesforce's own LATEST:
+        a first subscriber that died before its first commit would leave its successor starting at
+        a later tip, and the events in between would be lost."""
+        point = await self._sink.resume_point()
+        self._stored = point.replay_id
+        latest = self._options.initial_preset == "LATEST"
+        self._not_before = point.first_subscribed_at - self._options.start_margin if latest else None
         batch = self._options.batch_size
         topic = self._options.topic
-        if stored:
-            return pb2.FetchRequest(topic_name=topic, replay_preset=pb2.CUSTOM, replay_id=stored, num_requested=batch)
-        preset = pb2.EARLIEST if earliest or self._options.initial_preset == "EARLIEST" else pb2.LATEST
-        return pb2.FetchRequest(topic_name=topic, replay_preset=preset, num_requested=batch)
+        if point.replay_id and not earliest:
+            return pb2.FetchRequest(
+                topic_name=topic, replay_preset=pb2.CUSTOM, replay_id=point.replay_id, num_requested=batch
+            )
+        return pb2.FetchRequest(topic_name=topic, replay_preset=pb2.EARLIEST, num_requested=batch)
 
     async def _read(
         self, call: grpc.aio.StreamStreamCall[pb2.FetchRequest, pb2.FetchResponse]
@@ -320,20 +341,28 @@ class PubSubSubscriber:
             return
         self._update(received=self._status.received + len(response.events), last_event_at=now)
         events = [await self._decoder.decode(consumed) for consumed in response.events]
-        new = await self._sink.commit(events)
+        fresh = [e for e in events if not self._before_start(e)]
+        new = await self._sink.commit(fresh) if fresh else 0
+        if not fresh or fresh[-1] is not events[-1]:
+            await self._sink.checkpoint(events[-1].replay_id)  # past the skipped ones too
         self._stored = events[-1].replay_id
-        self._counted(events, new)
-        # Flow control: ask for exactly as many as were just committed, never more.
+        self._counted(fresh, new, skipped=len(events) - len(fresh))
+        # Flow control: ask for exactly as many as were just handled, never more.
         requests.send(pb2.FetchRequest(num_requested=len(events)))
 
-    def _counted(self, events: Sequence[PlatformEvent], new: int) -> None:
+    def _before_start(self, event: PlatformEvent) -> bool:
+        created = event.created_at
+        return self._not_before is not None and created is not None and created < self._not_before
+
+    def _counted(self, events: Sequence[PlatformEvent], new: int, *, skipped: int) -> None:
         seen = len(events) - new
-        created = events[-1].created_at
+        created = events[-1].created_at if events else None
         self._update(
             committed=self._status.committed + len(events),
             already_seen=self._status.already_seen + seen,
+            before_start=self._status.before_start + skipped,
             undecodable=self._status.undecodable + sum(1 for e in events if e.problem),
-            lag_seconds=None if created is None else max(0.0, self._clock() - created),
+            lag_seconds=self._status.lag_seconds if created is None else max(0.0, self._clock() - created),
         )
         if self._fallback is not None:
             self._fallback.seen_before += seen

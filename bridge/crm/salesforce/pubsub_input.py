@@ -18,7 +18,13 @@ import anyio
 import anyio.to_thread
 
 from bridge.crm.plugin import InputContext, Memory, StreamStore
-from bridge.crm.salesforce.pubsub import PubSubSubscriber, StreamStatus, SubscriberOptions, topic_access
+from bridge.crm.salesforce.pubsub import (
+    PubSubSubscriber,
+    ResumePoint,
+    StreamStatus,
+    SubscriberOptions,
+    topic_access,
+)
 from bridge.crm.salesforce.pubsub_events import PlatformEvent
 from bridge.crm.salesforce.pubsub_login import PubSubSession
 from bridge.crm.salesforce.settings import SalesforceSettings
@@ -55,8 +61,9 @@ class StreamSink:
         self._metrics = metrics
         self._wake = wake
 
-    async def resume_point(self) -> bytes | None:
-        return await anyio.to_thread.run_sync(self._streams.position, self._stream)
+    async def resume_point(self) -> ResumePoint:
+        replay_id, first_subscribed_at = await anyio.to_thread.run_sync(self._streams.resume, self._stream)
+        return ResumePoint(replay_id=replay_id, first_subscribed_at=first_subscribed_at)
 
     async def commit(self, events: Sequence[PlatformEvent]) -> int:
         requests = [sms_request(event, org_id=self._org_id) for event in events]

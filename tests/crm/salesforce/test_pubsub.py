@@ -88,7 +88,7 @@ async def test_no_more_events_are_asked_for_than_were_committed(tmp_path: Path) 
 async def test_a_new_subscription_resumes_after_the_stored_replay_id(tmp_path: Path) -> None:
     async with pubsub_sandbox(tmp_path) as sandbox:
         published = sandbox.publish(12)
-        sink = MemorySink(replay_id=replay_bytes(published[6].replay))
+        sink = MemorySink(replay_id=replay_bytes(published[6].replay), first_subscribed_at=0.0)
         subscriber = PubSubSubscriber(options=sandbox.options(), login=sandbox.login(), sink=sink)
         async with running(subscriber):
             await wait_for(lambda: len(sink.events) == 5, what="the five events after the stored one")
@@ -105,7 +105,7 @@ async def test_a_refused_replay_id_falls_back_to_the_earliest_event_and_skips_th
         published = sandbox.publish(8)
         # The first five were committed earlier, by a subscription whose replay id the org now refuses
         # (as for one older than 72 hours, or from another org).
-        sink = MemorySink(replay_id=replay_bytes(published[4].replay))
+        sink = MemorySink(replay_id=replay_bytes(published[4].replay), first_subscribed_at=0.0)
         for event in published[:5]:
             sink.events[event.uuid] = None  # type: ignore[assignment]
         sandbox.simulator.set_faults(refuse_replay=True)
@@ -131,7 +131,7 @@ async def test_a_replay_id_older_than_the_retention_period_is_refused_and_recove
         old = sandbox.publish(3)
         now[0] += 73 * 3600  # three days and an hour later: the stored replay id is past retention
         recent = sandbox.publish(2)
-        sink = MemorySink(replay_id=replay_bytes(old[-1].replay))
+        sink = MemorySink(replay_id=replay_bytes(old[-1].replay), first_subscribed_at=0.0)
         subscriber = PubSubSubscriber(options=sandbox.options(), login=sandbox.login(), sink=sink)
         async with running(subscriber):
             await wait_for(lambda: len(sink.events) == 2, what="the two retained events")
@@ -312,3 +312,29 @@ async def test_stopping_the_subscriber_ends_its_stream(tmp_path: Path) -> None:
             assert sandbox.simulator.stats.open_streams == 1
         assert subscriber.status().state == "stopped"
         await wait_for(lambda: sandbox.simulator.stats.open_streams == 0, what="the server to see the stream end")
+
+
+async def test_latest_means_since_the_first_subscription_even_when_that_subscriber_died_before_committing(
+    tmp_path: Path,
+) -> None:
+    async with pubsub_sandbox(tmp_path, keepalive_seconds=0.2) as sandbox:
+        older = sandbox.publish(2)  # published before the trigger was turned on: never texted
+        gate = anyio.Event()
+        sink = MemorySink(gate=gate)
+        first = PubSubSubscriber(options=sandbox.options(), login=sandbox.login(), sink=sink)
+        async with running(first):
+            await wait_for(lambda: sink.first_subscribed_at is not None, what="the first subscription")
+            await anyio.sleep(0.05)
+            newer = sandbox.publish(3)
+            await wait_for(lambda: first.status().received >= 3, what="the new events to arrive")
+        # It died with the new events in hand, none of them committed.
+        assert sink.events == {}
+        sink.gate = None
+        second = PubSubSubscriber(options=sandbox.options(), login=sandbox.login(), sink=sink)
+        async with running(second):
+            await wait_for(lambda: len(sink.events) == 3, what="the three new events")
+            await anyio.sleep(0.3)
+
+    assert set(sink.events) == {e.uuid for e in newer}
+    # The first skipped the older events (and stored the position past them) before it died.
+    assert (first.status().before_start, second.status().before_start) == (len(older), 0)
