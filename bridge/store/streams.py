@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, select
 
 from bridge.errors import LeaseLost
 from bridge.model import NewSend, StreamCommit, StreamLease
@@ -96,6 +96,15 @@ class Streams:
             index_elements=["stream"], set_={"position": encoded, "updated_at": now}
         )
         connection.execute(upsert.values(stream=stream, position=encoded, started_at=now, updated_at=now))
+
+    def events_seen(self, stream: str) -> int:
+        """How many of the stream's events are remembered (a week's worth)."""
+        with self.db.tx() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(stream_events).where(stream_events.c.stream == stream)
+                ).scalar_one()
+            )
 
     def purge(self, older_than: float = EVENT_MEMORY_SECONDS) -> int:
         """Forget event ids older than ``older_than`` seconds (no stream replays that far back)."""
