@@ -22,6 +22,7 @@ import pytest
 from bridge.crm.salesforce._pubsub import pubsub_api_pb2 as pb2
 from bridge.crm.salesforce._pubsub import pubsub_api_pb2_grpc as pb2_grpc
 from bridge.sandbox._eventbus import EventBus, replay_bytes
+from bridge.sandbox.publisher import publish_request
 from tests._pubsub import PubSubSandbox, pubsub_sandbox
 
 pytestmark = pytest.mark.anyio
@@ -213,3 +214,17 @@ async def test_publish_checks_each_event_against_the_topics_schema(tmp_path: Pat
     assert stored.uuid == chosen
     record = fastavro.schemaless_reader(io.BytesIO(stored.payload), sandbox.topic.parsed, None)
     assert record["Case_Id__c"] == "5005g00000SBX01"  # type: ignore[index, call-overload]
+
+
+async def test_bridge_sandbox_publish_sends_a_request_as_the_flow_does(tmp_path: Path) -> None:
+    async with pubsub_sandbox(tmp_path) as sandbox:
+        published = await publish_request(
+            sandbox.salesforce_settings(), "5005g00000SBX01AAH", idempotency_key="save-1", ignore_send_window=True
+        )
+        (stored,) = sandbox.topic.events
+    assert published.event_uuid == stored.uuid
+    assert published.replay_id == replay_bytes(stored.replay).hex()
+    record = fastavro.schemaless_reader(io.BytesIO(stored.payload), sandbox.topic.parsed, None)
+    assert record["Case_Id__c"] == "5005g00000SBX01AAH"  # type: ignore[index, call-overload]
+    assert record["Idempotency_Key__c"] == "save-1"  # type: ignore[index, call-overload]
+    assert record["Ignore_Send_Window__c"] is True  # type: ignore[index, call-overload]
