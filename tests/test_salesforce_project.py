@@ -261,10 +261,23 @@ def test_apex_api_versions_are_the_projects() -> None:
 def test_the_component_calls_apex_that_exists() -> None:
     component = (SOURCE / "lwc" / "ccaiSendSms" / "ccaiSendSms.js").read_text(encoding="utf-8")
     imports = re.findall(r"@salesforce/apex/(\w+)\.(\w+)", component)
-    assert {method for _, method in imports} == {"preview", "send", "getSend"}
+    assert {method for _, method in imports} == {"preview", "send", "getSend", "templates"}
     for class_name, method in imports:
         source = (SOURCE / "classes" / f"{class_name}.cls").read_text(encoding="utf-8")
-        assert re.search(rf"@AuraEnabled\s+public static \w+ {method}\(", source), f"{class_name}.{method}"
+        declared = re.search(rf"@AuraEnabled\s+public static [\w<>]+ {method}\(([^)]*)\)", source)
+        assert declared, f"{class_name}.{method}"
+        # The component passes its arguments by name: each must be a parameter of the Apex method.
+        parameters = {parameter.split()[-1] for parameter in declared.group(1).split(",") if parameter.strip()}
+        for call in re.findall(rf"\b{re.escape(alias(component, class_name, method))}\(\{{([^}}]*)\}}", component):
+            names = {part.split(":")[0].strip() for part in call.split(",") if part.strip()}
+            assert names <= parameters, f"{class_name}.{method} has no parameter {names - parameters}"
+
+
+def alias(component: str, class_name: str, method: str) -> str:
+    """The name the component imports an Apex method as."""
+    found = re.search(rf"import (\w+) from '@salesforce/apex/{class_name}\.{method}'", component)
+    assert found, f"{class_name}.{method}"
+    return found.group(1)
 
 
 def test_the_quick_action_opens_the_component_as_a_screen_action() -> None:
