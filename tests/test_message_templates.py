@@ -8,13 +8,7 @@ from bridge.message_templates import Choice, TemplateBook, TemplateEntry, Unknow
 DEFAULT_TEXT = "Hello about case {CaseNumber}."
 
 
-def book(**entries: TemplateEntry) -> object:
-    return build_book(
-        DEFAULT_TEXT, entries, template_field="CCAI_SMS_Template__c", language_field="Contact.Language__c"
-    )
-
-
-def sample():  # type: ignore[no-untyped-def]
+def sample() -> TemplateBook:
     return build_book(
         DEFAULT_TEXT,
         {
