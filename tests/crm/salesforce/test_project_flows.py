@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from defusedxml import ElementTree
 
-from tests._flow_formula import Save, evaluate
+from tests.crm.salesforce._flow_formula import Save, evaluate
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[3]
 PROJECT = ROOT / "salesforce"
 SOURCE = PROJECT / "force-app" / "main" / "default"
 NS = {"md": "http://soap.sforce.com/2006/04/metadata"}

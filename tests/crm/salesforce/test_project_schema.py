@@ -17,7 +17,7 @@ from xml.etree.ElementTree import Element
 import pytest
 from defusedxml import ElementTree
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[3]
 PROJECT = ROOT / "salesforce"
 SOURCE = PROJECT / "force-app"
 NAMESPACE = "{http://soap.sforce.com/2006/04/metadata}"

@@ -16,7 +16,7 @@ from xml.etree.ElementTree import Element
 
 from defusedxml import ElementTree
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[3]
 PROJECT = ROOT / "salesforce"
 SOURCE = PROJECT / "force-app" / "main" / "default"
 NS = {"md": "http://soap.sforce.com/2006/04/metadata"}
