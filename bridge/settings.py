@@ -89,7 +89,8 @@ class ConsentConfig(Section):
     """What stops a send before CCAI is called (``[consent]`` in bridge.toml)."""
 
     # Ticket or relationship fields (read with the ticket) that block every send when true.
-    block_if_true: tuple[str, ...] = ("Contact.DoNotCall",)
+    # The default includes the opt-out checkbox salesforce/ deploys: the box that says texts stop does stop them.
+    block_if_true: tuple[str, ...] = ("Contact.DoNotCall", "Contact.CCAI_SMS_Opt_Out__c")
     # CCAI's words for a refusal because the consumer opted out (not documented; matched case-insensitively).
     opt_out_phrases: tuple[str, ...] = ("opted out", "opt-out", "unsubscribed")
 

@@ -39,7 +39,7 @@ def test_a_variable_named_like_a_table_never_replaces_it(monkeypatch: pytest.Mon
     monkeypatch.setenv("SALESFORCE_WRITEBACK", '{"status_field": "Nope__c"}')
     settings = load_settings()
     assert settings.message.max_segments == 10
-    assert settings.consent.block_if_true == ("Contact.DoNotCall",)
+    assert settings.consent.block_if_true == ("Contact.DoNotCall", "Contact.CCAI_SMS_Opt_Out__c")
     assert salesforce(settings).writeback.status_field == "CCAI_SMS_Status__c"
 
 

@@ -47,7 +47,7 @@ CASE_FIELDS = frozenset(
         "Contact.FirstName",
         "Contact.LastName",
         "Contact.DoNotCall",
-        "Contact.SMS_Opt_Out__c",
+        "Contact.CCAI_SMS_Opt_Out__c",
         "Contact.Time_Zone__c",
         "CCAI_Chat_Id__c",
         "CCAI_SMS_Status__c",
@@ -366,7 +366,7 @@ def _describe_fields(name: str) -> list[dict[str, Any]]:
     fields: list[dict[str, Any]] = [
         {
             "name": f,
-            "type": _TYPES.get(f, "boolean" if f in ("DoNotCall", "SMS_Opt_Out__c") else "string"),
+            "type": _TYPES.get(f, "boolean" if f in ("DoNotCall", "CCAI_SMS_Opt_Out__c") else "string"),
             "updateable": f not in ("Id", "CaseNumber"),
             "createable": f != "Id",
             "relationshipName": None,
