@@ -223,6 +223,7 @@ def ticket_mapper(settings: Settings, words: Words) -> TicketMapper:
         outbound_number=settings.ccai_outbound_number,
         chat_type=settings.ccai_chat_type,
         max_segments=settings.message.max_segments,
+        templates=settings.template_book(),
     )
 
 

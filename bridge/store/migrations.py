@@ -158,3 +158,9 @@ def _v8(connection: Connection, postgres: bool) -> None:
     _add_columns(connection, "sends", {"origin": "VARCHAR(16) NOT NULL DEFAULT 'crm_event'"})
     # Until v8 the door decided: only Salesforce's outbound message was an event the CRM fired.
     connection.execute(text("UPDATE sends SET origin = 'person' WHERE source IN ('api', 'cli')"))
+
+
+@migration(9)
+def _v9(connection: Connection, postgres: bool) -> None:
+    # Which message template (and which wording of it) each send's text came from.
+    _add_columns(connection, "sends", {"template": "VARCHAR(40)", "template_version": "VARCHAR(16)"})

@@ -11,8 +11,8 @@ from bridge.consent import Block, decide
 from bridge.crm import Ticket
 from bridge.crm.salesforce import plugin
 from bridge.crm.salesforce.settings import SalesforceSettings
-from bridge.send_window import WindowRules
 from bridge.errors import ConfigError
+from bridge.send_window import WindowRules
 from bridge.services import load_settings
 
 
