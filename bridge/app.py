@@ -31,6 +31,7 @@ from bridge._secrets import matches_any
 from bridge.api.opt_outs import OptOutAPI
 from bridge.api.previews import PreviewAPI
 from bridge.api.sends import SendAPI
+from bridge.api.templates import TemplatesAPI
 from bridge.ccai.session_events import SessionEventsEndpoint
 from bridge.crm.plugin import DoorContext
 from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
@@ -141,6 +142,10 @@ def door_routes(svc: Services) -> list[BaseRoute]:
         max_body_bytes=doors.max_body_bytes,
         shutting_down=svc.shutdown.started,
         max_segments=doors.max_segments,
+        templates=doors.templates,
+    )
+    templates = TemplatesAPI(
+        templates=doors.templates, api_keys=doors.api_keys, max_body_bytes=doors.max_body_bytes, metrics=svc.metrics
     )
     previews = PreviewAPI(
         previewer=svc.previewer,
@@ -159,6 +164,7 @@ def door_routes(svc: Services) -> list[BaseRoute]:
         Route("/api/v1/sends", api.create, methods=["POST"]),
         Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
         Route("/api/v1/previews", previews.preview, methods=["POST"]),
+        Route("/api/v1/templates", templates.listing, methods=["GET"]),
         Route("/api/v1/opt-outs", opt_outs.add, methods=["POST"]),
         Route("/api/v1/opt-outs", opt_outs.listing, methods=["GET"]),
         Route("/api/v1/opt-outs/{number}", opt_outs.remove, methods=["DELETE"]),
