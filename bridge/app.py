@@ -124,7 +124,14 @@ def door_routes(svc: Services) -> list[BaseRoute]:
     events, and the JSON API (sends, previews, opt-outs)."""
     wake = svc.worker.wake if svc.worker is not None else (lambda: None)
     doors = svc.doors
-    context = DoorContext(inbox=svc.store.sends, metrics=svc.metrics, wake=wake, max_body_bytes=doors.max_body_bytes)
+    context = DoorContext(
+        inbox=svc.store.sends,
+        metrics=svc.metrics,
+        wake=wake,
+        max_body_bytes=doors.max_body_bytes,
+        memory=svc.store.status,
+        templates=doors.templates,
+    )
     session_events = SessionEventsEndpoint(
         events=svc.store.session_events,
         user=doors.session_events_user,

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute
 
 from bridge.crm import CRMS, CRMGateway, Words
 from bridge.errors import ConfigError
+from bridge.message_templates import TemplateBook
 from bridge.metrics import Metrics
 from bridge.model import Finding, NewSend
 from bridge.settings import CRMSettings
@@ -46,6 +47,8 @@ class DoorContext:
     metrics: Metrics
     wake: Callable[[], None]  # a send was stored: the worker looks for work now
     max_body_bytes: int
+    memory: Memory | None = None  # where a door notes what operators see (when it last heard from its CRM)
+    templates: TemplateBook | None = None  # which template a CRM rule sends (e.g. an outbound message's ActionId)
 
 
 @dataclass(frozen=True)
