@@ -262,6 +262,7 @@ class PendingWriteback:
     age: float  # seconds since the send finished, by the database's clock
     superseded: bool = False
     note_uncertain: bool = False
+    origin: Origin = "crm_event"  # fired by a CRM rule, or asked for by a person
     ticket_chat_id: str | None = None  # the newest chat any send created for this ticket
     opt_out_learned: bool = False
     state_at: float = 0.0  # when the send reached the state claimed here (recording is fenced on it)

@@ -274,6 +274,7 @@ def writeback_step(settings: Settings, context: StepContext, *, store: Store, ga
         lease_seconds=settings.bridge_lease_seconds,
         retry_for=settings.bridge_writeback_retry_for_seconds,
         follows_chats=True,
+        trigger_field=settings.mapping.template_field,
     )
     return Writeback(context=context, store=store, gateway=gateway, options=options)
 

@@ -56,6 +56,7 @@ CASE_FIELDS = frozenset(
         "CCAI_Chat_Agent__c",
         "CCAI_Chat_Ended_At__c",
         "CCAI_Chat_Outcome__c",
+        "CCAI_SMS_Template__c",
         "SMS_Message__c",
     }
 )
