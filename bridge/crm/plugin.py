@@ -39,6 +39,11 @@ class Memory(Protocol):
     def put(self, key: str, value: Mapping[str, Any]) -> None: ...
 
 
+# The status-board key under which a CRM's push door notes when it last delivered (``bridge status``
+# and the dashboard show it, so a wrong endpoint or token shows as silence within minutes).
+LAST_PUSH_KEY = "crm.last_push"
+
+
 @dataclass(frozen=True)
 class DoorContext:
     """What a push door needs besides its CRM's settings."""

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge._secrets import matches_any
-from bridge.crm.plugin import DoorContext
+from bridge.crm.plugin import LAST_PUSH_KEY, DoorContext
 from bridge.crm.salesforce.ids import is_record_id, org_prefix, to18
 from bridge.errors import (
     AuthenticationFailed,
@@ -42,8 +42,6 @@ OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOBJECT_NS = "urn:sobject.enterprise.soap.sforce.com"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_NOTIFICATIONS = 100
-# The status-board key under which the door notes when the last outbound message arrived.
-LAST_OUTBOUND_MESSAGE = "salesforce.outbound_message"
 
 ACK = (
     '<?xml version="1.0" encoding="UTF-8"?>'
@@ -190,13 +188,14 @@ class OutboundMessageEndpoint:
         if self._memory is None:
             return
         value = {
+            "door": "outbound_message",
             "org_id": org_prefix(org_id),
             "notifications": len(notifications),
             "action_id": notifications[0].action_id,
         }
         memory = self._memory
         try:
-            await anyio.to_thread.run_sync(lambda: memory.put(LAST_OUTBOUND_MESSAGE, value))
+            await anyio.to_thread.run_sync(lambda: memory.put(LAST_PUSH_KEY, value))
         except StoreUnavailable as exc:
             logger.warning("Could not note the outbound message's arrival: %s", exc)
 

@@ -10,7 +10,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.crm.salesforce.outbound_message import LAST_OUTBOUND_MESSAGE, parse_outbound_message
+from bridge.crm.plugin import LAST_PUSH_KEY
+from bridge.crm.salesforce.outbound_message import parse_outbound_message
 from bridge.message_templates import TemplateBook, TemplateEntry, build_book
 from bridge.sandbox.cases import outbound_message
 from bridge.store import Store
@@ -69,11 +70,16 @@ def test_without_an_action_of_its_own_the_field_it_carried_chooses(
 
 
 def test_the_last_arrival_is_noted_for_operators(client: TestClient, sqlite_store: Store) -> None:
-    assert sqlite_store.status.get(LAST_OUTBOUND_MESSAGE) is None
+    assert sqlite_store.status.get(LAST_PUSH_KEY) is None
     body = outbound_message([CASE, CASE.replace("01", "02")])
     assert client.post(OUTBOUND_URL, params={"token": "current-token"}, content=body, headers=XML).status_code == 200
-    noted = sqlite_store.status.get(LAST_OUTBOUND_MESSAGE)
+    noted = sqlite_store.status.get(LAST_PUSH_KEY)
     assert noted is not None
     value, at = noted
-    assert value == {"org_id": "00D5g00000SBXRG", "notifications": 2, "action_id": ACTION_ID}
+    assert value == {
+        "door": "outbound_message",
+        "org_id": "00D5g00000SBXRG",
+        "notifications": 2,
+        "action_id": ACTION_ID,
+    }
     assert at > 0
