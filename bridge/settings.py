@@ -292,6 +292,9 @@ class Settings(FileBacked):
     bridge_no_reply_hours: float = Field(default=24.0, ge=0)
     bridge_session_events_user: str = ""
     bridge_session_events_password: SecretStr = SecretStr("")
+    # The bridge's base URL as the CRM reaches it (https://bridge.example.com): where `bridge salesforce
+    # setup` points the outbound message, and what `bridge check` compares it with.
+    bridge_public_url: str = ""
     bridge_send_window: str = "08:00-21:00"
     bridge_default_timezone: str = "America/New_York"
     bridge_poll_seconds: float = Field(default=1.0, gt=0)
@@ -322,6 +325,13 @@ class Settings(FileBacked):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return comma_list(value)
+
+    @field_validator("bridge_public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and (not value.startswith("https://") or urlsplit(value).path.strip("/")):
+            raise ValueError(f"{value!r} is not the bridge's base URL (https://host, without a path)")
+        return value.rstrip("/")
 
     @field_validator("bridge_send_window")
     @classmethod

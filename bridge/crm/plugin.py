@@ -83,6 +83,8 @@ class CheckContext:
     ticket_fields: Sequence[str]  # the fields the mapping and the consent check read
     block_if_true: Sequence[str]
     create_notes: bool
+    templates: TemplateBook | None = None  # every template, with the fields each reads
+    public_url: str = ""  # BRIDGE_PUBLIC_URL: where the CRM's push door should point
 
 
 class CRMPlugin(Protocol):

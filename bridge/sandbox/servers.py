@@ -22,7 +22,7 @@ from bridge.sandbox._limits import RateWindow
 from bridge.sandbox.cases import SANDBOX_ORG_ID, SANDBOX_OUTBOUND_NUMBER, sample_cases
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, ChatBook, LifeStep
-from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
+from bridge.sandbox.salesforce import SANDBOX_ADMIN_TOKEN, SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.session_events import EventTarget
 
 SANDBOX_WEBHOOK_TOKEN = "sandbox-webhook-token"  # noqa: S105 - a well-known value for the local demo
@@ -96,6 +96,8 @@ def simulated_salesforce(tls: TlsFiles, *, port: int, common: Mapping[str, Any])
         "salesforce_ca_bundle": str(tls.ca),
         "salesforce_org_ids": SANDBOX_ORG_ID,
         "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
+        # The admin's own session, for `bridge salesforce setup` against the sandbox org.
+        "salesforce_admin_access_token": SANDBOX_ADMIN_TOKEN,
     }
     return SimulatedCRM("salesforce", url, SideServer(config), settings, sample_cases()[1]["Id"], _salesforce_try_it)
 
