@@ -8,10 +8,11 @@ the simulator ``bridge serve --sandbox`` runs it against.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from starlette.routing import BaseRoute
 
@@ -20,7 +21,7 @@ from bridge.errors import ConfigError
 from bridge.message_templates import TemplateBook
 from bridge.metrics import Metrics
 from bridge.model import Finding, NewSend
-from bridge.settings import CRMSettings
+from bridge.settings import CRMSettings, Settings
 
 
 class Inbox(Protocol):
@@ -123,6 +124,18 @@ class CRMPlugin(Protocol):
 
     async def checks(self, settings: CRMSettings, context: CheckContext) -> list[Finding]:
         """Its ``bridge check`` items: is the CRM set up the way the configuration says?"""
+
+
+@runtime_checkable
+class HasCommands(Protocol):
+    """A plugin with commands of its own (``bridge salesforce setup``), added to the command line."""
+
+    def register_commands(
+        self,
+        commands: argparse._SubParsersAction[argparse.ArgumentParser],
+        *,
+        load_settings: Callable[[], Settings],
+    ) -> None: ...
 
 
 def load_plugin(name: str) -> CRMPlugin:

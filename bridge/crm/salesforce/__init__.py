@@ -8,6 +8,9 @@ input that streams from the org), the gateway, record ids, the outbound-message 
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+
 import anyio.to_thread
 from starlette.routing import BaseRoute, Route
 
@@ -18,10 +21,11 @@ from bridge.crm.salesforce.gateway import SalesforceGateway
 from bridge.crm.salesforce.ids import normalize_case_id
 from bridge.crm.salesforce.outbound_message import OutboundMessageEndpoint
 from bridge.crm.salesforce.settings import SalesforceSettings
+from bridge.crm.salesforce.setup import register as register_setup
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.model import Finding
-from bridge.settings import CRMSettings
+from bridge.settings import CRMSettings, Settings
 
 OUTBOUND_MESSAGE_PATH = "/salesforce/outbound-message"
 
@@ -74,6 +78,14 @@ class SalesforcePlugin:
 
     def inputs(self, settings: CRMSettings, context: InputContext) -> list[NamedInput]:
         return []
+
+    def register_commands(
+        self,
+        commands: argparse._SubParsersAction[argparse.ArgumentParser],
+        *,
+        load_settings: Callable[[], Settings],
+    ) -> None:
+        register_setup(commands, load_settings=load_settings)
 
     async def checks(self, settings: CRMSettings, context: CheckContext) -> list[Finding]:
         own = _own(settings)
