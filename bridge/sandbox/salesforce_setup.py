@@ -28,6 +28,7 @@ from starlette.routing import Route
 from bridge.crm.salesforce.ids import to18
 
 OUTBOUND_MESSAGE = "CCAI_Bridge_Notify"
+SEND_SMS_ACTION = "Send_SMS"
 FLOWS = ("CCAI_Bridge_Text_Customer", "CCAI_Bridge_Publish_SMS_Request")
 PERMISSION_SETS = ("CCAI_Bridge_Integration", "CCAI_Bridge_Agent", "CCAI_Platform_Integration")
 _IN = r"\(\s*(?P<values>'[^']*'(?:\s*,\s*'[^']*')*)\s*\)"
@@ -51,6 +52,8 @@ _QUERIES = {
         rf"FROM\s+FlowDefinition\s+WHERE\s+DeveloperName\s+IN\s*{_IN}\s*$",
         re.I,
     ),
+    "layouts": re.compile(r"^SELECT\s+Id,\s*Name\s+FROM\s+Layout\s+WHERE\s+TableEnumOrId\s*=\s*'Case'\s*$", re.I),
+    "layout": re.compile(r"^SELECT\s+Id,\s*Metadata\s+FROM\s+Layout\s+WHERE\s+Id\s*=\s*'(?P<id>[^']*)'\s*$", re.I),
     "flow_views": re.compile(
         rf"^SELECT\s+ApiName,\s*IsActive\s+FROM\s+FlowDefinitionView\s+WHERE\s+ApiName\s+IN\s*{_IN}\s*$", re.I
     ),
@@ -95,6 +98,10 @@ class SetupOrg:
         }
     )
     flows: dict[str, Flow] = field(default_factory=lambda: {name: Flow(_id("3005g")) for name in FLOWS})
+    # Case page layouts: Id -> (name, the quick actions in its Lightning actions list)
+    layouts: dict[str, tuple[str, list[str]]] = field(
+        default_factory=lambda: {_id("00h5g"): ("Case Layout", ["Case.LogACall", "Case.ChangeStatus"])}
+    )
     changes: list[str] = field(default_factory=list)  # what the admin changed, for tests
 
     @classmethod
@@ -109,6 +116,8 @@ class SetupOrg:
         org.outbound_message["endpointUrl"] = endpoint
         org.outbound_message["integrationUser"] = integration_user
         org.flows["CCAI_Bridge_Text_Customer"].active_version = 1
+        for _name, actions in org.layouts.values():
+            actions.append(f"Case.{SEND_SMS_ACTION}")
         return org
 
     def as_deployed(self) -> None:
@@ -118,6 +127,10 @@ class SetupOrg:
         fresh.permission_sets = self.permission_sets
         fresh.outbound_message_id = self.outbound_message_id
         fresh.flows = {name: Flow(flow.id) for name, flow in self.flows.items()}
+        fresh.layouts = {
+            i: (name, [a for a in actions if a != f"Case.{SEND_SMS_ACTION}"])
+            for i, (name, actions) in self.layouts.items()
+        }
         self.__dict__.update(fresh.__dict__)
 
     def view(self) -> dict[str, Any]:
@@ -191,6 +204,22 @@ def answer_query(org: SetupOrg, soql: str) -> dict[str, Any] | None:
             if name in _values(found)
         ]
         return _records("FlowDefinition", rows, tooling=True)
+    if matched["layouts"]:
+        rows = [{"Id": i, "Name": name} for i, (name, _) in org.layouts.items()]
+        return _records("Layout", rows, tooling=True)
+    if found := matched["layout"]:
+        layout = org.layouts.get(to18(found["id"]))
+        items = [] if layout is None else layout[1]
+        metadata = {
+            "platformActionList": {
+                "actionListContext": "Record",
+                "platformActionListItems": [
+                    {"actionName": name, "actionType": "QuickAction", "sortOrder": n} for n, name in enumerate(items)
+                ],
+            }
+        }
+        rows = [] if layout is None else [{"Id": to18(found["id"]), "Metadata": metadata}]
+        return _records("Layout", rows, tooling=True)
     if found := matched["flow_views"]:
         rows = [
             {"ApiName": name, "IsActive": bool(flow.active_version)}

@@ -83,6 +83,8 @@ def test_setup_finishes_a_freshly_deployed_org_and_check_then_passes(
     assert SANDBOX_WEBHOOK_TOKEN not in done.stdout + done.stderr
 
     after = run("check", cwd=tmp_path, env=deployed)
+    # The one step left that bridge check can see: the Send SMS action on a Case page layout.
+    assert re.search(r"^FAIL\s+Send SMS action\s+not on any Case page layout", after.stdout, re.M), after.stdout
     assert re.search(r"^ok\s+Flow\s+CCAI_Bridge_Text_Customer is active", after.stdout, re.M), after.stdout
     assert re.search(rf"^ok\s+Outbound message endpoint\s+{re.escape(PUBLIC_URL)}", after.stdout, re.M)
 

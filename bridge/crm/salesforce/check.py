@@ -26,6 +26,8 @@ FLOW_API_NAME = "CCAI_Bridge_Text_Customer"
 PUBSUB_FLOW_API_NAME = "CCAI_Bridge_Publish_SMS_Request"
 OUTBOUND_MESSAGE_NAME = "CCAI_Bridge_Notify"
 OUTBOUND_MESSAGE_PATH = "/salesforce/outbound-message"
+SEND_SMS_ACTION = "Case.Send_SMS"
+MAX_LAYOUTS_READ = 20  # one call each: an org with more Case layouts gets "not on any" past these
 
 
 Described = Mapping[str, Mapping[str, Any]]
@@ -60,6 +62,7 @@ def check_org(settings: SalesforceSettings, gateway: OrgReader, context: CheckCo
         findings.append(_tasks(settings, gateway))
     findings.append(_automation(gateway))
     findings.append(_outbound_endpoint(settings, gateway, context.public_url))
+    findings.append(_send_sms_action(gateway))
     return findings
 
 
@@ -256,3 +259,24 @@ def _outbound_endpoint(settings: SalesforceSettings, gateway: OrgReader, public_
             "its token is not one of BRIDGE_WEBHOOK_TOKEN: run bridge salesforce setup, or correct it in Setup",
         )
     return Finding("Outbound message endpoint", True, f"{expected} with one of BRIDGE_WEBHOOK_TOKEN")
+
+
+def _send_sms_action(gateway: OrgReader) -> Finding:
+    """The Send SMS quick action is on a Case page layout (the one set-up step that is the admin's
+    choice of page), when the integration user may read layouts."""
+    try:
+        layouts = gateway.query("SELECT Id, Name FROM Layout WHERE TableEnumOrId = 'Case'", tooling=True)
+        for layout in layouts[:MAX_LAYOUTS_READ]:
+            # Tooling returns a layout's Metadata only one record at a time.
+            found = gateway.query(f"SELECT Id, Metadata FROM Layout WHERE Id = '{layout['Id']}'", tooling=True)  # noqa: S608
+            items = ((found[0].get("Metadata") or {}).get("platformActionList") or {}) if found else {}
+            if any(item.get("actionName") == SEND_SMS_ACTION for item in items.get("platformActionListItems") or []):
+                return Finding("Send SMS action", True, f"on the Case page layout {layout.get('Name')}")
+    except BridgeError as exc:
+        return Finding("Send SMS action", True, f"not checked: the integration user cannot read page layouts ({exc})")
+    return Finding(
+        "Send SMS action",
+        False,
+        "not on any Case page layout: add Send SMS under Mobile & Lightning Actions (with Dynamic Actions in the "
+        "Lightning App Builder instead, ignore this)",
+    )

@@ -66,6 +66,7 @@ class FakeOrg:
         }
         self.flows: list[dict[str, Any]] | None = [{"ApiName": FLOW_API_NAME, "IsActive": True}]
         self.messages: list[dict[str, Any]] = [{"Id": "04k000000000001AAA", "Name": OUTBOUND_MESSAGE_NAME}]
+        self.layout_actions: list[str] | None = ["Case.LogACall", "Case.Send_SMS"]
 
     def describe(self, sobject: str) -> Described:
         described = self.objects.get(sobject)
@@ -78,7 +79,16 @@ class FakeOrg:
             if self.flows is None:
                 raise CRMRequestError("INSUFFICIENT_ACCESS: insufficient access rights on FlowDefinitionView")
             return self.flows
-        assert tooling, "outbound messages are Tooling API records"
+        assert tooling, "outbound messages and layouts are Tooling API records"
+        if "FROM Layout" in soql:
+            if self.layout_actions is None:
+                raise CRMRequestError("INSUFFICIENT_ACCESS: insufficient access rights on Layout")
+            if "Metadata" not in soql:
+                return [{"Id": "00h000000000001AAA", "Name": "Case Layout"}]
+            items = [{"actionName": name, "actionType": "QuickAction"} for name in self.layout_actions]
+            return [
+                {"Id": "00h000000000001AAA", "Metadata": {"platformActionList": {"platformActionListItems": items}}}
+            ]
         return self.messages
 
 
@@ -105,6 +115,7 @@ def test_an_org_with_the_project_deployed_passes_every_check(settings: Salesforc
         "Tasks",
         "Flow",
         "Outbound message endpoint",
+        "Send SMS action",
     ]
     assert found["Flow"][1] == f"{FLOW_API_NAME} is active and fires {OUTBOUND_MESSAGE_NAME}"
 
@@ -274,3 +285,16 @@ def test_the_outbound_message_is_compared_with_the_bridges_public_url(endpoint: 
         True,
         "not compared: set BRIDGE_PUBLIC_URL to compare it",
     )
+
+
+def test_the_send_sms_action_must_be_on_a_case_page_layout(settings: SalesforceSettings) -> None:
+    org = FakeOrg()
+    assert findings(settings, org)["Send SMS action"] == (True, "on the Case page layout Case Layout")
+    org.layout_actions = ["Case.LogACall"]
+    ok, detail = findings(settings, org)["Send SMS action"]
+    assert not ok
+    assert detail.startswith("not on any Case page layout: add Send SMS under Mobile & Lightning Actions")
+    org.layout_actions = None
+    ok, detail = findings(settings, org)["Send SMS action"]
+    assert ok
+    assert detail.startswith("not checked: the integration user cannot read page layouts")
