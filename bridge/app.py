@@ -31,6 +31,7 @@ from bridge._secrets import matches_any
 from bridge.api.opt_outs import OptOutAPI
 from bridge.api.previews import PreviewAPI
 from bridge.api.sends import SendAPI
+from bridge.api.templates import TemplatesAPI
 from bridge.ccai.session_events import SessionEventsEndpoint
 from bridge.crm.plugin import DoorContext
 from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
@@ -123,7 +124,14 @@ def door_routes(svc: Services) -> list[BaseRoute]:
     events, and the JSON API (sends, previews, opt-outs)."""
     wake = svc.worker.wake if svc.worker is not None else (lambda: None)
     doors = svc.doors
-    context = DoorContext(inbox=svc.store.sends, metrics=svc.metrics, wake=wake, max_body_bytes=doors.max_body_bytes)
+    context = DoorContext(
+        inbox=svc.store.sends,
+        metrics=svc.metrics,
+        wake=wake,
+        max_body_bytes=doors.max_body_bytes,
+        memory=svc.store.status,
+        templates=doors.templates,
+    )
     session_events = SessionEventsEndpoint(
         events=svc.store.session_events,
         user=doors.session_events_user,
@@ -141,6 +149,10 @@ def door_routes(svc: Services) -> list[BaseRoute]:
         max_body_bytes=doors.max_body_bytes,
         shutting_down=svc.shutdown.started,
         max_segments=doors.max_segments,
+        templates=doors.templates,
+    )
+    templates = TemplatesAPI(
+        templates=doors.templates, api_keys=doors.api_keys, max_body_bytes=doors.max_body_bytes, metrics=svc.metrics
     )
     previews = PreviewAPI(
         previewer=svc.previewer,
@@ -159,6 +171,7 @@ def door_routes(svc: Services) -> list[BaseRoute]:
         Route("/api/v1/sends", api.create, methods=["POST"]),
         Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
         Route("/api/v1/previews", previews.preview, methods=["POST"]),
+        Route("/api/v1/templates", templates.listing, methods=["GET"]),
         Route("/api/v1/opt-outs", opt_outs.add, methods=["POST"]),
         Route("/api/v1/opt-outs", opt_outs.listing, methods=["GET"]),
         Route("/api/v1/opt-outs/{number}", opt_outs.remove, methods=["DELETE"]),

@@ -29,6 +29,7 @@ from bridge.send_window import WindowRules
 FIELD_WORDS = {
     "Contact.DoNotCall": "the Contact is marked Do Not Call",
     "Contact.HasOptedOutOfEmail": "the Contact has opted out of email",
+    "Contact.CCAI_SMS_Opt_Out__c": "the Contact opted out of SMS (CCAI SMS Opt Out is ticked)",
 }
 
 

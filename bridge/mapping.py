@@ -2,38 +2,65 @@
 
 The result is either an :class:`SmsRequest` or an :class:`Outcome` saying why nothing is sent;
 the reason is written to the ticket, so it is a sentence an agent understands, in the CRM's words.
+The message comes from the request's own text, the ticket's message field, or a template chosen by
+:meth:`bridge.message_templates.TemplateBook.choose` in the customer's language; the request records
+which template and version it came from.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import assert_never
 
 from bridge.crm import Ticket, Words
+from bridge.message_templates import NamedTemplate, TemplateBook, UnknownTemplate, build_book
 from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.phones import PhoneProblem, mask, to_e164
 from bridge.segments import count_segments, over_limit
 from bridge.settings import MappingConfig
-from bridge.template import MissingField, Template
+from bridge.template import MissingField
 from bridge.text import sanitize
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A message ready to send, and the template it came from (None: the request's or the ticket's own text)."""
+
+    text: str
+    template: NamedTemplate | None = None
+    language: str | None = None  # the template's language variant, when one was used
 
 
 class TicketMapper:
     """Turns tickets into SMS requests according to the mapping configuration."""
 
     def __init__(
-        self, *, config: MappingConfig, words: Words, outbound_number: str, chat_type: str, max_segments: int = 10
+        self,
+        *,
+        config: MappingConfig,
+        words: Words,
+        outbound_number: str,
+        chat_type: str,
+        max_segments: int = 10,
+        templates: TemplateBook | None = None,
     ) -> None:
         self._config = config
         self._words = words
         self._max_segments = max_segments
-        self._template: Template = config.template
+        self._templates = templates or build_book(
+            config.message_template, {}, template_field=config.template_field, language_field=config.language_field
+        )
         self._outbound_number = outbound_number
         self._chat_type = chat_type
 
     @property
+    def templates(self) -> TemplateBook:
+        return self._templates
+
+    @property
     def fields(self) -> tuple[str, ...]:
         """The ticket fields a read must select for this mapping."""
-        wanted = [*self._config.phone_fields, *self._template.fields]
+        wanted = [*self._config.phone_fields, *self._templates.fields]
         if self._config.message_field:
             wanted.append(self._config.message_field)
         return tuple(dict.fromkeys(wanted))
@@ -43,18 +70,20 @@ class TicketMapper:
         number = self.number(ticket, overrides.end_user_number)
         if isinstance(number, Outcome):
             return number
-        message = self.message(ticket, overrides.message)
-        if isinstance(message, Outcome):
-            return Outcome(status=message.status, reason=message.reason, end_user_hint=mask(number))
+        composed = self.compose(ticket, overrides.message, template=overrides.template)
+        if isinstance(composed, Outcome):
+            return Outcome(status=composed.status, reason=composed.reason, end_user_hint=mask(number))
         agent_email, agent_id = self._agent(ticket, overrides)
         return SmsRequest(
             end_user_number=number,
             outbound_number=overrides.outbound_number or self._outbound_number,
-            message=message,
+            message=composed.text,
             chat_type=self._chat_type,
             ticket_id=ticket.id,
             agent_email=agent_email,
             agent_id=agent_id,
+            template=composed.template.name if composed.template else None,
+            template_version=composed.template.version if composed.template else None,
         )
 
     def number(self, ticket: Ticket, override: str | None = None) -> str | Outcome:
@@ -84,19 +113,36 @@ class TicketMapper:
         return e164
 
     def message(self, ticket: Ticket, override: str | None = None) -> str | Outcome:
+        """The text to send (see :meth:`compose`)."""
+        composed = self.compose(ticket, override)
+        return composed if isinstance(composed, Outcome) else composed.text
+
+    def compose(
+        self, ticket: Ticket, override: str | None = None, *, template: str | None = None
+    ) -> Composed | Outcome:
         """The text to send, from whichever source, cleaned of control characters and within the
-        segment limit: one policy for every source (audit A1, A14)."""
+        segment limit: one policy for every source (audit A1, A14). ``template`` is the one asked for
+        (by a person, or for the rule that fired); with ``override`` too, the text is the person's
+        edit of it, and the send still records the template."""
+        chosen: NamedTemplate | None = None
+        language: str | None = None
+        if template or not (override or self._filled_field(self._config.message_field, ticket)):
+            choice = self._templates.choose(requested=template, ticket_value=self._value(ticket, "template"))
+            if isinstance(choice, UnknownTemplate):
+                return Outcome(status="failed", reason=f"{choice.reason} Nothing was sent.")
+            chosen = choice.template
         if override:
             text = override
-        elif self._config.message_field and _filled(ticket, self._config.message_field):
+        elif chosen is None:
             text = str(ticket.get(self._config.message_field))
         else:
-            rendered = self._template.render(ticket.fields)
+            variant, language = chosen.variant(self._value(ticket, "language"))
+            rendered = variant.render(ticket.fields)
             if isinstance(rendered, MissingField):
                 return Outcome(
                     status="failed",
-                    reason=f"The message template needs the {self._words.ticket}'s {rendered.field}, which is empty; "
-                    "nothing was sent.",
+                    reason=f"The message template {chosen.name} needs the {self._words.ticket}'s {rendered.field}, "
+                    "which is empty; nothing was sent.",
                 )
             text = rendered
         text = sanitize(text).strip()
@@ -105,7 +151,16 @@ class TicketMapper:
         too_long = over_limit(count_segments(text), limit=self._max_segments)
         if too_long:
             return Outcome(status="failed", reason=f"The message is too long to text: {too_long}")
-        return text
+        return Composed(text, chosen, language)
+
+    @staticmethod
+    def _filled_field(name: str, ticket: Ticket) -> bool:
+        return bool(name) and _filled(ticket, name)
+
+    def _value(self, ticket: Ticket, which: str) -> str | None:
+        """The ticket's template field or language field, when set and filled."""
+        name = self._templates.template_field if which == "template" else self._templates.language_field
+        return str(ticket.get(name)).strip() if self._filled_field(name, ticket) else None
 
     def _agent(self, ticket: Ticket, overrides: Overrides) -> tuple[str | None, int | None]:
         if overrides.agent_email or overrides.agent_id is not None:

@@ -80,6 +80,9 @@ class Overrides:
     outbound_number: str | None = None
     send_window: Literal["ignore"] | None = None  # an agent answering a customer who just wrote
     end_user_number_removed: bool = False
+    # The message template asked for by name: by the person (the API's "template"), or configured
+    # for the CRM rule that fired (a Salesforce outbound message's ActionId).
+    template: str | None = None
 
     @property
     def window_ignored(self) -> bool:
@@ -153,6 +156,8 @@ class Outcome:
     write_back: bool = True
     segments: int | None = None
     opt_out_learned: bool = False  # opted out by something the CRM may not know yet
+    template: str | None = None  # the message template the text came from, and its version
+    template_version: str | None = None
 
     @property
     def summary(self) -> str:
@@ -218,6 +223,8 @@ class SmsRequest:
     ticket_id: str | None = None
     agent_email: str | None = None
     agent_id: int | None = None
+    template: str | None = None  # the message template's name and version, for the send's record
+    template_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,7 @@ class PendingWriteback:
     age: float  # seconds since the send finished, by the database's clock
     superseded: bool = False
     note_uncertain: bool = False
+    origin: Origin = "crm_event"  # fired by a CRM rule, or asked for by a person
     ticket_chat_id: str | None = None  # the newest chat any send created for this ticket
     opt_out_learned: bool = False
     state_at: float = 0.0  # when the send reached the state claimed here (recording is fenced on it)
@@ -310,6 +318,8 @@ class SendRecord:
     requeued_at: float | None
     overrides: Overrides
     segments: int | None = None
+    template: str | None = None  # the message template the text came from, and its version
+    template_version: str | None = None
     chat_status: str | None = None  # the chat's last known status (the chat sync)
     chat_synced_at: float | None = None
 

@@ -15,7 +15,8 @@ from bridge import send_window
 from bridge.consent import Block, ConsentCheck
 from bridge.crm import CRMGateway, Words
 from bridge.errors import NotFound
-from bridge.mapping import TicketMapper
+from bridge.mapping import Composed, TicketMapper
+from bridge.message_templates import TemplateBook
 from bridge.model import Outcome
 from bridge.phones import mask
 from bridge.segments import SegmentCount, count_segments
@@ -33,6 +34,13 @@ class WindowState:
 
 
 @dataclass(frozen=True)
+class TemplateUsed:
+    name: str
+    version: str
+    language: str | None  # the language variant used; None: the template's main text
+
+
+@dataclass(frozen=True)
 class Preview:
     ticket_id: str
     end_user_number: str | None  # masked
@@ -41,6 +49,7 @@ class Preview:
     max_segments: int
     blocked: tuple[str, str] | None  # (status, reason) when it cannot be sent at all
     window: WindowState | None  # None when no send window applies
+    template: TemplateUsed | None = None  # the template the message was rendered from
 
     @property
     def can_send(self) -> bool:
@@ -67,8 +76,13 @@ class Previewer:
         self._max_segments = max_segments
         self._clock = clock
 
-    def preview(self, ticket_id: str) -> Preview:
-        """Synchronous (it reads the CRM): run it in a worker thread."""
+    @property
+    def templates(self) -> TemplateBook:
+        return self._mapper.templates
+
+    def preview(self, ticket_id: str, template: str | None = None) -> Preview:
+        """Synchronous (it reads the CRM): run it in a worker thread. ``template``: the one asked for
+        by name (the Send SMS action's picker); None: chosen as a send would choose it."""
         tickets = self._gateway.read_tickets([ticket_id], (*self._mapper.fields, *self._consent.fields))
         ticket = tickets.get(ticket_id)
         if ticket is None:
@@ -77,8 +91,8 @@ class Previewer:
                 f"{words.ticket} {ticket_id} was not found in {words.crm} (or is not visible to the bridge's user)."
             )
         number = self._mapper.number(ticket)
-        message = self._mapper.message(ticket)
-        text = message if isinstance(message, str) else None
+        message = self._mapper.compose(ticket, template=template)
+        text, used = (message.text, _used(message)) if isinstance(message, Composed) else (None, None)
         base = Preview(
             ticket_id=ticket_id,
             end_user_number=None if isinstance(number, Outcome) else mask(number),
@@ -87,6 +101,7 @@ class Previewer:
             max_segments=self._max_segments,
             blocked=None,
             window=None,
+            template=used,
         )
         if isinstance(number, Outcome):
             return _blocked(base, number.status, number.reason)
@@ -121,3 +136,8 @@ class Previewer:
 
 def _blocked(preview: Preview, status: str, reason: str | None) -> Preview:
     return replace(preview, blocked=(status, reason or "It cannot be sent."))
+
+
+def _used(composed: Composed) -> TemplateUsed | None:
+    chosen = composed.template
+    return None if chosen is None else TemplateUsed(chosen.name, chosen.version, composed.language)

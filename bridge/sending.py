@@ -332,6 +332,8 @@ class SendStep:
             write_back=decision.write_back,
             segments=count_segments(request.message).segments if request is not None else None,
             opt_out_learned=opt_out_learned,
+            template=request.template if request is not None else None,
+            template_version=request.template_version if request is not None else None,
         )
         recorded = await self._record(job, outcome)
         if recorded:

@@ -30,6 +30,7 @@ from bridge.crm import CRMS, CRMGateway, Words
 from bridge.crm.plugin import CRMPlugin, InputContext, load_plugin
 from bridge.errors import ConfigError
 from bridge.mapping import TicketMapper
+from bridge.message_templates import TemplateBook
 from bridge.metrics import Metrics
 from bridge.ops.overview import publish_gauges, read_overview
 from bridge.preview import Previewer
@@ -169,6 +170,7 @@ class DoorOptions:
     max_body_bytes: int
     api_keys: Sequence[str] = ()
     max_segments: int = 10
+    templates: TemplateBook | None = None  # the message templates the API lists and accepts by name
     metrics_key: str = ""
     session_events_user: str = ""
     session_events_password: str = ""
@@ -223,6 +225,7 @@ def ticket_mapper(settings: Settings, words: Words) -> TicketMapper:
         outbound_number=settings.ccai_outbound_number,
         chat_type=settings.ccai_chat_type,
         max_segments=settings.message.max_segments,
+        templates=settings.template_book(),
     )
 
 
@@ -271,6 +274,7 @@ def writeback_step(settings: Settings, context: StepContext, *, store: Store, ga
         lease_seconds=settings.bridge_lease_seconds,
         retry_for=settings.bridge_writeback_retry_for_seconds,
         follows_chats=True,
+        trigger_field=settings.mapping.template_field,
     )
     return Writeback(context=context, store=store, gateway=gateway, options=options)
 
@@ -360,6 +364,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
             max_body_bytes=settings.bridge_max_body_bytes,
             api_keys=[k.get_secret_value() for k in settings.bridge_api_key],
             max_segments=settings.message.max_segments,
+            templates=settings.template_book(),
             metrics_key=settings.bridge_metrics_key.get_secret_value(),
             session_events_user=settings.bridge_session_events_user,
             session_events_password=settings.bridge_session_events_password.get_secret_value(),

@@ -28,6 +28,7 @@ from pydantic_settings import (
 from pydantic_settings.sources import DotEnvSettingsSource, EnvSettingsSource, InitSettingsSource
 
 from bridge.errors import ConfigError
+from bridge.message_templates import TemplateBook, TemplateEntry, build_book
 from bridge.model import ResendPolicy
 from bridge.phones import us_e164
 from bridge.send_window import Window, WindowRules, parse_window, timezone_from_field
@@ -56,6 +57,19 @@ class MappingConfig(Section):
         "Hello from our support team about your case {CaseNumber}. Reply to this message to chat with us."
     )
     agent: Literal["owner", "none"] = "owner"
+    # The ticket field naming the template to send (the shipped Flows' trigger); cleared by the
+    # write-back once the bridge has the request. Empty: templates are chosen only by the request
+    # and by [templates.<name>] action_ids.
+    template_field: str = "CCAI_SMS_Template__c"
+    # A ticket or Contact field holding the customer's language (es, fr-CA): picks a template's variant.
+    language_field: str = ""
+
+    @field_validator("template_field", "language_field")
+    @classmethod
+    def _field_path(cls, value: str) -> str:
+        if value and not FIELD_PATH.match(value):
+            raise ValueError(f"{value!r} is not a field API name such as Contact.Language__c")
+        return value
 
     @field_validator("message_template")
     @classmethod
@@ -66,6 +80,53 @@ class MappingConfig(Section):
     @property
     def template(self) -> Template:
         return Template(self.message_template)
+
+
+# The named templates when the mapping file has no [templates] table (config/bridge.toml states them).
+BUILT_IN_TEMPLATES: dict[str, dict[str, Any]] = {
+    "case_opened": {
+        "label": "Case opened",
+        "description": "We have your case and are working on it.",
+        "text": (
+            "Hello from our support team: we opened case {CaseNumber} for you. Reply to this message to chat with us."
+        ),
+        "action_ids": [],
+    },
+    "awaiting_customer": {
+        "label": "Awaiting the customer",
+        "description": "We need an answer from the customer to go on.",
+        "text": (
+            "Hello from our support team about case {CaseNumber}: we need your reply to go on. Reply to "
+            "this message to chat with us."
+        ),
+        "action_ids": [],
+        "languages": {
+            "es": (
+                "Hola, le escribe nuestro equipo de soporte sobre el caso {CaseNumber}: necesitamos su "
+                "respuesta para continuar. Responda a este mensaje para chatear con nosotros."
+            )
+        },
+    },
+    "resolved": {
+        "label": "Case resolved",
+        "description": "The case is solved; the customer can still reply.",
+        "text": (
+            "Hello from our support team: case {CaseNumber} is resolved. Reply to this message if you still need help."
+        ),
+        "action_ids": [],
+    },
+}
+
+
+class TemplatesConfig(Section):
+    """``[templates.<name>]``: named messages beside the default (``[mapping] message_template``),
+    each a table of :class:`bridge.message_templates.TemplateEntry`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, TemplateEntry] = Field(init=False)
+
+    def entries(self) -> dict[str, TemplateEntry]:
+        return dict(self.__pydantic_extra__ or {})
 
 
 class WritebackConfig(Section):
@@ -89,7 +150,8 @@ class ConsentConfig(Section):
     """What stops a send before CCAI is called (``[consent]`` in bridge.toml)."""
 
     # Ticket or relationship fields (read with the ticket) that block every send when true.
-    block_if_true: tuple[str, ...] = ("Contact.DoNotCall",)
+    # The default includes the opt-out checkbox salesforce/ deploys: the box that says texts stop does stop them.
+    block_if_true: tuple[str, ...] = ("Contact.DoNotCall", "Contact.CCAI_SMS_Opt_Out__c")
     # CCAI's words for a refusal because the consumer opted out (not documented; matched case-insensitively).
     opt_out_phrases: tuple[str, ...] = ("opted out", "opt-out", "unsubscribed")
 
@@ -230,6 +292,9 @@ class Settings(FileBacked):
     bridge_no_reply_hours: float = Field(default=24.0, ge=0)
     bridge_session_events_user: str = ""
     bridge_session_events_password: SecretStr = SecretStr("")
+    # The bridge's base URL as the CRM reaches it (https://bridge.example.com): where `bridge salesforce
+    # setup` points the outbound message, and what `bridge check` compares it with.
+    bridge_public_url: str = ""
     bridge_send_window: str = "08:00-21:00"
     bridge_default_timezone: str = "America/New_York"
     bridge_poll_seconds: float = Field(default=1.0, gt=0)
@@ -246,6 +311,7 @@ class Settings(FileBacked):
     log_format: Literal["auto", "json", "text"] = "auto"
 
     mapping: MappingConfig = MappingConfig()
+    templates: TemplatesConfig = TemplatesConfig(**BUILT_IN_TEMPLATES)
     writeback: WritebackConfig = WritebackConfig()
     message: MessageConfig = MessageConfig()
     consent: ConsentConfig = ConsentConfig()
@@ -259,6 +325,13 @@ class Settings(FileBacked):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return comma_list(value)
+
+    @field_validator("bridge_public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and (not value.startswith("https://") or urlsplit(value).path.strip("/")):
+            raise ValueError(f"{value!r} is not the bridge's base URL (https://host, without a path)")
+        return value.rstrip("/")
 
     @field_validator("bridge_send_window")
     @classmethod
@@ -291,6 +364,19 @@ class Settings(FileBacked):
             data = {**data, "ccai_base_url": base.rstrip("/")}
         return data
 
+    @model_validator(mode="after")
+    def _templates_build(self) -> Settings:
+        self.template_book()  # raises ConfigError naming the [templates.<name>] table that cannot work
+        return self
+
+    def template_book(self) -> TemplateBook:
+        return build_book(
+            self.mapping.message_template,
+            self.templates.entries(),
+            template_field=self.mapping.template_field,
+            language_field=self.mapping.language_field,
+        )
+
     @property
     def window_rules(self) -> WindowRules:
         return WindowRules(
@@ -320,17 +406,20 @@ class Settings(FileBacked):
 def unknown_keys(data: Mapping[str, Any], models: Iterable[type[BaseModel]]) -> list[str]:
     """Keys of the mapping file no settings class declares, as ``[section] key`` (or ``[section]``)."""
     known: dict[str, set[str]] = {}
+    open_tables: set[str] = set()
     for model in models:
         for name in section_fields(model):
             annotation = model.model_fields[name].annotation
             assert isinstance(annotation, type)
             assert issubclass(annotation, Section)
             known.setdefault(name, set()).update(annotation.model_fields)
+            if annotation.model_config.get("extra") == "allow":
+                open_tables.add(name)  # its keys are names the user chooses ([templates.<name>])
     found = []
     for table, values in data.items():
         if table not in known:
             found.append(f"[{table}]")
-        elif isinstance(values, Mapping):
+        elif isinstance(values, Mapping) and table not in open_tables:
             found += [f"[{table}] {key}" for key in values if key not in known[table]]
     return found
 

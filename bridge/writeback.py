@@ -32,9 +32,10 @@ class WritebackOptions:
     lease_seconds: float
     retry_for: float  # seconds a write-back is retried before it is given up
     follows_chats: bool = False  # a sent SMS's note awaits the chat's outcome
+    trigger_field: str = ""  # the ticket field a CRM rule's request is made with ([mapping] template_field)
 
 
-def ticket_update(item: PendingWriteback, *, max_reason: int) -> TicketUpdate:
+def ticket_update(item: PendingWriteback, *, max_reason: int, trigger_field: str = "") -> TicketUpdate:
     reason = None if item.status == "sent" else item.reason
     if reason and len(reason) > max_reason:
         reason = reason[: max_reason - 1] + "…"
@@ -46,6 +47,8 @@ def ticket_update(item: PendingWriteback, *, max_reason: int) -> TicketUpdate:
         # The newest chat that exists for the ticket: a superseded success's chat still lands, and a
         # later refusal keeps it. None leaves the ticket's field as it is.
         chat_id=item.chat_id if item.status == "sent" else item.ticket_chat_id,
+        # A CRM rule's request is taken once its outcome lands: empty its trigger so it can fire again.
+        clear=(trigger_field,) if trigger_field and item.origin == "crm_event" else (),
     )
 
 
@@ -82,6 +85,7 @@ class Writeback:
         self._gateway = gateway
         self._config = options.config
         self._follows_chats = options.follows_chats
+        self._trigger_field = options.trigger_field
         self._lease = options.lease_seconds
         self._retry_for = options.retry_for
 
@@ -126,7 +130,10 @@ class Writeback:
         """One call for the batch's ticket updates and notes; each send's results, by send id."""
         if not case_items and not task_items:
             return {}, {}
-        updates = [ticket_update(item, max_reason=self._config.error_max_length) for item in case_items]
+        updates = [
+            ticket_update(item, max_reason=self._config.error_max_length, trigger_field=self._trigger_field)
+            for item in case_items
+        ]
         notes = [note_for(item, self._config, follows_chats=self._follows_chats) for item in task_items]
         try:
             case_results, task_results = await anyio.to_thread.run_sync(self._gateway.write_outcomes, updates, notes)

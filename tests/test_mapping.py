@@ -7,6 +7,7 @@ from typing import Any
 from bridge.crm import Ticket, Words
 from bridge.crm.salesforce import plugin as salesforce
 from bridge.mapping import TicketMapper
+from bridge.message_templates import TemplateEntry, build_book
 from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.settings import MappingConfig
 
@@ -34,6 +35,8 @@ def test_mobile_is_preferred_and_the_owner_gets_the_chat() -> None:
         chat_type="Messaging (SMS)",
         ticket_id="5005g00000SBX01AAH",
         agent_email=OWNER,
+        template="default",
+        template_version=mapper().templates.default.version,
     )
 
 
@@ -95,7 +98,7 @@ def test_an_agent_given_in_the_request_wins_over_the_owner() -> None:
 def test_fields_selected_are_the_phone_and_template_fields() -> None:
     """The gateway adds what every read needs (the id, who owns the ticket); the mapping asks for the rest."""
     fields = mapper(message_template="{Contact.FirstName|Hi} {CaseNumber}").fields
-    assert fields == ("ContactMobile", "ContactPhone", "Contact.FirstName", "CaseNumber")
+    assert fields == ("ContactMobile", "ContactPhone", "CCAI_SMS_Template__c", "Contact.FirstName", "CaseNumber")
 
 
 def test_reasons_name_the_ticket_as_its_crm_calls_it() -> None:
@@ -106,3 +109,76 @@ def test_reasons_name_the_ticket_as_its_crm_calls_it() -> None:
     bad = mapper(zendesk).map(ticket(ContactMobile="12"))
     assert isinstance(bad, Outcome)
     assert (bad.reason or "").startswith("The ticket's ContactMobile")
+
+
+def templated(**config: Any) -> TicketMapper:
+    settings = MappingConfig(language_field="Contact.Language__c", **config)
+    book = build_book(
+        settings.message_template,
+        {
+            "resolved": TemplateEntry(
+                text="Case {CaseNumber} is resolved.", languages={"es": "Caso {CaseNumber} resuelto."}
+            ),
+            "awaiting_customer": TemplateEntry(text="We need your reply on {CaseNumber}."),
+        },
+        template_field=settings.template_field,
+        language_field=settings.language_field,
+    )
+    return TicketMapper(
+        config=settings,
+        words=salesforce.words,
+        outbound_number="+16285550199",
+        chat_type="Messaging (SMS)",
+        templates=book,
+    )
+
+
+def test_the_ticket_field_chooses_the_template_and_the_language_its_variant() -> None:
+    request = templated().map(
+        ticket(ContactMobile="4155550100", CCAI_SMS_Template__c="resolved", **{"Contact.Language__c": "es_MX"})
+    )
+    assert isinstance(request, SmsRequest)
+    assert (request.message, request.template) == ("Caso 00001001 resuelto.", "resolved")
+    assert request.template_version == templated().templates.get("resolved").version  # type: ignore[union-attr]
+
+
+def test_a_persons_template_beats_the_ticket_field_and_is_recorded_with_their_edit() -> None:
+    mapped = templated().map(
+        ticket(ContactMobile="4155550100", CCAI_SMS_Template__c="resolved"),
+        Overrides(template="awaiting_customer"),
+    )
+    assert isinstance(mapped, SmsRequest)
+    assert (mapped.message, mapped.template) == ("We need your reply on 00001001.", "awaiting_customer")
+    edited = templated().map(
+        ticket(ContactMobile="4155550100"), Overrides(template="awaiting_customer", message="Please call us back.")
+    )
+    assert isinstance(edited, SmsRequest)
+    assert (edited.message, edited.template) == ("Please call us back.", "awaiting_customer")
+
+
+def test_a_template_nobody_configured_stops_the_send_with_the_reason() -> None:
+    outcome = templated().map(ticket(ContactMobile="4155550100", CCAI_SMS_Template__c="case_closed"))
+    assert isinstance(outcome, Outcome)
+    assert outcome.status == "failed"
+    assert outcome.reason == (
+        "There is no message template 'case_closed' (named by the ticket's CCAI_SMS_Template__c); "
+        "the templates are awaiting_customer, default, resolved. Nothing was sent."
+    )
+
+
+def test_own_text_records_no_template() -> None:
+    request = templated(message_field="SMS_Message__c").map(
+        ticket(ContactMobile="4155550100", SMS_Message__c="Your order shipped.")
+    )
+    assert isinstance(request, SmsRequest)
+    assert (request.message, request.template, request.template_version) == ("Your order shipped.", None, None)
+
+
+def test_the_read_selects_the_choosing_fields_and_every_variants_fields() -> None:
+    assert templated().fields == (
+        "ContactMobile",
+        "ContactPhone",
+        "CCAI_SMS_Template__c",
+        "Contact.Language__c",
+        "CaseNumber",
+    )

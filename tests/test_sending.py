@@ -73,8 +73,13 @@ async def test_three_cases_give_two_sms_and_three_ticket_updates(h: Harness) -> 
     assert sent[MOBILE_CASE]["agentEmail"] == "ana@example.com"
     assert sent[QUEUE_CASE]["end_user_number"] == "+12125550142"
     assert "agentEmail" not in sent[QUEUE_CASE]
+    # The Case's template trigger is emptied with the outcome of the request the CRM's rule made.
     assert h.gateway.latest(MOBILE_CASE) == TicketUpdate(
-        ticket_id=MOBILE_CASE, status="sent", reason=None, chat_id=str(sent[MOBILE_CASE]["chat_id"])
+        ticket_id=MOBILE_CASE,
+        status="sent",
+        reason=None,
+        chat_id=str(sent[MOBILE_CASE]["chat_id"]),
+        clear=("CCAI_SMS_Template__c",),
     )
     assert h.gateway.latest(QUEUE_CASE).status == "sent"
     assert h.gateway.latest(NO_PHONE_CASE).status == "skipped"

@@ -39,7 +39,7 @@ def test_a_variable_named_like_a_table_never_replaces_it(monkeypatch: pytest.Mon
     monkeypatch.setenv("SALESFORCE_WRITEBACK", '{"status_field": "Nope__c"}')
     settings = load_settings()
     assert settings.message.max_segments == 10
-    assert settings.consent.block_if_true == ("Contact.DoNotCall",)
+    assert settings.consent.block_if_true == ("Contact.DoNotCall", "Contact.CCAI_SMS_Opt_Out__c")
     assert salesforce(settings).writeback.status_field == "CCAI_SMS_Status__c"
 
 
@@ -117,3 +117,38 @@ def test_sqlite_on_heroku_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("BRIDGE_ALLOW_SQLITE_ON_HEROKU", "false")
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.example:5432/d")
     load_settings().check_storage()
+
+
+def test_named_templates_are_read_from_their_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        '[mapping]\nlanguage_field = "Contact.Language__c"\n'
+        '[templates.welcome]\nlabel = "Welcome"\ntext = "Hi {CaseNumber}"\n'
+        '[templates.welcome.languages]\nes = "Hola {CaseNumber}"\n'
+    )
+    monkeypatch.setenv("BRIDGE_CONFIG", str(path))
+    book = load_settings().template_book()
+    assert [t.name for t in book] == ["default", "welcome"]  # a file's [templates] replaces the built-in ones
+    welcome = book.get("welcome")
+    assert welcome is not None
+    assert (welcome.label, sorted(welcome.languages)) == ("Welcome", ["es"])
+    assert book.language_field == "Contact.Language__c"
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('[templates.welcome]\ntxt = "Hi"\n', "[templates] welcome.txt"),
+        ('[templates.welcome]\ntext = "Hi {Case Number}"\n', "[templates.welcome]: The message template"),
+        ('[templates.Welcome]\ntext = "Hi"\n', "[templates.Welcome]: a template's name"),
+    ],
+)
+def test_a_template_table_that_cannot_work_stops_start_up_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, named: str
+) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(toml)
+    monkeypatch.setenv("BRIDGE_CONFIG", str(path))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert named in str(caught.value)

@@ -8,8 +8,9 @@ import pytest
 
 from bridge.crm import WriteResult
 from bridge.errors import CRMUnavailable
-from bridge.model import NewSend, Outcome
+from bridge.model import NewSend, Origin, Outcome, PendingWriteback
 from bridge.store import Store
+from bridge.writeback import ticket_update
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, Harness, make_harness
 
@@ -116,3 +117,26 @@ async def test_an_answer_about_an_older_state_never_marks_the_newer_one_written(
     assert statuses == ["scheduled", "sent"]
     row = h.row(MOBILE_CASE)
     assert (row.status, row.writeback, row.writeback_task) == ("sent", "done", "done")
+
+
+@pytest.mark.parametrize(("origin", "cleared"), [("crm_event", ("CCAI_SMS_Template__c",)), ("person", ())])
+def test_a_crm_rules_trigger_field_is_emptied_once_its_outcome_lands(origin: Origin, cleared: tuple[str, ...]) -> None:
+    """The shipped Flows fire when the template field is set: the bridge empties it with the outcome
+    of the request it made, so the same template can be asked for again; a person's send leaves it."""
+    item = PendingWriteback(
+        id=1,
+        ticket_id=MOBILE_CASE,
+        status="sent",
+        reason=None,
+        chat_id="114",
+        message="Hello",
+        case_pending=True,
+        task_pending=False,
+        attempts=0,
+        finished_at=0.0,
+        age=0.0,
+        origin=origin,
+    )
+    update = ticket_update(item, max_reason=255, trigger_field="CCAI_SMS_Template__c")
+    assert update.clear == cleared
+    assert ticket_update(item, max_reason=255).clear == ()

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.api._door import ApiDoor, first_problem, ticket_id
 from bridge.crm import TicketIds, Words
-from bridge.errors import CRMError, DoorDisabled, MalformedMessage
+from bridge.errors import CRMError, DoorDisabled, MalformedMessage, Unprocessable
 from bridge.metrics import Metrics
 from bridge.preview import Preview, Previewer
 from bridge.times import iso
@@ -24,6 +24,7 @@ class PreviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     ticket_id: str
+    template: str | None = Field(default=None, min_length=1, max_length=40)
 
     @field_validator("ticket_id")
     @classmethod
@@ -42,6 +43,13 @@ def view(preview: Preview) -> dict[str, object]:
         "ticket_id": preview.ticket_id,
         "end_user_number": preview.end_user_number,
         "message": preview.message,
+        "template": None
+        if preview.template is None
+        else {
+            "name": preview.template.name,
+            "version": preview.template.version,
+            "language": preview.template.language,
+        },
         "segments": None
         if segments is None
         else {
@@ -95,8 +103,13 @@ class PreviewAPI:
         if self._previewer is None:
             raise DoorDisabled("Previews need the CRM, which this bridge process is not connected to.")
         previewer = self._previewer
+        if asked.template is not None and previewer.templates.get(asked.template) is None:
+            known = ", ".join(template.name for template in previewer.templates)
+            raise Unprocessable(
+                f"template: there is no message template {asked.template!r} (the templates are {known})."
+            )
         try:
-            preview = await anyio.to_thread.run_sync(lambda: previewer.preview(asked.ticket_id))
+            preview = await anyio.to_thread.run_sync(lambda: previewer.preview(asked.ticket_id, asked.template))
         except CRMError as exc:
             raise CRMUnreachable(f"The {self._words.ticket} could not be read: {exc}") from exc
         return JSONResponse(view(preview))

@@ -23,6 +23,7 @@ from bridge.api._door import ApiDoor, first_problem, ticket_id
 from bridge.crm import TicketIds
 from bridge.errors import Conflict, MalformedMessage, NotFound, StoreRejected, StoreUnavailable, Unprocessable
 from bridge.inbound import positive_int
+from bridge.message_templates import TemplateBook
 from bridge.metrics import Metrics
 from bridge.model import MAX_SEND_ID, NewSend, Overrides, SendRecord
 from bridge.phones import mask, us_e164
@@ -52,6 +53,9 @@ class SendRequest(BaseModel):
     outbound_number: str | None = None
     # "ignore": an agent answering a customer who just wrote may text outside the send window.
     send_window: Literal["ignore"] | None = None
+    # A message template by name ([templates.<name>]): rendered for the ticket, or, with "message",
+    # the template the person's text was written from (recorded with the send).
+    template: str | None = Field(default=None, min_length=1, max_length=40)
 
     @field_validator("ticket_id")
     @classmethod
@@ -105,6 +109,8 @@ def public_view(send: SendRecord) -> dict[str, Any]:
         "next_attempt_at": iso(send.not_before) if send.status == "queued" else None,
         "scheduled_for": iso(send.not_before) if send.status == "scheduled" else None,
         "segments": send.segments,
+        "template": send.template or send.overrides.template,
+        "template_version": send.template_version,
         "chat_status": send.chat_status,
         "chat_synced_at": iso(send.chat_synced_at),
         "send_window": "ignored" if send.overrides.window_ignored else None,
@@ -146,8 +152,10 @@ class SendAPI:
         metrics: Metrics,
         shutting_down: anyio.Event,
         max_segments: int = 10,
+        templates: TemplateBook | None = None,
     ) -> None:
         self._door = ApiDoor(api_keys=api_keys, max_body_bytes=max_body_bytes, metrics=metrics)
+        self._templates = templates
         self._metrics = metrics
         self._max_segments = max_segments
         self._store = store
@@ -171,6 +179,11 @@ class SendAPI:
             too_long = over_limit(count_segments(sanitize(send.message)), limit=self._max_segments)
             if too_long:
                 raise Unprocessable(f"message: {too_long}")
+        if send.template is not None and self._templates is not None and self._templates.get(send.template) is None:
+            known = ", ".join(template.name for template in self._templates)
+            raise Unprocessable(
+                f"template: there is no message template {send.template!r} (the templates are {known})."
+            )
         wait = _wait_seconds(request)
         key = request.headers.get("idempotency-key")
         if key is not None and not _IDEMPOTENCY_KEY.match(key):

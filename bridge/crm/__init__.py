@@ -61,6 +61,9 @@ class TicketUpdate:
     reason: str | None
     chat_id: str | None
     opted_out: bool = False  # the customer opted out: record it on the ticket's contact when configured
+    # Ticket fields emptied with the outcome: the trigger field of the rule that fired (so the same
+    # template can be asked for again), once the bridge has the request.
+    clear: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

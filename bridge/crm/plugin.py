@@ -8,18 +8,20 @@ the simulator ``bridge serve --sandbox`` runs it against.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from starlette.routing import BaseRoute
 
 from bridge.crm import CRMS, CRMGateway, Words
 from bridge.errors import ConfigError
+from bridge.message_templates import TemplateBook
 from bridge.metrics import Metrics
 from bridge.model import Finding, NewSend, StreamCommit, StreamLease
-from bridge.settings import CRMSettings
+from bridge.settings import CRMSettings, Settings
 
 
 class Inbox(Protocol):
@@ -56,6 +58,11 @@ class StreamStore(Protocol):
     def checkpoint(self, stream: str, position: bytes, *, lease: StreamLease | None = None) -> None: ...
 
 
+# The status-board key under which a CRM's push door notes when it last delivered (``bridge status``
+# and the dashboard show it, so a wrong endpoint or token shows as silence within minutes).
+LAST_PUSH_KEY = "crm.last_push"
+
+
 @dataclass(frozen=True)
 class DoorContext:
     """What a push door needs besides its CRM's settings."""
@@ -64,6 +71,8 @@ class DoorContext:
     metrics: Metrics
     wake: Callable[[], None]  # a send was stored: the worker looks for work now
     max_body_bytes: int
+    memory: Memory | None = None  # where a door notes what operators see (when it last heard from its CRM)
+    templates: TemplateBook | None = None  # which template a CRM rule sends (e.g. an outbound message's ActionId)
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,8 @@ class CheckContext:
     ticket_fields: Sequence[str]  # the fields the mapping and the consent check read
     block_if_true: Sequence[str]
     create_notes: bool
+    templates: TemplateBook | None = None  # every template, with the fields each reads
+    public_url: str = ""  # BRIDGE_PUBLIC_URL: where the CRM's push door should point
 
 
 class CRMPlugin(Protocol):
@@ -133,6 +144,18 @@ class CRMPlugin(Protocol):
 
     async def checks(self, settings: CRMSettings, context: CheckContext) -> list[Finding]:
         """Its ``bridge check`` items: is the CRM set up the way the configuration says?"""
+
+
+@runtime_checkable
+class HasCommands(Protocol):
+    """A plugin with commands of its own (``bridge salesforce setup``), added to the command line."""
+
+    def register_commands(
+        self,
+        commands: argparse._SubParsersAction[argparse.ArgumentParser],
+        *,
+        load_settings: Callable[[], Settings],
+    ) -> None: ...
 
 
 def load_plugin(name: str) -> CRMPlugin:

@@ -313,6 +313,13 @@ def _status_report(overview: Overview) -> dict[str, Any]:
         "salesforce_api_usage": None
         if usage is None
         else {"used": usage.used, "total": usage.total, "as_of": iso(usage.as_of)},
+        "last_push": None
+        if overview.last_push is None
+        else {
+            "door": overview.last_push.door,
+            "at": iso(overview.last_push.at),
+            "notifications": overview.last_push.notifications,
+        },
         "chat_sync": None
         if sync is None
         else {
@@ -357,6 +364,12 @@ def _status_lines(overview: Overview, words: Words) -> list[str]:
         lines.append(f"{words.crm} API usage: not reported yet")
     else:
         lines.append(f"{words.crm} API usage: {usage.used:,} of {usage.total:,} today (as of {iso(usage.as_of)})")
+    push = overview.last_push
+    if push is None:
+        lines.append(f"Last {words.crm} push:  none received yet (check the endpoint and token if one is expected)")
+    else:
+        door = push.door.replace("_", " ")
+        lines.append(f"Last {words.crm} push:  {door}, {iso(push.at)} ({push.notifications} notification(s))")
     if sync is None:
         lines.append("Chat sync:           not run yet")
     else:

@@ -32,6 +32,8 @@ async def run_checks(settings: Settings) -> list[Finding]:
         ticket_fields=(*ticket_mapper(settings, crm.words).fields, *settings.consent.block_if_true),
         block_if_true=settings.consent.block_if_true,
         create_notes=settings.writeback.create_task,
+        templates=settings.template_book(),
+        public_url=settings.bridge_public_url,
     )
     findings.extend(await crm.checks(settings.crm, context))
     return findings

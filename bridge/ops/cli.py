@@ -25,7 +25,8 @@ import uvicorn
 
 from bridge import __version__
 from bridge.app import create_app
-from bridge.crm.plugin import load_plugin
+from bridge.crm import CRMS
+from bridge.crm.plugin import HasCommands, load_plugin
 from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
 from bridge.ops.admin import register
@@ -150,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--post", metavar="URL", help="post it to this URL and print the answer")
     sample.set_defaults(handler=_sample)
     register(commands)
+    # A CRM's own commands (bridge salesforce setup), from every CRM the bridge knows.
+    for name in CRMS:
+        plugin = load_plugin(name)
+        if isinstance(plugin, HasCommands):
+            plugin.register_commands(commands, load_settings=load_settings)
     return parser
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bridge.crm.plugin import LAST_PUSH_KEY
 from bridge.errors import StoreError
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
@@ -71,18 +72,29 @@ class StreamState:
 
 
 @dataclass(frozen=True)
+class LastPush:
+    """When the CRM's push door (Salesforce: the outbound message) last delivered, and what."""
+
+    door: str
+    at: float
+    notifications: int
+
+
+@dataclass(frozen=True)
 class Overview:
     queue: QueueSummary
     workers: Sequence[WorkerInfo]
     api_usage: ReportedUsage | None
     chat_sync: ChatSyncState | None
     streams: Sequence[StreamState] = ()
+    last_push: LastPush | None = None
 
 
 def read_overview(store: Store, *, now: float | None = None) -> Overview:
     board = store.status
     usage = board.get(API_USAGE_KEY)
     sync = board.get(CHAT_SYNC_KEY)
+    push = board.get(LAST_PUSH_KEY)
     now = time.time() if now is None else now
     return Overview(
         queue=store.history.queue_summary(),
@@ -90,6 +102,9 @@ def read_overview(store: Store, *, now: float | None = None) -> Overview:
         api_usage=None if usage is None else ReportedUsage(int(usage[0]["used"]), int(usage[0]["total"]), usage[1]),
         chat_sync=None if sync is None else _chat_sync(sync[0], store.chats.lagging(), now),
         streams=[_stream(key, record, at, now) for key, record, at in board.with_prefix(STREAM_KEY_PREFIX)],
+        last_push=None
+        if push is None
+        else LastPush(str(push[0].get("door", "")), push[1], int(push[0].get("notifications", 0))),
     )
 
 

@@ -26,7 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.crm.salesforce.ids import is_record_id, to18
 from bridge.sandbox._login import oauth_token, soap_login
+from bridge.sandbox.cases import SANDBOX_ORG_ID
 from bridge.sandbox.pubsub import PubSubServer
+from bridge.sandbox.salesforce_setup import SetupOrg, answer_query, setup_routes
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ CASE_FIELDS = frozenset(
         "Contact.FirstName",
         "Contact.LastName",
         "Contact.DoNotCall",
-        "Contact.SMS_Opt_Out__c",
+        "Contact.CCAI_SMS_Opt_Out__c",
         "Contact.Time_Zone__c",
         "CCAI_Chat_Id__c",
         "CCAI_SMS_Status__c",
@@ -58,6 +60,7 @@ CASE_FIELDS = frozenset(
         "CCAI_Chat_Agent__c",
         "CCAI_Chat_Ended_At__c",
         "CCAI_Chat_Outcome__c",
+        "CCAI_SMS_Template__c",
         "SMS_Message__c",
     }
 )
@@ -83,9 +86,12 @@ class SalesforceSimulator:
     calls: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[dict[str, Any]] = field(default_factory=list)
     next_task: int = 1
+    # The org's set-up (users, permission sets, credentials, outbound message, Flows), as an admin left it.
+    setup: SetupOrg = field(default_factory=lambda: sandbox_setup())
 
     def __post_init__(self) -> None:
         self.valid_tokens.add(self.access_token)
+        self.valid_tokens.add(self.setup.admin_token)
 
     def issue_token(self, how: str) -> str:
         token = secrets.token_urlsafe(24)
@@ -96,6 +102,21 @@ class SalesforceSimulator:
     def add_cases(self, cases: Iterable[dict[str, Any]]) -> None:
         for case in cases:
             self.cases[to18(case["Id"])] = {**case, "Id": to18(case["Id"])}
+
+
+SANDBOX_ADMIN_TOKEN = "sandbox-admin-access-token"  # noqa: S105 - the admin session for `bridge salesforce setup`
+SANDBOX_INTEGRATION_USER = "bridge@sandbox.example"
+
+
+def sandbox_setup() -> SetupOrg:
+    """The sandbox org as an admin leaves it after set-up, so that ``bridge check`` passes against it
+    (``/_sandbox/control`` ``{"setup": "as_deployed"}`` goes back to right after the deploy)."""
+    return SetupOrg.configured(
+        SANDBOX_ORG_ID,
+        integration_user=SANDBOX_INTEGRATION_USER,
+        admin_token=SANDBOX_ADMIN_TOKEN,
+        endpoint="https://bridge.sandbox.example/salesforce/outbound-message?token=sandbox",
+    )
 
 
 def _errors(status: int, code: str, message: str) -> JSONResponse:
@@ -144,8 +165,8 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
         if (refused := gate(request)) is not None:
             return refused
         soql = request.query_params.get("q", "")
-        if "FROM FlowDefinitionView" in soql or "FROM WorkflowOutboundMessage" in soql:
-            return JSONResponse(_setup_records(soql))
+        if (answer := answer_query(sim.setup, soql)) is not None:
+            return JSONResponse(answer)
         if tasks := _TASK_SOQL.match(soql):
             cases = {to18(i.strip().strip("'\"")) for i in tasks["ids"].split(",") if i.strip()}
             found = [
@@ -210,7 +231,15 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
         return JSONResponse({"compositeResponse": answers})
 
     async def state(_request: Request) -> Response:
-        return JSONResponse({"cases": sim.cases, "tasks": sim.tasks, "calls": sim.calls, "logins": sim.logins})
+        return JSONResponse(
+            {
+                "cases": sim.cases,
+                "tasks": sim.tasks,
+                "calls": sim.calls,
+                "logins": sim.logins,
+                "setup": sim.setup.view(),
+            }
+        )
 
     async def describe(request: Request) -> Response:
         if (refused := gate(request)) is not None:
@@ -226,6 +255,10 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
         if changes.get("expire_tokens"):
             sim.valid_tokens.clear()
         sim.add_cases(changes.get("cases", []))
+        if changes.get("setup") == "as_deployed":
+            sim.setup.as_deployed()
+        for username in changes.get("users", []):
+            sim.setup.add_user(username)
         return JSONResponse({"ok": True})
 
     async def pubsub_control(request: Request) -> Response:
@@ -238,6 +271,7 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
     return Starlette(
         middleware=[Middleware(_LimitInfo, sim=sim)],
         routes=[
+            *setup_routes(sim.setup, gate),
             Route("/services/data/{version}/query/", query),
             Route("/services/data/{version}/tooling/query/", query),
             Route("/services/data/{version}/query", query),
@@ -300,15 +334,6 @@ def _apply(sim: SalesforceSimulator, method: str, record: dict[str, Any]) -> dic
         sim.tasks.append({"Id": task_id, **values})
         return {"id": task_id, "success": True, "errors": []}
     return _failure("INVALID_TYPE", f"The sandbox does not {method} {kind}")
-
-
-def _setup_records(soql: str) -> dict[str, Any]:
-    """The sandbox org has the SFDX project deployed, its Flow active."""
-    if "FlowDefinitionView" in soql:
-        records = [{"ApiName": "CCAI_Bridge_Text_Customer", "IsActive": True}]
-    else:
-        records = [{"Id": "04k5g0000000001AAA", "Name": "CCAI_Bridge_Notify"}]
-    return {"totalSize": 1, "done": True, "records": records}
 
 
 def _resolve(url: str, results: dict[str, Any]) -> str:
@@ -376,7 +401,7 @@ def _describe_fields(name: str) -> list[dict[str, Any]]:
     fields: list[dict[str, Any]] = [
         {
             "name": f,
-            "type": _TYPES.get(f, "boolean" if f in ("DoNotCall", "SMS_Opt_Out__c") else "string"),
+            "type": _TYPES.get(f, "boolean" if f in ("DoNotCall", "CCAI_SMS_Opt_Out__c") else "string"),
             "updateable": f not in ("Id", "CaseNumber"),
             "createable": f != "Id",
             "relationshipName": None,

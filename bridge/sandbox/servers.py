@@ -23,7 +23,7 @@ from bridge.sandbox.cases import SANDBOX_ORG_ID, SANDBOX_OUTBOUND_NUMBER, sample
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, ChatBook, LifeStep
 from bridge.sandbox.pubsub import KEEPALIVE_SECONDS, SMS_REQUEST_EVENT, PubSubServer, PubSubSimulator, sms_request_bus
-from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
+from bridge.sandbox.salesforce import SANDBOX_ADMIN_TOKEN, SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.session_events import EventTarget
 
 SANDBOX_WEBHOOK_TOKEN = "sandbox-webhook-token"  # noqa: S105 - a well-known value for the local demo
@@ -130,6 +130,8 @@ def simulated_salesforce(
         "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
         "salesforce_pubsub_topic": f"/event/{SMS_REQUEST_EVENT}",
         "salesforce_pubsub_endpoint": pubsub.target,
+        # The admin's own session, for `bridge salesforce setup` against the sandbox org.
+        "salesforce_admin_access_token": SANDBOX_ADMIN_TOKEN,
     }
     return SimulatedCRM(
         "salesforce", url, SideServer(config), settings, sample_cases()[1]["Id"], _salesforce_try_it, side=(pubsub,)

@@ -129,6 +129,8 @@ def _record(row: RowMapping) -> SendRecord:
         requeued_at=row["requeued_at"],
         overrides=overrides_of(row),
         segments=row["segments"],
+        template=row["template"],
+        template_version=row["template_version"],
         chat_status=row.get("chat_status"),
         chat_synced_at=row.get("chat_synced_at"),
     )

@@ -165,3 +165,9 @@ def _v8(connection: Connection, postgres: bool) -> None:
 @migration(9)
 def _v9(connection: Connection, postgres: bool) -> None:
     metadata.create_all(connection, tables=[stream_positions, stream_events])
+
+
+@migration(10)
+def _v10(connection: Connection, postgres: bool) -> None:
+    # Which message template (and which wording of it) each send's text came from.
+    _add_columns(connection, "sends", {"template": "VARCHAR(40)", "template_version": "VARCHAR(16)"})

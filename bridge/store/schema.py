@@ -67,6 +67,8 @@ sends = Table(
     # order in which a ticket's write-backs must land.
     Column("state_at", Float),
     Column("segments", Integer),  # how many SMS segments the text was
+    Column("template", String(40)),  # the message template the text came from (None: not a template's)
+    Column("template_version", String(16)),  # a hash of that template's texts when it was sent
     # The send ended opted out by what the CRM may not know (the opt-out list, CCAI's refusal).
     Column("opt_out_learned", Boolean, nullable=False, default=False),
     # The Idempotency-Key's body fingerprint (API sends), and when an operator re-queued a send.

@@ -241,6 +241,8 @@ class Sends:
                 "state_at": now,
                 "segments": outcome.segments,
                 "opt_out_learned": outcome.opt_out_learned,
+                "template": outcome.template,
+                "template_version": outcome.template_version,
                 **LEASE_RELEASED,
                 "overrides": Overrides.from_json(row[0] if row else None).without_number().to_json(),
                 "writeback": writeback_state,

@@ -153,6 +153,7 @@ def _pending(
         note_uncertain=row["writeback_task"] == "pending"
         and (row["writeback_attempts"] > 0 or row["writeback_owner"] is not None),
         ticket_chat_id=ticket_chat_id,
+        origin=row["origin"],
         opt_out_learned=bool(row["opt_out_learned"]),
         state_at=state_at,
     )

@@ -9,6 +9,9 @@ subscriber and its ``bridge check`` items. :data:`plugin` is what :data:`bridge.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+
 import anyio.to_thread
 from starlette.routing import BaseRoute, Route
 
@@ -20,10 +23,11 @@ from bridge.crm.salesforce.ids import normalize_case_id
 from bridge.crm.salesforce.outbound_message import OutboundMessageEndpoint
 from bridge.crm.salesforce.pubsub_input import INPUT_NAME, PubSubInput, check_topic
 from bridge.crm.salesforce.settings import SalesforceSettings
+from bridge.crm.salesforce.setup import register as register_setup
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.model import Finding
-from bridge.settings import CRMSettings
+from bridge.settings import CRMSettings, Settings
 
 OUTBOUND_MESSAGE_PATH = "/salesforce/outbound-message"
 
@@ -79,6 +83,14 @@ class SalesforcePlugin:
         if not own.pubsub_topic:
             return []
         return [NamedInput(name=INPUT_NAME, run=PubSubInput(own, context).run)]
+
+    def register_commands(
+        self,
+        commands: argparse._SubParsersAction[argparse.ArgumentParser],
+        *,
+        load_settings: Callable[[], Settings],
+    ) -> None:
+        register_setup(commands, load_settings=load_settings)
 
     async def checks(self, settings: CRMSettings, context: CheckContext) -> list[Finding]:
         own = _own(settings)

@@ -332,6 +332,8 @@ class SalesforceGateway:
         }
         if update.chat_id is not None:  # a refusal keeps the chat id a success wrote
             record[config.chat_id_field] = update.chat_id
+        for field in update.clear:
+            record[field] = None
         return record
 
     def _composite(self, cases: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.etree.ElementTree import Element, ParseError
 
 import anyio.to_thread
@@ -20,11 +20,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge._secrets import matches_any
-from bridge.crm.plugin import DoorContext
+from bridge.crm.plugin import LAST_PUSH_KEY, DoorContext
 from bridge.crm.salesforce.ids import is_record_id, org_prefix, to18
-from bridge.errors import AuthenticationFailed, MalformedMessage, OrganizationNotAllowed, StoreRejected
+from bridge.errors import (
+    AuthenticationFailed,
+    MalformedMessage,
+    OrganizationNotAllowed,
+    StoreRejected,
+    StoreUnavailable,
+)
 from bridge.inbound import Door
-from bridge.model import NewSend, Outcome
+from bridge.model import NewSend, Outcome, Overrides
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +61,17 @@ class Notification:
     org_id: str
     notification_id: str
     ticket_id: str | None
+    action_id: str = ""  # the outbound message that fired (its ActionId)
+    template: str | None = None  # the Case's template field as the notification carries it
 
 
 def _q(ns: str, name: str) -> str:
     return f"{{{ns}}}{name}"
 
 
-def parse_outbound_message(body: bytes) -> tuple[str, list[Notification]]:
-    """Return the organisation id and the notifications, or raise :class:`MalformedMessage`."""
+def parse_outbound_message(body: bytes, *, template_field: str = "") -> tuple[str, list[Notification]]:
+    """Return the organisation id and the notifications, or raise :class:`MalformedMessage`.
+    ``template_field``: the Case field naming the template, read from each notification when sent."""
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
@@ -83,10 +92,14 @@ def parse_outbound_message(body: bytes) -> tuple[str, list[Notification]]:
         raise MalformedMessage("The outbound message holds no Notification.")
     if len(items) > MAX_NOTIFICATIONS:
         raise MalformedMessage(f"The outbound message holds {len(items)} notifications; at most 100 are allowed.")
-    return org_id, [_notification(item, org_id) for item in items]
+    action_id = _text(notifications, "ActionId")
+    return org_id, [
+        replace(_notification(item, org_id, template_field), action_id=action_id if is_record_id(action_id) else "")
+        for item in items
+    ]
 
 
-def _notification(item: Element, org_id: str) -> Notification:
+def _notification(item: Element, org_id: str, template_field: str) -> Notification:
     notification_id = _text(item, "Id")
     if not notification_id or not is_record_id(notification_id):
         raise MalformedMessage("A Notification has no valid Id.")
@@ -105,7 +118,10 @@ def _notification(item: Element, org_id: str) -> Notification:
     record_id = sobject.findtext(_q(SOBJECT_NS, "Id"), default="").strip()
     if not is_record_id(record_id):
         raise MalformedMessage(f"Notification {notification_id} has no valid Case Id.")
-    return Notification(org_id=org_id, notification_id=notification_id, ticket_id=to18(record_id))
+    template = sobject.findtext(_q(SOBJECT_NS, template_field), default="").strip() if template_field else ""
+    return Notification(
+        org_id=org_id, notification_id=notification_id, ticket_id=to18(record_id), template=template or None
+    )
 
 
 def _text(parent: Element, name: str) -> str:
@@ -122,6 +138,8 @@ class OutboundMessageEndpoint:
         self._orgs = {org_prefix(o) for o in org_ids}
         self._metrics = doors.metrics
         self._wake = doors.wake
+        self._memory = doors.memory
+        self._templates = doors.templates
 
     async def endpoint(self, request: Request) -> Response:
         return await self._door.counted(self._handle, request)
@@ -132,10 +150,11 @@ class OutboundMessageEndpoint:
         body = await self._door.body(
             request, media_types=XML_TYPES, refusal="Expected an XML body (text/xml), got {given}."
         )
-        org_id, notifications = parse_outbound_message(body)
+        template_field = self._templates.template_field if self._templates is not None else ""
+        org_id, notifications = parse_outbound_message(body, template_field=template_field)
         if self._orgs and org_prefix(org_id) not in self._orgs:
             raise OrganizationNotAllowed(f"Organization {org_id} is not in SALESFORCE_ORG_IDS.")
-        new = [_new_send(n) for n in notifications]
+        new = [_new_send(n, self._template_for(n)) for n in notifications]
         try:
             stored = await anyio.to_thread.run_sync(self._inbox.ingest, new)
         except StoreRejected as exc:
@@ -151,10 +170,42 @@ class OutboundMessageEndpoint:
         )
         if stored:
             self._wake()
+        await self._note_arrival(org_id, notifications)
         return Response(ACK, media_type="text/xml", headers={"Content-Type": "text/xml; charset=utf-8"})
 
+    def _template_for(self, notification: Notification) -> str | None:
+        """The template this notification asks for: the one configured for its outbound message
+        (ActionId), else the one the Case's template field named when it fired; None: as the Case says
+        when it is read."""
+        if self._templates is None:
+            return notification.template
+        by_rule = self._templates.for_rule(notification.action_id, _same_record) if notification.action_id else None
+        return by_rule or notification.template
 
-def _new_send(notification: Notification) -> NewSend:
+    async def _note_arrival(self, org_id: str, notifications: Sequence[Notification]) -> None:
+        """When the last outbound message arrived (``bridge status``, the dashboard): a wrong endpoint
+        or token shows as silence. Noted after the ack is certain; a store blip here costs only the note."""
+        if self._memory is None:
+            return
+        value = {
+            "door": "outbound_message",
+            "org_id": org_prefix(org_id),
+            "notifications": len(notifications),
+            "action_id": notifications[0].action_id,
+        }
+        memory = self._memory
+        try:
+            await anyio.to_thread.run_sync(lambda: memory.put(LAST_PUSH_KEY, value))
+        except StoreUnavailable as exc:
+            logger.warning("Could not note the outbound message's arrival: %s", exc)
+
+
+def _same_record(a: str, b: str) -> bool:
+    """One record id in its 15- and 18-character forms."""
+    return is_record_id(a) and is_record_id(b) and a[:15] == b[:15]
+
+
+def _new_send(notification: Notification, template: str | None = None) -> NewSend:
     key = f"om:{org_prefix(notification.org_id)}:{notification.notification_id}"
     if notification.ticket_id is None:
         finished = Outcome(status="skipped", reason=DELETED_RECORD, write_back=False)
@@ -172,4 +223,5 @@ def _new_send(notification: Notification) -> NewSend:
         origin="crm_event",
         ticket_id=notification.ticket_id,
         org_id=notification.org_id,
+        overrides=Overrides(template=template),
     )

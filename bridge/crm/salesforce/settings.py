@@ -32,9 +32,10 @@ class SalesforceWriteback(Section):
 
 
 class SalesforceConsent(Section):
-    """``[consent] record_field``: "Contact.<checkbox>", ticked when the bridge learns of an opt-out."""
+    """``[consent] record_field``: "Contact.<checkbox>", ticked when the bridge learns of an opt-out
+    (empty: never). By default the checkbox salesforce/ deploys, which consent also reads."""
 
-    record_field: str = ""
+    record_field: str = "Contact.CCAI_SMS_Opt_Out__c"
 
     @field_validator("record_field")
     @classmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bridge.crm.salesforce.ids import normalize_case_id, org_prefix
 from bridge.crm.salesforce.pubsub_events import PlatformEvent
-from bridge.model import NewSend, Outcome
+from bridge.model import NewSend, Outcome, Overrides
 
 SOURCE = "salesforce_pubsub"  # the door's name, as sends and their timelines show it
 CASE_ID = "Case_Id__c"
@@ -50,16 +50,20 @@ def sms_request(event: PlatformEvent, *, org_id: str) -> SmsRequestEvent:
         shown = "empty" if not raw_case else repr(raw_case[:40])
         return SmsRequestEvent(_skipped(event, org_id, f"The platform event's {CASE_ID} is {shown}, not a Case id."))
     key = _text(event, IDEMPOTENCY_KEY)
+    template = _text(event, TEMPLATE)
     send = NewSend(
         dedupe_key=f"pe:{org}:{case_id}:{key}" if key else f"pe:{org}:{event.uuid}",
         source=SOURCE,
         origin="crm_event",
         ticket_id=case_id,
         org_id=org_id,
+        # The template the event names, as an outbound message's rule names one: an unknown name
+        # stops the send with the reason when it is mapped, never texts the default instead.
+        overrides=Overrides(template=template),
     )
     return SmsRequestEvent(
         send=send,
-        template=_text(event, TEMPLATE),
+        template=template,
         requested_by=_text(event, REQUESTED_BY),
         window_override_refused=event.fields.get(IGNORE_SEND_WINDOW) is True,
     )

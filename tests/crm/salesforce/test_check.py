@@ -10,10 +10,18 @@ from typing import Any
 import pytest
 
 from bridge.crm.plugin import CheckContext
-from bridge.crm.salesforce.check import FLOW_API_NAME, OUTBOUND_MESSAGE_NAME, WRITTEN, Described, check_org
+from bridge.crm.salesforce.check import (
+    FLOW_API_NAME,
+    OUTBOUND_MESSAGE_NAME,
+    PUBSUB_FLOW_API_NAME,
+    WRITTEN,
+    Described,
+    check_org,
+)
 from bridge.crm.salesforce.gateway import case_status
 from bridge.crm.salesforce.settings import SalesforceConsent, SalesforceSettings
 from bridge.errors import CRMRequestError
+from bridge.message_templates import TemplateEntry, build_book
 from tests._apps import salesforce_settings
 
 MAPPING = ["ContactMobile", "ContactPhone", "Account.Name", "Subject"]
@@ -58,6 +66,7 @@ class FakeOrg:
         }
         self.flows: list[dict[str, Any]] | None = [{"ApiName": FLOW_API_NAME, "IsActive": True}]
         self.messages: list[dict[str, Any]] = [{"Id": "04k000000000001AAA", "Name": OUTBOUND_MESSAGE_NAME}]
+        self.layout_actions: list[str] | None = ["Case.LogACall", "Case.Send_SMS"]
 
     def describe(self, sobject: str) -> Described:
         described = self.objects.get(sobject)
@@ -70,7 +79,16 @@ class FakeOrg:
             if self.flows is None:
                 raise CRMRequestError("INSUFFICIENT_ACCESS: insufficient access rights on FlowDefinitionView")
             return self.flows
-        assert tooling, "outbound messages are Tooling API records"
+        assert tooling, "outbound messages and layouts are Tooling API records"
+        if "FROM Layout" in soql:
+            if self.layout_actions is None:
+                raise CRMRequestError("INSUFFICIENT_ACCESS: insufficient access rights on Layout")
+            if "Metadata" not in soql:
+                return [{"Id": "00h000000000001AAA", "Name": "Case Layout"}]
+            items = [{"actionName": name, "actionType": "QuickAction"} for name in self.layout_actions]
+            return [
+                {"Id": "00h000000000001AAA", "Metadata": {"platformActionList": {"platformActionListItems": items}}}
+            ]
         return self.messages
 
 
@@ -96,6 +114,8 @@ def test_an_org_with_the_project_deployed_passes_every_check(settings: Salesforc
         "Consent fields",
         "Tasks",
         "Flow",
+        "Outbound message endpoint",
+        "Send SMS action",
     ]
     assert found["Flow"][1] == f"{FLOW_API_NAME} is active and fires {OUTBOUND_MESSAGE_NAME}"
 
@@ -159,7 +179,12 @@ def test_task_statuses_the_bridge_uses_must_exist(settings: SalesforceSettings) 
 @pytest.mark.parametrize(
     ("flows", "messages", "expected"),
     [
-        ([{"ApiName": FLOW_API_NAME, "IsActive": False}], True, "is not active: set its condition, then activate it"),
+        ([{"ApiName": FLOW_API_NAME, "IsActive": False}], True, "no trigger is active: run bridge salesforce setup"),
+        (
+            [{"ApiName": FLOW_API_NAME, "IsActive": True}, {"ApiName": PUBSUB_FLOW_API_NAME, "IsActive": True}],
+            True,
+            "each request would arrive twice",
+        ),
         ([], True, f"the Flow {FLOW_API_NAME} does not exist (deploy salesforce/)"),
         ([{"ApiName": FLOW_API_NAME, "IsActive": True}], False, f"{OUTBOUND_MESSAGE_NAME} does not exist"),
     ],
@@ -188,3 +213,88 @@ def test_an_org_that_cannot_describe_case_ends_the_list(settings: SalesforceSett
     org.objects["Case"] = None
     [only] = check_org(settings, org, CONTEXT)
     assert (only.area, only.ok) == ("Salesforce", False)
+
+
+def test_the_platform_event_flow_may_be_the_trigger_instead(settings: SalesforceSettings) -> None:
+    org = FakeOrg()
+    org.flows = [{"ApiName": FLOW_API_NAME, "IsActive": False}, {"ApiName": PUBSUB_FLOW_API_NAME, "IsActive": True}]
+    assert findings(settings, org)["Flow"] == (
+        True,
+        f"{PUBSUB_FLOW_API_NAME} is active and publishes CCAI_SMS_Request__e",
+    )
+
+
+def test_every_field_a_template_reads_must_exist_and_be_readable(settings: SalesforceSettings) -> None:
+    book = build_book(
+        "Hi {Contact.FirstName|there}, case {CaseNumber}",
+        {"resolved": TemplateEntry(text="Resolved {Subject} for {Account.Name}")},
+        template_field="CCAI_SMS_Template__c",
+        language_field="Contact.Language__c",
+    )
+    context = replace(CONTEXT, templates=book)
+    org = FakeOrg()
+    ok, detail = findings(settings, org, context)["Template fields"]
+    assert not ok
+    assert detail == (
+        "missing or not readable by the bridge's user: default reads Contact.FirstName, CaseNumber; "
+        "[mapping] template_field CCAI_SMS_Template__c; [mapping] language_field Contact.Language__c "
+        "(check config/bridge.toml)"
+    )
+    case, contact = org.objects["Case"], org.objects["Contact"]
+    assert case is not None
+    assert contact is not None
+    case |= {"CaseNumber": field("string"), "CCAI_SMS_Template__c": field("string")}
+    contact |= {"FirstName": field("string"), "Language__c": field("picklist")}
+    assert findings(settings, org, context)["Template fields"] == (
+        True,
+        "2 template(s); every field they read is readable",
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok", "detail"),
+    [
+        (
+            "https://bridge.acme.example/salesforce/outbound-message?token=current-token",
+            True,
+            "https://bridge.acme.example/salesforce/outbound-message with one of BRIDGE_WEBHOOK_TOKEN",
+        ),
+        (
+            "https://old-host.example/salesforce/outbound-message?token=current-token",
+            False,
+            "it posts to https://old-host.example/salesforce/outbound-message, not "
+            "https://bridge.acme.example/salesforce/outbound-message: run bridge salesforce setup, "
+            "or correct it in Setup",
+        ),
+        (
+            "https://bridge.acme.example/salesforce/outbound-message?token=REPLACE_WITH_BRIDGE_WEBHOOK_TOKEN",
+            False,
+            "its token is not one of BRIDGE_WEBHOOK_TOKEN: run bridge salesforce setup, or correct it in Setup",
+        ),
+    ],
+)
+def test_the_outbound_message_is_compared_with_the_bridges_public_url(endpoint: str, ok: bool, detail: str) -> None:
+    settings = salesforce_settings(
+        instance_url="https://acme.my.salesforce.com", access_token="t", bridge_webhook_token="current-token"
+    )
+    org = FakeOrg()
+    org.messages = [{**org.messages[0], "Metadata": {"endpointUrl": endpoint}}]
+    context = replace(CONTEXT, public_url="https://bridge.acme.example")
+    assert findings(settings, org, context)["Outbound message endpoint"] == (ok, detail)
+    assert findings(settings, org)["Outbound message endpoint"] == (
+        True,
+        "not compared: set BRIDGE_PUBLIC_URL to compare it",
+    )
+
+
+def test_the_send_sms_action_must_be_on_a_case_page_layout(settings: SalesforceSettings) -> None:
+    org = FakeOrg()
+    assert findings(settings, org)["Send SMS action"] == (True, "on the Case page layout Case Layout")
+    org.layout_actions = ["Case.LogACall"]
+    ok, detail = findings(settings, org)["Send SMS action"]
+    assert not ok
+    assert detail.startswith("not on any Case page layout: add Send SMS under Mobile & Lightning Actions")
+    org.layout_actions = None
+    ok, detail = findings(settings, org)["Send SMS action"]
+    assert ok
+    assert detail.startswith("not checked: the integration user cannot read page layouts")

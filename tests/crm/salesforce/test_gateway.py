@@ -330,3 +330,11 @@ def test_a_number_salesforce_echoes_in_an_error_is_masked() -> None:
     assert refused.message is not None
     assert "555 0100" not in refused.message
     assert refused.message.startswith("STRING_TOO_LONG: too long: ")
+
+
+def test_a_cleared_field_is_emptied_with_the_outcome(org: Org) -> None:
+    org.sim.cases[CASE_3]["CCAI_SMS_Template__c"] = "resolved"
+    update = TicketUpdate(ticket_id=CASE_3, status="sent", reason=None, chat_id="115", clear=("CCAI_SMS_Template__c",))
+    (result,), _ = org.gateway().write_outcomes([update], [])
+    assert result.ok
+    assert org.sim.cases[CASE_3]["CCAI_SMS_Template__c"] is None

@@ -37,6 +37,13 @@ ROOT_ELEMENTS = {
     ".namedCredential-meta.xml": "NamedCredential",
     ".quickAction-meta.xml": "QuickAction",
     ".js-meta.xml": "LightningComponentBundle",
+    ".eca-meta.xml": "ExternalClientApplication",
+    ".ecaOauth-meta.xml": "ExtlClntAppOauthSettings",
+    ".ecaGlblOauth-meta.xml": "ExtlClntAppGlobalOauthSettings",
+    ".ecaOauthPlcy-meta.xml": "ExtlClntAppOauthConfigurablePolicies",
+    ".ecaPlcy-meta.xml": "ExtlClntAppConfigurablePolicies",
+    ".object-meta.xml": "CustomObject",
+    ".customPermission-meta.xml": "CustomPermission",
 }
 FOLDERS = {
     ".cls-meta.xml": "classes",
@@ -48,12 +55,21 @@ FOLDERS = {
     ".namedCredential-meta.xml": "namedCredentials",
     ".quickAction-meta.xml": "quickActions",
     ".js-meta.xml": "lwc/*",
+    ".eca-meta.xml": "externalClientApps",
+    ".ecaOauth-meta.xml": "extlClntAppOauthSettings",
+    ".ecaGlblOauth-meta.xml": "extlClntAppGlobalOauthSets",
+    ".ecaOauthPlcy-meta.xml": "extlClntAppOauthPolicies",
+    ".ecaPlcy-meta.xml": "extlClntAppPolicies",
+    ".object-meta.xml": "objects/*",
+    ".customPermission-meta.xml": "customPermissions",
 }
 METADATA_FILES = sorted(SOURCE.rglob("*-meta.xml"))
 
 # The length limits Salesforce enforces on deploy, where we can check them here.
 FIELD_LIMITS = {"label": 40, "description": 1000, "inlineHelpText": 510}
 DESCRIPTION_LIMIT = {"PermissionSet": 255, "Flow": 255}
+# The Case field whose setting asks the bridge to text the customer (the shipped Flows' trigger).
+TEMPLATE_FIELD = "CCAI_SMS_Template__c"
 
 
 def parse(path: Path) -> Element:
@@ -127,8 +143,10 @@ def test_the_project_has_every_kind_of_metadata_and_valid_json() -> None:
     json.loads((PROJECT / "package.json").read_text(encoding="utf-8"))
 
 
-def test_the_case_fields_are_the_writeback_fields() -> None:
-    assert set(case_fields()) == set(writeback_fields().values())
+def test_the_case_fields_are_the_writeback_fields_and_the_template_trigger() -> None:
+    assert set(case_fields()) == {*writeback_fields().values(), TEMPLATE_FIELD}
+    template = case_fields()[TEMPLATE_FIELD]
+    assert (text(template, "md:type"), text(template, "md:length")) == ("Text", "40")
 
 
 def test_the_case_fields_have_the_types_the_bridge_writes() -> None:
@@ -189,6 +207,10 @@ def test_the_integration_permission_set_can_read_and_write_back() -> None:
     assert text(objects["Case"], "md:allowRead") == "true"
     assert text(objects["Case"], "md:allowEdit") == "true"
     assert text(objects["Contact"], "md:allowRead") == "true"
+    # Consent reads the Case's Contact: on an org whose Contacts are Private (or controlled by their
+    # Account) only View All lets the integration user see every Case's Contact.
+    assert text(objects["Contact"], "md:viewAllRecords") == "true"
+    assert text(objects["Case"], "md:viewAllRecords") == "true"
     enabled = {
         text(grant, "md:name")
         for grant in permissions.findall("md:userPermissions", NS)
@@ -234,10 +256,23 @@ def test_apex_api_versions_are_the_projects() -> None:
 def test_the_component_calls_apex_that_exists() -> None:
     component = (SOURCE / "lwc" / "ccaiSendSms" / "ccaiSendSms.js").read_text(encoding="utf-8")
     imports = re.findall(r"@salesforce/apex/(\w+)\.(\w+)", component)
-    assert {method for _, method in imports} == {"preview", "send", "getSend"}
+    assert {method for _, method in imports} == {"preview", "send", "getSend", "templates"}
     for class_name, method in imports:
         source = (SOURCE / "classes" / f"{class_name}.cls").read_text(encoding="utf-8")
-        assert re.search(rf"@AuraEnabled\s+public static \w+ {method}\(", source), f"{class_name}.{method}"
+        declared = re.search(rf"@AuraEnabled\s+public static [\w<>]+ {method}\(([^)]*)\)", source)
+        assert declared, f"{class_name}.{method}"
+        # The component passes its arguments by name: each must be a parameter of the Apex method.
+        parameters = {parameter.split()[-1] for parameter in declared.group(1).split(",") if parameter.strip()}
+        for call in re.findall(rf"\b{re.escape(alias(component, class_name, method))}\(\{{([^}}]*)\}}", component):
+            names = {part.split(":")[0].strip() for part in call.split(",") if part.strip()}
+            assert names <= parameters, f"{class_name}.{method} has no parameter {names - parameters}"
+
+
+def alias(component: str, class_name: str, method: str) -> str:
+    """The name the component imports an Apex method as."""
+    found = re.search(rf"import (\w+) from '@salesforce/apex/{class_name}\.{method}'", component)
+    assert found, f"{class_name}.{method}"
+    return found.group(1)
 
 
 def test_the_quick_action_opens_the_component_as_a_screen_action() -> None:
@@ -250,24 +285,66 @@ def test_the_quick_action_opens_the_component_as_a_screen_action() -> None:
     assert texts(bundle, "md:targetConfigs/md:targetConfig/md:actionType") == ["ScreenAction"]
 
 
-def test_the_flow_is_inactive_and_fires_the_outbound_message_except_for_the_bridge() -> None:
-    flow = parse(SOURCE / "flows" / "CCAI_Bridge_Text_Customer.flow-meta.xml")
-    assert text(flow, "md:status") == "Draft"
-    assert text(flow, "md:start/md:object") == "Case"
-    assert text(flow, "md:start/md:triggerType") == "RecordAfterSave"
-    formula = text(flow, "md:start/md:filterFormula") or ""
-    assert "{!$User.Username} <> 'REPLACE_WITH_INTEGRATION_USERNAME'" in formula
-    assert "CCAI Platform" in (text(flow, "md:description") or "")
-
+def test_the_flows_are_inactive_and_fire_the_outbound_message_or_publish_the_event() -> None:
     workflow = parse(SOURCE / "workflows" / "Case.workflow-meta.xml")
     (message,) = workflow.findall("md:outboundMessages", NS)
-    assert texts(flow, "md:actionCalls/md:actionName") == [f"Case.{text(message, 'md:fullName')}"]
-    assert texts(flow, "md:actionCalls/md:actionType") == ["outboundMessage"]
-    assert texts(message, "md:fields") == ["Id"]
+    outbound = parse(SOURCE / "flows" / "CCAI_Bridge_Text_Customer.flow-meta.xml")
+    assert texts(outbound, "md:actionCalls/md:actionName") == [f"Case.{text(message, 'md:fullName')}"]
+    assert texts(outbound, "md:actionCalls/md:actionType") == ["outboundMessage"]
+    assert sorted(texts(message, "md:fields")) == [TEMPLATE_FIELD, "Id"]
     assert text(message, "md:includeSessionId") == "false"
     assert text(message, "md:endpointUrl") == (
         "https://YOUR-BRIDGE-HOST/salesforce/outbound-message?token=REPLACE_WITH_BRIDGE_WEBHOOK_TOKEN"
     )
+    publisher = parse(SOURCE / "flows" / "CCAI_Bridge_Publish_SMS_Request.flow-meta.xml")
+    assert texts(publisher, "md:recordCreates/md:object") == ["CCAI_SMS_Request__e"]
+    for flow in (outbound, publisher):
+        assert text(flow, "md:status") == "Draft"
+        assert text(flow, "md:start/md:object") == "Case"
+        assert text(flow, "md:start/md:triggerType") == "RecordAfterSave"
+        assert text(flow, "md:start/md:recordTriggerType") == "CreateAndUpdate"
+    # The admin chooses one trigger: both fire on the same condition.
+    assert text(outbound, "md:start/md:filterFormula") == text(publisher, "md:start/md:filterFormula")
+
+
+def test_the_platform_event_carries_what_the_subscriber_needs_and_the_flow_fills_it() -> None:
+    event = SOURCE / "objects" / "CCAI_SMS_Request__e"
+    definition = parse(event / "CCAI_SMS_Request__e.object-meta.xml")
+    assert text(definition, "md:eventType") == "HighVolume"
+    # A rolled-back Case save must text nobody.
+    assert text(definition, "md:publishBehavior") == "PublishAfterCommit"
+    fields = {path.name.removesuffix(".field-meta.xml"): parse(path) for path in (event / "fields").glob("*.xml")}
+    assert {name: (text(field, "md:type"), text(field, "md:length")) for name, field in fields.items()} == {
+        "Case_Id__c": ("Text", "18"),
+        "Template__c": ("Text", "40"),
+        "Requested_By__c": ("Text", "18"),
+        "Idempotency_Key__c": ("Text", "100"),
+        "Ignore_Send_Window__c": ("Checkbox", None),
+    }
+    assert text(fields["Case_Id__c"], "md:required") == "true"
+    assert text(fields["Ignore_Send_Window__c"], "md:defaultValue") == "false"
+
+    publisher = parse(SOURCE / "flows" / "CCAI_Bridge_Publish_SMS_Request.flow-meta.xml")
+    assigned = {
+        text(assignment, "md:field"): text(assignment, "md:value/md:elementReference")
+        or text(assignment, "md:value/md:booleanValue")
+        for assignment in publisher.findall("md:recordCreates/md:inputAssignments", NS)
+    }
+    assert assigned == {
+        "Case_Id__c": "$Record.Id",
+        "Template__c": f"$Record.{TEMPLATE_FIELD}",
+        "Requested_By__c": "$User.Id",
+        "Idempotency_Key__c": "IdempotencyKey",
+        "Ignore_Send_Window__c": "false",
+    }
+    formulas = {
+        text(formula, "md:name"): text(formula, "md:expression") for formula in publisher.findall("md:formulas", NS)
+    }
+    assert formulas["IdempotencyKey"] == "{!$Record.Id} & ':' & TEXT({!$Record.SystemModstamp})"
+
+    permissions = permission_set("CCAI_Bridge_Integration")
+    objects = {text(grant, "md:object"): grant for grant in permissions.findall("md:objectPermissions", NS)}
+    assert text(objects["CCAI_SMS_Request__e"], "md:allowRead") == "true"
 
 
 def test_every_placeholder_is_replaced_at_deploy() -> None:
@@ -294,8 +371,12 @@ def test_no_secret_is_kept_in_source() -> None:
         text(parameter, "md:parameterType"): text(parameter, "md:parameterValue")
         for parameter in credential.findall("md:externalCredentialParameters", NS)
     }
-    # The key itself is an authentication parameter of the principal, entered in Setup after deploying.
-    assert values == {"NamedPrincipal": None, "AuthHeader": "Bearer {!$Credential.CCAI_Bridge_Auth.ApiKey}"}
+    # The key itself is an authentication parameter of the principal, entered after deploying.
+    assert values == {"NamedPrincipal": None, "AuthHeader": "{!'Bearer ' & $Credential.CCAI_Bridge_Auth.ApiKey}"}
     named = parse(SOURCE / "namedCredentials" / "CCAI_Bridge.namedCredential-meta.xml")
     assert texts(named, "md:namedCredentialParameters/md:externalCredential") == ["CCAI_Bridge_Auth"]
     assert text(named, "md:generateAuthorizationHeader") == "false"
+    # The External Client App's consumer key and secret are made by Salesforce and never leave the org.
+    for path in SOURCE.rglob("*.ecaGlblOauth-meta.xml"):
+        assert parse(path).find("md:consumerKey", NS) is None
+        assert parse(path).find("md:consumerSecret", NS) is None

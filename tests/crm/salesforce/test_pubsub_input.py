@@ -80,7 +80,9 @@ async def test_published_requests_become_queued_sends_once_each(tmp_path: Path, 
         sandbox.bus.publish_values(sandbox.topic, {"Case_Id__c": "5005g00000SBX01", "Idempotency_Key__c": "k1"})
         # The same request again (a Flow that ran twice for one save): one send.
         sandbox.bus.publish_values(sandbox.topic, {"Case_Id__c": CASE, "Idempotency_Key__c": "k1"})
-        sandbox.bus.publish_values(sandbox.topic, {"Case_Id__c": "5005g00000SBX02", "Ignore_Send_Window__c": True})
+        sandbox.bus.publish_values(
+            sandbox.topic, {"Case_Id__c": "5005g00000SBX02", "Ignore_Send_Window__c": True, "Template__c": "resolved"}
+        )
         sandbox.bus.publish_values(sandbox.topic, {"Case_Id__c": "not a case"})
         async with running_input(sandbox, store):
             await wait_for(lambda: store.streams.position(sandbox.topic.name) is not None, what="a commit")
@@ -92,6 +94,8 @@ async def test_published_requests_become_queued_sends_once_each(tmp_path: Path, 
     assert found[CASE].status == "queued"
     assert (found[CASE].source, found[CASE].origin) == ("salesforce_pubsub", "crm_event")
     assert not found["5005g00000SBX02AAH"].overrides.window_ignored  # events the CRM fires never may
+    # The template the event names is the one its send asks for (none: the configured choice).
+    assert (found["5005g00000SBX02AAH"].overrides.template, found[CASE].overrides.template) == ("resolved", None)
     assert found[""].status == "skipped"
     assert "'not a case', not a Case id" in str(found[""].reason)
     report, _ = store.status.get(STATUS_PREFIX + sandbox.topic.name)  # type: ignore[misc]

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from bridge.consent import Block, decide
+from bridge.crm import Ticket
+from bridge.crm.salesforce import plugin
 from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.errors import ConfigError
+from bridge.send_window import WindowRules
 from bridge.services import load_settings
 
 
@@ -118,3 +122,34 @@ def test_the_pubsub_topic_is_a_platform_event_channel_and_needs_one_org(monkeypa
         "LATEST",
         "api.pubsub.salesforce.com:7443",
     )
+
+
+SHIPPED_OPT_OUT = "Contact.CCAI_SMS_Opt_Out__c"
+SHIPPED_CONFIG = Path(__file__).parents[3] / "config" / "bridge.toml"
+
+
+@pytest.mark.parametrize("config", ["none", "shipped"])
+def test_the_shipped_opt_out_box_stops_texts_and_is_ticked_by_default(
+    monkeypatch: pytest.MonkeyPatch, config: str
+) -> None:
+    """One opt-out field everywhere: the checkbox salesforce/ deploys is the one consent reads and
+    the one the bridge ticks, with no configuration and with the shipped config/bridge.toml alike."""
+    if config == "shipped":
+        monkeypatch.setenv("BRIDGE_CONFIG", str(SHIPPED_CONFIG))
+    settings = load_settings()
+    assert SHIPPED_OPT_OUT in settings.consent.block_if_true
+    assert salesforce().consent.record_field == SHIPPED_OPT_OUT
+    field = Path(__file__).parents[3] / "salesforce/force-app/main/default/objects/Contact/fields"
+    assert (field / "CCAI_SMS_Opt_Out__c.field-meta.xml").exists()
+
+    ticket = Ticket(id="5005g00000SBX01AAH", fields={SHIPPED_OPT_OUT: True, "Contact.DoNotCall": False})
+    verdict = decide(
+        ticket,
+        "+14155550100",
+        now=0.0,
+        block_if_true=settings.consent.block_if_true,
+        opted_out=None,
+        rules=WindowRules(default=None, states={}),
+        words=plugin.words,
+    )
+    assert verdict == Block("opted_out", "Not sent: the Contact opted out of SMS (CCAI SMS Opt Out is ticked).")

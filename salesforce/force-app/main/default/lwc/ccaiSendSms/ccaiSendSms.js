@@ -1,7 +1,9 @@
 /*
  * "Send SMS" on a Case: shows the number the bridge would text (masked) and why it cannot when it
- * cannot, lets the agent edit the message with a live SMS-segment counter, sends it through the
- * bridge (Apex BridgeSmsController, callout:CCAI_Bridge) and shows the outcome as it arrives.
+ * cannot, lets the agent pick one of the bridge's message templates (GET /api/v1/templates) and see
+ * it rendered for this Case (POST /api/v1/previews with the template), edit it with a live preview
+ * and SMS-segment counter, sends it through the bridge (Apex BridgeSmsController,
+ * callout:CCAI_Bridge) and shows the outcome as it arrives.
  *
  * A double click texts once: every request for one composed message carries the same
  * Idempotency-Key, and the bridge answers a repeated key with the send it already has. The key is
@@ -14,6 +16,7 @@ import { notifyRecordUpdateAvailable } from 'lightning/uiRecordApi';
 import previewSend from '@salesforce/apex/BridgeSmsController.preview';
 import sendSms from '@salesforce/apex/BridgeSmsController.send';
 import getSend from '@salesforce/apex/BridgeSmsController.getSend';
+import listTemplates from '@salesforce/apex/BridgeSmsController.templates';
 import { countSegments, UCS_2 } from 'c/ccaiSmsSegments';
 import { LABELS, format } from './labels';
 
@@ -61,6 +64,15 @@ export default class CcaiSendSms extends LightningElement {
     message = '';
     ignoreWindow = false;
 
+    // The bridge's templates ({ name, label, description, isDefault }); empty when it lists none.
+    templates = [];
+    // The template the agent chose, and the one whose text the message was filled from.
+    template;
+    previewedTemplate;
+    previewing = false;
+    templateError;
+    _previewSequence = 0;
+
     sending = false;
     polling = false;
     sendError;
@@ -97,15 +109,27 @@ export default class CcaiSendSms extends LightningElement {
         this.loadError = undefined;
         this.result = undefined;
         this.idempotencyKey = newIdempotencyKey(this._recordId);
-        try {
-            const preview = await previewSend({ caseId: this._recordId });
-            this.preview = preview;
-            this.message = preview.message || '';
-        } catch (error) {
-            this.loadError = errorText(error);
-        } finally {
-            this.loading = false;
+        this._previewSequence += 1;
+        // Both at once: the agent waits for the slower of the two, not their sum.
+        const [templates, preview] = await Promise.allSettled([
+            listTemplates(),
+            previewSend({ caseId: this._recordId, templateName: null })
+        ]);
+        // A bridge that lists no templates (or an older one) still previews its default message.
+        this.templates = templates.status === 'fulfilled' && Array.isArray(templates.value) ? templates.value : [];
+        if (preview.status === 'fulfilled') {
+            this.showPreview(preview.value);
+        } else {
+            this.loadError = errorText(preview.reason);
         }
+        this.loading = false;
+    }
+
+    showPreview(preview) {
+        this.preview = preview;
+        this.message = preview.message || '';
+        this.previewedTemplate = (preview.templateChoice && preview.templateChoice.name) || this.template;
+        this.template = this.previewedTemplate;
     }
 
     // ---- What the template shows -------------------------------------------------------------
@@ -116,6 +140,29 @@ export default class CcaiSendSms extends LightningElement {
 
     get composing() {
         return this.ready && !this.result;
+    }
+
+    get showTemplatePicker() {
+        return this.templates.length > 1;
+    }
+
+    get templateOptions() {
+        return this.templates.map((template) => ({ label: template.label || template.name, value: template.name }));
+    }
+
+    get templateHelp() {
+        const chosen = this.templates.find((template) => template.name === this.template);
+        return (chosen && chosen.description) || null;
+    }
+
+    get templateNote() {
+        // Which variant the bridge chose for this customer, when the template has several languages.
+        const chosen = this.preview && this.preview.templateChoice;
+        return chosen && chosen.language ? format(LABELS.templateLanguage, chosen.language) : null;
+    }
+
+    get previewText() {
+        return this.message.trim() ? this.message : LABELS.previewEmpty;
     }
 
     get numberText() {
@@ -184,6 +231,7 @@ export default class CcaiSendSms extends LightningElement {
     get sendDisabled() {
         return (
             this.sending ||
+            this.previewing ||
             !this.preview ||
             !this.preview.canSend ||
             this.overLimit ||
@@ -200,7 +248,7 @@ export default class CcaiSendSms extends LightningElement {
     }
 
     get busy() {
-        return this.sending || this.polling;
+        return this.sending || this.polling || this.previewing;
     }
 
     get outcome() {
@@ -237,6 +285,35 @@ export default class CcaiSendSms extends LightningElement {
         this.message = event.detail.value || '';
     }
 
+    async handleTemplateChange(event) {
+        const name = event.detail.value;
+        if (!name || name === this.template) {
+            return;
+        }
+        this.template = name;
+        this.templateError = undefined;
+        this.previewing = true;
+        // Only the latest choice may fill the message: an earlier, slower answer is dropped.
+        this._previewSequence += 1;
+        const sequence = this._previewSequence;
+        try {
+            const preview = await previewSend({ caseId: this._recordId, templateName: name });
+            if (sequence === this._previewSequence) {
+                this.showPreview(preview);
+            }
+        } catch (error) {
+            if (sequence === this._previewSequence) {
+                // The message still holds the previous template's text: say so and select it again.
+                this.templateError = errorText(error);
+                this.template = this.previewedTemplate;
+            }
+        } finally {
+            if (sequence === this._previewSequence) {
+                this.previewing = false;
+            }
+        }
+    }
+
     handleIgnoreWindowChange(event) {
         this.ignoreWindow = event.detail.checked;
     }
@@ -253,6 +330,7 @@ export default class CcaiSendSms extends LightningElement {
             result = await sendSms({
                 caseId: this._recordId,
                 message: this.message,
+                templateName: this.template || null,
                 idempotencyKey: this.idempotencyKey,
                 ignoreSendWindow: this.ignoreWindow
             });

@@ -7,10 +7,12 @@ import { notifyRecordUpdateAvailable } from 'lightning/uiRecordApi';
 import previewSend from '@salesforce/apex/BridgeSmsController.preview';
 import sendSms from '@salesforce/apex/BridgeSmsController.send';
 import getSend from '@salesforce/apex/BridgeSmsController.getSend';
+import listTemplates from '@salesforce/apex/BridgeSmsController.templates';
 
 jest.mock('@salesforce/apex/BridgeSmsController.preview', () => ({ default: jest.fn() }), { virtual: true });
 jest.mock('@salesforce/apex/BridgeSmsController.send', () => ({ default: jest.fn() }), { virtual: true });
 jest.mock('@salesforce/apex/BridgeSmsController.getSend', () => ({ default: jest.fn() }), { virtual: true });
+jest.mock('@salesforce/apex/BridgeSmsController.templates', () => ({ default: jest.fn() }), { virtual: true });
 
 const CASE_ID = '5005g00000SBX01AAH';
 
@@ -24,9 +26,23 @@ function preview(overrides = {}) {
         canSend: true,
         blocked: null,
         sendWindow: null,
+        templateChoice: { name: 'default', version: '5d41402a', language: null },
         ...overrides
     };
 }
+
+// Shaped as BridgeSmsController.Template serialises (GET /api/v1/templates).
+const TEMPLATES = [
+    { name: 'default', label: 'Default', description: 'The simple message.', isDefault: true },
+    { name: 'awaiting_customer', label: 'Awaiting the customer', description: 'We need your reply.', isDefault: false },
+    { name: 'resolved', label: 'Case resolved', description: null, isDefault: false }
+];
+
+const AWAITING_PREVIEW = {
+    message: 'Hola, necesitamos su respuesta sobre el caso 00001026.',
+    segments: { encoding: 'GSM-7', characters: 54, units: 54, segments: 1, maxSegments: 10 },
+    templateChoice: { name: 'awaiting_customer', version: '9e107d9d', language: 'es' }
+};
 
 const OUTSIDE_WINDOW = {
     isOpen: false,
@@ -49,8 +65,9 @@ async function flushPromises() {
     }
 }
 
-async function mount(answer = preview()) {
+async function mount(answer = preview(), templates = TEMPLATES) {
     previewSend.mockResolvedValue(answer);
+    listTemplates.mockResolvedValue(templates);
     const element = createElement('c-ccai-send-sms', { is: CcaiSendSms });
     element.recordId = CASE_ID;
     document.body.appendChild(element);
@@ -107,7 +124,7 @@ describe('c-ccai-send-sms', () => {
         it('previews the send for this Case and shows the masked number and the message', async () => {
             const element = await mount();
 
-            expect(previewSend).toHaveBeenCalledWith({ caseId: CASE_ID });
+            expect(previewSend).toHaveBeenCalledWith({ caseId: CASE_ID, templateName: null });
             expect(text(element, 'number')).toBe('*******0100');
             expect(find(element, 'message').value).toBe('Hello from our support team about your case 00001026.');
             expect(text(element, 'counter')).toBe('53 characters, GSM-7: 1 of 10 SMS segments');
@@ -177,6 +194,7 @@ describe('c-ccai-send-sms', () => {
 
         it('shows why the preview failed', async () => {
             previewSend.mockRejectedValue(apexError('The bridge could not be reached: Read timed out'));
+            listTemplates.mockResolvedValue(TEMPLATES);
             const element = createElement('c-ccai-send-sms', { is: CcaiSendSms });
             element.recordId = CASE_ID;
             document.body.appendChild(element);
@@ -184,6 +202,114 @@ describe('c-ccai-send-sms', () => {
 
             expect(text(element, 'load-error')).toContain('The bridge could not be reached: Read timed out');
             expect(find(element, 'message')).toBeNull();
+        });
+    });
+
+    describe('the template picker', () => {
+        async function choose(element, name) {
+            find(element, 'template').dispatchEvent(new CustomEvent('change', { detail: { value: name } }));
+            await flushPromises();
+        }
+
+        it('lists the bridge\'s templates with the previewed one chosen', async () => {
+            const element = await mount();
+
+            const picker = find(element, 'template');
+            expect(picker.options).toEqual([
+                { label: 'Default', value: 'default' },
+                { label: 'Awaiting the customer', value: 'awaiting_customer' },
+                { label: 'Case resolved', value: 'resolved' }
+            ]);
+            expect(picker.value).toBe('default');
+            expect(picker.fieldLevelHelp).toBe('The simple message.');
+            expect(text(element, 'preview')).toBe('Hello from our support team about your case 00001026.');
+        });
+
+        it('previews the chosen template for this Case, with its count and language', async () => {
+            const element = await mount();
+            previewSend.mockResolvedValueOnce(preview(AWAITING_PREVIEW));
+            await choose(element, 'awaiting_customer');
+
+            expect(previewSend).toHaveBeenLastCalledWith({ caseId: CASE_ID, templateName: 'awaiting_customer' });
+            expect(find(element, 'template').value).toBe('awaiting_customer');
+            expect(find(element, 'message').value).toBe(AWAITING_PREVIEW.message);
+            expect(text(element, 'preview')).toBe(AWAITING_PREVIEW.message);
+            expect(text(element, 'counter')).toBe('54 characters, GSM-7: 1 of 10 SMS segments');
+            expect(text(element, 'template-note')).toBe('The customer\u2019s language: es.');
+        });
+
+        it('the preview follows the agent\'s edits as they type', async () => {
+            const element = await mount();
+            await typeMessage(element, 'We\u2019ll call you at 3.');
+            expect(text(element, 'preview')).toBe('We\u2019ll call you at 3.');
+            expect(text(element, 'counter')).toBe('20 characters, UCS-2: 1 of 10 SMS segments');
+            await typeMessage(element, '');
+            expect(text(element, 'preview')).toBe('Nothing yet: write the message or choose a template.');
+        });
+
+        it('sends the chosen template with the text the agent saw', async () => {
+            sendSms.mockResolvedValue({ sendId: 7, status: 'sent', outcome: 'sent', chatId: '114' });
+            const element = await mount();
+            previewSend.mockResolvedValueOnce(preview(AWAITING_PREVIEW));
+            await choose(element, 'awaiting_customer');
+            await clickSend(element);
+
+            expect(sendSms.mock.calls[0][0]).toMatchObject({
+                templateName: 'awaiting_customer',
+                message: AWAITING_PREVIEW.message
+            });
+        });
+
+        it('keeps only the answer for the latest choice when an earlier one answers late', async () => {
+            const element = await mount();
+            let answerAwaiting;
+            previewSend
+                .mockReturnValueOnce(
+                    new Promise((resolve) => {
+                        answerAwaiting = resolve;
+                    })
+                )
+                .mockResolvedValueOnce(preview({ message: 'Your case is resolved.', templateChoice: { name: 'resolved' } }));
+            await choose(element, 'awaiting_customer');
+            expect(find(element, 'send').disabled).toBe(true);
+            await choose(element, 'resolved');
+            answerAwaiting(preview(AWAITING_PREVIEW));
+            await flushPromises();
+
+            expect(find(element, 'template').value).toBe('resolved');
+            expect(find(element, 'message').value).toBe('Your case is resolved.');
+            expect(find(element, 'send').disabled).toBe(false);
+        });
+
+        it('says when a template cannot be previewed and keeps the text it was showing', async () => {
+            const element = await mount();
+            previewSend.mockRejectedValueOnce(apexError('The bridge refused the request (HTTP 422): No template named resolved.'));
+            await choose(element, 'resolved');
+
+            expect(text(element, 'template-error')).toContain('No template named resolved.');
+            expect(find(element, 'template').value).toBe('default');
+            expect(find(element, 'message').value).toBe('Hello from our support team about your case 00001026.');
+            expect(find(element, 'send').disabled).toBe(false);
+        });
+
+        it('hides the picker when the bridge offers no choice, and still sends its message', async () => {
+            sendSms.mockResolvedValue({ sendId: 7, status: 'sent', outcome: 'sent', chatId: '114' });
+            listTemplates.mockRejectedValueOnce(apexError('The bridge refused the request (HTTP 500): boom'));
+            previewSend.mockResolvedValue(preview({ templateChoice: null }));
+            const element = createElement('c-ccai-send-sms', { is: CcaiSendSms });
+            element.recordId = CASE_ID;
+            document.body.appendChild(element);
+            await flushPromises();
+
+            expect(find(element, 'template')).toBeNull();
+            expect(find(element, 'load-error')).toBeNull();
+            await clickSend(element);
+            expect(sendSms.mock.calls[0][0].templateName).toBeNull();
+        });
+
+        it('a single template needs no picker', async () => {
+            const element = await mount(preview(), [TEMPLATES[0]]);
+            expect(find(element, 'template')).toBeNull();
         });
     });
 
@@ -236,6 +362,7 @@ describe('c-ccai-send-sms', () => {
             expect(call).toEqual({
                 caseId: CASE_ID,
                 message: 'Your replacement ships today.',
+                templateName: 'default',
                 idempotencyKey: expect.stringMatching(/^sfdc-5005g00000SBX01AAH-\S+$/),
                 ignoreSendWindow: false
             });
