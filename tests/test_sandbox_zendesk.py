@@ -447,3 +447,34 @@ def test_over_https_an_agents_edit_reaches_a_real_endpoint_signed(served: Served
     headers, body = receiver.received[0]
     assert json.loads(body) == {"id": "1002"}
     assert headers["x-zendesk-webhook-signature"] == signature(secret, headers, body)
+
+
+# Keys of the records as real accounts answer them (the Tickets, Users and Webhooks API references,
+# and answers recorded from real accounts): a client written against them finds each one here.
+TICKET_KEYS = {
+    "id", "url", "external_id", "via", "created_at", "updated_at", "type", "subject", "raw_subject", "description",
+    "priority", "status", "recipient", "requester_id", "submitter_id", "assignee_id", "organization_id", "group_id",
+    "collaborator_ids", "follower_ids", "email_cc_ids", "has_incidents", "is_public", "due_at", "tags",
+    "custom_fields", "satisfaction_rating", "sharing_agreement_ids", "fields", "followup_ids", "ticket_form_id",
+    "brand_id", "allow_channelback", "allow_attachments", "from_messaging_channel",
+}  # fmt: skip
+USER_KEYS = {
+    "id", "url", "name", "email", "created_at", "updated_at", "time_zone", "iana_time_zone", "phone",
+    "shared_phone_number", "photo", "locale_id", "locale", "organization_id", "role", "verified", "external_id",
+    "tags", "alias", "active", "shared", "shared_agent", "last_login_at", "two_factor_auth_enabled", "signature",
+    "details", "notes", "role_type", "custom_role_id", "moderator", "ticket_restriction", "only_private_comments",
+    "restricted_agent", "suspended", "default_group_id", "report_csv", "user_fields",
+}  # fmt: skip
+WEBHOOK_KEYS = {
+    "id", "name", "description", "status", "subscriptions", "created_at", "created_by", "endpoint", "http_method",
+    "request_format", "authentication",
+}  # fmt: skip
+
+
+async def test_records_carry_every_documented_key(zendesk: Any) -> None:
+    _, client, _ = zendesk
+    ticket = (await client.get("/api/v2/tickets/1001.json", params={"include": "users"})).json()
+    assert set(ticket["ticket"]) >= TICKET_KEYS
+    assert all(set(user) >= USER_KEYS for user in ticket["users"])
+    webhook_id, _ = await webhook_with_trigger(client)
+    assert set((await client.get(f"/api/v2/webhooks/{webhook_id}")).json()["webhook"]) == WEBHOOK_KEYS
