@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from starlette.routing import BaseRoute
 
@@ -113,6 +113,15 @@ class CRMPlugin(Protocol):
 
     async def checks(self, settings: CRMSettings, context: CheckContext) -> list[Finding]:
         """Its ``bridge check`` items: is the CRM set up the way the configuration says?"""
+
+
+@runtime_checkable
+class CRMCommands(Protocol):
+    """A plugin with commands of its own (``bridge zendesk setup``): the command line hands it the
+    arguments after ``bridge <crm>``, so its parser is built only when it is used."""
+
+    def command(self, argv: Sequence[str]) -> int:
+        """Run the command ``argv`` names; its exit status."""
 
 
 def load_plugin(name: str) -> CRMPlugin:

@@ -25,7 +25,8 @@ import uvicorn
 
 from bridge import __version__
 from bridge.app import create_app
-from bridge.crm.plugin import load_plugin
+from bridge.crm import CRMS
+from bridge.crm.plugin import CRMCommands, load_plugin
 from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
 from bridge.ops.admin import register
@@ -131,7 +132,20 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--post", metavar="URL", help="post it to this URL and print the answer")
     sample.set_defaults(handler=_sample)
     register(commands)
+    # Each CRM's own commands (bridge zendesk setup), parsed by its plugin, loaded only when used.
+    for crm in CRMS:
+        # No options of its own ("+" prefixes none), so --help and the rest reach the plugin as they are.
+        own = commands.add_parser(crm, help=f"{crm}'s own commands", add_help=False, prefix_chars="+")
+        own.add_argument("crm_args", nargs=argparse.REMAINDER)
+        own.set_defaults(handler=lambda args, crm=crm: _crm_command(crm, args.crm_args))
     return parser
+
+
+def _crm_command(crm: str, argv: Sequence[str]) -> int:
+    plugin = load_plugin(crm)
+    if not isinstance(plugin, CRMCommands):
+        raise UsageError(f"{crm} has no commands of its own.")
+    return plugin.command(argv)
 
 
 class BridgeServer(uvicorn.Server):

@@ -64,6 +64,7 @@ from bridge.sandbox.zendesk_account import (
     SANDBOX_ACCOUNT_ID,
     SANDBOX_ADMIN_EMAIL,
     SANDBOX_ADMIN_ID,
+    SANDBOX_AGENT_ID,
     SANDBOX_API_TOKEN,
     SANDBOX_SUBDOMAIN,
     bridge_ticket_fields,
@@ -75,7 +76,7 @@ from bridge.sandbox.zendesk_account import (
     ticket_json,
 )
 from bridge.sandbox.zendesk_api import ZendeskApi
-from bridge.sandbox.zendesk_webhooks import WebhookDeliverer
+from bridge.sandbox.zendesk_webhooks import WebhookDeliverer, new_signing_secret, new_ulid
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class ZendeskSimulator:
     api_tokens: dict[str, str] = field(default_factory=lambda: {SANDBOX_ADMIN_EMAIL: SANDBOX_API_TOKEN})
     oauth_tokens: dict[str, int] = field(default_factory=dict)  # bearer token -> user id
     rate_limit: int = 700
+    time_zone: str = "Eastern Time (US & Canada)"  # the account's default, every user's until they set one
     latency: float = 0.0
     clock: Callable[[], float] = time.time
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -342,12 +344,12 @@ def create_zendesk_app(sim: ZendeskSimulator) -> Starlette:
         return JSONResponse({"ticket": ticket}, status_code=201)
 
     async def edit_ticket(request: Request) -> Response:
-        """An agent's edit in the Zendesk UI (``as``: the agent's user id, default the sandbox admin)."""
+        """An agent's edit in the Zendesk UI (``as``: the user id, default the sandbox's agent Ana)."""
         ticket = sim.tickets.get(request.path_params["ticket_id"])
         if ticket is None:
             return JSONResponse({"message": "No such ticket."}, status_code=404)
         body = await request.json()
-        author = sim.user(int(body.pop("as", SANDBOX_ADMIN_ID)))
+        author = sim.user(int(body.pop("as", SANDBOX_AGENT_ID)))
         if author is None:
             return JSONResponse({"message": "No such user."}, status_code=400)
         sim.change_ticket(ticket, body, author)
@@ -372,6 +374,8 @@ def create_zendesk_app(sim: ZendeskSimulator) -> Starlette:
         *both("/api/v2/tickets/{ticket_id:int}", api.update_ticket, ["PUT"]),
         *both("/api/v2/tickets/{ticket_id:int}/comments", api.ticket_comments, ["GET"]),
         *both("/api/v2/users/show_many", api.show_many_users, ["GET"]),
+        *both("/api/v2/users/search", api.search_users, ["GET"]),
+        *both("/api/v2/account/settings", api.account_settings, ["GET"]),
         *both("/api/v2/users/{user_id}", api.show_user, ["GET"]),
         *both("/api/v2/ticket_fields", api.ticket_fields, ["GET", "POST"]),
         *both("/api/v2/user_fields", api.user_fields, ["GET", "POST"]),
@@ -428,3 +432,42 @@ def _apply_control(sim: ZendeskSimulator, changes: Mapping[str, Any]) -> None:
     sim.deliverer.faults.update(faults)
     if "webhook_retry_delay" in changes:
         sim.deliverer.retry_delay = float(changes["webhook_retry_delay"])
+
+
+def sandbox_bridge_webhook(sim: ZendeskSimulator) -> str:
+    """The account as `bridge zendesk setup` leaves it, with its example trigger active: a webhook
+    (its endpoint set once the bridge's URL is known) and the trigger calling it. Returns its id."""
+    webhook_id = new_ulid(sim.clock())
+    sim.webhooks[webhook_id] = {
+        "id": webhook_id,
+        "name": "CCAI bridge",
+        "description": "Texts ticket requesters through CCAI Platform (the CCAI bridge).",
+        "status": "active",
+        "subscriptions": ["conditional_ticket_events"],
+        "created_at": stamp(sim.clock()),
+        "created_by": str(SANDBOX_ADMIN_ID),
+        "endpoint": "http://127.0.0.1:9/zendesk/webhook",
+        "http_method": "POST",
+        "request_format": "json",
+    }
+    sim.signing_secrets[webhook_id] = new_signing_secret()
+    trigger_id = sim.new_id()
+    sim.triggers[trigger_id] = {
+        "id": trigger_id,
+        "title": "CCAI bridge: text the requester (example)",
+        "active": True,
+        "position": 0,
+        "conditions": {
+            "all": [
+                {"field": "update_type", "operator": "is", "value": "Change"},
+                {"field": "current_tags", "operator": "includes", "value": "ccai_text_customer"},
+                {"field": "current_user", "operator": "is_not", "value": str(SANDBOX_ADMIN_ID)},
+            ],
+            "any": [],
+        },
+        "actions": [
+            {"field": "notification_webhook", "value": [webhook_id, '{"ticket_id": "{{ticket.id}}"}']},
+            {"field": "remove_tags", "value": "ccai_text_customer"},
+        ],
+    }
+    return webhook_id

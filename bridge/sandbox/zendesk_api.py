@@ -201,6 +201,24 @@ class ZendeskApi:
             return _error(404, _NOT_FOUND)
         return JSONResponse({"user": user})
 
+    async def search_users(self, request: Request) -> Response:
+        """``GET /api/v2/users/search?query=email:...``: the one query form the bridge uses."""
+        _, refused = await self.gate(request)
+        if refused is not None:
+            return refused
+        query = request.query_params.get("query", "")
+        email = query.removeprefix("email:").strip().lower() if query.startswith("email:") else None
+        found = [u for u in self.sim.users.values() if email is not None and str(u.get("email")).lower() == email]
+        return JSONResponse({"users": found, **_page(len(found))})
+
+    async def account_settings(self, request: Request) -> Response:
+        """``GET /api/v2/account/settings``: the account's localization (assumed shape: the docs list
+        ``localization.time_zone`` among many settings; only it is answered here)."""
+        _, refused = await self.gate(request)
+        if refused is not None:
+            return refused
+        return JSONResponse({"settings": {"localization": {"time_zone": self.sim.time_zone}}})
+
     async def show_many_users(self, request: Request) -> Response:
         _, refused = await self.gate(request)
         if refused is not None:

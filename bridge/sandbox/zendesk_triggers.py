@@ -9,7 +9,8 @@ fires, as Zendesk documents.
 
 Understood here (anything else is refused when the trigger is saved, with a sentence naming it):
 
-- conditions ``update_type`` (``Create``/``Change``), ``status`` (``is``, ``is_not``,
+- conditions ``update_type`` (``Create``/``Change``), ``current_user`` (``is``, ``is_not``: a
+  user id, the user whose change runs the triggers), ``status`` (``is``, ``is_not``,
   ``less_than``, ``greater_than``), ``current_tags`` (``includes``, ``not_includes``: any of the
   space-separated tags), ``assignee_id`` (``is``, ``is_not``; ``""`` for none) and
   ``custom_fields_<id>`` (``present``, ``not_present``, ``is``, ``is_not``);
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 STATUS_ORDER = ("new", "open", "pending", "hold", "solved", "closed")
-_CONDITION_FIELDS = ("update_type", "status", "current_tags", "assignee_id")
+_CONDITION_FIELDS = ("update_type", "current_user", "status", "current_tags", "assignee_id")
 _ACTION_FIELDS = ("notification_webhook", "current_tags", "remove_tags", "set_tags", "status")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+(?:\.[a-z0-9_]+)*)\s*\}\}")
 
@@ -141,6 +142,8 @@ def _holds(condition: Mapping[str, Any], change: Change) -> bool:
     ticket = change.ticket
     if name == "update_type":
         return (change.update_type == value) == (operator == "is")
+    if name == "current_user":
+        return (str(change.current_user.get("id")) == str(value)) == (operator == "is")
     if name == "status":
         return _compare_status(str(ticket.get("status")), str(operator), str(value))
     if name == "current_tags":
