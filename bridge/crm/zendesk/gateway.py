@@ -176,7 +176,15 @@ class ZendeskGateway:
             writes[update.ticket_id] = _Write(update.ticket_id, changes, None)
         extra: list[tuple[int, _Write]] = []
         targets: list[str | None] = []
+        # A follow-up answers a note: one that does not name it is matched by its key, and one whose
+        # note was never written has nothing to follow (as a Salesforce Task that does not exist).
+        unnamed = [f for f in follow_ups if not f.note_ref]
+        known = self.existing_notes([Note(f.ticket_id, f.key, "", "", 0.0) for f in unnamed]) if unnamed else {}
+        orphans = {f.key for f in unnamed if f.key not in known}
         for index, follow_up in enumerate(follow_ups):
+            if follow_up.key in orphans:
+                targets.append(None)
+                continue
             body = f"{follow_up.body}\n\n{note_marker(follow_up.key)}"[:COMMENT_LIMIT]
             current = writes.get(follow_up.ticket_id)
             if current is None or current.note is None:
@@ -187,10 +195,12 @@ class ZendeskGateway:
                 targets.append(None)
         results = self._write_all(list(writes.values()))
         extra_results = {index: self._write_all([write])[write.ticket_id] for index, write in extra}
-        return WriteResults(
-            [results[u.ticket_id][0] for u in updates],
-            [results[t][1] if t is not None else extra_results[i][1] for i, t in enumerate(targets)],
-        )
+        orphan = WriteResult(ok=False, message="No note on the ticket records this send; nothing to follow up.")
+        followed = [
+            results[t][1] if t is not None else extra_results[i][1] if i in extra_results else orphan
+            for i, t in enumerate(targets)
+        ]
+        return WriteResults([results[u.ticket_id][0] for u in updates], followed)
 
     def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
         """Those notes an internal comment on their ticket already records: comment ids by key."""
