@@ -30,9 +30,8 @@ class Samples:
     fields: tuple[str, ...]  # fields every sample ticket has
 
 
-SALESFORCE = Samples(
-    *(c["Id"] for c in sample_cases()[:2]), "5005g00000SBX99AAH", ("Id", "CaseNumber", "ContactMobile")
-)
+PERSON_OWNED, QUEUE_OWNED = (str(c["Id"]) for c in sample_cases()[:2])
+SALESFORCE = Samples(PERSON_OWNED, QUEUE_OWNED, "5005g00000SBX99AAH", ("Id", "CaseNumber", "ContactMobile"))
 ZENDESK = Samples("1001", "1002", "9999", ("id", "subject", "requester.phone"))
 
 
