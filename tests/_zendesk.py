@@ -13,8 +13,9 @@ from bridge.crm.zendesk.client import ZendeskClient
 from bridge.crm.zendesk.gateway import ZendeskGateway
 from bridge.crm.zendesk.settings import ZendeskTable
 from bridge.sandbox.servers import TlsFiles, free_port, make_tls_files
-from bridge.sandbox.zendesk import ZendeskSimulator, create_zendesk_app
+from bridge.sandbox.zendesk import ZendeskSimulator
 from bridge.sandbox.zendesk_account import SANDBOX_ADMIN_EMAIL, SANDBOX_API_TOKEN
+from bridge.sandbox.zendesk_app import create_zendesk_app
 from tests._processes import wait_for
 
 ADMIN_LOGIN = (f"{SANDBOX_ADMIN_EMAIL}/token", SANDBOX_API_TOKEN)

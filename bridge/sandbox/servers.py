@@ -24,8 +24,9 @@ from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, ChatBook, LifeStep
 from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.session_events import EventTarget
-from bridge.sandbox.zendesk import ZendeskSimulator, create_zendesk_app, sandbox_bridge_webhook
+from bridge.sandbox.zendesk import ZendeskSimulator, sandbox_bridge_webhook
 from bridge.sandbox.zendesk_account import SANDBOX_ADMIN_EMAIL, SANDBOX_API_TOKEN, sample_tickets, sample_users
+from bridge.sandbox.zendesk_app import create_zendesk_app
 
 SANDBOX_WEBHOOK_TOKEN = "sandbox-webhook-token"  # noqa: S105 - a well-known value for the local demo
 SANDBOX_API_KEY = "sandbox-api-key"

@@ -8,18 +8,16 @@ import copy
 import hmac
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.sandbox import zendesk_triggers as triggers
 from bridge.sandbox._faults import CutResponse
+from bridge.sandbox.zendesk import ZendeskSimulator
 from bridge.sandbox.zendesk_account import stamp, ticket_field_json, user_field_json
 from bridge.sandbox.zendesk_webhooks import new_signing_secret, new_ulid
-
-if TYPE_CHECKING:
-    from bridge.sandbox.zendesk import ZendeskSimulator
 
 logger = logging.getLogger(__name__)
 

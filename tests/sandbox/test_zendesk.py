@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.sandbox.servers import free_port, make_tls_files
-from bridge.sandbox.zendesk import ZendeskSimulator, create_zendesk_app
+from bridge.sandbox.zendesk import ZendeskSimulator
 from bridge.sandbox.zendesk_account import (
     FIRST_BRIDGE_FIELD_ID,
     SANDBOX_ADMIN_EMAIL,
@@ -31,6 +31,7 @@ from bridge.sandbox.zendesk_account import (
     SANDBOX_API_TOKEN,
 )
 from bridge.sandbox.zendesk_api import CONFLICT, TICKET_UPDATE_LIMIT
+from bridge.sandbox.zendesk_app import create_zendesk_app
 from tests._processes import wait_for
 
 pytestmark = pytest.mark.anyio

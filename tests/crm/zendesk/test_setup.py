@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,12 +29,8 @@ def fresh(account: Account) -> Iterator[None]:
 
 
 def settings(account: Account, secret: str = "", **values: str) -> ZendeskSettings:
-    return ZendeskSettings(
-        bridge_config="/nonexistent/bridge.toml",  # type: ignore[arg-type]
-        url=account.url,
-        webhook_secret=secret,  # type: ignore[arg-type]
-        **values,
-    )
+    given: dict[str, Any] = {"bridge_config": "/nonexistent/bridge.toml", "webhook_secret": secret, **values}
+    return ZendeskSettings(url=account.url, **given)
 
 
 def test_setup_creates_fields_webhook_and_an_inactive_trigger_and_a_second_run_changes_nothing(
