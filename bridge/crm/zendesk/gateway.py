@@ -130,77 +130,70 @@ class ZendeskGateway:
     # -- writing --------------------------------------------------------------------------------
 
     def write_outcomes(self, updates: Sequence[TicketUpdate], notes: Sequence[Note]) -> WriteResults:
-        """One ticket update per ticket: its fields and its first note together; more notes for the
-        same ticket go in updates of their own. Results in the order given."""
+        """One ticket update per ticket: its fields and its first note together. Results in order."""
         ids = self.field_ids()
-        writes: dict[str, _Write] = {}
-        extra: list[tuple[int, _Write]] = []
-        for update in updates:
-            changes = self._outcome_fields(update, ids)
-            writes[update.ticket_id] = _Write(update.ticket_id, changes, None)
-        note_targets: list[str | None] = []
-        for index, note in enumerate(notes):
-            body = f"{note.subject}\n\n{note.body}\n\n{note_marker(note.key)}"[:COMMENT_LIMIT]
-            current = writes.get(note.ticket_id)
-            if current is None:
-                writes[note.ticket_id] = _Write(note.ticket_id, {}, body)
-                note_targets.append(note.ticket_id)
-            elif current.note is None:
-                writes[note.ticket_id] = _Write(note.ticket_id, current.changes, body)
-                note_targets.append(note.ticket_id)
-            else:
-                extra.append((index, _Write(note.ticket_id, {}, body)))
-                note_targets.append(None)
-        results = self._write_all(list(writes.values()))
-        extra_results = {index: self._write_all([write])[write.ticket_id] for index, write in extra}
-        ticket_results = [results[u.ticket_id][0] for u in updates]
-        note_results = [
-            results[target][1] if target is not None else extra_results[index][1]
-            for index, target in enumerate(note_targets)
-        ]
-        return WriteResults(ticket_results, note_results)
+        changes = {u.ticket_id: self._outcome_fields(u, ids) for u in updates}
+        bodies = [(n.ticket_id, f"{n.subject}\n\n{n.body}\n\n{note_marker(n.key)}"[:COMMENT_LIMIT]) for n in notes]
+        tickets, written = self._write_with_notes(changes, bodies)
+        return WriteResults([tickets[u.ticket_id] for u in updates], written)
 
     def write_chats(self, updates: Sequence[ChatUpdate], follow_ups: Sequence[FollowUp]) -> WriteResults:
-        """The chat's fields on each ticket and, when the chat ended, an internal note with its outcome."""
+        """The chat's fields on each ticket and, when the chat ended, an internal note with its outcome.
+
+        A follow-up answers a note: one that does not name it is matched by its key, and one whose
+        note was never written has nothing to follow (as a Salesforce Task that does not exist)."""
         ids = self.field_ids()
-        writes: dict[str, _Write] = {}
-        for update in updates:
-            changes = {
+        changes = {
+            u.ticket_id: {
                 "custom_fields": [
-                    {"id": ids["chat_status_field"], "value": update.status},
-                    {"id": ids["chat_agent_field"], "value": update.agent},
-                    {"id": ids["chat_ended_at_field"], "value": iso_utc(update.ended_at) if update.ended_at else None},
-                    {"id": ids["chat_outcome_field"], "value": update.outcome},
+                    {"id": ids["chat_status_field"], "value": u.status},
+                    {"id": ids["chat_agent_field"], "value": u.agent},
+                    {"id": ids["chat_ended_at_field"], "value": iso_utc(u.ended_at) if u.ended_at else None},
+                    {"id": ids["chat_outcome_field"], "value": u.outcome},
                 ]
             }
-            writes[update.ticket_id] = _Write(update.ticket_id, changes, None)
-        extra: list[tuple[int, _Write]] = []
-        targets: list[str | None] = []
-        # A follow-up answers a note: one that does not name it is matched by its key, and one whose
-        # note was never written has nothing to follow (as a Salesforce Task that does not exist).
+            for u in updates
+        }
         unnamed = [f for f in follow_ups if not f.note_ref]
         known = self.existing_notes([Note(f.ticket_id, f.key, "", "", 0.0) for f in unnamed]) if unnamed else {}
-        orphans = {f.key for f in unnamed if f.key not in known}
-        for index, follow_up in enumerate(follow_ups):
-            if follow_up.key in orphans:
+        bodies = [
+            None
+            if not f.note_ref and f.key not in known
+            else (f.ticket_id, f"{f.body}\n\n{note_marker(f.key)}"[:COMMENT_LIMIT])
+            for f in follow_ups
+        ]
+        tickets, followed = self._write_with_notes(changes, bodies)
+        return WriteResults([tickets[u.ticket_id] for u in updates], followed)
+
+    def _write_with_notes(
+        self, changes: Mapping[str, dict[str, Any]], notes: Sequence[tuple[str, str] | None]
+    ) -> tuple[dict[str, WriteResult], list[WriteResult]]:
+        """Each ticket's changes with the first of its notes, in one update; a ticket's further notes
+        in updates of their own. A note given as None has nothing to attach to and is not written."""
+        writes = {ticket_id: _Write(ticket_id, dict(fields), None) for ticket_id, fields in changes.items()}
+        targets: list[str | _Write | None] = []
+        for note in notes:
+            if note is None:
                 targets.append(None)
                 continue
-            body = f"{follow_up.body}\n\n{note_marker(follow_up.key)}"[:COMMENT_LIMIT]
-            current = writes.get(follow_up.ticket_id)
+            ticket_id, body = note
+            current = writes.get(ticket_id)
             if current is None or current.note is None:
-                writes[follow_up.ticket_id] = _Write(follow_up.ticket_id, current.changes if current else {}, body)
-                targets.append(follow_up.ticket_id)
+                writes[ticket_id] = _Write(ticket_id, current.changes if current else {}, body)
+                targets.append(ticket_id)
             else:
-                extra.append((index, _Write(follow_up.ticket_id, {}, body)))
-                targets.append(None)
+                targets.append(_Write(ticket_id, {}, body))  # a second note for the same ticket
         results = self._write_all(list(writes.values()))
-        extra_results = {index: self._write_all([write])[write.ticket_id] for index, write in extra}
         orphan = WriteResult(ok=False, message="No note on the ticket records this send; nothing to follow up.")
-        followed = [
-            results[t][1] if t is not None else extra_results[i][1] if i in extra_results else orphan
-            for i, t in enumerate(targets)
+        notes_written = [
+            orphan
+            if target is None
+            else results[target][1]
+            if isinstance(target, str)
+            else self._write_all([target])[target.ticket_id][1]
+            for target in targets
         ]
-        return WriteResults([results[u.ticket_id][0] for u in updates], followed)
+        return {ticket_id: results[ticket_id][0] for ticket_id in changes}, notes_written
 
     def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
         """Those notes an internal comment on their ticket already records: comment ids by key."""
