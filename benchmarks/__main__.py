@@ -11,6 +11,7 @@ from benchmarks.calls import run_calls
 from benchmarks.chats import run_chats
 from benchmarks.ingest import run_ingest
 from benchmarks.pipeline import run_pipeline
+from benchmarks.pubsub import run_decode, run_latency, run_replay, run_silence
 from benchmarks.zendesk import run_zendesk
 
 
@@ -57,6 +58,24 @@ def parser() -> argparse.ArgumentParser:
     zendesk.add_argument("--acks", type=int, default=300, help="signed webhooks timed, one at a time and concurrently")
     zendesk.add_argument("--concurrency", type=int, default=8)
     zendesk.set_defaults(run=lambda a: run_zendesk(burst=a.burst, acks=a.acks, concurrency=a.concurrency))
+    pubsub = scenarios.add_parser("pubsub", help="the Salesforce Pub/Sub trigger against the simulated API")
+    kinds = pubsub.add_subparsers(required=True, metavar="KIND")
+    latency = kinds.add_parser("latency", help="event published -> SMS accepted by CCAI, p50/p99")
+    latency.add_argument("--events", type=int, default=100)
+    latency.add_argument("--interval", type=float, default=0.2, help="seconds between two publications")
+    latency.set_defaults(run=lambda a: run_latency(events=a.events, interval=a.interval))
+    decode = kinds.add_parser("decode", help="events received and decoded per second")
+    decode.add_argument("--events", type=int, default=20_000)
+    decode.set_defaults(run=lambda a: run_decode(events=a.events))
+    silence = kinds.add_parser("silence", help="time to notice and recover from a silent stream")
+    silence.add_argument("--rounds", type=int, default=5)
+    silence.add_argument("--scale", type=float, default=0.01, help="of Salesforce's 270 s keepalive bound")
+    silence.set_defaults(run=lambda a: run_silence(rounds=a.rounds, scale=a.scale))
+    replay = kinds.add_parser("replay", help="events published during an outage, a worker killed part-way")
+    replay.add_argument("--events", type=int, default=10_000)
+    replay.add_argument("--cases", type=int, default=200)
+    replay.add_argument("--database-url", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
+    replay.set_defaults(run=lambda a: run_replay(events=a.events, cases=a.cases, database_url=a.database_url))
     return parser
 
 

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
 from bridge.ops.check import run_checks
-from bridge.ops.overview import Overview, read_overview
+from bridge.ops.overview import Overview, StreamState, read_overview
 from bridge.ops.retries import retry
 from bridge.phones import mask, us_e164
 from bridge.services import load_settings
@@ -320,6 +321,24 @@ def _status_report(overview: Overview) -> dict[str, Any]:
             "lag_seconds": sync.lag_seconds,
             "chats_with_news_pending": sync.chats_with_news_pending,
         },
+        "streams": {
+            stream.name: {
+                "state": stream.state,
+                "holder": stream.holder,
+                "received": stream.received,
+                "committed": stream.committed,
+                "already_seen": stream.already_seen,
+                "undecodable": stream.undecodable,
+                "reconnects": stream.reconnects,
+                "dead_streams": stream.dead_streams,
+                "replay_fallbacks": stream.replay_fallbacks,
+                "last_event_at": iso(stream.last_event_at),
+                "lag_seconds": stream.lag_seconds,
+                "problem": stream.problem,
+                "reported_seconds_ago": stream.reported_seconds_ago,
+            }
+            for stream in overview.streams
+        },
     }
 
 
@@ -346,6 +365,24 @@ def _status_lines(overview: Overview, words: Words) -> list[str]:
             f"{iso(sync.high_water) or '-'}, {sync.chats_with_news_pending} chat(s) with news still to reach "
             f"{words.crm}"
         )
+    lines.extend(_stream_lines(overview.streams))
+    return lines
+
+
+def _stream_lines(streams: Sequence[StreamState]) -> list[str]:
+    lines = []
+    now = time.time()
+    for stream in streams:
+        last = "no event yet" if stream.last_event_at is None else f"last event {now - stream.last_event_at:.0f} s ago"
+        lag = "" if stream.lag_seconds is None else f", lag {stream.lag_seconds:.1f} s"
+        lines.append(
+            f"Event stream:        {stream.name} {stream.state}"
+            + (f" on {stream.holder}" if stream.holder else "")
+            + f", {stream.received} received, {stream.committed} committed ({stream.already_seen} seen before), "
+            f"{stream.reconnects} reconnect(s), {last}{lag}"
+        )
+        if stream.problem:
+            lines.append(f"  last problem: {stream.problem}")
     return lines
 
 

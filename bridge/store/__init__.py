@@ -10,6 +10,7 @@
 ``session_events``  events CCAI pushed, kept until applied
 ``opt_outs``        numbers never to be texted
 ``status``          worker heartbeats, singleton leases, what processes report
+``streams``         CRM event streams: how far each was read, which events were seen
 ==================  ===========================================================================
 
 Four kinds of lease fence the work, each for its own reason, all on the database's clock:
@@ -31,6 +32,7 @@ from bridge.store.opt_outs import OptOuts
 from bridge.store.sends import Sends
 from bridge.store.session_events import SessionEvents
 from bridge.store.status import StatusBoard
+from bridge.store.streams import Streams
 from bridge.store.writebacks import Writebacks
 
 
@@ -46,6 +48,7 @@ class Store:
         self.session_events = SessionEvents(db)
         self.opt_outs = OptOuts(db)
         self.status = StatusBoard(db)
+        self.streams = Streams(db)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> Store:

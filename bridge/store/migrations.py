@@ -31,6 +31,8 @@ from bridge.store.schema import (
     sends,
     session_events,
     singletons,
+    stream_events,
+    stream_positions,
     workers,
 )
 
@@ -158,3 +160,8 @@ def _v8(connection: Connection, postgres: bool) -> None:
     _add_columns(connection, "sends", {"origin": "VARCHAR(16) NOT NULL DEFAULT 'crm_event'"})
     # Until v8 the door decided: only Salesforce's outbound message was an event the CRM fired.
     connection.execute(text("UPDATE sends SET origin = 'person' WHERE source IN ('api', 'cli')"))
+
+
+@migration(9)
+def _v9(connection: Connection, postgres: bool) -> None:
+    metadata.create_all(connection, tables=[stream_positions, stream_events])
