@@ -12,6 +12,7 @@ from benchmarks.chats import run_chats
 from benchmarks.ingest import run_ingest
 from benchmarks.pipeline import run_pipeline
 from benchmarks.pubsub import run_decode, run_latency, run_replay, run_silence
+from benchmarks.zendesk import run_zendesk
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,6 +53,11 @@ def parser() -> argparse.ArgumentParser:
     calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
     calls.add_argument("--burst", type=int, default=100)
     calls.set_defaults(run=lambda a: run_calls(burst=a.burst))
+    zendesk = scenarios.add_parser("zendesk", help="Zendesk API calls per SMS, and the webhook door's ack times")
+    zendesk.add_argument("--burst", type=int, default=100)
+    zendesk.add_argument("--acks", type=int, default=300, help="signed webhooks timed, one at a time and concurrently")
+    zendesk.add_argument("--concurrency", type=int, default=8)
+    zendesk.set_defaults(run=lambda a: run_zendesk(burst=a.burst, acks=a.acks, concurrency=a.concurrency))
     pubsub = scenarios.add_parser("pubsub", help="the Salesforce Pub/Sub trigger against the simulated API")
     kinds = pubsub.add_subparsers(required=True, metavar="KIND")
     latency = kinds.add_parser("latency", help="event published -> SMS accepted by CCAI, p50/p99")

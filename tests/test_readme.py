@@ -51,7 +51,7 @@ def test_every_bridge_command_in_the_readme_parses() -> None:
 
 def test_every_benchmark_command_in_the_readme_parses() -> None:
     found = commands("python -m benchmarks")
-    assert {words[0] for words in found} == {"pipeline", "ingest", "calls", "chats", "pubsub"}
+    assert {words[0] for words in found} == {"pipeline", "ingest", "calls", "chats", "pubsub", "zendesk"}
     for words in found:
         assert benchmark_parser().parse_args(words).run is not None
 
@@ -63,7 +63,15 @@ def test_every_variable_in_the_configuration_table_is_a_setting() -> None:
     known = environment_names()
     assert named - known - {"HOST", "PORT"} == set()
     undocumented = known - named - {"DYNO"}
-    assert {n for n in undocumented if not n.startswith("SALESFORCE_")} == set(), "settings missing from the table"
+    assert {n for n in undocumented if not n.startswith(("SALESFORCE_", "ZENDESK_"))} == set(), (
+        "settings missing from the table"
+    )
+
+
+def test_every_zendesk_variable_is_in_the_zendesk_section() -> None:
+    section = README.split("\n## Zendesk", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(ZENDESK_[A-Z0-9_]+)`", section))
+    assert {n for n in environment_names() if n.startswith("ZENDESK_")} == named
 
 
 def test_the_send_api_example_is_accepted() -> None:

@@ -22,6 +22,7 @@ from bridge.model import SendStatus
 # library is needed only by the deployments that use it.
 CRMS: Mapping[str, str] = {
     "salesforce": "bridge.crm.salesforce",
+    "zendesk": "bridge.crm.zendesk",
 }
 
 

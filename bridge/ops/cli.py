@@ -367,6 +367,7 @@ def _run_sandbox(args: argparse.Namespace, directory: Path) -> int:
     user, _, password = args.session_events_auth.partition(":")
     platforms = build_platforms(
         directory,
+        crm=load_plugin(Location().bridge_crm).sandbox,
         ccai_port=args.ccai_port,
         crm_port=args.salesforce_port,
         latency=args.latency,

@@ -25,6 +25,9 @@ from bridge.sandbox.chats import DEFAULT_LIFECYCLE, ChatBook, LifeStep
 from bridge.sandbox.pubsub import KEEPALIVE_SECONDS, SMS_REQUEST_EVENT, PubSubServer, PubSubSimulator, sms_request_bus
 from bridge.sandbox.salesforce import SANDBOX_ADMIN_TOKEN, SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.session_events import EventTarget
+from bridge.sandbox.zendesk import ZendeskSimulator, sandbox_bridge_webhook
+from bridge.sandbox.zendesk_account import SANDBOX_ADMIN_EMAIL, SANDBOX_API_TOKEN, sample_tickets, sample_users
+from bridge.sandbox.zendesk_app import create_zendesk_app
 
 SANDBOX_WEBHOOK_TOKEN = "sandbox-webhook-token"  # noqa: S105 - a well-known value for the local demo
 SANDBOX_API_KEY = "sandbox-api-key"
@@ -158,9 +161,51 @@ or post an outbound message about the first three Cases:
 (or with curl: {exe} sample-message | curl -sS -H 'Content-Type: text/xml' --data-binary @- '{endpoint}')"""
 
 
+# The mapping file for Zendesk beside the package (a source checkout, or the image's /app/config).
+ZENDESK_MAPPING = Path(__file__).resolve().parents[2] / "config" / "zendesk.toml"
+
+
+def simulated_zendesk(tls: TlsFiles, *, port: int, common: Mapping[str, Any], **_other: Any) -> SimulatedCRM:
+    """The Zendesk account (REST over TLS) as after `bridge zendesk setup`, its example trigger active.
+    ``_other``: `bridge sandbox` options for other CRMs' simulators (the Pub/Sub API's port), unused here."""
+    zendesk = ZendeskSimulator.sample()
+    webhook = sandbox_bridge_webhook(zendesk)
+    config = uvicorn.Config(
+        create_zendesk_app(zendesk), port=port, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key), **common
+    )
+    url = f"https://127.0.0.1:{port}"
+    settings = {
+        "bridge_config": str(ZENDESK_MAPPING),
+        "zendesk_url": url,
+        "zendesk_email": SANDBOX_ADMIN_EMAIL,
+        "zendesk_api_token": SANDBOX_API_TOKEN,
+        "zendesk_ca_bundle": str(tls.ca),
+        "zendesk_webhook_secret": zendesk.signing_secrets[webhook],
+    }
+
+    def try_it(bridge_url: str, exe: str) -> str:
+        # The bridge's URL is known now: the sandbox's webhook calls it, as `bridge zendesk setup` would set.
+        zendesk.webhooks[webhook]["endpoint"] = f"{bridge_url}/zendesk/webhook"
+        users = {u["id"]: u for u in sample_users()}
+        tickets = "\n".join(
+            f"    {t['id']}  {users[t['requester_id']].get('phone') or '(no phone)':<18} {t['subject']}"
+            for t in sample_tickets()
+        )
+        return f"""  Sample tickets:
+{tickets}
+
+In another terminal, ask for a text as an agent would (the trigger fires the signed webhook):
+
+  curl -sS --cacert {tls.ca} -H 'Content-Type: application/json' -d '{{"additional_tags": ["ccai_text_customer"]}}' \\
+       {url}/_sandbox/tickets/1001"""
+
+    return SimulatedCRM("zendesk", url, SideServer(config), settings, str(sample_tickets()[1]["id"]), try_it)
+
+
 # BRIDGE_CRM's sandbox (bridge.crm.plugin.CRMPlugin.sandbox) -> how to run its simulator.
 CRM_SIMULATORS: Mapping[str, Callable[..., SimulatedCRM]] = {
     "salesforce": simulated_salesforce,
+    "zendesk": simulated_zendesk,
 }
 
 
