@@ -8,21 +8,16 @@ by its name: a webhook is the bridge's exactly when the bridge would accept what
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.crm.plugin import CheckContext
 from bridge.crm.zendesk.client import ZendeskClient
+from bridge.crm.zendesk.gateway import KNOWN_FIELD
 from bridge.crm.zendesk.settings import ZendeskSettings
 from bridge.crm.zendesk.setup import WEBHOOK_PATH
 from bridge.errors import BridgeError
 from bridge.model import Finding
-
-# Names a Zendesk mapping can use (bridge/crm/zendesk/gateway.py explains each).
-_TAG = r"tags\.[a-z0-9_\-/:.]+"
-_USER = rf"(requester|assignee)\.(name|first_name|email|phone|time_zone|iana_time_zone|tags|{_TAG}|user_fields\.\w+)"
-KNOWN_FIELD = re.compile(rf"^(id|subject|status|priority|type|tags|{_TAG}|field_\d+|requester\.own_time_zone|{_USER})$")
 
 
 def check_account(settings: ZendeskSettings, client: ZendeskClient, context: CheckContext) -> list[Finding]:

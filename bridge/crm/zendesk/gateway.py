@@ -22,6 +22,7 @@ update adds the ``[zendesk] update_tag`` (``additional_tags``, so no other tag i
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from bridge.crm.zendesk.settings import ZendeskTable
 from bridge.errors import CRMRequestError
 from bridge.model import status_words
 from bridge.times import iso_utc
+
+# Names a Zendesk mapping can use (the module's docstring explains each).
+_TAG = r"tags\.[a-z0-9_\-/:.]+"
+_USER = rf"(requester|assignee)\.(name|first_name|email|phone|time_zone|iana_time_zone|tags|{_TAG}|user_fields\.\w+)"
+KNOWN_FIELD = re.compile(rf"^(id|subject|status|priority|type|tags|{_TAG}|field_\d+|requester\.own_time_zone|{_USER})$")
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +87,17 @@ class ZendeskGateway:
     # -- reading --------------------------------------------------------------------------------
 
     def read_tickets(self, ids: Sequence[str], fields: Sequence[str]) -> dict[str, Ticket]:
-        """Read tickets and their users, 100 a call; missing tickets (and ids that cannot name one) are absent."""
+        """Read tickets and their users, 100 a call; missing tickets (and ids that cannot name one) are absent.
+
+        A field name no Zendesk ticket has (say a Salesforce name such as ``Contact.DoNotCall`` left in
+        ``[consent]``) is refused, as Salesforce refuses an unknown field: read as empty, a consent
+        field would silently stop nothing."""
+        unknown = [name for name in fields if not KNOWN_FIELD.match(name)]
+        if unknown:
+            raise CRMRequestError(
+                f"Zendesk tickets have no field named {', '.join(unknown)} (the mapping file's names: "
+                "README, Zendesk; config/zendesk.toml is a complete example)."
+            )
         wanted = sorted({n for n in (ticket_number(i) for i in ids) if n is not None}, key=int)
         account_zone = self.account_zone() if "requester.own_time_zone" in fields else None
         tickets = {}

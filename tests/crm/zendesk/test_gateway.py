@@ -59,6 +59,12 @@ def test_tickets_are_read_with_their_requesters_in_one_call(account: Account) ->
     assert [c[1] for c in calls(account)] == ["/api/v2/account/settings.json", "/api/v2/tickets/show_many.json"]
 
 
+def test_a_field_no_zendesk_ticket_has_is_refused_not_read_as_empty(account: Account) -> None:
+    """A Salesforce name left in [consent] would read as empty and block nobody: refused instead."""
+    with pytest.raises(CRMRequestError, match="no field named Contact.DoNotCall"):
+        account.gateway().read_tickets(["1001"], [*FIELDS, "Contact.DoNotCall"])
+
+
 def test_an_outcome_and_its_note_are_one_safe_update_with_the_bridges_tag(account: Account) -> None:
     gateway = account.gateway()
     tickets, notes = gateway.write_outcomes([sent("1001")], [note("1001", "send 1")])
