@@ -179,6 +179,7 @@ class Words:
 
     crm: str = "Salesforce"
     ticket: str = "Case"
+    note: str = "Task"
 
 
 @dataclass(frozen=True)
