@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-DOCUMENTS = [ROOT / "README.md", *sorted(ROOT.glob("*/README.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted(p for p in ROOT.glob("*/README.md") if not p.parent.name.startswith("."))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
