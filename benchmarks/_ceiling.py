@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.salesforce_om import ACK
+from bridge.crm.salesforce.outbound_message import ACK
 
 
 async def ack(request: Request) -> Response:

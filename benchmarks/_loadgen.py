@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from bridge.record_ids import to18
+from bridge.crm.salesforce.ids import to18
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message
 
 _counter = itertools.count()

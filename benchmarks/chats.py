@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from benchmarks._procs import bridge_env, start, start_sandbox, stop, wait_until_up
-from bridge.record_ids import to18
+from bridge.crm.salesforce.ids import to18
 from bridge.sandbox.cases import outbound_message
 from bridge.sandbox.servers import SANDBOX_WEBHOOK_TOKEN, free_port
 

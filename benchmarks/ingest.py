@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import insert
 
 from benchmarks._procs import start, stop, wait_until_up
-from bridge._schema import sends
-from bridge.record_ids import to18
+from bridge.crm.salesforce.ids import to18
 from bridge.sandbox.cases import SANDBOX_ORG_ID
 from bridge.sandbox.servers import free_port
 from bridge.store import Store
+from bridge.store.schema import sends
 
 TOKEN = "bench-token"  # noqa: S105 - a local benchmark's own secret
 

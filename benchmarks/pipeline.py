@@ -21,9 +21,9 @@ import httpx
 from sqlalchemy import text
 
 from benchmarks._procs import bridge_env, peak_rss_mb, start, start_sandbox, stop
+from bridge.crm.salesforce.ids import to18
 from bridge.errors import ConfigError
 from bridge.model import NewSend
-from bridge.record_ids import to18
 from bridge.store import Store
 
 # 555 numbers across area codes, so every Case has its own valid US number (1,000 per area code).
@@ -63,7 +63,12 @@ def run_pipeline(
         cases = _seed_cases(info, events)
         store = Store.from_url(url)
         store.migrate()
-        store.ingest([NewSend(dedupe_key=f"bench:{c}", source="outbound_message", ticket_id=c) for c in cases])
+        store.sends.ingest(
+            [
+                NewSend(dedupe_key=f"bench:{c}", source="outbound_message", origin="crm_event", ticket_id=c)
+                for c in cases
+            ]
+        )
         store.close()
         started = time.time()
         worker_processes = [start(["worker"], env=env, log=directory / f"worker{i}.log") for i in range(workers)]

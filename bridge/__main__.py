@@ -1,5 +1,5 @@
 """``python -m bridge`` runs the ``bridge`` command."""
 
-from bridge.cli import main
+from bridge.ops.cli import main
 
 raise SystemExit(main())

@@ -2,9 +2,10 @@
 embedded worker.
 
 ``create_app(settings)`` wires everything through :func:`bridge.services.build_services`; tests
-pass their own ``services`` instead. Each door lives in its own module (``salesforce_om.py``,
-``session_events.py``, ``api.py``, ``preview_api.py``, ``optout_api.py``, ``dashboard.py``); HTTP
-statuses for refusals are chosen here, once, from the errors' ``status``.
+pass their own ``services`` instead. Each door lives in its own module: the CRM's come from its
+plugin (``bridge/crm/<name>/``), CCAI's session events from ``bridge/ccai/``, the JSON API from
+``bridge/api/``, the dashboard from ``bridge/ops/``. HTTP statuses for refusals are chosen here,
+once, from the errors' ``status``.
 """
 
 from __future__ import annotations
@@ -26,20 +27,18 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import logs
-from bridge._schema import LATEST_VERSION
 from bridge._secrets import matches_any
-from bridge.api import SendAPI
-from bridge.chats import ChatStore
-from bridge.dashboard import Dashboard
+from bridge.api.opt_outs import OptOutAPI
+from bridge.api.previews import PreviewAPI
+from bridge.api.sends import SendAPI
+from bridge.ccai.session_events import SessionEventsEndpoint
+from bridge.crm.plugin import DoorContext
 from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
-from bridge.optout_api import OptOutAPI
-from bridge.optouts import OptOutList
+from bridge.ops.dashboard import Dashboard
 from bridge.phones import mask_numbers
-from bridge.preview_api import PreviewAPI
-from bridge.salesforce_om import OutboundMessageEndpoint
 from bridge.services import Services, build_services, drain_worker, start_worker
-from bridge.session_events import SessionEventsEndpoint
 from bridge.settings import Settings
+from bridge.store.migrations import latest_version
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ class Probes:
     async def readyz(self, _request: Request) -> Response:
         problems = []
         try:
-            if await anyio.to_thread.run_sync(self._svc.store.schema_version) < LATEST_VERSION:
+            if await anyio.to_thread.run_sync(self._svc.store.schema_version) < latest_version():
                 problems.append("the store's schema is out of date: run `bridge migrate`")
         except StoreError:
             problems.append("the store is unreachable")
@@ -110,58 +109,52 @@ class Probes:
 
     async def metrics(self, request: Request) -> Response:
         svc = self._svc
-        if svc.metrics_key:
+        if svc.doors.metrics_key:
             _, _, given = request.headers.get("authorization", "").partition(" ")
-            if not matches_any(given, [svc.metrics_key]):
-                svc.metrics.refused("metrics", AuthenticationFailed.reason)
+            if not matches_any(given, [svc.doors.metrics_key]):
+                svc.metrics.refused("metrics", AuthenticationFailed.reason)  # a door without a body
                 return PlainTextResponse("Missing or wrong metrics key.\n", status_code=401)
         body = await anyio.to_thread.run_sync(svc.metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def door_routes(svc: Services) -> list[BaseRoute]:
-    """The inbound doors, each a module of its own: Salesforce's outbound messages, CCAI's session
+    """The inbound doors, each a module of its own: the CRM's (its plugin's routes), CCAI's session
     events, and the JSON API (sends, previews, opt-outs)."""
     wake = svc.worker.wake if svc.worker is not None else (lambda: None)
-    opt_out_list = svc.opt_outs or OptOutList(svc.store.db)
-    outbound = OutboundMessageEndpoint(
-        store=svc.store,
-        tokens=svc.webhook_tokens,
-        org_ids=svc.org_ids,
-        max_body_bytes=svc.max_body_bytes,
-        metrics=svc.metrics,
-        wake=wake,
-    )
+    doors = svc.doors
+    context = DoorContext(inbox=svc.store.sends, metrics=svc.metrics, wake=wake, max_body_bytes=doors.max_body_bytes)
     session_events = SessionEventsEndpoint(
-        chats=ChatStore(svc.store.db),
-        user=svc.session_events_user,
-        password=svc.session_events_password,
-        max_body_bytes=svc.max_body_bytes,
+        events=svc.store.session_events,
+        user=doors.session_events_user,
+        password=doors.session_events_password,
+        max_body_bytes=doors.max_body_bytes,
         metrics=svc.metrics,
         wake=wake,
     )
     api = SendAPI(
         metrics=svc.metrics,
         store=svc.store,
-        api_keys=svc.api_keys,
-        ticket_ids=svc.ticket_ids,
+        api_keys=doors.api_keys,
+        ticket_ids=svc.crm.ticket_ids,
         wake=wake,
-        max_body_bytes=svc.max_body_bytes,
+        max_body_bytes=doors.max_body_bytes,
         shutting_down=svc.shutdown.started,
-        max_segments=svc.max_segments,
+        max_segments=doors.max_segments,
     )
     previews = PreviewAPI(
         previewer=svc.previewer,
-        ticket_ids=svc.ticket_ids,
-        api_keys=svc.api_keys,
-        max_body_bytes=svc.max_body_bytes,
+        ticket_ids=svc.crm.ticket_ids,
+        words=svc.crm.words,
+        api_keys=doors.api_keys,
+        max_body_bytes=doors.max_body_bytes,
         metrics=svc.metrics,
     )
     opt_outs = OptOutAPI(
-        opt_outs=opt_out_list, api_keys=svc.api_keys, max_body_bytes=svc.max_body_bytes, metrics=svc.metrics
+        opt_outs=svc.store.opt_outs, api_keys=doors.api_keys, max_body_bytes=doors.max_body_bytes, metrics=svc.metrics
     )
     return [
-        Route("/salesforce/outbound-message", outbound.endpoint, methods=["POST"]),
+        *svc.crm.routes(svc.crm_settings, context),
         Route("/ccai/session-events", session_events.endpoint, methods=["POST"]),
         Route("/api/v1/sends", api.create, methods=["POST"]),
         Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
@@ -174,14 +167,14 @@ def door_routes(svc: Services) -> list[BaseRoute]:
 
 def dashboard_routes(svc: Services) -> list[BaseRoute]:
     """The operator dashboard, when it has a password; otherwise its paths are 404s like any unknown path."""
-    if not svc.dashboard_password:
+    if not svc.doors.dashboard_password:
         return []
     return Dashboard(
         store=svc.store,
-        opt_outs=svc.opt_outs or OptOutList(svc.store.db),
-        password=svc.dashboard_password,
+        password=svc.doors.dashboard_password,
         metrics=svc.metrics,
-        ticket_ids=svc.ticket_ids,
+        ticket_ids=svc.crm.ticket_ids,
+        words=svc.crm.words,
     ).routes()
 
 

@@ -10,13 +10,12 @@ arrive; the poll stays the safety net. Nothing here can send an SMS.
 
 A write holds its chats for as long as the CRM takes (the lease is renewed meanwhile), so no other
 process writes the same ticket at the same time; news that arrives during the write is written by
-the next one (see :meth:`ChatStore.record_update`).
+the next one (see :meth:`bridge.store.chats.Chats.record_update`).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,20 +25,21 @@ import anyio
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.ccai import CCAIClient, manager_time
-from bridge.chats import ChatClaim, ChatStore, PendingChatUpdate, parse
-from bridge.crm import ChatUpdate, CRMGateway, NoteCompletion, WriteResult
+from bridge.ccai.chats import NewStatusWords, parse
+from bridge.ccai.client import CCAIClient
+from bridge.crm import ChatUpdate, CRMGateway, FollowUp, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
-from bridge.metrics import Metrics
-from bridge.session_events import SessionEventLog
-from bridge.status import StatusBoard
+from bridge.store.chats import ChatClaim, Chats, PendingChatUpdate
+from bridge.store.session_events import SessionEvents
+from bridge.store.status import CHAT_SYNC_KEY, StatusBoard
+from bridge.times import iso_utc
+from bridge.worker import StepContext
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 LEASE_NAME = "chat-sync"
-STATUS_KEY = "chat_sync"
 BATCH_LIMIT = 200
 EVENTS_PER_PASS = 500
 # CCAI's updated_at has whole seconds and several chats can share one; ``updated_at[from]`` is
@@ -70,24 +70,24 @@ class ChatSync:
     def __init__(
         self,
         *,
-        owner: str,
-        chats: ChatStore,
+        context: StepContext,
+        chats: Chats,
+        events: SessionEvents,
         board: StatusBoard,
         ccai: CCAIClient,
         gateway: CRMGateway,
         options: SyncOptions,
-        metrics: Metrics,
-        rng: random.Random | None = None,
     ) -> None:
-        self._owner = owner
+        self._owner = context.owner
+        self._metrics = context.metrics
+        self._rng = context.rng
         self._chats = chats
-        self._events = SessionEventLog(chats.db)
+        self._events = events
+        self._new_words = NewStatusWords()
         self._board = board
         self._ccai = ccai
         self._gateway = gateway
         self._options = options
-        self._metrics = metrics
-        self._rng = rng or random.Random()
         self._next_poll = 0.0
 
     async def run_batch(self) -> int:
@@ -102,10 +102,6 @@ class ChatSync:
                 await self.poll(read_list=self._options.interval > 0)
         return handled + await self.write()
 
-    def poll_now(self) -> None:
-        """Poll on the next pass (after an event, or for tests)."""
-        self._next_poll = 0.0
-
     async def apply_events(self) -> int:
         """Apply pushed session events; one the store refuses is skipped (logged), an outage raised."""
         handled, changed = await anyio.to_thread.run_sync(lambda: self._events.apply(limit=EVENTS_PER_PASS))
@@ -119,14 +115,14 @@ class ChatSync:
         followed = await anyio.to_thread.run_sync(
             lambda: self._chats.followed(follow_seconds=self._options.follow_seconds)
         )
-        record = await anyio.to_thread.run_sync(self._board.get, STATUS_KEY)
+        record = await anyio.to_thread.run_sync(self._board.get, CHAT_SYNC_KEY)
         high_water = float(record[0].get("high_water") or 0.0) if record else 0.0
         changed = requests = 0
         outcome = "ok"
         if followed and read_list:  # nothing to follow: no request at all
             since = max(high_water, started - self._options.follow_seconds) - OVERLAP_SECONDS
             params = {
-                "updated_at[from]": manager_time(since),
+                "updated_at[from]": iso_utc(since),
                 "sort_column": "updated_at",
                 "sort_direction": "ASC",
                 "per": 100,
@@ -135,6 +131,7 @@ class ChatSync:
                 async for page in self._ccai.chat_pages(params, complete=False):
                     requests += 1
                     states = [s for s in map(parse, page) if s is not None]
+                    self._new_words.notice(states)
                     changed += await anyio.to_thread.run_sync(
                         self._chats.apply, [s for s in states if s.chat_id in followed]
                     )
@@ -162,7 +159,7 @@ class ChatSync:
         return changed
 
     def _save(self, high_water: float, polled_at: float) -> None:
-        self._board.put(STATUS_KEY, {"high_water": high_water, "polled_at": polled_at})
+        self._board.put(CHAT_SYNC_KEY, {"high_water": high_water, "polled_at": polled_at})
 
     async def write(self) -> int:
         """Bring chats' news to their tickets: one CRM call for up to 200 of them."""
@@ -173,19 +170,20 @@ class ChatSync:
             return 0
         items = claim.items
         shown = [i for i in items if i.case_pending and not i.superseded]
-        closing = [i for i in items if i.complete_task and i.task_ref]
+        closing = [i for i in items if i.complete_task and i.task_ref is not None]
         updates = [ChatUpdate(i.ticket_id, i.view.status, i.view.agent, i.view.ended_at, i.view.outcome) for i in shown]
-        completions = [
-            NoteCompletion(ref=str(i.task_ref), key=f"send {i.send_id}", body=_completion(i)) for i in closing
+        follow_ups = [
+            FollowUp(ticket_id=i.ticket_id, key=f"send {i.send_id}", body=_outcome_note(i), note_ref=i.task_ref or None)
+            for i in closing
         ]
         try:
             case_results, task_results = await self._holding(
-                claim, lambda: self._gateway.write_chats(updates, completions)
+                claim, lambda: self._gateway.write_chats(updates, follow_ups)
             )
         except CRMError as exc:
             logger.warning("Writing chat news to %d ticket(s) failed: %s", len(items), exc)
             failed = WriteResult(ok=False, retryable=not isinstance(exc, CRMRequestError), message=str(exc))
-            case_results, task_results = [failed] * len(updates), [failed] * len(completions)
+            case_results, task_results = [failed] * len(updates), [failed] * len(follow_ups)
         results = {i.chat_id: r for i, r in zip(shown, case_results, strict=True)}
         for item, result in zip(closing, task_results, strict=True):
             if item.chat_id not in results or results[item.chat_id].ok:
@@ -223,7 +221,7 @@ class ChatSync:
         retry = not result.ok and result.retryable and item.attempts < MAX_WRITE_ATTEMPTS
         if not result.ok and not retry:
             logger.error("Chat %s's news could not be written to its ticket: %s", item.chat_id, result.message)
-        delay = _backoff.delay(min(300.0, 2.0 ** min(item.attempts, 9)), rng=self._rng) if retry else None
+        delay = _backoff.after_attempts(item.attempts, rng=self._rng) if retry else None
         if not self._chats.record_update(claim, item, done=result.ok, retry_in=delay, error=result.message):
             logger.warning(
                 "Chat %s was taken over by another process while its news was being written; that one writes it",
@@ -231,10 +229,11 @@ class ChatSync:
             )
 
 
-def _completion(item: PendingChatUpdate) -> str:
+def _outcome_note(item: PendingChatUpdate) -> str:
+    """The follow-up of a sent SMS's note: what was texted, and how its chat ended."""
     view = item.view
     lines = [f"Text sent to the customer:\n\n{item.message or '(not known)'}", f"CCAI Platform chat id: {item.chat_id}"]
-    ended = f", ended {manager_time(view.ended_at)}" if view.ended_at else ""
+    ended = f", ended {iso_utc(view.ended_at)}" if view.ended_at else ""
     lines.append(f"Chat outcome: {view.status or 'unknown'}{ended}" + (f" ({view.outcome})" if view.outcome else ""))
     if view.agent:
         lines.append(f"Agent: {view.agent}")

@@ -5,7 +5,7 @@ Three things can stop it, in this order:
 
 1. consent fields on the ticket (``[consent] block_if_true``, e.g. ``Contact.DoNotCall``: a text is a
    call), read with the ticket in the same query;
-2. the bridge's opt-out list (:mod:`bridge.optouts`), by the number in E.164;
+2. the bridge's opt-out list (:mod:`bridge.store.opt_outs`), by the number in E.164;
 3. the recipient's send window (``BRIDGE_SEND_WINDOW``, in the recipient's local time): outside it
    the send is *held* until the window opens, then checked again from the start.
 
@@ -16,14 +16,14 @@ store lookup it needs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from bridge import send_window
-from bridge.crm import Ticket
-from bridge.optouts import OptOut, OptOutList
-from bridge.send_window import Window
+from bridge.crm import Ticket, Words
+from bridge.model import OptOut, OptOutReading
+from bridge.send_window import WindowRules
 
 # How the ticket's consent fields read in a reason; other fields are named by their API name.
 FIELD_WORDS = {
@@ -57,16 +57,6 @@ class Hold:
 Verdict = Allow | Block | Hold
 
 
-@dataclass(frozen=True)
-class WindowRules:
-    """The send window settings: the default, per-state overrides, and how to find the recipient's zone."""
-
-    default: Window | None
-    states: Mapping[str, Window | None]
-    default_zone: str = "America/New_York"
-    timezone_field: str = ""
-
-
 def decide(
     ticket: Ticket,
     number: str,
@@ -75,34 +65,42 @@ def decide(
     block_if_true: Sequence[str],
     opted_out: OptOut | None,
     rules: WindowRules,
+    words: Words,
     ignore_window: bool = False,
 ) -> Verdict:
     """The verdict for texting ``number`` (E.164) about ``ticket`` at ``now``."""
     for field in block_if_true:
         if _true(ticket.get(field)):
-            return Block("opted_out", f"Not sent: {FIELD_WORDS.get(field, f'the Case field {field} is true')}.")
+            said = FIELD_WORDS.get(field, f"the {words.ticket} field {field} is true")
+            return Block("opted_out", f"Not sent: {said}.")
     if opted_out is not None:
         return Block("opted_out", f"Not sent: {opted_out.describe()}.", from_list=True)
     if ignore_window:
         return Allow(window_ignored=rules.default is not None)
-    window = send_window.window_for(send_window.state_for_number(number), rules.default, rules.states)
-    if window is None:
+    moment = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+    checked = send_window.check(rules, number, zone_field=ticket.get(rules.timezone_field), now=moment)
+    if checked is None or checked.decision.open:
         return Allow()
-    field_zone = send_window.timezone_from_field(ticket.get(rules.timezone_field)) if rules.timezone_field else None
-    zones = send_window.recipient_zones(number, field_zone=field_zone, default=rules.default_zone)
-    decision = send_window.decide(dt.datetime.fromtimestamp(now, tz=dt.UTC), window, zones)
-    if decision.open:
-        return Allow()
+    decision, window = checked.decision, checked.window
     if decision.opens_at is None:
         return Block("failed", decision.reason or f"The send window {window} can never be met for this number.")
     return Hold(until=decision.opens_at.timestamp(), reason=decision.reason or f"Scheduled (send window {window}).")
 
 
-class ConsentCheck:
-    """:func:`decide` with the opt-out lookup it needs."""
+class OptOutList(Protocol):
+    """The opt-out list as the check uses it (:class:`bridge.store.opt_outs.OptOuts`)."""
 
-    def __init__(self, *, opt_outs: OptOutList, block_if_true: Sequence[str], rules: WindowRules) -> None:
+    def read(self, number: str) -> OptOutReading: ...
+
+    def add(self, number: str, *, source: str, note: str | None = None) -> bool: ...
+
+
+class ConsentCheck:
+    """:func:`decide` with the opt-out list it reads, and adds to when CCAI refuses an opted-out number."""
+
+    def __init__(self, *, opt_outs: OptOutList, block_if_true: Sequence[str], rules: WindowRules, words: Words) -> None:
         self._opt_outs = opt_outs
+        self._words = words
         self._block_if_true = tuple(block_if_true)
         self._rules = rules
 
@@ -114,16 +112,21 @@ class ConsentCheck:
 
     def check(self, ticket: Ticket, number: str, *, now: float | None, ignore_window: bool = False) -> Verdict:
         """The verdict at ``now``, or (None) at the store's time of reading the opt-out list."""
-        entry, read_at = self._opt_outs.read(number)
+        reading = self._opt_outs.read(number)
         return decide(
             ticket,
             number,
-            now=read_at if now is None else now,
+            now=reading.at if now is None else now,
             block_if_true=self._block_if_true,
-            opted_out=entry,
+            opted_out=reading.entry,
             rules=self._rules,
+            words=self._words,
             ignore_window=ignore_window,
         )
+
+    def record_opt_out(self, number: str, *, reason: str | None) -> None:
+        """CCAI refused because the consumer opted out: no ticket may text this number again."""
+        self._opt_outs.add(number, source="ccai", note=reason)
 
 
 def _true(value: object) -> bool:

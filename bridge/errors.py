@@ -9,7 +9,7 @@
     │   ├── AuthenticationFailed    401: missing or wrong webhook token or API key
     │   ├── OrganizationNotAllowed  403: OrganizationId not in SALESFORCE_ORG_IDS
     │   ├── MalformedMessage        400: not a well-formed outbound message or request
-    │   ├── BodyTooLarge            413: over BRIDGE_MAX_BODY_BYTES (both doors)
+    │   ├── BodyTooLarge            413: over BRIDGE_MAX_BODY_BYTES (every door: bridge.inbound)
     │   ├── UnsupportedMediaType    415: not XML / not JSON
     │   ├── NotFound                404: no such send
     │   ├── Conflict                409: an Idempotency-Key reused with another body
@@ -28,7 +28,8 @@
         └── CRMRequestError         final for this request: e.g. a field that does not exist
 
 Third-party exceptions are translated into these only in the module that wraps the library
-(``ccai.py`` for httpx, ``salesforce.py`` for simple-salesforce, ``database.py`` for SQLAlchemy).
+(``ccai/client.py`` for httpx, ``crm/salesforce/gateway.py`` and ``auth.py`` for simple-salesforce,
+``store/database.py`` for SQLAlchemy).
 HTTP statuses are chosen once, in the app's exception handlers, from ``status``.
 """
 

@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, assert_never
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 send_id: ContextVar[int | None] = ContextVar("send_id", default=None)
@@ -70,7 +70,15 @@ def configure_logging(level: str, fmt: LogFormat = "auto", *, stream: TextIO | N
     pass ``sys.stderr`` so their output stays clean.
     """
     stream = stream or sys.stdout
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    match fmt:
+        case "json":
+            use_json = True
+        case "text":
+            use_json = False
+        case "auto":
+            use_json = not stream.isatty()
+        case _:
+            assert_never(fmt)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.addFilter(_ContextFilter())

@@ -1,16 +1,15 @@
 """Ticket → SMS request: the customer's number, the agent, the message.
 
 The result is either an :class:`SmsRequest` or an :class:`Outcome` saying why nothing is sent;
-the reason is written to the Case, so it is a sentence an agent understands.
+the reason is written to the ticket, so it is a sentence an agent understands, in the CRM's words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import assert_never
 
-from bridge.crm import Ticket
-from bridge.model import Outcome, SmsRequest
+from bridge.crm import Ticket, Words
+from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.phones import PhoneProblem, mask, to_e164
 from bridge.segments import count_segments, over_limit
 from bridge.settings import MappingConfig
@@ -21,8 +20,11 @@ from bridge.text import sanitize
 class TicketMapper:
     """Turns tickets into SMS requests according to the mapping configuration."""
 
-    def __init__(self, *, config: MappingConfig, outbound_number: str, chat_type: str, max_segments: int = 10) -> None:
+    def __init__(
+        self, *, config: MappingConfig, words: Words, outbound_number: str, chat_type: str, max_segments: int = 10
+    ) -> None:
         self._config = config
+        self._words = words
         self._max_segments = max_segments
         self._template: Template = config.template
         self._outbound_number = outbound_number
@@ -36,18 +38,18 @@ class TicketMapper:
             wanted.append(self._config.message_field)
         return tuple(dict.fromkeys(wanted))
 
-    def map(self, ticket: Ticket, overrides: Mapping[str, Any] | None = None) -> SmsRequest | Outcome:
-        overrides = overrides or {}
-        number = self.number(ticket, overrides.get("end_user_number"))
+    def map(self, ticket: Ticket, overrides: Overrides | None = None) -> SmsRequest | Outcome:
+        overrides = overrides or Overrides()
+        number = self.number(ticket, overrides.end_user_number)
         if isinstance(number, Outcome):
             return number
-        message = self.message(ticket, overrides.get("message"))
+        message = self.message(ticket, overrides.message)
         if isinstance(message, Outcome):
             return Outcome(status=message.status, reason=message.reason, end_user_hint=mask(number))
         agent_email, agent_id = self._agent(ticket, overrides)
         return SmsRequest(
             end_user_number=number,
-            outbound_number=overrides.get("outbound_number") or self._outbound_number,
+            outbound_number=overrides.outbound_number or self._outbound_number,
             message=message,
             chat_type=self._chat_type,
             ticket_id=ticket.id,
@@ -66,9 +68,10 @@ class TicketMapper:
             )
             if found is None:
                 names = " and ".join(self._config.phone_fields)
-                return Outcome(status="skipped", reason=f"The Case has no phone number to text ({names} are empty).")
+                reason = f"The {self._words.ticket} has no phone number to text ({names} are empty)."
+                return Outcome(status="skipped", reason=reason)
             name, raw = found
-            label = f"The Case's {name}"
+            label = f"The {self._words.ticket}'s {name}"
         e164 = to_e164(
             raw,
             default_region=self._config.default_region,
@@ -92,7 +95,8 @@ class TicketMapper:
             if isinstance(rendered, MissingField):
                 return Outcome(
                     status="failed",
-                    reason=f"The message template needs the Case's {rendered.field}, which is empty; nothing was sent.",
+                    reason=f"The message template needs the {self._words.ticket}'s {rendered.field}, which is empty; "
+                    "nothing was sent.",
                 )
             text = rendered
         text = sanitize(text).strip()
@@ -103,12 +107,16 @@ class TicketMapper:
             return Outcome(status="failed", reason=f"The message is too long to text: {too_long}")
         return text
 
-    def _agent(self, ticket: Ticket, overrides: Mapping[str, Any]) -> tuple[str | None, int | None]:
-        if overrides.get("agent_email") or overrides.get("agent_id") is not None:
-            return overrides.get("agent_email"), overrides.get("agent_id")
-        if self._config.agent == "owner" and ticket.owner_email:
-            return ticket.owner_email, None
-        return None, None
+    def _agent(self, ticket: Ticket, overrides: Overrides) -> tuple[str | None, int | None]:
+        if overrides.agent_email or overrides.agent_id is not None:
+            return overrides.agent_email, overrides.agent_id
+        match self._config.agent:
+            case "owner":  # a person who owns the ticket; a queue that owns it assigns nobody
+                return ticket.owner_email, None
+            case "none":
+                return None, None
+            case _:
+                assert_never(self._config.agent)
 
 
 def _filled(ticket: Ticket, name: str) -> bool:

@@ -1,28 +1,17 @@
-"""Prometheus metrics: counters kept by this process, and gauges read from the store at scrape time.
+"""Prometheus metrics: the counters (and the CCAI latency histogram) this process keeps.
 
-The gauges (queue depth, oldest queued send, sends by status, CRM API usage, live workers) come
-from the store, so they cover every process; they are cached for a few seconds, so that frequent
-or concurrent scrapes cost the store one read, not one each. The counters and the CCAI latency
-histogram cover the process that serves ``/metrics`` (the web process and its embedded worker).
+They cover the process that serves ``/metrics`` (the web process and its embedded worker). The
+gauges that cover every process are read from the store at scrape time by
+:mod:`bridge.ops.overview`, which registers them here. This module sits at the bottom: it imports
+nothing of the bridge but its errors.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from bridge.errors import AuthenticationFailed, StoreError
+from bridge.errors import AuthenticationFailed
 
-if TYPE_CHECKING:
-    from bridge.overview import Overview
-
-CACHE_SECONDS = 5.0
 UNAUTHORIZED = AuthenticationFailed.reason
 
 
@@ -82,58 +71,5 @@ class Metrics:
         if reason == UNAUTHORIZED:
             self.auth_failures.labels(door).inc()
 
-    def watch(self, read: Callable[[], Overview]) -> None:
-        """Publish gauges from ``read`` (called at most every few seconds)."""
-        self.registry.register(_StoreCollector(read))
-
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class _StoreCollector(Collector):
-    def __init__(self, read: Callable[[], Overview], *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._read = read
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._cached: tuple[float, Overview | None] = (-CACHE_SECONDS, None)
-
-    def _gauges(self) -> Overview | None:
-        with self._lock:  # concurrent scrapes wait for one read instead of each making their own
-            read_at, gauges = self._cached
-            if self._clock() - read_at >= CACHE_SECONDS:
-                try:
-                    gauges = self._read()
-                except StoreError:
-                    gauges = None
-                self._cached = (self._clock(), gauges)
-            return gauges
-
-    def collect(self) -> Iterator[Metric]:
-        overview = self._gauges()
-        if overview is None:
-            return
-        queue = overview.queue
-        by_status = GaugeMetricFamily("bridge_sends", "Sends in the store, by status", labels=["status"])
-        for status, count in sorted(queue.by_status.items()):
-            by_status.add_metric([status], count)
-        yield by_status
-        queued = queue.by_status.get("queued", 0)
-        yield GaugeMetricFamily("bridge_queue_depth", "Sends waiting to be sent", value=queued)
-        yield GaugeMetricFamily(
-            "bridge_oldest_queued_seconds", "Age of the oldest queued send", value=queue.oldest_queued_seconds or 0
-        )
-        yield GaugeMetricFamily(
-            "bridge_writebacks_pending", "Outcomes waiting to reach Salesforce", value=queue.writebacks_pending
-        )
-        yield GaugeMetricFamily("bridge_workers_alive", "Workers with a recent heartbeat", value=len(overview.workers))
-        if overview.chat_sync is not None and overview.chat_sync.polled_at is not None:
-            yield GaugeMetricFamily(
-                "bridge_chat_sync_lag_seconds",
-                "Seconds since the chat sync last read CCAI",
-                value=time.time() - overview.chat_sync.polled_at,
-            )
-        if overview.api_usage is not None:
-            api = GaugeMetricFamily("bridge_salesforce_api_usage", "Salesforce API calls today", labels=["kind"])
-            api.add_metric(["used"], overview.api_usage.used)
-            api.add_metric(["allowed"], overview.api_usage.total)
-            yield api

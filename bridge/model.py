@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Literal, assert_never, get_args
+
+from bridge.phones import mask
+from bridge.times import iso_date
 
 # A send goes queued -> sending -> one of the final statuses. Retries go back to queued with a
 # not_before time; a send held for the recipient's send window waits as scheduled.
@@ -20,21 +25,120 @@ NOTHING_SENT: tuple[FinalStatus, ...] = ("failed", "skipped", "opted_out")
 # Send ids are 32-bit on PostgreSQL; a larger one names no send (and must never reach a query).
 MAX_SEND_ID = 2**31 - 1
 
+
+def status_words(status: SendStatus) -> str:
+    """A status as people read it: on the ticket's status field, in its notes, on the dashboard."""
+    match status:
+        case "queued":
+            return "Queued"
+        case "sending":
+            return "Sending"
+        case "scheduled":
+            return "Scheduled"
+        case "sent":
+            return "Sent"
+        case "failed":
+            return "Failed"
+        case "skipped":
+            return "Skipped"
+        case "suppressed":
+            return "Suppressed"
+        case "unknown":
+            return "Unknown"
+        case "opted_out":
+            return "Opted Out"
+        case _:
+            assert_never(status)
+
+
 # The state of one part of a write-back (the ticket's fields, or the note/Task on it).
 WritebackState = Literal["none", "pending", "done", "failed"]
 
-Source = Literal["outbound_message", "api", "cli"]
+# Who asked for a send. It decides the rules, whatever door the send came through:
+# - "crm_event": a rule in the CRM fired it (an outbound message, a trigger, a streamed event). The
+#   bridge's own update of the ticket can fire the rule again, so the loop guard applies; and no
+#   event may override the recipient's send window.
+# - "person": an agent, a Flow acting for one, or an operator asked for it (the send API, bridge send).
+# A send's ``source`` is only the name of the door, shown to people; nothing branches on it.
+Origin = Literal["crm_event", "person"]
+ORIGINS: tuple[Origin, ...] = get_args(Origin)
 ResendPolicy = Literal["lookup", "never"]
 
 
 @dataclass(frozen=True)
-class Notification:
-    """One notification from a Salesforce outbound message. ``ticket_id`` is None when Salesforce
-    delivered it without a record (the record was deleted before delivery)."""
+class Overrides:
+    """What a person's request changes for its send (the send API, ``bridge send``), stored with it.
 
-    org_id: str
-    notification_id: str
-    ticket_id: str | None
+    The stored form is JSON with these names (what the send API takes). ``end_user_number`` is
+    dropped once the send is final (:meth:`without_number`): only its masked hint is kept.
+    """
+
+    message: str | None = None
+    agent_email: str | None = None
+    agent_id: int | None = None
+    end_user_number: str | None = None
+    outbound_number: str | None = None
+    send_window: Literal["ignore"] | None = None  # an agent answering a customer who just wrote
+    end_user_number_removed: bool = False
+
+    @property
+    def window_ignored(self) -> bool:
+        return self.send_window == "ignore"
+
+    @property
+    def number_removed(self) -> bool:
+        """The send was for a number given in its request, which is no longer kept."""
+        return self.end_user_number_removed
+
+    def for_operator_retry(self) -> Overrides:
+        """What an operator's retry keeps: not the agent's "ignore the send window", which was for
+        that moment (a customer who had just written), not for whenever the retry runs."""
+        return dataclasses.replace(self, send_window=None)
+
+    def without_number(self) -> Overrides:
+        """Without the full number: it is needed only until the send is final."""
+        if self.end_user_number is None:
+            return self
+        return dataclasses.replace(self, end_user_number=None, end_user_number_removed=True)
+
+    def to_json(self) -> str | None:
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
+        return json.dumps(given) if given else None
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Overrides:
+        if not raw:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """A number on the opt-out list: never texted, whatever ticket it comes from."""
+
+    number: str
+    source: str
+    note: str | None
+    created_at: float
+
+    @property
+    def masked(self) -> str:
+        return mask(self.number)
+
+    def describe(self) -> str:
+        """Why a send is blocked: "the number is on the opt-out list since 2026-11-02 (agent: said stop)"."""
+        since = iso_date(self.created_at)
+        detail = f"{self.source}: {self.note}" if self.note else self.source
+        return f"the number is on the opt-out list since {since} ({detail})"
+
+
+@dataclass(frozen=True)
+class OptOutReading:
+    """A number's entry on the opt-out list, if any, and the store's time of the reading."""
+
+    entry: OptOut | None
+    at: float
 
 
 @dataclass(frozen=True)
@@ -50,6 +154,12 @@ class Outcome:
     segments: int | None = None
     opt_out_learned: bool = False  # opted out by something the CRM may not know yet
 
+    @property
+    def summary(self) -> str:
+        """``failed: the reason`` or ``sent (chat 42)``: for the timeline and the log."""
+        detail = f": {self.reason}" if self.reason else (f" (chat {self.chat_id})" if self.chat_id else "")
+        return f"{self.status}{detail}"
+
 
 @dataclass(frozen=True)
 class NewSend:
@@ -57,10 +167,11 @@ class NewSend:
     final (an event that can never be sent, recorded so that it is visible and not retried)."""
 
     dedupe_key: str
-    source: Source
+    source: str  # the door's name, e.g. "outbound_message", "api" (a label: see Origin)
+    origin: Origin
     ticket_id: str
     org_id: str | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Overrides = Overrides()
     finished: Outcome | None = None
 
 
@@ -107,7 +218,8 @@ class ClaimedSend:
 
     id: int
     ticket_id: str
-    source: Source
+    source: str
+    origin: Origin
     attempts: int
     may_have_sent: bool
     token: int
@@ -115,7 +227,7 @@ class ClaimedSend:
     retrying_for: float
     first_attempt_at: float | None
     ambiguous_since: float | None
-    overrides: Mapping[str, Any]
+    overrides: Overrides
     claimed_at: float = 0.0  # the database's "now" when it was claimed
 
 
@@ -154,7 +266,8 @@ class SendRecord:
 
     id: int
     dedupe_key: str
-    source: Source
+    source: str
+    origin: Origin
     ticket_id: str
     status: SendStatus
     reason: str | None
@@ -173,7 +286,7 @@ class SendRecord:
     writeback_error: str | None
     request_hash: str | None
     requeued_at: float | None
-    overrides: Mapping[str, Any]
+    overrides: Overrides
     segments: int | None = None
     chat_status: str | None = None  # the chat's last known status (the chat sync)
     chat_synced_at: float | None = None

@@ -15,11 +15,12 @@ It is not sent again until CCAI's chat list has been searched for it (``lookup``
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import assert_never
 
 from bridge import _backoff
 from bridge.errors import CCAIBadResponse, CCAIError, CCAIRejected, CCAIUnavailable, CRMError, CRMRequestError
-from bridge.model import Chat, ClaimedSend, FinalStatus, ResendPolicy
+from bridge.model import Chat, ClaimedSend, FinalStatus, Origin, ResendPolicy
 
 MAYBE_DELIVERED = " An earlier attempt got no answer and may have reached the customer."
 
@@ -43,6 +44,7 @@ class Finish:
     reason: str | None = None
     chat_id: str | None = None
     write_back: bool = True
+    live_chat: bool = False  # CCAI refused: the customer is in a chat already (the reason names it if known)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,30 @@ PROCEED = Proceed()
 LOOK_UP = LookUp()
 
 
+def loop_guarded(origin: Origin) -> bool:
+    """Whether the loop guard applies: to what the CRM fired (the bridge's own update of the ticket
+    can fire the same rule again), never to a person's explicit send."""
+    match origin:
+        case "crm_event":
+            return True
+        case "person":
+            return False
+        case _:
+            assert_never(origin)
+
+
+def may_ignore_window(origin: Origin) -> bool:
+    """Whether a send may ask to go out outside the recipient's send window: only a person (an
+    agent answering a customer who just wrote) may; an event the CRM fired never can."""
+    match origin:
+        case "person":
+            return True
+        case "crm_event":
+            return False
+        case _:
+            assert_never(origin)
+
+
 def on_claim(job: ClaimedSend, limits: Limits) -> Finish | LookUp | Proceed:
     """Before anything else: stop a send that keeps being taken over, and never re-send blindly."""
     if job.takeovers > limits.max_takeovers:
@@ -81,14 +107,18 @@ def on_claim(job: ClaimedSend, limits: Limits) -> Finish | LookUp | Proceed:
         return settle("failed", reason, job)
     if not job.may_have_sent:
         return PROCEED
-    if limits.resend == "never":
-        reason = (
-            "An earlier attempt got no answer and may have reached the customer; with "
-            "BRIDGE_RESEND_POSSIBLY_DELIVERED=never it was not sent again. Check the customer's chats in CCAI "
-            "Platform, then retry with --force if nothing arrived."
-        )
-        return Finish("unknown", reason)
-    return LOOK_UP
+    match limits.resend:
+        case "lookup":
+            return LOOK_UP
+        case "never":
+            reason = (
+                "An earlier attempt got no answer and may have reached the customer; with "
+                "BRIDGE_RESEND_POSSIBLY_DELIVERED=never it was not sent again. Check the customer's chats in CCAI "
+                "Platform, then retry with --force if nothing arrived."
+            )
+            return Finish("unknown", reason)
+        case _:
+            assert_never(limits.resend)
 
 
 def after_lookup(
@@ -119,7 +149,7 @@ def after_send(result: Chat | CCAIError, job: ClaimedSend, limits: Limits, *, rn
             )
         if is_opt_out_refusal(result, limits.opt_out_phrases):
             return Finish("opted_out", f"CCAI Platform refused: the customer opted out ({result.message}).")
-        return settle("failed", result.message, job)
+        return replace(settle("failed", result.message, job), live_chat=is_active_session_refusal(result))
     if isinstance(result, CCAIBadResponse):
         return Finish("unknown", str(result))
     assert isinstance(result, CCAIUnavailable)

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bridge import send_window
-from bridge.consent import Block, ConsentCheck, WindowRules
-from bridge.crm import CRMGateway
+from bridge.consent import Block, ConsentCheck
+from bridge.crm import CRMGateway, Words
 from bridge.errors import NotFound
 from bridge.mapping import TicketMapper
 from bridge.model import Outcome
 from bridge.phones import mask
 from bridge.segments import SegmentCount, count_segments
+from bridge.send_window import WindowRules
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,11 @@ class Previewer:
         consent: ConsentCheck,
         rules: WindowRules,
         max_segments: int,
+        words: Words,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gateway = gateway
+        self._words = words
         self._mapper = mapper
         self._consent = consent
         self._rules = rules
@@ -69,7 +72,10 @@ class Previewer:
         tickets = self._gateway.read_tickets([ticket_id], (*self._mapper.fields, *self._consent.fields))
         ticket = tickets.get(ticket_id)
         if ticket is None:
-            raise NotFound(f"Case {ticket_id} was not found in Salesforce (or is not visible to the bridge's user).")
+            words = self._words
+            raise NotFound(
+                f"{words.ticket} {ticket_id} was not found in {words.crm} (or is not visible to the bridge's user)."
+            )
         number = self._mapper.number(ticket)
         message = self._mapper.message(ticket)
         text = message if isinstance(message, str) else None
@@ -96,18 +102,16 @@ class Previewer:
         return base
 
     def _window(self, field_value: object, number: str, now: float) -> WindowState | None:
-        window = send_window.window_for(send_window.state_for_number(number), self._rules.default, self._rules.states)
-        if window is None:
-            return None
-        field_zone = send_window.timezone_from_field(field_value) if field_value else None
-        zones = send_window.recipient_zones(number, field_zone=field_zone, default=self._rules.default_zone)
         moment = dt.datetime.fromtimestamp(now, tz=dt.UTC)
-        decision = send_window.decide(moment, window, zones)
-        zone = decision.zone or zones[0]
+        checked = send_window.check(self._rules, number, zone_field=field_value, now=moment)
+        if checked is None:
+            return None
+        decision = checked.decision
+        zone = decision.zone or checked.zones[0]
         local = moment.astimezone(send_window.zone_info(zone))
         return WindowState(
             open=decision.open,
-            window=str(window),
+            window=str(checked.window),
             time_zone=zone,
             local_time=local.strftime("%H:%M"),
             opens_at=decision.opens_at.timestamp() if decision.opens_at else None,

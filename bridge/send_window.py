@@ -119,6 +119,36 @@ class WindowDecision:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class WindowRules:
+    """The send window settings: the default, per-state overrides, and how to find the recipient's zone."""
+
+    default: Window | None
+    states: Mapping[str, Window | None]
+    default_zone: str = "America/New_York"
+    timezone_field: str = ""
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """The window that applies to a recipient, the zones their time is read in, and the decision at a moment."""
+
+    window: Window
+    zones: tuple[str, ...]
+    decision: WindowDecision
+
+
+def check(rules: WindowRules, number: str, *, zone_field: object, now: datetime) -> WindowCheck | None:
+    """The send window for ``number`` (E.164) at ``now``; ``zone_field`` is the value of the ticket's
+    time zone field (``rules.timezone_field``), if any. None when no window applies."""
+    window = window_for(state_for_number(number), rules.default, rules.states)
+    if window is None:
+        return None
+    field_zone = timezone_from_field(zone_field) if rules.timezone_field else None
+    zones = recipient_zones(number, field_zone=field_zone, default=rules.default_zone)
+    return WindowCheck(window=window, zones=zones, decision=decide(now, window, zones))
+
+
 def parse_window(text: str) -> Window | None:
     """``"08:00-21:00"`` → a :class:`Window`; ``"off"`` (any case) → None, meaning send at any hour."""
     if text.strip().lower() == "off":

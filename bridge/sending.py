@@ -14,27 +14,24 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
 
 from bridge import _backoff, policy
-from bridge.ccai import CCAIClient
+from bridge.ccai.client import CCAIClient
 from bridge.consent import Block, ConsentCheck, Hold
 from bridge.crm import CRMGateway, Ticket
 from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreUnavailable
-from bridge.holdings import Holdings
 from bridge.logs import about_send
 from bridge.mapping import TicketMapper
-from bridge.metrics import Metrics
 from bridge.model import Chat, ClaimedSend, Outcome, SmsRequest
-from bridge.optouts import OptOutList
 from bridge.phones import mask
 from bridge.segments import count_segments
-from bridge.store import Store
+from bridge.store.sends import Sends
+from bridge.worker import StepContext
 
 logger = logging.getLogger(__name__)
 
@@ -55,38 +52,33 @@ class SendStep:
     def __init__(
         self,
         *,
-        owner: str,
-        holdings: Holdings,
-        store: Store,
+        context: StepContext,
+        sends: Sends,
         gateway: CRMGateway,
         ccai: CCAIClient,
         mapper: TicketMapper,
         consent: ConsentCheck,
-        opt_outs: OptOutList,
         limits: policy.Limits,
         options: SendOptions,
-        stopping: Callable[[], bool],
-        metrics: Metrics,
-        rng: random.Random | None = None,
     ) -> None:
-        self._owner = owner
-        self._holdings = holdings
-        self._store = store
+        self._owner = context.owner
+        self._holdings = context.holdings
+        self._stopping = context.stopping
+        self._metrics = context.metrics
+        self._rng = context.rng
+        self._words = context.words
+        self._sends = sends
         self._gateway = gateway
         self._ccai = ccai
         self._mapper = mapper
         self._consent = consent
-        self._opt_outs = opt_outs
         self._limits = limits
         self._options = options
-        self._stopping = stopping
-        self._metrics = metrics
-        self._rng = rng or random.Random()
 
     async def run_batch(self) -> int:
         options = self._options
         claimed = await anyio.to_thread.run_sync(
-            lambda: self._store.claim_sends(self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds)
+            lambda: self._sends.claim(self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds)
         )
         with self._holdings.sends(job.id for job in claimed):
             to_guard: list[ClaimedSend] = []
@@ -118,7 +110,7 @@ class SendStep:
             return None
         if found is None:
             # The whole list was read and holds no chat for the earlier attempts: nothing reached the customer.
-            if not await anyio.to_thread.run_sync(lambda: self._store.confirm_not_sent(job.id, token=job.token)):
+            if not await anyio.to_thread.run_sync(lambda: self._sends.confirm_not_sent(job.id, token=job.token)):
                 return None
             job = dataclasses.replace(job, may_have_sent=False)
         after = policy.after_lookup(found, job, self._limits, rng=self._rng)
@@ -135,23 +127,24 @@ class SendStep:
         assert since is not None, "a possibly delivered send has had an attempt"
         chats = await self._ccai.find_chats(ticket_id=job.ticket_id, since=since)
         # A chat already recorded for another send of the same ticket is that send's, not this one's.
-        known = await anyio.to_thread.run_sync(self._store.known_chat_ids, [c.id for c in chats])
+        known = await anyio.to_thread.run_sync(self._sends.known_chat_ids, [c.id for c in chats])
         return next((chat for chat in chats if chat.id not in known), None)
 
     async def _passes_loop_guard(self, job: ClaimedSend) -> bool:
         if job.first_attempt_at is not None:
             return True  # a retry: the guard let it through on its first attempt
-        # The guard is for events Salesforce fires; a person's explicit send is not a loop.
-        cooldown = self._options.loop_guard_seconds if job.source == "outbound_message" else 0.0
+        cooldown = self._options.loop_guard_seconds if policy.loop_guarded(job.origin) else 0.0
         recent = await anyio.to_thread.run_sync(
-            lambda: self._store.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=cooldown)
+            lambda: self._sends.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=cooldown)
         )
         if recent is None:
             return True
         minutes = math.ceil(self._options.loop_guard_seconds / 60)
+        ticket = self._words.ticket
         reason = (
-            f"Suppressed: send {recent} for this Case was under way or texted the customer less than {minutes} "
-            "minute(s) ago, so this event (often fired by the bridge's own update of the Case) is not texted again."
+            f"Suppressed: send {recent} for this {ticket} was under way or texted the customer less than {minutes} "
+            f"minute(s) ago, so this event (often fired by the bridge's own update of the {ticket}) is not texted "
+            "again."
         )
         # Writing this back would update the Case and could fire the rule once more.
         await self._finish(job, policy.Finish("suppressed", reason, write_back=False))
@@ -177,7 +170,8 @@ class SendStep:
     async def _map_and_check(self, job: ClaimedSend, ticket: Ticket | None) -> SmsRequest | None:
         """The SMS request for the ticket, if it may be sent now; otherwise the send is finished or held."""
         if ticket is None:
-            reason = "The Case was not found in Salesforce (deleted, or not visible to the bridge's user)."
+            words = self._words
+            reason = f"The {words.ticket} was not found in {words.crm} (deleted, or not visible to the bridge's user)."
             await self._finish(job, policy.settle("failed", reason, job, write_back=False))
             return None
         mapped = self._mapper.map(ticket, job.overrides)
@@ -189,9 +183,7 @@ class SendStep:
     async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, *, now: float | None) -> bool:
         """The consent and send-window check, on this fresh read of the ticket, for every attempt;
         at ``now``, or (None) at the store's time as the check is made."""
-        # Only a person's explicit send may override the window (an agent answering a customer who
-        # just wrote); an event Salesforce fired never can.
-        ignore = job.source != "outbound_message" and job.overrides.get("send_window") == "ignore"
+        ignore = policy.may_ignore_window(job.origin) and job.overrides.window_ignored
         verdict = await anyio.to_thread.run_sync(
             lambda: self._consent.check(ticket, request.end_user_number, now=now, ignore_window=ignore)
         )
@@ -202,7 +194,7 @@ class SendStep:
             return False
         if isinstance(verdict, Hold):
             held = await anyio.to_thread.run_sync(
-                lambda: self._store.hold(job.id, token=job.token, until=verdict.until, reason=verdict.reason, hint=hint)
+                lambda: self._sends.hold(job.id, token=job.token, until=verdict.until, reason=verdict.reason, hint=hint)
             )
             if held:
                 logger.info("Send %s for ticket %s held: %s", job.id, job.ticket_id, verdict.reason)
@@ -217,7 +209,7 @@ class SendStep:
         try:
             return await anyio.to_thread.run_sync(lambda: self._gateway.read_tickets(ids, fields))
         except CRMError as exc:
-            logger.warning("Reading %d Case(s) failed: %s", len(ids), exc)
+            logger.warning("Reading %d %s(s) failed: %s", len(ids), self._words.ticket, exc)
             # One delay for the whole batch, so that the retry is again a single query.
             wait = _backoff.delay(min(j.retrying_for for j in jobs), rng=self._rng)
             for job in jobs:
@@ -276,7 +268,7 @@ class SendStep:
             return
         lease = max(self._options.lease_seconds, self._options.ccai_deadline + 5.0)
         marked = await anyio.to_thread.run_sync(
-            lambda: self._store.mark_inflight(job.id, token=job.token, lease_seconds=lease)
+            lambda: self._sends.mark_inflight(job.id, token=job.token, lease_seconds=lease)
         )
         if not marked:
             logger.warning("Send %s was taken over by another worker; not sending it from here", job.id)
@@ -300,7 +292,7 @@ class SendStep:
         cause = "ccai_throttled" if decision.refund else "unavailable"
         self._metrics.retries.labels(cause).inc()
         requeued = await anyio.to_thread.run_sync(
-            lambda: self._store.requeue(
+            lambda: self._sends.requeue(
                 job.id,
                 token=job.token,
                 delay=decision.delay,
@@ -325,13 +317,11 @@ class SendStep:
         opt_out_learned: bool = False,
     ) -> None:
         reason = decision.reason
-        if request is not None and reason is not None and "active sms session" in reason.lower():
+        if request is not None and reason is not None and decision.live_chat:
             reason = await self._name_the_live_chat(job, reason)
         if request is not None and decision.status == "opted_out":
-            # CCAI refused because the consumer opted out: no ticket may text this number again.
-            await anyio.to_thread.run_sync(
-                lambda: self._opt_outs.add(request.end_user_number, source="ccai", note=reason)
-            )
+            number = request.end_user_number
+            await anyio.to_thread.run_sync(lambda: self._consent.record_opt_out(number, reason=reason))
             opt_out_learned = True
         outcome = Outcome(
             status=decision.status,
@@ -346,10 +336,7 @@ class SendStep:
         recorded = await self._record(job, outcome)
         if recorded:
             self._metrics.sends_finished.labels(outcome.status).inc()
-            detail = (
-                f": {outcome.reason}" if outcome.reason else f" (chat {outcome.chat_id})" if outcome.chat_id else ""
-            )
-            logger.info("Send %s for ticket %s finished %s%s", job.id, job.ticket_id, outcome.status, detail)
+            logger.info("Send %s for ticket %s finished %s", job.id, job.ticket_id, outcome.summary)
         else:
             logger.warning("Send %s was taken over by another worker before its outcome was recorded", job.id)
 
@@ -361,7 +348,7 @@ class SendStep:
         while True:
             try:
                 return await anyio.to_thread.run_sync(
-                    lambda: self._store.finish(job.id, outcome, token=job.token, create_task=self._options.create_task)
+                    lambda: self._sends.finish(job.id, outcome, token=job.token, create_task=self._options.create_task)
                 )
             except StoreUnavailable:
                 if self._stopping():
@@ -371,11 +358,12 @@ class SendStep:
                 delay = min(delay * 2, 5.0)
 
     async def _name_the_live_chat(self, job: ClaimedSend, reason: str) -> str:
-        latest = await anyio.to_thread.run_sync(lambda: self._store.latest_chat(job.ticket_id, exclude=job.id))
+        latest = await anyio.to_thread.run_sync(lambda: self._sends.latest_chat(job.ticket_id, exclude=job.id))
         if latest is None:
             return reason
         return (
-            f"{reason} The customer is most likely still in chat {latest[0]}, which this bridge started for the Case."
+            f"{reason} The customer is most likely still in chat {latest}, which this bridge started for "
+            f"the {self._words.ticket}."
         )
 
 

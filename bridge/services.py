@@ -1,8 +1,9 @@
-"""Wiring: every collaborator built from the settings, and the shutdown that stops them in time.
+"""Wiring: the settings read once, every collaborator built from them, and the shutdown that stops
+them in time.
 
 :func:`build_services` is the composition root (as Uvicorn's ``Config.load()`` builds what its
 ``Server`` runs): the web app, ``bridge worker``, ``bridge check`` and the benchmarks all get their
-store, clients, gateway, limiter and worker from here.
+store, clients, CRM (the plugin ``BRIDGE_CRM`` names), limiter and worker from here.
 """
 
 from __future__ import annotations
@@ -12,32 +13,129 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, TomlConfigSettingsSource
 
 from bridge import policy
-from bridge.ccai import CCAIClient
-from bridge.chats import ChatStore
+from bridge.ccai.client import CCAIClient
+from bridge.ccai.pacing import Pace, RateLimiter
 from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
-from bridge.crm import CRMGateway, TicketIds
-from bridge.database import Database
+from bridge.crm import CRMS, CRMGateway, Words
+from bridge.crm.plugin import CRMPlugin, InputContext, load_plugin
+from bridge.errors import ConfigError
 from bridge.mapping import TicketMapper
 from bridge.metrics import Metrics
-from bridge.optouts import OptOutList
-from bridge.overview import read_overview
+from bridge.ops.overview import publish_gauges, read_overview
 from bridge.preview import Previewer
-from bridge.ratelimit import Pace, RateLimiter, SharedRateLimiter
-from bridge.salesforce import SalesforceGateway, normalize_case_id
 from bridge.sending import SendOptions, SendStep
-from bridge.settings import Settings
-from bridge.status import StatusBoard
+from bridge.settings import CRMSettings, FileBacked, Location, Settings, describe, section_fields, unknown_keys
 from bridge.store import Store
-from bridge.worker import Worker, WorkerOptions
-from bridge.writeback import Writeback
+from bridge.store.database import Database
+from bridge.store.opt_outs import OptOuts
+from bridge.store.pacing import SharedRateLimiter
+from bridge.worker import StepContext, Worker, WorkerOptions
+from bridge.writeback import Writeback, WritebackOptions
 
 logger = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the values given, the environment, ``.env`` and the mapping file, with the
+    chosen CRM's own settings in ``crm``.
+
+    ``overrides`` take precedence over the environment (``--sandbox`` and tests use them); they are
+    named as the environment names them, lower-cased (``salesforce_instance_url``).
+    """
+    location = _read(Location, {k: v for k, v in overrides.items() if k in Location.model_fields})
+    explicit = "bridge_config" in overrides or location.bridge_config != Location.model_fields["bridge_config"].default
+    if explicit and not location.bridge_config.is_file():
+        raise ConfigError(f"BRIDGE_CONFIG names {location.bridge_config}, which does not exist.")
+    plugin = load_plugin(location.bridge_crm)
+    model = plugin.settings_model
+    crm = _read(model, {"bridge_config": location.bridge_config, **_crm_overrides(model, overrides)})
+    core = {k: v for k, v in overrides.items() if k in Settings.model_fields}
+    settings = _read(Settings, {**core, "bridge_config": location.bridge_config, "crm": crm})
+    _refuse_unknown_keys(location.bridge_config, [Settings, model])
+    return settings
+
+
+def environment_names() -> set[str]:
+    """Every environment variable the bridge reads: the core's and every CRM's (upper-cased)."""
+    names = set()
+    models: list[type[FileBacked]] = [Settings, *(load_plugin(name).settings_model for name in CRMS)]
+    for model in models:
+        prefix = str(model.model_config.get("env_prefix") or "")
+        for name, info in model.model_fields.items():
+            if name in model.not_from_environment or name in section_fields(model):
+                continue
+            names.add(str(info.validation_alias or prefix + name).upper())
+    return names
+
+
+def _read(model: type[S], values: dict[str, Any]) -> S:
+    prefix = str(model.model_config.get("env_prefix") or "")
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        tables = set(section_fields(model))
+        in_file = all(error["loc"] and str(error["loc"][0]) in tables for error in exc.errors())
+        what = f"The mapping file {values.get('bridge_config')}" if in_file else "The configuration"
+        raise ConfigError(f"{what} is not valid: {describe(exc, model, prefix=prefix)}") from exc
+    except (OSError, ValueError) as exc:  # the mapping file cannot be read, or is not TOML
+        raise ConfigError(f"Cannot read the mapping file {values.get('bridge_config')}: {exc}.") from exc
+
+
+def _crm_overrides(model: type[CRMSettings], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that are the CRM's settings, by its field names (or their aliases)."""
+    prefix = str(model.model_config.get("env_prefix") or "").lower()
+    aliases = {str(f.validation_alias) for f in model.model_fields.values() if f.validation_alias}
+    found = {}
+    for key, value in overrides.items():
+        if key in aliases:
+            found[key] = value
+        elif prefix and key.startswith(prefix) and key.removeprefix(prefix) in model.model_fields:
+            found[key.removeprefix(prefix)] = value
+    return found
+
+
+def _refuse_unknown_keys(path: Path, models: Sequence[type[FileBacked]]) -> None:
+    data = TomlConfigSettingsSource(models[0], toml_file=path).toml_data if path.is_file() else {}
+    unknown = unknown_keys(data, models)
+    if unknown:
+        raise ConfigError(
+            f"The mapping file {path} is not valid: "
+            + "; ".join(f"{key}: Extra inputs are not permitted" for key in unknown)
+            + "."
+        )
+
+
+def problems_for_serving(settings: Settings, *, web: bool = True) -> list[str]:
+    """What a real (non-sandbox) deployment still lacks, as sentences; empty when it can start.
+    A worker alone (``web=False``) does not need the doors' secrets."""
+    required: dict[str, object] = {
+        "CCAI_SUBDOMAIN": settings.ccai_subdomain,
+        "CCAI_API_TOKEN": settings.ccai_api_token.get_secret_value(),
+        "CCAI_BASE_URL (or CCAI_DOMAIN)": settings.ccai_base_url,
+        "CCAI_OUTBOUND_NUMBER": settings.ccai_outbound_number,
+    }
+    missing = [name for name, value in required.items() if not value]
+    crm_missing, crm_problems = load_plugin(settings.bridge_crm).problems(settings.crm, web=web)
+    missing += crm_missing
+    return ([f"these settings are missing: {', '.join(missing)}."] if missing else []) + crm_problems
+
+
+# -- the collaborators ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -64,30 +162,34 @@ class Shutdown:
         return max(0.0, self._deadline - time.monotonic())
 
 
+@dataclass(frozen=True)
+class DoorOptions:
+    """The doors' own secrets and limits (their CRM's door reads its secrets from the CRM's settings)."""
+
+    max_body_bytes: int
+    api_keys: Sequence[str] = ()
+    max_segments: int = 10
+    metrics_key: str = ""
+    session_events_user: str = ""
+    session_events_password: str = ""
+    dashboard_password: str = ""
+
+
 @dataclass
 class Services:
     """What the doors, the lifespan and the commands use; built from settings or handed in by tests."""
 
     store: Store
     worker: Worker | None
-    webhook_tokens: Sequence[str]
-    org_ids: Sequence[str]
-    max_body_bytes: int
-    ticket_ids: TicketIds = normalize_case_id
-    api_keys: Sequence[str] = ()
+    crm: CRMPlugin
+    crm_settings: CRMSettings
+    doors: DoorOptions
     shutdown: Shutdown = field(default_factory=lambda: Shutdown(20.0))
     metrics: Metrics = field(default_factory=Metrics)
-    metrics_key: str = ""
     run_worker: bool = True
     ccai: CCAIClient | None = None
     gateway: CRMGateway | None = None
-    board: StatusBoard | None = None
-    max_segments: int = 10
-    opt_outs: OptOutList | None = None
     previewer: Previewer | None = None
-    session_events_user: str = ""
-    session_events_password: str = ""
-    dashboard_password: str = ""
 
     async def aclose(self) -> None:
         if self.ccai is not None:
@@ -114,29 +216,20 @@ def ccai_client(settings: Settings, limiter: RateLimiter, metrics: Metrics | Non
     )
 
 
-def salesforce_gateway(settings: Settings, metrics: Metrics | None = None) -> SalesforceGateway:
-    return SalesforceGateway(
-        metrics=metrics,
-        credentials=settings.salesforce_credentials(),
-        api_version=settings.salesforce_api_version,
-        timeout=settings.salesforce_timeout_seconds,
-        writeback=settings.writeback,
-        opt_out_field=settings.consent.record_field,
-        ca_bundle=settings.salesforce_ca_bundle or None,
-    )
-
-
-def ticket_mapper(settings: Settings) -> TicketMapper:
+def ticket_mapper(settings: Settings, words: Words) -> TicketMapper:
     return TicketMapper(
         config=settings.mapping,
+        words=words,
         outbound_number=settings.ccai_outbound_number,
         chat_type=settings.ccai_chat_type,
         max_segments=settings.message.max_segments,
     )
 
 
-def consent_check(settings: Settings, opt_outs: OptOutList) -> ConsentCheck:
-    return ConsentCheck(opt_outs=opt_outs, block_if_true=settings.consent.block_if_true, rules=settings.window_rules)
+def consent_check(settings: Settings, opt_outs: OptOuts, words: Words) -> ConsentCheck:
+    return ConsentCheck(
+        opt_outs=opt_outs, block_if_true=settings.consent.block_if_true, rules=settings.window_rules, words=words
+    )
 
 
 def send_limits(settings: Settings) -> policy.Limits:
@@ -150,14 +243,55 @@ def send_limits(settings: Settings) -> policy.Limits:
     )
 
 
-def send_options(settings: Settings) -> SendOptions:
-    return SendOptions(
-        batch_size=settings.bridge_batch_size,
+def send_step(
+    settings: Settings, context: StepContext, *, store: Store, gateway: CRMGateway, ccai: CCAIClient
+) -> SendStep:
+    return SendStep(
+        context=context,
+        sends=store.sends,
+        gateway=gateway,
+        ccai=ccai,
+        mapper=ticket_mapper(settings, context.words),
+        consent=consent_check(settings, store.opt_outs, context.words),
+        limits=send_limits(settings),
+        options=SendOptions(
+            batch_size=settings.bridge_batch_size,
+            lease_seconds=settings.bridge_lease_seconds,
+            loop_guard_seconds=settings.bridge_loop_guard_seconds,
+            max_concurrency=settings.ccai_max_concurrency,
+            create_task=settings.writeback.create_task,
+            ccai_deadline=settings.ccai_timeout_seconds,
+        ),
+    )
+
+
+def writeback_step(settings: Settings, context: StepContext, *, store: Store, gateway: CRMGateway) -> Writeback:
+    options = WritebackOptions(
+        config=settings.writeback,
         lease_seconds=settings.bridge_lease_seconds,
-        loop_guard_seconds=settings.bridge_loop_guard_seconds,
-        max_concurrency=settings.ccai_max_concurrency,
-        create_task=settings.writeback.create_task,
-        ccai_deadline=settings.ccai_timeout_seconds,
+        retry_for=settings.bridge_writeback_retry_for_seconds,
+        follows_chats=True,
+    )
+    return Writeback(context=context, store=store, gateway=gateway, options=options)
+
+
+def chat_sync(
+    settings: Settings, context: StepContext, *, store: Store, gateway: CRMGateway, ccai: CCAIClient
+) -> ChatSync:
+    options = SyncOptions(
+        interval=settings.bridge_chat_sync_seconds,
+        follow_seconds=settings.bridge_chat_follow_days * 86400,
+        no_reply_seconds=settings.bridge_no_reply_hours * 3600,
+        lease_seconds=settings.bridge_lease_seconds,
+    )
+    return ChatSync(
+        context=context,
+        chats=store.chats,
+        events=store.session_events,
+        board=store.status,
+        ccai=ccai,
+        gateway=gateway,
+        options=options,
     )
 
 
@@ -168,13 +302,13 @@ def build_worker(
     gateway: CRMGateway,
     ccai: CCAIClient,
     metrics: Metrics,
+    words: Words,
     rng: random.Random | None = None,
 ) -> Worker:
-    """The worker with its steps: sends, then write-backs."""
-    board = StatusBoard(store.db)
+    """The worker with its steps: sends, write-backs, then the chat sync."""
     worker = Worker(
         store=store,
-        board=board,
+        board=store.status,
         gateway=gateway,
         options=WorkerOptions(
             poll_seconds=settings.bridge_poll_seconds,
@@ -183,92 +317,53 @@ def build_worker(
             unhealthy_after=settings.bridge_unhealthy_after_seconds,
         ),
     )
-    opt_outs = OptOutList(store.db)
-    sending = SendStep(
-        owner=worker.id,
-        holdings=worker.holdings,
-        store=store,
-        gateway=gateway,
-        ccai=ccai,
-        mapper=ticket_mapper(settings),
-        consent=consent_check(settings, opt_outs),
-        opt_outs=opt_outs,
-        limits=send_limits(settings),
-        options=send_options(settings),
-        stopping=lambda: worker.stopping,
-        metrics=metrics,
-        rng=rng,
-    )
-    writeback = Writeback(
-        owner=worker.id,
-        holdings=worker.holdings,
-        follows_chats=True,
-        metrics=metrics,
-        store=store,
-        gateway=gateway,
-        config=settings.writeback,
-        lease_seconds=settings.bridge_lease_seconds,
-        retry_for=settings.bridge_writeback_retry_for_seconds,
-        rng=rng,
-    )
-    worker.add_step(sending.run_batch)
-    worker.add_step(writeback.run_batch)
-    worker.add_step(
-        ChatSync(
-            owner=worker.id,
-            chats=ChatStore(store.db),
-            board=board,
-            ccai=ccai,
-            gateway=gateway,
-            options=SyncOptions(
-                interval=settings.bridge_chat_sync_seconds,
-                follow_seconds=settings.bridge_chat_follow_days * 86400,
-                no_reply_seconds=settings.bridge_no_reply_hours * 3600,
-                lease_seconds=settings.bridge_lease_seconds,
-            ),
-            metrics=metrics,
-            rng=rng,
-        ).run_batch
-    )
+    context = worker.context(metrics=metrics, words=words, rng=rng)
+    worker.add_step(send_step(settings, context, store=store, gateway=gateway, ccai=ccai).run_batch)
+    worker.add_step(writeback_step(settings, context, store=store, gateway=gateway).run_batch)
+    worker.add_step(chat_sync(settings, context, store=store, gateway=gateway, ccai=ccai).run_batch)
     return worker
 
 
 def build_services(settings: Settings, *, run_worker: bool | None = None) -> Services:
     """Wire the real collaborators from the settings."""
+    crm = load_plugin(settings.bridge_crm)
     metrics = Metrics()
     store = Store.from_url(settings.database_url)
-    board = StatusBoard(store.db)
     ccai = ccai_client(settings, rate_limiter(settings, store.db), metrics)
-    gateway = salesforce_gateway(settings, metrics)
-    metrics.watch(lambda: read_overview(store))
-    opt_outs = OptOutList(store.db)
+    gateway = crm.gateway(settings.crm, metrics=metrics)
+    publish_gauges(metrics, lambda: read_overview(store))
     previewer = Previewer(
         gateway=gateway,
-        mapper=ticket_mapper(settings),
-        consent=consent_check(settings, opt_outs),
+        mapper=ticket_mapper(settings, crm.words),
+        consent=consent_check(settings, store.opt_outs, crm.words),
         rules=settings.window_rules,
         max_segments=settings.message.max_segments,
+        words=crm.words,
     )
+    worker = build_worker(settings, store=store, gateway=gateway, ccai=ccai, metrics=metrics, words=crm.words)
+    context = InputContext(inbox=store.sends, memory=store.status, metrics=metrics, wake=worker.wake)
+    for named in crm.inputs(settings.crm, context):
+        worker.add_input(named.name, named.run)
     return Services(
         store=store,
-        worker=build_worker(settings, store=store, gateway=gateway, ccai=ccai, metrics=metrics),
-        webhook_tokens=[t.get_secret_value() for t in settings.bridge_webhook_token],
-        api_keys=[k.get_secret_value() for k in settings.bridge_api_key],
+        worker=worker,
+        crm=crm,
+        crm_settings=settings.crm,
+        doors=DoorOptions(
+            max_body_bytes=settings.bridge_max_body_bytes,
+            api_keys=[k.get_secret_value() for k in settings.bridge_api_key],
+            max_segments=settings.message.max_segments,
+            metrics_key=settings.bridge_metrics_key.get_secret_value(),
+            session_events_user=settings.bridge_session_events_user,
+            session_events_password=settings.bridge_session_events_password.get_secret_value(),
+            dashboard_password=settings.bridge_dashboard_password.get_secret_value(),
+        ),
         shutdown=Shutdown(settings.bridge_shutdown_seconds),
         metrics=metrics,
-        metrics_key=settings.bridge_metrics_key.get_secret_value(),
-        org_ids=settings.salesforce_org_ids,
-        max_body_bytes=settings.bridge_max_body_bytes,
         run_worker=settings.bridge_embedded_worker if run_worker is None else run_worker,
         ccai=ccai,
         gateway=gateway,
-        board=board,
-        max_segments=settings.message.max_segments,
-        opt_outs=opt_outs,
         previewer=previewer,
-        session_events_user=settings.bridge_session_events_user,
-        session_events_password=settings.bridge_session_events_password.get_secret_value(),
-        dashboard_password=settings.bridge_dashboard_password.get_secret_value(),
     )
 
 

@@ -1,45 +1,52 @@
 """Configuration: environment variables (and ``.env``) plus the mapping file ``config/bridge.toml``.
 
-Everything is read once, in :func:`load_settings`, and passed down; nothing else reads the
-environment. Invalid values stop start-up with a sentence that names the setting.
+Each settings class reads, in this order of precedence, the values it is given, the environment,
+``.env``, then its tables of the mapping file (through pydantic-settings' own
+``TomlConfigSettingsSource``). :class:`Settings` holds the core; the chosen CRM's settings are a
+:class:`CRMSettings` of its own (``bridge/crm/<name>/settings.py``), read the same way, with the same
+environment names as ever. Everything is read once, at start-up (``bridge.services.load_settings``),
+and passed down; nothing else reads the environment. Invalid values stop start-up with a sentence
+that names the setting, as an environment variable or as ``[section] key``.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.sources import DotEnvSettingsSource, EnvSettingsSource, InitSettingsSource
 
-from bridge.consent import WindowRules
 from bridge.errors import ConfigError
 from bridge.model import ResendPolicy
 from bridge.phones import us_e164
-from bridge.salesforce_auth import SalesforceCredentials, choose_credentials
-from bridge.send_window import Window, parse_window, timezone_from_field
+from bridge.send_window import Window, WindowRules, parse_window, timezone_from_field
 from bridge.template import Template
 
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
-_FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
+FIELD_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
 
 
-class MappingConfig(BaseModel):
-    """How a Case becomes an SMS request (``[mapping]`` in bridge.toml)."""
+class Section(BaseModel):
+    """A table of the mapping file. Core and CRM settings may each declare keys of the same table
+    (``[writeback]``), so a section ignores keys it does not know; :func:`unknown_keys` then
+    refuses those nobody knows."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class MappingConfig(Section):
+    """How a ticket becomes an SMS request (``[mapping]`` in bridge.toml)."""
 
     phone_fields: tuple[str, ...] = ("ContactMobile", "ContactPhone")
     default_region: str = "US"
@@ -61,46 +68,28 @@ class MappingConfig(BaseModel):
         return Template(self.message_template)
 
 
-class WritebackConfig(BaseModel):
-    """What the bridge writes on the Case (``[writeback]`` in bridge.toml)."""
+class WritebackConfig(Section):
+    """What every CRM's write-back shares (``[writeback]``; the CRM adds its own keys, such as field names)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    chat_id_field: str = "CCAI_Chat_Id__c"
-    status_field: str = "CCAI_SMS_Status__c"
-    error_field: str = "CCAI_SMS_Error__c"
-    chat_status_field: str = "CCAI_Chat_Status__c"
-    chat_agent_field: str = "CCAI_Chat_Agent__c"
-    chat_ended_at_field: str = "CCAI_Chat_Ended_At__c"
-    chat_outcome_field: str = "CCAI_Chat_Outcome__c"
     error_max_length: int = Field(default=255, ge=20)
-    create_task: bool = True
+    create_task: bool = True  # a note on the ticket for every send (a Task in Salesforce)
     task_subject_sent: str = "SMS sent via CCAI Platform"
     task_subject_not_sent: str = "SMS not sent via CCAI Platform"
-    # A sent SMS's Task stays open with this status while the chat is followed, then is completed.
-    task_status_open: str = "In Progress"
-    task_status_done: str = "Completed"
 
 
-class MessageConfig(BaseModel):
+class MessageConfig(Section):
     """Limits every message obeys, whatever its source (``[message]`` in bridge.toml)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # A long text is split into segments, each billed and delivered separately (160 GSM-7 or 70
     # UCS-2 characters for one, 153/67 each when split); past this many it is refused.
     max_segments: int = Field(default=10, ge=1, le=30)
 
 
-class ConsentConfig(BaseModel):
+class ConsentConfig(Section):
     """What stops a send before CCAI is called (``[consent]`` in bridge.toml)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Case or relationship fields (read with the Case) that block every send when true.
+    # Ticket or relationship fields (read with the ticket) that block every send when true.
     block_if_true: tuple[str, ...] = ("Contact.DoNotCall",)
-    # "Contact.<checkbox>": set it on the Case's Contact when the bridge learns of an opt-out.
-    record_field: str = ""
     # CCAI's words for a refusal because the consumer opted out (not documented; matched case-insensitively).
     opt_out_phrases: tuple[str, ...] = ("opted out", "opt-out", "unsubscribed")
 
@@ -108,24 +97,15 @@ class ConsentConfig(BaseModel):
     @classmethod
     def _field_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for path in value:
-            if not _FIELD_PATH.match(path):
+            if not FIELD_PATH.match(path):
                 raise ValueError(f"{path!r} is not a field API name such as Contact.DoNotCall")
         return value
 
-    @field_validator("record_field")
-    @classmethod
-    def _contact_field(cls, value: str) -> str:
-        if value and not re.fullmatch(r"Contact\.[A-Za-z][A-Za-z0-9_]*", value):
-            raise ValueError(f"{value!r} must be a Contact checkbox, written Contact.<API name>")
-        return value
 
-
-class SendWindowConfig(BaseModel):
+class SendWindowConfig(Section):
     """Whose local time the send window is measured in, and stricter windows by state (``[send_window]``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # A Case or Contact field holding the recipient's time zone (IANA or Salesforce TimeZoneSidKey).
+    # A ticket or contact field holding the recipient's time zone (IANA or Salesforce TimeZoneSidKey).
     timezone_field: str = ""
     # Two-letter state code -> window ("off" for none), for the state of the number's area code.
     states: dict[str, str] = Field(default_factory=lambda: {"FL": "08:00-20:00", "OK": "08:00-20:00"})
@@ -143,26 +123,80 @@ class SendWindowConfig(BaseModel):
         return {state: parse_window(window) for state, window in self.states.items()}
 
 
-class FileConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mapping: MappingConfig = MappingConfig()
-    writeback: WritebackConfig = WritebackConfig()
-    message: MessageConfig = MessageConfig()
-    consent: ConsentConfig = ConsentConfig()
-    send_window: SendWindowConfig = SendWindowConfig()
-
-
-def _comma_list(value: Any) -> Any:
+def comma_list(value: Any) -> Any:
+    """``"a, b"`` from the environment as ``("a", "b")``."""
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
 
 
-class Settings(BaseSettings):
-    """All settings. Field names are the environment variables, upper-cased."""
+class FileBacked(BaseSettings):
+    """Settings read from the values given, the environment, ``.env``, then the mapping file
+    (``BRIDGE_CONFIG``): fields whose type is a :class:`Section` are that file's tables, and only
+    the file sets them (a stray variable named MESSAGE or CONSENT must not replace a table)."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    # BRIDGE_CONFIG, whatever a subclass's prefix: every settings class reads the same file.
+    bridge_config: Path = Field(default=DEFAULT_CONFIG_PATH, validation_alias="bridge_config")
+    # Fields besides the file's tables that the environment must never set.
+    not_from_environment: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)
+        assert isinstance(env_settings, EnvSettingsSource)
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        prefix = str(settings_cls.model_config.get("env_prefix") or "").lower()
+        tables = {prefix + name for name in section_fields(settings_cls)} | set(cls.not_from_environment)
+        for source in (env_settings, dotenv_settings):
+            source.env_vars = {name: value for name, value in source.env_vars.items() if name not in tables}
+        path = (
+            init_settings.init_kwargs.get("bridge_config")
+            or env_settings.env_vars.get("bridge_config")
+            or dotenv_settings.env_vars.get("bridge_config")
+            or DEFAULT_CONFIG_PATH
+        )
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=Path(path))
+        return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    def file_sections(self) -> dict[str, Section]:
+        return {name: getattr(self, name) for name in section_fields(type(self))}
+
+
+def section_fields(settings_cls: type[BaseModel]) -> list[str]:
+    """The fields of a settings class that are tables of the mapping file."""
+    return [
+        name
+        for name, field in settings_cls.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+    ]
+
+
+class CRMSettings(FileBacked):
+    """The chosen CRM's own settings; each CRM subclasses it (``bridge/crm/<name>/settings.py``).
+    This base, with nothing in it, stands for a CRM not configured (a worker built in a test)."""
+
+
+class Location(BaseSettings):
+    """Where the rest of the configuration is: which CRM, and which mapping file. Read first."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    bridge_crm: str = "salesforce"
+    bridge_config: Path = DEFAULT_CONFIG_PATH
+
+
+class Settings(FileBacked):
+    """The core settings. Field names are the environment variables, upper-cased; sections are
+    the mapping file's tables; ``crm`` is the chosen CRM's settings."""
 
     database_url: str = "sqlite:///bridge.db"
     host: str = "0.0.0.0"  # noqa: S104 - a web dyno must listen on every interface
@@ -182,24 +216,8 @@ class Settings(BaseSettings):
     ccai_retry_for_seconds: float = Field(default=3600.0, ge=0)
     ccai_max_concurrency: int = Field(default=20, ge=1)
 
-    salesforce_instance_url: str = ""
-    salesforce_access_token: SecretStr = SecretStr("")
-    salesforce_client_id: str = ""
-    salesforce_client_secret: SecretStr = SecretStr("")
-    salesforce_domain: str = ""
-    salesforce_username: str = ""
-    salesforce_password: SecretStr = SecretStr("")
-    salesforce_security_token: SecretStr = SecretStr("")
-    salesforce_private_key: SecretStr = SecretStr("")
-    salesforce_private_key_file: str = ""
-    salesforce_api_version: str = "61.0"
-    salesforce_timeout_seconds: float = Field(default=30.0, gt=0)
-    salesforce_ca_bundle: str = ""
-    salesforce_org_ids: Annotated[tuple[str, ...], NoDecode] = ()
-
-    bridge_webhook_token: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    bridge_crm: str = "salesforce"
     bridge_api_key: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    bridge_config: Path = DEFAULT_CONFIG_PATH
     bridge_embedded_worker: bool = True
     bridge_loop_guard_seconds: float = Field(default=600.0, ge=0)
     bridge_batch_size: int = Field(default=50, ge=1, le=100)
@@ -227,22 +245,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
 
-    # The mapping file's contents: not a field, so that no environment variable (such as FILE) can
-    # reach it; set by load_settings() through with_file().
-    _file: FileConfig = PrivateAttr(default_factory=FileConfig)
+    mapping: MappingConfig = MappingConfig()
+    writeback: WritebackConfig = WritebackConfig()
+    message: MessageConfig = MessageConfig()
+    consent: ConsentConfig = ConsentConfig()
+    send_window: SendWindowConfig = SendWindowConfig()
 
-    @field_validator("salesforce_org_ids", "bridge_webhook_token", "bridge_api_key", mode="before")
+    # Set by bridge.services.load_settings from the CRM's own settings class; never from the environment.
+    crm: CRMSettings = Field(default_factory=CRMSettings, exclude=True)
+    not_from_environment: ClassVar[frozenset[str]] = frozenset({"crm"})
+
+    @field_validator("bridge_api_key", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
-        return _comma_list(value)
-
-    @field_validator("salesforce_org_ids")
-    @classmethod
-    def _org_ids_look_right(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for org in value:
-            if len(org) not in (15, 18) or not org.isalnum():
-                raise ValueError(f"{org!r} is not an organisation id (15 or 18 letters and digits, starting 00D)")
-        return value
+        return comma_list(value)
 
     @field_validator("bridge_send_window")
     @classmethod
@@ -263,65 +279,25 @@ class Settings(BaseSettings):
     def _outbound_to_e164(cls, value: str) -> str:
         return us_e164(value, label="The number", reveal=True) if value else value
 
-    @model_validator(mode="after")
-    def _derive_ccai_base_url(self) -> Settings:
-        if not self.ccai_base_url and self.ccai_subdomain and self.ccai_domain:
-            object.__setattr__(self, "ccai_base_url", f"https://{self.ccai_subdomain}.{self.ccai_domain}/apps/api/v1")
-        object.__setattr__(self, "ccai_base_url", self.ccai_base_url.rstrip("/"))
-        return self
-
-    def with_file(self, file_config: FileConfig) -> Settings:
-        """These settings with the mapping file's contents."""
-        copy = self.model_copy()
-        copy._file = file_config
-        return copy
-
-    @property
-    def file(self) -> FileConfig:
-        return self._file
-
-    @property
-    def mapping(self) -> MappingConfig:
-        return self._file.mapping
-
-    @property
-    def writeback(self) -> WritebackConfig:
-        return self._file.writeback
-
-    @property
-    def message(self) -> MessageConfig:
-        return self._file.message
-
-    @property
-    def consent(self) -> ConsentConfig:
-        return self._file.consent
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_ccai_base_url(cls, data: Any) -> Any:
+        """CCAI_BASE_URL defaults to the tenant's, from CCAI_SUBDOMAIN and CCAI_DOMAIN."""
+        if isinstance(data, dict):
+            base = str(data.get("ccai_base_url") or "")
+            subdomain, domain = data.get("ccai_subdomain"), data.get("ccai_domain")
+            if not base and subdomain and domain:
+                base = f"https://{subdomain}.{domain}/apps/api/v1"
+            data = {**data, "ccai_base_url": base.rstrip("/")}
+        return data
 
     @property
     def window_rules(self) -> WindowRules:
         return WindowRules(
             default=parse_window(self.bridge_send_window),
-            states=self._file.send_window.windows(),
+            states=self.send_window.windows(),
             default_zone=self.bridge_default_timezone,
-            timezone_field=self._file.send_window.timezone_field,
-        )
-
-    def salesforce_credentials(self) -> SalesforceCredentials:
-        """The one complete Salesforce login in the settings, or :class:`ConfigError` saying what is missing."""
-        # A PEM in an environment variable often arrives with its newlines written as "\n".
-        private_key = self.salesforce_private_key.get_secret_value().replace("\\n", "\n")
-        return choose_credentials(
-            {
-                "instance_url": self.salesforce_instance_url,
-                "access_token": self.salesforce_access_token.get_secret_value(),
-                "client_id": self.salesforce_client_id,
-                "client_secret": self.salesforce_client_secret.get_secret_value(),
-                "domain": self.salesforce_domain,
-                "username": self.salesforce_username,
-                "password": self.salesforce_password.get_secret_value(),
-                "security_token": self.salesforce_security_token.get_secret_value(),
-                "private_key": private_key,
-                "private_key_file": self.salesforce_private_key_file,
-            }
+            timezone_field=self.send_window.timezone_field,
         )
 
     def redacted_database_url(self) -> str:
@@ -340,77 +316,38 @@ class Settings(BaseSettings):
                 "BRIDGE_ALLOW_SQLITE_ON_HEROKU=true to accept the loss."
             )
 
-    def problems_for_serving(self, *, web: bool = True) -> list[str]:
-        """What a real (non-sandbox) deployment still lacks, as sentences; empty when it can start.
-        A worker alone (``web=False``) does not need the inbound secrets.
-        """
-        required: dict[str, object] = {
-            "CCAI_SUBDOMAIN": self.ccai_subdomain,
-            "CCAI_API_TOKEN": self.ccai_api_token.get_secret_value(),
-            "CCAI_BASE_URL (or CCAI_DOMAIN)": self.ccai_base_url,
-            "CCAI_OUTBOUND_NUMBER": self.ccai_outbound_number,
-        }
-        if web:
-            required |= {
-                "SALESFORCE_ORG_IDS": self.salesforce_org_ids,
-                "BRIDGE_WEBHOOK_TOKEN": self.bridge_webhook_token,
-            }
-        missing = [name for name, value in required.items() if not value]
-        problems = [f"these settings are missing: {', '.join(missing)}."] if missing else []
-        key_file = self.salesforce_private_key_file
-        if key_file and not self.salesforce_private_key.get_secret_value() and not Path(key_file).is_file():
-            problems.append(f"SALESFORCE_PRIVATE_KEY_FILE names {key_file}, which does not exist.")
-        try:
-            self.salesforce_credentials()
-        except ConfigError as exc:
-            problems.append(str(exc))
-        return problems
+
+def unknown_keys(data: Mapping[str, Any], models: Iterable[type[BaseModel]]) -> list[str]:
+    """Keys of the mapping file no settings class declares, as ``[section] key`` (or ``[section]``)."""
+    known: dict[str, set[str]] = {}
+    for model in models:
+        for name in section_fields(model):
+            annotation = model.model_fields[name].annotation
+            assert isinstance(annotation, type)
+            assert issubclass(annotation, Section)
+            known.setdefault(name, set()).update(annotation.model_fields)
+    found = []
+    for table, values in data.items():
+        if table not in known:
+            found.append(f"[{table}]")
+        elif isinstance(values, Mapping):
+            found += [f"[{table}] {key}" for key in values if key not in known[table]]
+    return found
 
 
-def read_file_config(path: Path, *, explicit: bool) -> FileConfig:
-    """Read bridge.toml. A missing default file means built-in defaults; a missing named file is an error."""
-    if not path.exists():
-        if explicit:
-            raise ConfigError(f"BRIDGE_CONFIG names {path}, which does not exist.")
-        return FileConfig()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"Cannot read the mapping file {path}: {exc}.") from exc
-    try:
-        return FileConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"The mapping file {path} is not valid: {_describe(exc, env=False)}") from exc
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings from the environment, ``.env`` and the mapping file.
-
-    ``overrides`` take precedence over the environment (used by ``--sandbox`` and by tests); a
-    ``file`` override replaces the mapping file.
-    """
-    given = overrides.pop("file", None)
-    try:
-        settings = Settings(**overrides)
-    except ConfigError:
-        raise
-    except ValidationError as exc:
-        raise ConfigError(f"The configuration is not valid: {_describe(exc)}") from exc
-    if given is not None:
-        return settings.with_file(given)
-    explicit = settings.bridge_config != DEFAULT_CONFIG_PATH
-    return settings.with_file(read_file_config(settings.bridge_config, explicit=explicit))
-
-
-def _describe(exc: ValidationError, *, env: bool = True) -> str:
+def describe(exc: ValidationError, model: type[BaseModel], *, prefix: str = "") -> str:
     """Name each bad value as the user wrote it: an environment variable, or [section] key of the file."""
+    sections = set(section_fields(model))
+    aliases = {str(field.validation_alias) for field in model.model_fields.values() if field.validation_alias}
     problems = []
     for error in exc.errors():
         parts = [str(part) for part in error["loc"]]
-        if env:
-            where = "_".join(parts).upper() or "value"
+        if parts and parts[0] in sections:
+            where = f"[{parts[0]}] {'.'.join(parts[1:])}" if len(parts) > 1 else f"[{parts[0]}]"
+        elif parts and parts[0] in aliases:
+            where = parts[0].upper()
         else:
-            where = f"[{parts[0]}] {'.'.join(parts[1:])}" if len(parts) > 1 else ".".join(parts) or "file"
+            where = (prefix + "_".join(parts)).upper() or "value"
         message = str(error["msg"]).removeprefix("Value error, ").rstrip(".")
         problems.append(f"{where}: {message}")
     return "; ".join(problems) + "."

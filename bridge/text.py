@@ -6,8 +6,8 @@ one was texted again and again), other controls are invisible or garble the disp
 overrides can make a text read differently from what the agent wrote. The same list serves both
 sources, which differ only in what happens on a hit:
 
-- API input is refused with a reason naming each character (:func:`text_problem`), because the
-  caller can fix it and should know;
+- API input is refused with a reason naming each character (:func:`forbidden_characters`), because
+  the caller can fix it and should know;
 - text read from the CRM is cleaned (:func:`sanitize`), because an agent's Case should not fail over
   a stray control character pasted from a document.
 
@@ -17,8 +17,8 @@ Decisions:
   Browsers submit form text with CRLF line breaks and Windows tools write them, so refusing CR would
   turn away ordinary messages; and SMS handsets show CRLF inconsistently (some as two breaks). The
   Unicode line and paragraph separators (U+2028, U+2029) are line breaks too and become ``\\n``. So
-  the text to send is always ``sanitize(text)``; on API input, after :func:`text_problem` found
-  nothing, that only normalises line breaks (and drops a leading byte order mark).
+  the text to send is always ``sanitize(text)``; on API input, after :func:`forbidden_characters`
+  found nothing, that only normalises line breaks (and drops a leading byte order mark).
 - The left-to-right and right-to-left marks (U+200E, U+200F) and the Arabic letter mark (U+061C)
   stay. They are how Hebrew and Arabic writers place punctuation and numbers correctly, and they
   cannot reorder letters; the embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) can,
@@ -93,19 +93,10 @@ def forbidden_characters(text: str) -> list[str]:
     return [_label(c) for c in found]
 
 
-def text_problem(text: str, *, label: str) -> str | None:
-    """The reason to refuse ``text``, or None. ``label`` names it, e.g. "The message"."""
-    labels = forbidden_characters(text)
-    if not labels:
-        return None
-    kind = "a character" if len(labels) == 1 else "characters"
-    return f"{label} contains {kind} that cannot be texted: {', '.join(labels)}."
-
-
 def sanitize(text: str) -> str:
     """Text fit to send: forbidden characters removed, line breaks normalised to ``\\n``.
 
-    Used on text read from the CRM, and on API text that :func:`text_problem` accepted.
+    Used on text read from the CRM, and on API text in which :func:`forbidden_characters` found nothing.
     """
     kept = "".join(c for c in text if not _is_forbidden(c))
     return _NEWLINE.sub("\n", kept)

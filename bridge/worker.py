@@ -1,5 +1,6 @@
 """The worker: a loop of passes (a batch of sends, then a batch of write-backs) and, beside it, a
-housekeeping tick (heartbeat and lease renewal, retention purge, CRM API usage).
+housekeeping tick (heartbeat and lease renewal, retention purge, CRM API usage) and the long-running
+inputs this process holds (:mod:`bridge.inputs`).
 
 The tick runs on its own so that a long pass (a slow CCAI, a slow CRM) never stops the heartbeat:
 a live worker's leases are renewed, so its work is never taken over; a worker that stops beating
@@ -10,21 +11,23 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
 
-from bridge.crm import CRMGateway
+from bridge.crm import ApiUsage, CRMGateway, Words
 from bridge.errors import BridgeError, StoreUnavailable
 from bridge.holdings import Holdings
-from bridge.overview import API_USAGE_KEY
-from bridge.status import StatusBoard
+from bridge.inputs import Input, InputOptions, InputRunner
+from bridge.metrics import Metrics
 from bridge.store import Store
+from bridge.store.status import API_USAGE_KEY, StatusBoard
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +38,26 @@ Step = Callable[[], Awaitable[int]]
 
 
 @dataclass(frozen=True)
+class StepContext:
+    """What every step of one worker shares: who it is (leases name it), what it has in hand (the
+    heartbeat renews only that), whether it is stopping, its counters, its randomness (tests seed
+    it) and the CRM's words for what people read."""
+
+    owner: str
+    holdings: Holdings
+    stopping: Callable[[], bool]
+    metrics: Metrics
+    rng: random.Random
+    words: Words
+
+
+@dataclass(frozen=True)
 class WorkerOptions:
     poll_seconds: float
     lease_seconds: float
     retention_seconds: float
     unhealthy_after: float = 60.0  # /readyz fails when no pass has succeeded for this long
+    inputs: InputOptions = field(default_factory=InputOptions)
 
 
 class Worker:
@@ -61,20 +79,40 @@ class Worker:
         self._gateway = gateway
         self._options = options
         self._steps: list[Step] = []
+        self._inputs: list[InputRunner] = []
         self._wake = anyio.Event()
         self._stop = anyio.Event()
         self._last_ok = time.monotonic()
         self._last_error: str | None = None
         self._purge_due = 0.0
-        self._reported_usage: tuple[int, int] | None = None
+        self._reported_usage: ApiUsage | None = None
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def context(self, *, metrics: Metrics, words: Words, rng: random.Random | None = None) -> StepContext:
+        """What this worker's steps share."""
+        return StepContext(
+            owner=self.id,
+            holdings=self.holdings,
+            stopping=lambda: self.stopping,
+            metrics=metrics,
+            rng=rng or random.Random(),
+            words=words,
+        )
+
     def add_step(self, step: Step) -> None:
         """Steps run in order in every pass; each returns how much it handled."""
         self._steps.append(step)
+
+    def add_input(self, name: str, run: Input) -> None:
+        """A long-running input (a stream), run beside the passes while this worker holds its lease:
+        one process at a time runs it, another takes over when the holder dies, and it is started
+        again when it ends or fails."""
+        if any(runner.name == name for runner in self._inputs):
+            raise ValueError(f"An input named {name!r} is already added.")
+        self._inputs.append(InputRunner(name, run, owner=self.id, board=self._board, options=self._options.inputs))
 
     def wake(self) -> None:
         """Ask the loop to look for work now (called after new events are stored)."""
@@ -99,6 +137,8 @@ class Worker:
         logger.info("Worker %s started on %s (pid %s)", self.id, socket.gethostname(), os.getpid())
         async with anyio.create_task_group() as group:
             group.start_soon(self._tick_forever)
+            for runner in self._inputs:
+                group.start_soon(runner.run_forever)
             await self._loop()
             group.cancel_scope.cancel()
         await self._say_goodbye()
@@ -139,7 +179,7 @@ class Worker:
 
     async def _idle(self) -> None:
         try:
-            due = await anyio.to_thread.run_sync(self._store.seconds_until_due)
+            due = await anyio.to_thread.run_sync(self._store.sends.seconds_until_due)
         except StoreUnavailable:
             due = None  # the next pass reports it; just wait the usual interval
         wait = self._options.poll_seconds if due is None else min(self._options.poll_seconds, due)
@@ -148,8 +188,10 @@ class Worker:
         self._wake = anyio.Event()
 
     async def _say_goodbye(self) -> None:
+        for runner in self._inputs:
+            await runner.release()
         try:
-            released = await anyio.to_thread.run_sync(self._store.release, self.id)
+            released = await anyio.to_thread.run_sync(self._store.sends.release, self.id)
             await anyio.to_thread.run_sync(self._board.stopped, self.id)
         except StoreUnavailable as exc:
             logger.warning("Worker %s stopped without reaching the store (%s); its leases will run out", self.id, exc)
@@ -181,7 +223,7 @@ class Worker:
         )
         in_hand, writing_back = self.holdings.snapshot()
         await anyio.to_thread.run_sync(
-            lambda: self._store.renew(
+            lambda: self._store.sends.renew(
                 self.id,
                 sends_in_hand=in_hand,
                 writebacks_in_hand=writing_back,
@@ -196,7 +238,9 @@ class Worker:
         per tick while there is a backlog, then once an hour."""
         if self._options.retention_seconds <= 0 or time.monotonic() < self._purge_due:
             return
-        removed = await anyio.to_thread.run_sync(lambda: self._store.purge(self._options.retention_seconds, once=True))
+        removed = await anyio.to_thread.run_sync(
+            lambda: self._store.sends.purge(self._options.retention_seconds, once=True)
+        )
         await anyio.to_thread.run_sync(self._board.forget, FORGET_WORKERS_AFTER_SECONDS)
         if removed:
             logger.info("Purged %d finished send(s) older than the retention period", removed)
@@ -207,5 +251,5 @@ class Worker:
         usage = self._gateway.api_usage()
         if usage is not None and usage != self._reported_usage:
             self._reported_usage = usage
-            record = {"used": usage[0], "total": usage[1]}
+            record = {"used": usage.used, "total": usage.total}
             await anyio.to_thread.run_sync(self._board.put, API_USAGE_KEY, record)

@@ -7,35 +7,31 @@ success wrote, and a note whose creation was not confirmed is looked for before 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.chats import attach_task
 from bridge.crm import CRMGateway, Note, TicketUpdate, WriteResult
 from bridge.errors import CRMError, CRMRequestError
-from bridge.holdings import Holdings
-from bridge.metrics import Metrics
-from bridge.model import PendingWriteback, WritebackState
+from bridge.model import PendingWriteback, WritebackState, status_words
 from bridge.settings import WritebackConfig
 from bridge.store import Store
+from bridge.worker import StepContext
 
 logger = logging.getLogger(__name__)
 
 BATCH_LIMIT = 200
-STATUS_WORDS = {
-    "scheduled": "Scheduled",
-    "sent": "Sent",
-    "failed": "Failed",
-    "skipped": "Skipped",
-    "suppressed": "Suppressed",
-    "unknown": "Unknown",
-    "opted_out": "Opted out",
-}
+
+
+@dataclass(frozen=True)
+class WritebackOptions:
+    config: WritebackConfig
+    lease_seconds: float
+    retry_for: float  # seconds a write-back is retried before it is given up
+    follows_chats: bool = False  # a sent SMS's note awaits the chat's outcome
 
 
 def ticket_update(item: PendingWriteback, *, max_reason: int) -> TicketUpdate:
@@ -54,14 +50,14 @@ def ticket_update(item: PendingWriteback, *, max_reason: int) -> TicketUpdate:
 
 
 def note_for(item: PendingWriteback, config: WritebackConfig, *, follows_chats: bool = False) -> Note:
-    """The note recording a send. A sent SMS's note stays open while its chat is followed."""
+    """The note recording a send. A sent SMS's note awaits the chat's outcome while it is followed."""
     if item.status == "sent":
         subject = config.task_subject_sent
         body = f"Text sent to the customer:\n\n{item.message or '(not known: found in CCAI Platform)'}"
         body += f"\n\nCCAI Platform chat id: {item.chat_id}"
     else:
         subject = config.task_subject_not_sent
-        body = f"Outcome: {STATUS_WORDS[item.status]}\nReason: {item.reason}"
+        body = f"Outcome: {status_words(item.status)}\nReason: {item.reason}"
         if item.message:
             body += f"\n\nText that was to be sent:\n\n{item.message}"
     return Note(
@@ -69,42 +65,29 @@ def note_for(item: PendingWriteback, config: WritebackConfig, *, follows_chats: 
         key=f"send {item.id}",
         subject=subject[:255],
         body=body,
-        date=dt.datetime.fromtimestamp(item.finished_at, tz=dt.UTC).date().isoformat(),
-        done=not (follows_chats and item.status == "sent" and item.chat_id is not None),
+        at=item.finished_at,
+        awaits_follow_up=follows_chats and item.status == "sent" and item.chat_id is not None,
     )
 
 
 class Writeback:
     """Claims finished sends and brings their outcome to the CRM."""
 
-    def __init__(
-        self,
-        *,
-        owner: str,
-        holdings: Holdings,
-        store: Store,
-        gateway: CRMGateway,
-        config: WritebackConfig,
-        lease_seconds: float,
-        retry_for: float,
-        metrics: Metrics,
-        follows_chats: bool = False,
-        rng: random.Random | None = None,
-    ) -> None:
-        self._owner = owner
-        self._holdings = holdings
-        self._follows_chats = follows_chats
+    def __init__(self, *, context: StepContext, store: Store, gateway: CRMGateway, options: WritebackOptions) -> None:
+        self._owner = context.owner
+        self._holdings = context.holdings
+        self._metrics = context.metrics
+        self._rng = context.rng
         self._store = store
         self._gateway = gateway
-        self._config = config
-        self._lease = lease_seconds
-        self._retry_for = retry_for
-        self._metrics = metrics
-        self._rng = rng or random.Random()
+        self._config = options.config
+        self._follows_chats = options.follows_chats
+        self._lease = options.lease_seconds
+        self._retry_for = options.retry_for
 
     async def run_batch(self) -> int:
         items = await anyio.to_thread.run_sync(
-            lambda: self._store.claim_writebacks(self._owner, limit=BATCH_LIMIT, lease_seconds=self._lease)
+            lambda: self._store.writebacks.claim(self._owner, limit=BATCH_LIMIT, lease_seconds=self._lease)
         )
         if not items:
             return 0
@@ -169,10 +152,10 @@ class Writeback:
                 self._metrics.writeback_failures.labels(part).inc()
                 if state == "failed":
                     logger.error("Write-back of send %s (%s) failed for good: %s", item.id, part, result.message)
-        if task is not None and task.ok and task.ref is not None and item.status == "sent":
-            attach_task(self._store.db, item.id, task.ref)  # completed when its chat ends
+        if task is not None and task.ok and item.status == "sent":
+            self._store.chats.attach_note(item.id, task.ref)  # followed up when its chat ends
         retrying = "pending" in (case_state, task_state)
-        self._store.record_writeback(
+        self._store.writebacks.record(
             item,
             case_state=case_state,
             task_state=task_state,

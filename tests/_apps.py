@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from bridge.cli import main
+from bridge.crm.salesforce import plugin as salesforce
+from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.metrics import Metrics
-from bridge.overview import read_overview
-from bridge.services import Services, Shutdown
-from bridge.status import StatusBoard
+from bridge.ops.cli import main
+from bridge.ops.overview import publish_gauges, read_overview
+from bridge.services import DoorOptions, Services, Shutdown
 from bridge.store import Store
 from bridge.worker import Worker, WorkerOptions
 from tests._fakes import FakeGateway
@@ -44,27 +45,37 @@ def services(
     api_keys: Sequence[str] = API_KEYS,
     metrics: Metrics | None = None,
     metrics_key: str = "",
+    dashboard_password: str = "",
     shutdown: Shutdown | None = None,
 ) -> Services:
-    """What ``create_app`` needs, without CCAI or a CRM: the doors store, nothing is sent."""
+    """What ``create_app`` needs, without CCAI or a CRM connection: the doors store, nothing is sent.
+    The CRM is Salesforce, its outbound-message door keyed with WEBHOOK_TOKENS for ORG_IDS."""
     return Services(
         store=store,
         worker=worker,
         run_worker=run_worker,
-        webhook_tokens=list(WEBHOOK_TOKENS),
-        org_ids=list(ORG_IDS),
-        max_body_bytes=MAX_BODY_BYTES,
-        api_keys=list(api_keys),
+        crm=salesforce,
+        crm_settings=salesforce_settings(bridge_webhook_token=",".join(WEBHOOK_TOKENS), org_ids=",".join(ORG_IDS)),
+        doors=DoorOptions(
+            max_body_bytes=MAX_BODY_BYTES,
+            api_keys=list(api_keys),
+            metrics_key=metrics_key,
+            dashboard_password=dashboard_password,
+        ),
         metrics=metrics or Metrics(),
-        metrics_key=metrics_key,
         shutdown=shutdown or Shutdown(20.0),
     )
+
+
+def salesforce_settings(**values: Any) -> SalesforceSettings:
+    """Salesforce's settings as the environment would name them, with the built-in file defaults."""
+    return SalesforceSettings(**{"bridge_config": "/nonexistent/bridge.toml", **values})
 
 
 def watched_metrics(store: Store) -> Metrics:
     """Metrics whose store gauges read ``store``, as :func:`bridge.services.build_services` wires them."""
     metrics = Metrics()
-    metrics.watch(lambda: read_overview(store))
+    publish_gauges(metrics, lambda: read_overview(store))
     return metrics
 
 
@@ -72,7 +83,7 @@ def idle_worker(store: Store, *, unhealthy_after: float = 60.0) -> Worker:
     """A real worker with no steps; with ``unhealthy_after`` below zero it reports a problem at once."""
     return Worker(
         store=store,
-        board=StatusBoard(store.db),
+        board=store.status,
         gateway=FakeGateway(),
         options=WorkerOptions(poll_seconds=0.1, lease_seconds=30, retention_seconds=0, unhealthy_after=unhealthy_after),
     )

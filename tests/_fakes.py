@@ -1,4 +1,4 @@
-"""An in-memory CRM for in-process worker tests."""
+"""An in-memory CRM for in-process worker tests, kept honest by ``tests/crm/test_gateway_contract.py``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.crm import ChatUpdate, Note, NoteCompletion, Ticket, TicketUpdate, WriteResult
+from bridge.crm import ApiUsage, ChatUpdate, FollowUp, Note, Ticket, TicketUpdate, WriteResult, WriteResults
 
 
 @dataclass
@@ -26,7 +26,7 @@ class FakeGateway:
     lose_write_answers: list[Exception] = field(default_factory=list)
     record_errors: dict[str, WriteResult] = field(default_factory=dict)
     chat_updates: list[ChatUpdate] = field(default_factory=list)
-    completions: list[NoteCompletion] = field(default_factory=list)
+    follow_ups: list[FollowUp] = field(default_factory=list)
     chat_failures: list[Exception] = field(default_factory=list)
     closed: bool = False
 
@@ -41,39 +41,49 @@ class FakeGateway:
         owner = values.get("Owner.Email") if values.get("Owner.Type") == "User" else None
         return Ticket(id=case_id, fields=dict(values), owner_email=owner)
 
-    def write_outcomes(
-        self, updates: Sequence[TicketUpdate], notes: Sequence[Note]
-    ) -> tuple[list[WriteResult], list[WriteResult]]:
+    def write_outcomes(self, updates: Sequence[TicketUpdate], notes: Sequence[Note]) -> WriteResults:
         self.writes += 1
         if self.write_failures:
             raise self.write_failures.pop(0)
         results = []
         for update in updates:
-            error = self.record_errors.get(update.ticket_id)
+            error = self.record_errors.get(update.ticket_id) or self._missing(update.ticket_id)
             if error is None:
                 self.updates.append(update)
             results.append(error or WriteResult(ok=True))
         self.notes.extend(notes)
         if self.lose_write_answers:
             raise self.lose_write_answers.pop(0)
-        return results, [WriteResult(ok=True, ref=f"00T{i:015d}") for i, _ in enumerate(notes)]
+        return WriteResults(results, [WriteResult(ok=True, ref=f"00T{i:015d}") for i, _ in enumerate(notes)])
 
-    def write_chats(
-        self, updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]
-    ) -> tuple[list[WriteResult], list[WriteResult]]:
+    def write_chats(self, updates: Sequence[ChatUpdate], follow_ups: Sequence[FollowUp]) -> WriteResults:
         self.chat_writes += 1
         if self.chat_failures:
             raise self.chat_failures.pop(0)
         self.chat_updates.extend(updates)
-        self.completions.extend(completions)
-        return [WriteResult(ok=True) for _ in updates], [WriteResult(ok=True) for _ in completions]
+        self.follow_ups.extend(follow_ups)
+        refs = {f"00T{i:015d}": (n.ticket_id, n.key) for i, n in enumerate(self.notes)}
+        followed = [
+            WriteResult(ok=True)
+            if refs.get(f.note_ref or "") == (f.ticket_id, f.key)
+            or (f.note_ref is None and (f.ticket_id, f.key) in refs.values())
+            else WriteResult(ok=False, message=f"No note records {f.key} on ticket {f.ticket_id}.")
+            for f in follow_ups
+        ]
+        return WriteResults([self._missing(u.ticket_id) or WriteResult(ok=True) for u in updates], followed)
+
+    def _missing(self, ticket_id: str) -> WriteResult | None:
+        """The answer for a ticket that does not exist (deleted): final, as the CRM's would be."""
+        if ticket_id in self.cases:
+            return None
+        return WriteResult(ok=False, message=f"ENTITY_IS_DELETED: ticket {ticket_id} does not exist.")
 
     def existing_notes(self, notes: Sequence[Note]) -> dict[str, str]:
         have = {(n.ticket_id, n.key): f"00T{i:015d}" for i, n in enumerate(self.notes)}
         return {n.key: have[(n.ticket_id, n.key)] for n in notes if (n.ticket_id, n.key) in have}
 
-    def api_usage(self) -> tuple[int, int] | None:
-        return (self.reads, 100_000) if self.reads else None
+    def api_usage(self) -> ApiUsage | None:
+        return ApiUsage(self.reads, 100_000) if self.reads else None
 
     def close(self) -> None:
         self.closed = True

@@ -11,15 +11,17 @@ from typing import Any
 
 import httpx
 
-from bridge.ccai import CCAIClient
+from bridge.ccai.client import CCAIClient
+from bridge.ccai.pacing import LocalRateLimiter, RateLimiter
+from bridge.crm.salesforce import plugin as salesforce
+from bridge.holdings import Holdings
 from bridge.metrics import Metrics
-from bridge.model import NewSend, SendRecord, Source
-from bridge.ratelimit import LocalRateLimiter, RateLimiter
+from bridge.model import NewSend, Origin, Overrides, SendRecord
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.services import build_worker
-from bridge.settings import FileConfig, Settings
+from bridge.settings import Settings
 from bridge.store import Store
-from bridge.worker import Worker
+from bridge.worker import StepContext, Worker
 from tests._clock import Clock
 from tests._fakes import FakeGateway
 
@@ -56,9 +58,10 @@ def harness_settings(**overrides: Any) -> Settings:
         "ccai_retry_for_seconds": 600,
         "bridge_lease_seconds": 30,
         "bridge_send_window": "off",  # tests of the window set one
+        "bridge_config": "/nonexistent/bridge.toml",  # the built-in defaults, whatever the working directory
         **overrides,
     }
-    return Settings(**values).with_file(FileConfig())
+    return Settings(**values)
 
 
 @dataclass
@@ -71,12 +74,22 @@ class Harness:
     ccai: CCAIClient
     metrics: Metrics
 
-    def ingest(self, *case_ids: str, source: Source = "outbound_message", **overrides: Any) -> list[int]:
+    def ingest(
+        self, *case_ids: str, origin: Origin = "crm_event", source: str | None = None, **overrides: Any
+    ) -> list[int]:
+        """Sends as a door would store them: by default events the CRM fired (an outbound message)."""
+        door = source or ("outbound_message" if origin == "crm_event" else "api")
         sends = [
-            NewSend(dedupe_key=f"om:x:{uuid.uuid4().hex}", source=source, ticket_id=c, overrides=overrides)
+            NewSend(
+                dedupe_key=f"om:x:{uuid.uuid4().hex}",
+                source=door,
+                origin=origin,
+                ticket_id=c,
+                overrides=Overrides(**overrides),
+            )
             for c in case_ids
         ]
-        return [self.store.create(s).id for s in sends]
+        return [self.store.sends.create(s).id for s in sends]
 
     async def drain(self, *, advance: float = 0.0, rounds: int = 30) -> None:
         """Run the worker until nothing is due; ``advance`` moves the clock between rounds (retries)."""
@@ -86,12 +99,23 @@ class Harness:
                     return
                 self.clock.advance(advance)
 
+    def context(self, owner: str) -> StepContext:
+        """What a step of another worker (``owner``) would share, for a step built by hand."""
+        return StepContext(
+            owner=owner,
+            holdings=Holdings(),
+            stopping=lambda: False,
+            metrics=self.metrics,
+            rng=random.Random(1),
+            words=salesforce.words,
+        )
+
     def lookups(self, result: str) -> float:
         return self.metrics.registry.get_sample_value("bridge_ccai_chat_lookups_total", {"result": result}) or 0.0
 
     def row(self, case_id: str) -> SendRecord:
         """The newest send for the ticket."""
-        return self.store.find(ticket_id=case_id, limit=1)[0]
+        return self.store.history.find(ticket_id=case_id, limit=1)[0]
 
 
 def make_harness(
@@ -122,6 +146,12 @@ def make_harness(
         metrics=metrics,
     )
     worker = build_worker(
-        harness_settings(**settings), store=store, gateway=gateway, ccai=ccai, metrics=metrics, rng=random.Random(1)
+        harness_settings(**settings),
+        store=store,
+        gateway=gateway,
+        ccai=ccai,
+        metrics=metrics,
+        words=salesforce.words,
+        rng=random.Random(1),
     )
     return Harness(store=store, gateway=gateway, sim=sim, worker=worker, clock=clock, ccai=ccai, metrics=metrics)

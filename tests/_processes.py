@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.record_ids import to18
+from bridge.crm.salesforce.ids import to18
 from bridge.sandbox.servers import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -282,5 +282,5 @@ def chats_created(sandbox: SandboxProcess) -> int:
 
 def worker_with(patch: str) -> list[str]:
     """``bridge worker`` in a process whose standard library is patched first (a fault of its host)."""
-    code = f"{patch}\nimport sys\nfrom bridge.cli import main\nsys.exit(main(['worker']))"
+    code = f"{patch}\nimport sys\nfrom bridge.ops.cli import main\nsys.exit(main(['worker']))"
     return [sys.executable, "-c", code]

@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.errors import StoreRejected
-from bridge.optouts import OptOutList
 from bridge.store import Store
+from bridge.store.opt_outs import OptOuts
 from tests._apps import BODY, OUTBOUND_URL, UNREACHABLE_STORE, XML, idle_worker, services
 from tests._fakes import FakeGateway
 
@@ -101,9 +101,9 @@ def test_data_the_store_refuses_is_a_422_naming_why_not_an_outage(
     def refuse(*args: object, **kwargs: object) -> None:
         raise refusal
 
-    monkeypatch.setattr(sqlite_store, "ingest", refuse)
-    monkeypatch.setattr(sqlite_store, "create", refuse)
-    monkeypatch.setattr(OptOutList, "add", refuse)
+    monkeypatch.setattr(sqlite_store.sends, "ingest", refuse)
+    monkeypatch.setattr(sqlite_store.sends, "create", refuse)
+    monkeypatch.setattr(OptOuts, "add", refuse)
     client = TestClient(create_app(services=services(sqlite_store)))
     auth = {"Authorization": "Bearer key"}
     soap = client.post(OUTBOUND_URL, params={"token": "current-token"}, content=BODY, headers=XML)

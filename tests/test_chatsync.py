@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,15 +17,16 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from bridge._schema import chats, session_events
 from bridge.app import refused
-from bridge.chats import ChatState, ChatStore, apply_state, parse
-from bridge.chatsync import STATUS_KEY, ChatSync, SyncOptions
-from bridge.crm import ChatUpdate, NoteCompletion
+from bridge.ccai.chats import ChatState, parse
+from bridge.ccai.session_events import SessionEventsEndpoint
+from bridge.chatsync import ChatSync, SyncOptions
+from bridge.crm import ChatUpdate, FollowUp
 from bridge.errors import CRMUnavailable, InboundError, StoreRejected
-from bridge.session_events import SessionEventsEndpoint
-from bridge.status import StatusBoard
 from bridge.store import Store
+from bridge.store.chats import apply_state
+from bridge.store.schema import chats, session_events
+from bridge.store.status import CHAT_SYNC_KEY
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, MOBILE_NUMBER, QUEUE_CASE, Harness, make_harness
 
@@ -42,14 +42,13 @@ def h(store: Store, clock: Clock) -> Harness:
 
 def sync_for(h: Harness, *, owner: str = "sync-a", options: SyncOptions = OPTIONS) -> ChatSync:
     return ChatSync(
-        owner=owner,
-        chats=ChatStore(h.store.db),
-        board=StatusBoard(h.store.db),
+        context=h.context(owner),
+        chats=h.store.chats,
+        events=h.store.session_events,
+        board=h.store.status,
         ccai=h.ccai,
         gateway=h.gateway,
         options=options,
-        metrics=h.metrics,
-        rng=random.Random(1),
     )
 
 
@@ -69,7 +68,7 @@ def move(h: Harness, chat_id: int, **values: object) -> None:
 async def test_the_ticket_follows_the_chat_to_its_end_and_the_note_is_completed(h: Harness) -> None:
     chat = await sent_chat(h)
     note = [n for n in h.gateway.notes if n.ticket_id == MOBILE_CASE][-1]
-    assert not note.done  # the Task stays open while the chat is followed
+    assert note.awaits_follow_up  # the Task stays open while the chat is followed
     sync = sync_for(h)
     move(h, chat, status="assigned", agent_info={"id": 7, "name": "Ana Lopez", "email": "ana@example.com"})
     await sync.poll()
@@ -85,9 +84,10 @@ async def test_the_ticket_follows_the_chat_to_its_end_and_the_note_is_completed(
         "Resolved by agent",
         h.clock(),
     )
-    [completion] = h.gateway.completions
-    assert "Chat outcome: finished" in completion.body
-    assert "Resolved by agent" in completion.body
+    [follow_up] = h.gateway.follow_ups
+    assert (follow_up.ticket_id, follow_up.key, follow_up.note_ref) == (MOBILE_CASE, "send 1", "00T000000000000000")
+    assert "Chat outcome: finished" in follow_up.body
+    assert "Resolved by agent" in follow_up.body
     # An ended chat is no longer followed: the next poll makes no request at all.
     requests = h.sim.manager_requests
     await sync.poll()
@@ -115,7 +115,7 @@ async def test_one_paged_request_per_hundred_changed_chats(h: Harness) -> None:
     h.ingest(*ids)
     await h.drain()
     sync = sync_for(h)
-    for row in h.store.find(limit=200):
+    for row in h.store.history.find(limit=200):
         h.sim.chats.update(int(str(row.chat_id)), {"status": "assigned"}, now=h.clock() + 1)
     h.clock.advance(1)
     before = h.sim.manager_requests
@@ -130,7 +130,7 @@ async def test_the_high_water_mark_survives_a_restart_and_overlaps_ties(h: Harne
     first = sync_for(h, owner="process-1")
     move(h, chat, status="assigned")
     await first.poll()
-    saved = StatusBoard(h.store.db).get(STATUS_KEY)
+    saved = h.store.status.get(CHAT_SYNC_KEY)
     assert saved is not None
     high_water = saved[0]["high_water"]
     assert high_water == h.clock()
@@ -146,15 +146,13 @@ async def test_the_high_water_mark_survives_a_restart_and_overlaps_ties(h: Harne
 async def test_exactly_one_process_polls(h: Harness) -> None:
     await sent_chat(h)
     h.clock.advance(121)  # the harness worker's own (housekeeping) hold on the lease runs out
-    one, two = sync_for(h, owner="a"), sync_for(h, owner="b")
-    for sync in (one, two):
-        sync.poll_now()
+    one, two = sync_for(h, owner="a"), sync_for(h, owner="b")  # each polls at its first pass
     before = h.sim.manager_requests
     await one.run_batch()
     await two.run_batch()
     assert h.sim.manager_requests - before == 1  # b found the lease taken
     h.clock.advance(121)  # a stops (its lease, twice the interval, runs out): b takes over
-    two.poll_now()
+    two = sync_for(h, owner="b")  # b's next poll is due
     await two.run_batch()
     assert h.sim.manager_requests - before == 2
 
@@ -183,15 +181,18 @@ async def test_an_unknown_status_is_written_verbatim_and_unknown_keys_ignored(
     h: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     chat = await sent_chat(h)
-    word = f"escalated_{uuid.uuid4().hex[:6]}"  # logged once per process: a word no other test used
-    state = parse({"id": chat, "status": word, "updated_at": "2027-01-15T08:00:00Z", "brand_new": 1})
+    sync = sync_for(h)
+    move(h, chat, status="escalated")
+    await sync.poll()
+    await sync.write()
+    assert h.gateway.chat_updates[-1].status == "escalated"
+    assert caplog.text.count("escalated") == 1
+    move(h, chat, status="escalated")
+    await sync.poll()  # read again: said once by this chat sync, not at every poll
+    assert caplog.text.count("escalated") == 1
+    state = parse({"id": chat, "status": "escalated", "updated_at": "2027-01-15T08:00:00Z", "brand_new": 1})
     assert state is not None
-    ChatStore(h.store.db).apply([state])
-    await sync_for(h).write()
-    assert h.gateway.chat_updates[-1].status == word
-    assert caplog.text.count(word) == 1
-    ChatStore(h.store.db).apply([parse({"id": chat, "status": word, "updated_at": "2027-01-15T09:00:00Z"})])  # type: ignore[list-item]
-    assert caplog.text.count(word) == 1
+    assert state.status == "escalated"
     assert parse({"status": "x"}) is None  # no id: not a chat
 
 
@@ -235,7 +236,7 @@ async def test_chats_started_long_ago_are_no_longer_followed(h: Harness) -> None
     sync = sync_for(h)
     h.clock.advance(8 * 86400)
     await sync.poll()
-    assert ChatStore(h.store.db).followed(follow_seconds=OPTIONS.follow_seconds) == set()
+    assert h.store.chats.followed(follow_seconds=OPTIONS.follow_seconds) == set()
     before = h.sim.manager_requests
     await sync.poll()
     assert h.sim.manager_requests == before  # nothing followed: no request
@@ -289,9 +290,9 @@ def while_writing(h: Harness, during: Callable[[], None]) -> Iterator[None]:
     if ``during`` raises, instead of answering)."""
     write = h.gateway.write_chats
 
-    def slow_write(updates: Sequence[ChatUpdate], completions: Sequence[NoteCompletion]) -> Any:
+    def slow_write(updates: Sequence[ChatUpdate], follow_ups: Sequence[FollowUp]) -> Any:
         during()
-        return write(updates, completions)
+        return write(updates, follow_ups)
 
     h.gateway.write_chats = slow_write  # type: ignore[method-assign]
     try:
@@ -306,15 +307,15 @@ async def test_news_that_arrives_while_the_ticket_is_being_written_is_written_ne
     def chat_finishes() -> None:
         # While Salesforce takes its time, another process learns that the chat finished.
         h.clock.advance(1)
-        ChatStore(h.store.db).apply([finished_state(chat, h.clock())])
+        h.store.chats.apply([finished_state(chat, h.clock())])
 
     with while_writing(h, chat_finishes):
         await sync.write()
     assert [u.status for u in h.gateway.chat_updates] == ["assigned"]
     await sync.write()
     assert [u.status for u in h.gateway.chat_updates] == ["assigned", "finished"]
-    [completion] = h.gateway.completions
-    assert "Chat outcome: finished" in completion.body
+    [follow_up] = h.gateway.follow_ups
+    assert "Chat outcome: finished" in follow_up.body
 
 
 def lease_until(h: Harness, chat: int) -> float:
@@ -336,7 +337,7 @@ async def test_a_slow_write_keeps_its_claim_on_the_chats(h: Harness) -> None:
             deadline = time.monotonic() + 3
             while lease_until(h, chat) < h.clock() + 0.25 and time.monotonic() < deadline:
                 time.sleep(0.01)
-        taken.append(ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30))
+        taken.append(h.store.chats.claim_updates(limit=10, lease_seconds=30))
 
     with while_writing(h, a_second_and_another_claim):
         await sync.write()
@@ -351,7 +352,7 @@ async def test_a_writer_that_lost_its_claim_leaves_the_new_holder_alone(h: Harne
 
     def stall_then_time_out() -> None:
         h.clock.advance(OPTIONS.lease_seconds + 1)  # the process stalled: its lease ran out
-        taken.append(ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30))
+        taken.append(h.store.chats.claim_updates(limit=10, lease_seconds=30))
         raise CRMUnavailable("Salesforce timed out")
 
     with while_writing(h, stall_then_time_out):
@@ -361,7 +362,7 @@ async def test_a_writer_that_lost_its_claim_leaves_the_new_holder_alone(h: Harne
     # The first writer's late failure must neither free the second one's claim for a third process
     # nor put off the chat: the second still holds it, for the rest of its lease.
     h.clock.advance(10)
-    assert not ChatStore(h.store.db).claim_updates(limit=10, lease_seconds=30)
+    assert not h.store.chats.claim_updates(limit=10, lease_seconds=30)
 
 
 # -- pushed session events ----------------------------------------------------------------------
@@ -371,7 +372,7 @@ EVENTS_AUTH = ("ccai", "events-secret")
 
 def events_door(h: Harness) -> httpx.AsyncClient:
     door = SessionEventsEndpoint(
-        chats=ChatStore(h.store.db),
+        events=h.store.session_events,
         user=EVENTS_AUTH[0],
         password=EVENTS_AUTH[1],
         max_body_bytes=1 << 20,
@@ -551,7 +552,7 @@ async def test_a_state_applied_against_a_stale_read_never_overwrites_a_newer_one
     newer = finished_state(chat, h.clock())
     with h.store.db.tx() as connection:
         stale = connection.execute(select(chats).where(chats.c.chat_id == str(chat))).mappings().one()
-    ChatStore(h.store.db).apply([newer])  # another process, between the read and the write
+    h.store.chats.apply([newer])  # another process, between the read and the write
     older = parse({"id": chat, "status": "assigned", "updated_at": h.clock() - 5})
     assert older is not None
     with h.store.db.tx() as connection:
@@ -566,7 +567,7 @@ async def test_a_lease_that_ran_out_is_not_renewed(h: Harness) -> None:
     chat = await sent_chat(h)
     move(h, chat, status="assigned")
     await sync_for(h).poll()
-    store = ChatStore(h.store.db)
+    store = h.store.chats
     claim = store.claim_updates(limit=10, lease_seconds=5)
     assert claim is not None
     h.clock.advance(3)

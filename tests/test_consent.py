@@ -7,11 +7,12 @@ import datetime as dt
 
 import pytest
 
-from bridge.consent import Allow, Block, Hold, WindowRules, decide
+from bridge.consent import Allow, Block, Hold, decide
 from bridge.crm import Ticket
-from bridge.optouts import OptOut, OptOutList
-from bridge.send_window import parse_window
-from bridge.sends import retry
+from bridge.crm.salesforce import plugin as salesforce
+from bridge.model import OptOut
+from bridge.ops.retries import retry
+from bridge.send_window import WindowRules, parse_window
 from bridge.store import Store
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, MOBILE_NUMBER, QUEUE_CASE, Harness, make_harness
@@ -22,6 +23,8 @@ LA_NUMBER = MOBILE_NUMBER  # 415: San Francisco, America/Los_Angeles
 RULES = WindowRules(default=parse_window("08:00-21:00"), states={"FL": parse_window("08:00-20:00")})
 TICKET = Ticket(id=MOBILE_CASE, fields={})
 
+WORDS = salesforce.words
+
 
 def at(text: str) -> float:
     """An instant given in UTC, e.g. "2026-11-25 15:00"."""
@@ -29,7 +32,12 @@ def at(text: str) -> float:
 
 
 def check(ticket: Ticket = TICKET, number: str = LA_NUMBER, *, now: float, **kwargs: object) -> object:
-    values: dict[str, object] = {"block_if_true": ("Contact.DoNotCall",), "opted_out": None, "rules": RULES}
+    values: dict[str, object] = {
+        "block_if_true": ("Contact.DoNotCall",),
+        "opted_out": None,
+        "rules": RULES,
+        "words": salesforce.words,
+    }
     values.update(kwargs)
     return decide(ticket, number, now=now, **values)  # type: ignore[arg-type]
 
@@ -140,7 +148,7 @@ async def test_do_not_call_blocks_before_ccai_and_says_so_on_the_case(store: Sto
 
 async def test_an_opt_out_blocks_every_case_with_the_number_in_any_format(store: Store, clock: Clock) -> None:
     h = make_harness(store, clock)
-    OptOutList(store.db).add(MOBILE_NUMBER, source="agent", note="said stop")
+    store.opt_outs.add(MOBILE_NUMBER, source="agent", note="said stop")
     h.gateway.cases[QUEUE_CASE]["ContactPhone"] = "(415) 555-0100"  # the same number, written another way
     h.ingest(MOBILE_CASE, QUEUE_CASE)
     await h.drain()
@@ -157,7 +165,7 @@ async def test_ccai_refusing_an_opted_out_consumer_teaches_the_list(store: Store
     await h.drain(advance=60, rounds=5)
     row = h.row(MOBILE_CASE)
     assert (row.status, row.attempts) == ("opted_out", 1)  # not failed, not retried
-    entry = OptOutList(store.db).get(MOBILE_NUMBER)
+    entry = store.opt_outs.get(MOBILE_NUMBER)
     assert entry is not None
     assert entry.source == "ccai"
     assert h.gateway.latest(MOBILE_CASE).opted_out  # recorded on the Contact when configured
@@ -192,7 +200,7 @@ async def test_a_held_send_checks_consent_again_when_released(night: Harness, cl
     h = night
     h.ingest(MOBILE_CASE)
     await h.drain()
-    OptOutList(h.store.db).add(MOBILE_NUMBER, source="flow", note="replied STOP at 06:00")
+    h.store.opt_outs.add(MOBILE_NUMBER, source="flow", note="replied STOP at 06:00")
     clock.now = at("2026-11-26 16:00")
     await h.drain()
     assert h.row(MOBILE_CASE).status == "opted_out"
@@ -229,7 +237,7 @@ async def test_an_opt_out_recorded_while_a_send_waits_for_its_slot_stops_it(stor
     wait_for_slot = h.ccai.wait_for_slot
 
     async def slot_after_a_stop() -> None:
-        OptOutList(store.db).add(MOBILE_NUMBER, source="flow", note="replied STOP")
+        store.opt_outs.add(MOBILE_NUMBER, source="flow", note="replied STOP")
         await wait_for_slot()
 
     h.ccai.wait_for_slot = slot_after_a_stop  # type: ignore[method-assign]
@@ -244,10 +252,10 @@ async def test_an_operator_retry_is_subject_to_the_window_the_agent_ignored(nigh
     operator's retry at 03:00 the customer's time must wait for the window like any other send."""
     h = night
     h.sim.script.append({"status": 400, "message": "Outbound SMS failed. Invalid outbound number."})
-    [send_id] = h.ingest(MOBILE_CASE, source="api", send_window="ignore")
+    [send_id] = h.ingest(MOBILE_CASE, origin="person", send_window="ignore")
     await h.drain()
     assert h.row(MOBILE_CASE).status == "failed"
-    assert retry(h.store, send_id, force=False).queued
+    assert retry(h.store, send_id, force=False, words=WORDS).queued
     await h.drain()
     assert h.row(MOBILE_CASE).status == "scheduled"
     assert len(h.sim.request_times) == 1
@@ -267,17 +275,25 @@ async def test_an_echo_of_the_scheduled_update_is_suppressed(night: Harness, clo
 
 async def test_an_agent_send_may_ignore_the_window(night: Harness) -> None:
     h = night
-    h.ingest(MOBILE_CASE, source="api", send_window="ignore")
+    h.ingest(MOBILE_CASE, origin="person", send_window="ignore")
     await h.drain()
     assert h.row(MOBILE_CASE).status == "sent"
-    h.ingest(QUEUE_CASE, source="outbound_message", send_window="ignore")  # an event cannot
+    h.ingest(QUEUE_CASE, origin="crm_event", send_window="ignore")  # an event cannot
     await h.drain()
     assert h.row(QUEUE_CASE).status == "scheduled"
 
 
+async def test_an_event_from_any_crm_door_cannot_ignore_the_window(night: Harness) -> None:
+    h = night
+    h.ingest(QUEUE_CASE, source="salesforce_pubsub", send_window="ignore")
+    await h.drain()
+    assert h.row(QUEUE_CASE).status == "scheduled"
+    assert h.sim.request_times == []
+
+
 async def test_a_message_over_the_segment_limit_is_refused_before_ccai(store: Store, clock: Clock) -> None:
     h = make_harness(store, clock)
-    h.ingest(MOBILE_CASE, source="api", message="Bonjour 🙂 " * 70)  # 699 characters once trimmed, UCS-2
+    h.ingest(MOBILE_CASE, origin="person", message="Bonjour 🙂 " * 70)  # 699 characters once trimmed, UCS-2
     await h.drain()
     row = h.row(MOBILE_CASE)
     assert row.status == "failed"
@@ -287,6 +303,6 @@ async def test_a_message_over_the_segment_limit_is_refused_before_ccai(store: St
 
 async def test_the_segment_count_is_recorded_on_the_send(store: Store, clock: Clock) -> None:
     h = make_harness(store, clock)
-    h.ingest(MOBILE_CASE, source="api", message="x" * 161)
+    h.ingest(MOBILE_CASE, origin="person", message="x" * 161)
     await h.drain()
     assert (h.row(MOBILE_CASE).status, h.row(MOBILE_CASE).segments) == ("sent", 2)

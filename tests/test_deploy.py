@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bridge.cli import _parser
-from bridge.settings import Settings
+from bridge.ops.cli import _parser
+from bridge.services import environment_names
 
 ROOT = Path(__file__).parents[1]
 
@@ -22,7 +22,7 @@ def test_procfile_processes_are_commands_the_cli_accepts() -> None:
 
 def test_app_json_describes_only_real_settings_and_provisions_postgres() -> None:
     app = json.loads((ROOT / "app.json").read_text())
-    known = {name.upper() for name in Settings.model_fields}
+    known = environment_names()
     assert set(app["env"]) <= known, set(app["env"]) - known
     assert any(addon["plan"].startswith("heroku-postgresql") for addon in app["addons"])
     assert set(app["formation"]) == {"web", "worker"}

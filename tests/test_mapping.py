@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.crm import Ticket
+from bridge.crm import Ticket, Words
+from bridge.crm.salesforce import plugin as salesforce
 from bridge.mapping import TicketMapper
-from bridge.model import Outcome, SmsRequest
+from bridge.model import Outcome, Overrides, SmsRequest
 from bridge.settings import MappingConfig
 
 OWNER = "ana@example.com"
 
 
-def mapper(**config: Any) -> TicketMapper:
-    return TicketMapper(config=MappingConfig(**config), outbound_number="+16285550199", chat_type="Messaging (SMS)")
+def mapper(words: Words = salesforce.words, **config: Any) -> TicketMapper:
+    return TicketMapper(
+        config=MappingConfig(**config), words=words, outbound_number="+16285550199", chat_type="Messaging (SMS)"
+    )
 
 
 def ticket(*, owner_email: str | None = OWNER, **fields: Any) -> Ticket:
@@ -81,10 +84,10 @@ def test_agent_choice_none_never_assigns() -> None:
 
 
 def test_an_agent_given_in_the_request_wins_over_the_owner() -> None:
-    by_email = mapper().map(ticket(ContactMobile="4155550100"), {"agent_email": "clicker@example.com"})
+    by_email = mapper().map(ticket(ContactMobile="4155550100"), Overrides(agent_email="clicker@example.com"))
     assert isinstance(by_email, SmsRequest)
     assert (by_email.agent_email, by_email.agent_id) == ("clicker@example.com", None)
-    by_id = mapper().map(ticket(ContactMobile="4155550100"), {"agent_id": 42})
+    by_id = mapper().map(ticket(ContactMobile="4155550100"), Overrides(agent_id=42))
     assert isinstance(by_id, SmsRequest)
     assert (by_id.agent_email, by_id.agent_id) == (None, 42)
 
@@ -93,3 +96,13 @@ def test_fields_selected_are_the_phone_and_template_fields() -> None:
     """The gateway adds what every read needs (the id, who owns the ticket); the mapping asks for the rest."""
     fields = mapper(message_template="{Contact.FirstName|Hi} {CaseNumber}").fields
     assert fields == ("ContactMobile", "ContactPhone", "Contact.FirstName", "CaseNumber")
+
+
+def test_reasons_name_the_ticket_as_its_crm_calls_it() -> None:
+    zendesk = Words(crm="Zendesk", ticket="ticket", note="comment", ticket_id="ticket id", ticket_id_example="123")
+    skipped = mapper(zendesk).map(ticket(owner_email=None))
+    assert isinstance(skipped, Outcome)
+    assert skipped.reason == "The ticket has no phone number to text (ContactMobile and ContactPhone are empty)."
+    bad = mapper(zendesk).map(ticket(ContactMobile="12"))
+    assert isinstance(bad, Outcome)
+    assert (bad.reason or "").startswith("The ticket's ContactMobile")

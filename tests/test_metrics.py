@@ -4,8 +4,6 @@ answering anything with a clean refusal or a success (the property tests), never
 from __future__ import annotations
 
 import json
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -15,9 +13,7 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.errors import StoreUnavailable
 from bridge.metrics import Metrics
-from bridge.model import QueueSummary
-from bridge.overview import Overview
-from bridge.status import StatusBoard
+from bridge.ops.overview import Overview, publish_gauges
 from bridge.store import Store
 from tests._apps import API_KEY, BODY, OUTBOUND_URL, UNREACHABLE_STORE, XML, services, watched_metrics
 from tests._clock import Clock
@@ -62,7 +58,7 @@ def test_metrics_count_events_duplicates_and_refusals_by_door_and_reason(sqlite_
 
 
 def test_workers_and_the_crm_api_usage_come_from_the_status_board(sqlite_store: Store) -> None:
-    board = StatusBoard(sqlite_store.db)
+    board = sqlite_store.status
     board.beat("w1", host="web.1", pid=4, pass_ok=True, pass_error=None)
     board.put("salesforce:api_usage", {"used": 1234, "total": 100_000})
     text = TestClient(create_app(services=services(sqlite_store, metrics=watched_metrics(sqlite_store)))).get(
@@ -82,36 +78,12 @@ def test_a_refused_scrape_is_counted(sqlite_store: Store) -> None:
     )
 
 
-def overview(queued: int = 2) -> Overview:
-    queue = QueueSummary(by_status={"queued": queued}, oldest_queued_seconds=3.0, writebacks_pending=1)
-    return Overview(queue=queue, workers=(), api_usage=None, chat_sync=None)
-
-
-def test_store_gauges_are_read_at_most_once_per_few_seconds() -> None:
-    reads: list[float] = []
-
-    def read() -> Overview:
-        reads.append(time.monotonic())
-        time.sleep(0.05)  # a store read takes a while: concurrent scrapes overlap it
-        return overview()
-
-    metrics = Metrics()
-    metrics.watch(read)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        pages = list(pool.map(lambda _: metrics.render().decode(), range(8)))
-    pages.append(metrics.render().decode())
-    assert len(reads) == 1
-    for page in pages:
-        assert "bridge_queue_depth 2.0" in page
-        assert "bridge_writebacks_pending 1.0" in page
-
-
 def test_an_unreachable_store_leaves_the_gauges_out_not_the_page(sqlite_store: Store) -> None:
     def read() -> Overview:
         raise StoreUnavailable("The store is unavailable (OperationalError).")
 
     metrics = Metrics()
-    metrics.watch(read)
+    publish_gauges(metrics, read)
     metrics.events_received.labels("api").inc()
     page = metrics.render().decode()
     assert 'bridge_events_received_total{source="api"} 1.0' in page

@@ -17,13 +17,14 @@ from bridge.errors import (
     CRMRequestError,
     CRMUnavailable,
 )
-from bridge.model import Chat, ClaimedSend
+from bridge.model import ORIGINS, Chat, ClaimedSend, Overrides
 
 LIMITS = policy.Limits(retry_for=3600)
 FRESH = ClaimedSend(
     id=1,
     ticket_id="5005g00000SBX01AAH",
     source="outbound_message",
+    origin="crm_event",
     attempts=0,
     may_have_sent=False,
     token=1,
@@ -31,7 +32,7 @@ FRESH = ClaimedSend(
     retrying_for=0.0,
     first_attempt_at=None,
     ambiguous_since=None,
-    overrides={},
+    overrides=Overrides(),
 )
 MAYBE = replace(FRESH, may_have_sent=True, attempts=1, first_attempt_at=100.0, ambiguous_since=100.0)
 LOOKED_UP = replace(MAYBE, may_have_sent=False)  # the lookup found nothing; ambiguous_since stays
@@ -52,7 +53,7 @@ THROTTLED = CCAIUnavailable("429", reached=False, throttled=True, retry_after=7)
         (Chat("114"), FRESH, policy.Finish("sent", chat_id="114")),
         (Chat("114"), MAYBE, policy.Finish("sent", chat_id="114")),
         (INVALID, FRESH, policy.Finish("failed", INVALID.message)),
-        (ACTIVE_SESSION, FRESH, policy.Finish("failed", ACTIVE_SESSION.message)),
+        (ACTIVE_SESSION, FRESH, policy.Finish("failed", ACTIVE_SESSION.message, live_chat=True)),
         (
             OPTED_OUT,
             FRESH,
@@ -201,3 +202,8 @@ def test_opt_out_phrases_are_configurable_and_case_insensitive() -> None:
     refusal = CCAIRejected("Recipient UNSUBSCRIBED from messages", status=400)
     assert policy.is_opt_out_refusal(refusal, ("unsubscribed",))
     assert not policy.is_opt_out_refusal(refusal, ("opted out",))
+
+
+def test_the_loop_guard_and_the_window_rule_follow_the_origin_not_the_door() -> None:
+    assert [policy.loop_guarded(origin) for origin in ORIGINS] == [True, False]
+    assert [policy.may_ignore_window(origin) for origin in ORIGINS] == [False, True]

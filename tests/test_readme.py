@@ -9,11 +9,11 @@ import shlex
 from pathlib import Path
 
 from benchmarks.__main__ import parser as benchmark_parser
-from bridge.api import SendRequest
-from bridge.cli import _parser
-from bridge.optout_api import OptOutRequest
-from bridge.salesforce import normalize_case_id
-from bridge.settings import Settings
+from bridge.api.opt_outs import OptOutRequest
+from bridge.api.sends import SendRequest
+from bridge.crm.salesforce.ids import normalize_case_id
+from bridge.ops.cli import _parser
+from bridge.services import environment_names
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -60,7 +60,7 @@ def test_every_variable_in_the_configuration_table_is_a_setting() -> None:
     table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
     named = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
-    known = {name.upper() for name in Settings.model_fields}
+    known = environment_names()
     assert named - known - {"HOST", "PORT"} == set()
     undocumented = known - named - {"DYNO"}
     assert {n for n in undocumented if not n.startswith("SALESFORCE_")} == set(), "settings missing from the table"

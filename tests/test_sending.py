@@ -188,10 +188,10 @@ async def test_a_failing_lookup_is_retried_and_never_answered_by_sending(sqlite_
 
 
 async def test_active_session_on_a_first_attempt_is_a_plain_failure_naming_the_known_chat(h: Harness) -> None:
-    h.ingest(MOBILE_CASE, source="api")
+    h.ingest(MOBILE_CASE, origin="person")
     await h.drain()
     first_chat = h.row(MOBILE_CASE).chat_id
-    h.ingest(MOBILE_CASE, source="api")  # the agent clicks again during the live chat
+    h.ingest(MOBILE_CASE, origin="person")  # the agent clicks again during the live chat
     await h.drain()
     row = h.row(MOBILE_CASE)
     assert row.status == "failed"
@@ -203,9 +203,9 @@ async def test_active_session_on_a_first_attempt_is_a_plain_failure_naming_the_k
 
 async def test_a_send_interrupted_by_a_crash_is_looked_up_then_recorded(h: Harness) -> None:
     h.ingest(MOBILE_CASE)
-    [job] = h.store.claim_sends("crashed-worker", limit=1, lease_seconds=30)
-    h.store.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=600)
-    h.store.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    [job] = h.store.sends.claim("crashed-worker", limit=1, lease_seconds=30)
+    h.store.sends.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=600)
+    h.store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
     h.sim.sessions.add(MOBILE_NUMBER)  # the crashed worker's request did reach CCAI (no chat listed)
     h.clock.advance(31)
     await h.drain()
@@ -308,7 +308,7 @@ async def test_one_crashing_send_does_not_cancel_the_others(sqlite_store: Store,
 async def test_a_runaway_send_is_stopped_after_too_many_takeovers(h: Harness) -> None:
     h.ingest(MOBILE_CASE)
     for _ in range(4):  # its workers keep dying before they finish
-        [job] = h.store.claim_sends("doomed", limit=1, lease_seconds=30)
+        [job] = h.store.sends.claim("doomed", limit=1, lease_seconds=30)
         h.clock.advance(31)
     await h.drain()
     row = h.row(MOBILE_CASE)
@@ -326,7 +326,7 @@ async def test_stopping_finishes_requests_under_way_and_gives_back_the_rest(sqli
         await anyio.sleep(0.3)
         return httpx.Response(200, json={"id": 500, "status": "selecting"})
 
-    from bridge.ratelimit import LocalRateLimiter
+    from bridge.ccai.pacing import LocalRateLimiter
 
     h = make_harness(
         sqlite_store,
@@ -341,7 +341,7 @@ async def test_stopping_finishes_requests_under_way_and_gives_back_the_rest(sqli
         group.start_soon(h.worker.run)
         await started.wait()
         h.worker.stop()
-    records = h.store.find()
+    records = h.store.history.find()
     assert sorted(r.status for r in records) == ["queued", "queued", "queued", "sent"]
     assert not any(r.status == "sending" for r in records)
 
@@ -364,3 +364,16 @@ async def test_an_unexpected_error_in_one_send_leaves_the_rest_of_its_batch_alon
     assert (h.row(MOBILE_CASE).status, h.row(QUEUE_CASE).status) == ("failed", "sent")
     assert h.row(MOBILE_CASE).reason == "The bridge hit an internal error while sending (see its log)."
     assert "A worker pass failed unexpectedly" not in caplog.text
+
+
+async def test_an_event_from_any_crm_door_gets_the_loop_guard(h: Harness) -> None:
+    """The guard is for what the CRM fires, whichever door it came through (a Pub/Sub event, a
+    Zendesk trigger), not only Salesforce's outbound message."""
+    h.ingest(MOBILE_CASE, source="salesforce_pubsub")
+    await h.drain()
+    h.clock.advance(60)
+    h.ingest(MOBILE_CASE, source="salesforce_pubsub")  # the echo of the bridge's own Case update
+    await h.drain()
+    assert h.row(MOBILE_CASE).status == "suppressed"
+    assert len(h.sim.accepted) == 1
+    assert len(h.sim.request_times) == 1  # the echo never reached CCAI

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.errors import ConfigError
-from bridge.settings import FileConfig, load_settings, read_file_config
+from bridge.services import load_settings, problems_for_serving
+from bridge.settings import Settings
 
 ROOT = Path(__file__).parents[1]
 
@@ -19,8 +21,43 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env or config/ from the working directory
 
 
+def salesforce(settings: Settings) -> SalesforceSettings:
+    assert isinstance(settings.crm, SalesforceSettings)
+    return settings.crm
+
+
 def test_the_shipped_mapping_file_states_the_built_in_defaults() -> None:
-    assert read_file_config(ROOT / "config" / "bridge.toml", explicit=True) == FileConfig()
+    shipped = load_settings(bridge_config=ROOT / "config" / "bridge.toml")
+    built_in = load_settings()  # no config/ in the working directory: every table has its defaults
+    assert shipped.file_sections() == built_in.file_sections()
+    assert salesforce(shipped).file_sections() == salesforce(built_in).file_sections()
+
+
+def test_a_variable_named_like_a_table_never_replaces_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESSAGE", "hello")  # not JSON, and not the [message] table either
+    monkeypatch.setenv("CONSENT", '{"block_if_true": []}')
+    monkeypatch.setenv("SALESFORCE_WRITEBACK", '{"status_field": "Nope__c"}')
+    settings = load_settings()
+    assert settings.message.max_segments == 10
+    assert settings.consent.block_if_true == ("Contact.DoNotCall",)
+    assert salesforce(settings).writeback.status_field == "CCAI_SMS_Status__c"
+
+
+def test_the_crm_is_chosen_by_name_and_an_unknown_one_lists_the_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(load_settings().crm, SalesforceSettings)
+    monkeypatch.setenv("BRIDGE_CRM", "hubspot")
+    with pytest.raises(ConfigError, match=r"BRIDGE_CRM: 'hubspot' is not a CRM the bridge knows \(salesforce\)"):
+        load_settings()
+
+
+def test_a_crm_table_key_and_a_core_one_share_the_writeback_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text('[writeback]\nstatus_field = "Status"\nerror_max_length = 100\n')
+    monkeypatch.setenv("BRIDGE_CONFIG", str(path))
+    settings = load_settings()
+    assert (salesforce(settings).writeback.status_field, settings.writeback.error_max_length) == ("Status", 100)
 
 
 def test_environment_lists_and_numbers_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,8 +68,8 @@ def test_environment_lists_and_numbers_are_normalised(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CCAI_DOMAIN", "uc1.ccaiplatform.com")
     settings = load_settings()
     assert settings.ccai_outbound_number == "+16285550199"
-    assert settings.salesforce_org_ids == ("00D5g00000SBXRG", "00D5g00000OTHERXYZ")
-    assert [t.get_secret_value() for t in settings.bridge_webhook_token] == ["new-token", "old-token"]
+    assert salesforce(settings).org_ids == ("00D5g00000SBXRG", "00D5g00000OTHERXYZ")
+    assert [t.get_secret_value() for t in salesforce(settings).webhook_token] == ["new-token", "old-token"]
     assert settings.ccai_base_url == "https://acme.uc1.ccaiplatform.com/apps/api/v1"
     assert "new-token" not in repr(settings)
 
@@ -66,85 +103,9 @@ def test_a_named_mapping_file_must_exist(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_serving_lists_every_missing_setting() -> None:
-    problems = " ".join(load_settings().problems_for_serving())
+    problems = " ".join(problems_for_serving(load_settings()))
     for name in ("CCAI_API_TOKEN", "SALESFORCE_ORG_IDS", "BRIDGE_WEBHOOK_TOKEN", "SALESFORCE_CLIENT_SECRET"):
         assert name in problems
-
-
-@pytest.mark.parametrize(
-    ("env", "mode"),
-    [
-        ({"SALESFORCE_INSTANCE_URL": "https://acme.my.salesforce.com", "SALESFORCE_ACCESS_TOKEN": "t"}, "token"),
-        (
-            {"SALESFORCE_CLIENT_ID": "c", "SALESFORCE_CLIENT_SECRET": "s", "SALESFORCE_DOMAIN": "acme.my"},
-            "client_credentials",
-        ),
-        (
-            {
-                "SALESFORCE_USERNAME": "u",
-                "SALESFORCE_CLIENT_ID": "c",
-                "SALESFORCE_PRIVATE_KEY_FILE": "/k.pem",
-                "SALESFORCE_DOMAIN": "login",
-            },
-            "jwt",
-        ),
-        ({"SALESFORCE_USERNAME": "u", "SALESFORCE_PASSWORD": "p", "SALESFORCE_SECURITY_TOKEN": "x"}, "password"),
-    ],
-)
-def test_exactly_one_complete_login_chooses_the_mode(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], mode: str
-) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert load_settings().salesforce_credentials().mode == mode
-
-
-def test_no_complete_login_says_what_each_mode_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SALESFORCE_CLIENT_ID", "c")
-    monkeypatch.setenv("SALESFORCE_DOMAIN", "acme.my")
-    with pytest.raises(ConfigError) as caught:
-        load_settings().salesforce_credentials()
-    text = str(caught.value)
-    assert "OAuth client credentials needs SALESFORCE_CLIENT_SECRET" in text
-    assert "JWT bearer needs SALESFORCE_USERNAME, SALESFORCE_PRIVATE_KEY" in text
-    assert "access token needs SALESFORCE_INSTANCE_URL, SALESFORCE_ACCESS_TOKEN" in text
-
-
-def test_two_complete_logins_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "SALESFORCE_INSTANCE_URL": "https://x",
-        "SALESFORCE_ACCESS_TOKEN": "t",
-        "SALESFORCE_USERNAME": "u",
-        "SALESFORCE_PASSWORD": "p",
-        "SALESFORCE_SECURITY_TOKEN": "x",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError, match="several logins"):
-        load_settings().salesforce_credentials()
-
-
-def test_client_credentials_need_a_my_domain(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "SALESFORCE_CLIENT_ID": "c",
-        "SALESFORCE_CLIENT_SECRET": "s",
-        "SALESFORCE_DOMAIN": "login",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError, match="My Domain"):
-        load_settings().salesforce_credentials()
-
-
-def test_a_private_key_with_escaped_newlines_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "SALESFORCE_USERNAME": "u",
-        "SALESFORCE_CLIENT_ID": "c",
-        "SALESFORCE_DOMAIN": "login",
-        "SALESFORCE_PRIVATE_KEY": "-----BEGIN KEY-----\\nabc\\n-----END KEY-----",
-    }.items():
-        monkeypatch.setenv(name, value)
-    credentials = load_settings().salesforce_credentials()
-    assert credentials.private_key == "-----BEGIN KEY-----\nabc\n-----END KEY-----"
-    assert "BEGIN" not in repr(credentials)
 
 
 def test_sqlite_on_heroku_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.text import forbidden_characters, sanitize, text_problem
+from bridge.text import forbidden_characters, sanitize
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man, ZWJ, woman, ZWJ, girl
 SCOTLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"  # tag sequence
@@ -53,16 +53,11 @@ def test_a_character_is_named_once_in_order_of_first_appearance() -> None:
 )
 def test_ordinary_text_has_nothing_forbidden(text: str) -> None:
     assert forbidden_characters(text) == []
-    assert text_problem(text, label="The message") is None
 
 
 def test_the_refusal_names_every_forbidden_character() -> None:
-    assert text_problem("a\r\nb\u202ec\x07", label="The message") == (
-        "The message contains characters that cannot be texted: U+202E (RIGHT-TO-LEFT OVERRIDE), U+0007 (BEL)."
-    )
-    assert text_problem("a\x00", label="The Case's SMS_Message__c") == (
-        "The Case's SMS_Message__c contains a character that cannot be texted: U+0000 (NUL)."
-    )
+    assert forbidden_characters("a\r\nb\u202ec\x07") == ["U+202E (RIGHT-TO-LEFT OVERRIDE)", "U+0007 (BEL)"]
+    assert forbidden_characters("a\x00") == ["U+0000 (NUL)"]
 
 
 @pytest.mark.parametrize(

@@ -67,11 +67,14 @@ async def test_write_back_retries_give_up_after_the_bounded_time(sqlite_store: S
 async def test_outcomes_for_one_ticket_land_in_order(h: Harness) -> None:
     """An older outcome retried after a newer one was written never overwrites it."""
     store = h.store
-    ids = [store.create(NewSend(dedupe_key=f"api:{i}", source="api", ticket_id=MOBILE_CASE)).id for i in range(2)]
-    first, second = store.claim_sends("w", limit=2, lease_seconds=30)
-    store.finish(first.id, Outcome(status="sent", chat_id="7"), token=first.token, create_task=True)
+    ids = [
+        store.sends.create(NewSend(dedupe_key=f"api:{i}", source="api", origin="person", ticket_id=MOBILE_CASE)).id
+        for i in range(2)
+    ]
+    first, second = store.sends.claim("w", limit=2, lease_seconds=30)
+    store.sends.finish(first.id, Outcome(status="sent", chat_id="7"), token=first.token, create_task=True)
     h.clock.advance(1)
-    store.finish(
+    store.sends.finish(
         second.id, Outcome(status="failed", reason="already in a session"), token=second.token, create_task=True
     )
     h.gateway.write_failures.append(CRMUnavailable("down"))  # the first write-back fails once
@@ -92,15 +95,19 @@ async def test_an_answer_about_an_older_state_never_marks_the_newer_one_written(
     "Scheduled" for good. The newer outcome stays pending and is written next."""
     store = h.store
     [send_id] = h.ingest(MOBILE_CASE)
-    [job] = store.claim_sends("w", limit=1, lease_seconds=30)
-    assert store.hold(job.id, token=job.token, until=h.clock.now + 100, reason="Outside the send window.", hint=None)
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.hold(
+        job.id, token=job.token, until=h.clock.now + 100, reason="Outside the send window.", hint=None
+    )
     write_outcomes = h.gateway.write_outcomes
 
     def slow_crm(*args: Any) -> Any:
-        if h.clock.now < store.get(send_id).not_before:  # type: ignore[union-attr]
+        if h.clock.now < store.history.get(send_id).not_before:  # type: ignore[union-attr]
             h.clock.advance(101)  # the CRM answers after the window opened and the SMS went out
-            [again] = store.claim_sends("w", limit=1, lease_seconds=30)
-            assert store.finish(again.id, Outcome(status="sent", chat_id="9"), token=again.token, create_task=True)
+            [again] = store.sends.claim("w", limit=1, lease_seconds=30)
+            assert store.sends.finish(
+                again.id, Outcome(status="sent", chat_id="9"), token=again.token, create_task=True
+            )
         return write_outcomes(*args)
 
     monkeypatch.setattr(h.gateway, "write_outcomes", slow_crm)

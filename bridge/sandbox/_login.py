@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
@@ -13,8 +14,22 @@ from defusedxml.ElementTree import fromstring
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-if TYPE_CHECKING:
-    from bridge.sandbox.salesforce import SalesforceSimulator
+
+class SalesforceSimulator(Protocol):
+    """The simulated org as its logins see it (:class:`bridge.sandbox.salesforce.SalesforceSimulator`;
+    a Protocol, so that the two modules do not import each other)."""
+
+    @property
+    def clients(self) -> Mapping[str, str]: ...  # OAuth client id -> secret
+
+    @property
+    def jwt_keys(self) -> Mapping[str, str]: ...  # OAuth client id -> PEM public key
+
+    @property
+    def users(self) -> Mapping[str, str]: ...  # username -> password + security token
+
+    def issue_token(self, how: str) -> str: ...
+
 
 _PARTNER = "{urn:partner.soap.sforce.com}"
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from xml.sax.saxutils import escape
 
-from bridge.record_ids import to18
+from bridge.crm.salesforce.ids import to18
 
 SANDBOX_ORG_ID = to18("00D5g00000SBXRG")
 SANDBOX_OUTBOUND_NUMBER = "+1 628-555-0199"

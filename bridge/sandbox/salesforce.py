@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.record_ids import is_record_id, to18
+from bridge.crm.salesforce.ids import is_record_id, to18
 from bridge.sandbox._login import oauth_token, soap_login
 
 logger = logging.getLogger(__name__)

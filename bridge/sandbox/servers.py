@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,13 +71,64 @@ class SideServer(uvicorn.Server):
 
 
 @dataclass
+class SimulatedCRM:
+    """A CRM's simulator as the sandbox runs it: its server, and what the bridge needs to use it."""
+
+    name: str  # as BRIDGE_CRM names the CRM
+    url: str
+    server: uvicorn.Server
+    settings: Mapping[str, Any]  # the bridge's settings that point it here
+    sample_ticket: str  # a ticket id for the banner's send API example
+    try_it: Callable[[str, str], str]  # (the bridge's URL, the command) -> the banner's lines for this CRM
+
+
+def simulated_salesforce(tls: TlsFiles, *, port: int, common: Mapping[str, Any]) -> SimulatedCRM:
+    """The Salesforce org (REST over TLS), with the sample Cases."""
+    salesforce = SalesforceSimulator(access_token=_SALESFORCE_TOKEN)
+    salesforce.add_cases(sample_cases())
+    config = uvicorn.Config(
+        create_salesforce_app(salesforce), port=port, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key), **common
+    )
+    url = f"https://127.0.0.1:{port}"
+    settings = {
+        "salesforce_instance_url": url,
+        "salesforce_access_token": _SALESFORCE_TOKEN,
+        "salesforce_ca_bundle": str(tls.ca),
+        "salesforce_org_ids": SANDBOX_ORG_ID,
+        "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
+    }
+    return SimulatedCRM("salesforce", url, SideServer(config), settings, sample_cases()[1]["Id"], _salesforce_try_it)
+
+
+def _salesforce_try_it(bridge_url: str, exe: str) -> str:
+    endpoint = f"{bridge_url}/salesforce/outbound-message?token={SANDBOX_WEBHOOK_TOKEN}"
+    cases = "\n".join(
+        f"    {c['Id']}  {c.get('ContactMobile') or c.get('ContactPhone') or '(no phone)':<18} owner: {c['Owner.Type']}"
+        for c in sample_cases()
+    )
+    return f"""  Sample Cases:
+{cases}
+
+In another terminal, post an outbound message about the first three Cases:
+
+  {exe} sample-message --post '{endpoint}'
+
+(or with curl: {exe} sample-message | curl -sS -H 'Content-Type: text/xml' --data-binary @- '{endpoint}')"""
+
+
+# BRIDGE_CRM's sandbox (bridge.crm.plugin.CRMPlugin.sandbox) -> how to run its simulator.
+CRM_SIMULATORS: Mapping[str, Callable[..., SimulatedCRM]] = {
+    "salesforce": simulated_salesforce,
+}
+
+
+@dataclass
 class Platforms:
-    """Both simulators, their servers and how to reach them."""
+    """The simulators (CCAI and the CRM), their servers and how to reach them."""
 
     ccai: CCAISimulator
-    salesforce: SalesforceSimulator
+    crm: SimulatedCRM
     ccai_url: str
-    salesforce_url: str
     tls: TlsFiles
     servers: list[uvicorn.Server]
 
@@ -89,11 +140,8 @@ class Platforms:
             "ccai_api_token": _CCAI_TOKEN,
             "ccai_base_url": f"{self.ccai_url}/apps/api/v1",
             "ccai_outbound_number": SANDBOX_OUTBOUND_NUMBER,
-            "salesforce_instance_url": self.salesforce_url,
-            "salesforce_access_token": _SALESFORCE_TOKEN,
-            "salesforce_ca_bundle": str(self.tls.ca),
-            "salesforce_org_ids": SANDBOX_ORG_ID,
-            "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
+            "bridge_crm": self.crm.name,
+            **self.crm.settings,
             "bridge_api_key": SANDBOX_API_KEY,
             "bridge_dashboard_password": SANDBOX_DASHBOARD_PASSWORD,
             # Demos and tests run at any hour; the send window is tried by setting it explicitly.
@@ -106,7 +154,7 @@ class Platforms:
         return {
             "ccai_url": self.ccai_url,
             "ccai_manager_url": f"{self.ccai_url}/manager/api/v1",
-            "salesforce_url": self.salesforce_url,
+            f"{self.crm.name}_url": self.crm.url,
             "ca_file": str(self.tls.ca),
             "ccai": self.ccai.settings(),
         }
@@ -115,8 +163,9 @@ class Platforms:
 def build_platforms(
     directory: Path,
     *,
+    crm: str = "salesforce",
     ccai_port: int = 0,
-    salesforce_port: int = 0,
+    crm_port: int = 0,
     latency: float = 0.0,
     rate_limit: float = 10.0,
     rate_window: RateWindow = "bucket",
@@ -127,7 +176,6 @@ def build_platforms(
 ) -> Platforms:
     tls = make_tls_files(directory)
     ccai_port = ccai_port or free_port()
-    salesforce_port = salesforce_port or free_port()
     ccai = CCAISimulator(
         subdomain=_CCAI_SUBDOMAIN,
         api_token=_CCAI_TOKEN,
@@ -140,8 +188,6 @@ def build_platforms(
         opted_out=set(opted_out),
         events_target=session_events,
     )
-    salesforce = SalesforceSimulator(access_token=_SALESFORCE_TOKEN)
-    salesforce.add_cases(sample_cases())
     # A stopping sandbox does not wait for clients' keep-alive connections: Ctrl-C returns at once.
     common: dict[str, Any] = {
         "host": "127.0.0.1",
@@ -150,23 +196,9 @@ def build_platforms(
         "timeout_graceful_shutdown": 1,
     }
     logging.getLogger("uvicorn.error").addFilter(QUIET_CUTS)
+    simulated = CRM_SIMULATORS[crm](tls, port=crm_port or free_port(), common=common)
     servers: list[uvicorn.Server] = [
         SideServer(uvicorn.Config(create_ccai_app(ccai), port=ccai_port, **common)),
-        SideServer(
-            uvicorn.Config(
-                create_salesforce_app(salesforce),
-                port=salesforce_port,
-                ssl_certfile=str(tls.cert),
-                ssl_keyfile=str(tls.key),
-                **common,
-            )
-        ),
+        simulated.server,
     ]
-    return Platforms(
-        ccai=ccai,
-        salesforce=salesforce,
-        ccai_url=f"http://127.0.0.1:{ccai_port}",
-        salesforce_url=f"https://127.0.0.1:{salesforce_port}",
-        tls=tls,
-        servers=servers,
-    )
+    return Platforms(ccai=ccai, crm=simulated, ccai_url=f"http://127.0.0.1:{ccai_port}", tls=tls, servers=servers)

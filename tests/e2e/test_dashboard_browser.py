@@ -81,8 +81,8 @@ def stored(bridge: BridgeProcess, case_id: str) -> tuple[SendRecord, list[str]]:
     """The case's send and its timeline's events, read from the bridge's own store."""
     store = Store.from_url(bridge.env["DATABASE_URL"])
     try:
-        [send] = store.find(ticket_id=case_id)
-        return send, [step.event for step in store.timeline(send.id)]
+        [send] = store.history.find(ticket_id=case_id)
+        return send, [step.event for step in store.history.timeline(send.id)]
     finally:
         store.close()
 

@@ -86,7 +86,7 @@ def test_three_notifications_give_two_sms_three_updates_and_redelivery_sends_not
     assert restarted.post_xml(body).status_code == 200  # acked once stored, so the log line is written
     assert "0 new, 3 already known" in restarted.logs()
     with store_of(restarted) as store:
-        assert sum(store.counts().values()) == 3
+        assert sum(dict(store.history.queue_summary().by_status).values()) == 3
     assert len(sandbox.ccai_state()["accepted"]) == 2
     assert len(sandbox.salesforce_state()["calls"]) == len(calls)
 
@@ -122,7 +122,7 @@ def test_refused_requests_store_nothing(sandbox: SandboxProcess, start_bridge: S
     assert bridge.post_xml(b"<xml/>").status_code == 400
     assert bridge.post_xml(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY b "c">]><a>&b;</a>').status_code == 400
     with store_of(bridge) as store:
-        assert store.counts() == {}
+        assert dict(store.history.queue_summary().by_status) == {}
     assert bridge.post_xml(body).status_code == 200
     wait_for(lambda: all_written(sandbox, [MOBILE]), what="the one accepted message")
     assert len(sandbox.ccai_state()["accepted"]) == 1
@@ -160,7 +160,10 @@ def test_the_bridges_own_update_firing_the_rule_again_is_suppressed(
     calls = len(sandbox.salesforce_state()["calls"])
     bridge.post_xml(outbound_message([MOBILE]))  # a new notification id for the same Case
     with store_of(bridge) as store:
-        wait_for(lambda: store.counts() == {"sent": 1, "suppressed": 1}, what="the repeat event to be suppressed")
+        wait_for(
+            lambda: dict(store.history.queue_summary().by_status) == {"sent": 1, "suppressed": 1},
+            what="the repeat event to be suppressed",
+        )
     assert "finished suppressed" in bridge.logs()
     assert len(sandbox.ccai_state()["accepted"]) == 1
     assert len(sandbox.salesforce_state()["calls"]) == calls  # the Case is not updated again

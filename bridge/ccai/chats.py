@@ -1,0 +1,157 @@
+"""CCAI's chat objects, as the Manager API lists them and session events push them, read into the
+bridge's :class:`ChatState`. No I/O here.
+
+CCAI's vocabulary is only partly documented, so parsing is lenient: status words are kept
+verbatim, unknown keys are ignored, and a field that is missing or malformed reads as unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.text import sanitize
+
+logger = logging.getLogger(__name__)
+
+# Words after which a chat will not change again (documented: finished; seen: failed).
+ENDED = frozenset({"finished", "failed", "ended", "closed", "canceled", "cancelled", "dismissed", "abandoned"})
+# Words CCAI is known to use; others are written verbatim and logged once.
+KNOWN = ENDED | {"selecting", "queued", "assigned", "in_progress", "active", "connected", "disconnected"}
+
+
+@dataclass(frozen=True)
+class ChatState:
+    """What CCAI says about one chat at ``updated_at`` (seconds since the epoch)."""
+
+    chat_id: str
+    status: str | None
+    updated_at: float
+    agent: str | None
+    ended_at: float | None
+    outcome: str | None
+    replied: bool | None  # None: CCAI did not say
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED or (self.ended_at is not None and self.ended_at <= self.updated_at)
+
+
+def event_state(event: Mapping[str, Any], timestamp: float | None) -> ChatState | None:
+    """The chat state a session event tells of (``item``, the chat object), if any."""
+    item = event.get("item", event.get("chat", event))
+    if not isinstance(item, Mapping):
+        return None
+    # The event's own time orders it when the item carries no updated_at of its own.
+    return parse({"timestamp": timestamp, **item}) if timestamp is not None else parse(item)
+
+
+def parse(raw: Mapping[str, Any]) -> ChatState | None:
+    """A chat object from the Manager API (or a session event's item); None without id or time."""
+    chat_id = raw.get("id", raw.get("chat_id"))
+    updated = _time(raw.get("updated_at")) or _time(raw.get("timestamp"))
+    if chat_id in (None, "") or updated is None:
+        return None
+    return ChatState(
+        chat_id=str(chat_id),
+        status=_word(raw.get("status")),
+        updated_at=updated,
+        agent=_agent(raw.get("agent_info")),
+        ended_at=_time(raw.get("ends_at")),
+        outcome=_outcome(raw),
+        replied=_replied(raw),
+    )
+
+
+class NewStatusWords:
+    """Says once per instance (a process's chat sync, its session-events door) that CCAI used a
+    status word the bridge does not know: it is written to the ticket as it is, but someone should
+    look at what it means."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def notice(self, states: Iterable[ChatState | None]) -> None:
+        for state in states:
+            status = state.status if state is not None else None
+            if status is not None and status not in KNOWN and status not in self._seen:
+                self._seen.add(status)
+                logger.warning(
+                    "CCAI reported a chat status the bridge does not know: %r; written to the ticket as it is", status
+                )
+
+
+def _word(value: object) -> str | None:
+    text = _clean(value).strip() if value is not None else ""
+    return text[:40] or None
+
+
+def _agent(info: object) -> str | None:
+    if not isinstance(info, Mapping):
+        return None
+    name = info.get("name") or " ".join(str(info.get(k) or "") for k in ("first_name", "last_name")).strip()
+    return _clean(name or info.get("email") or "").strip()[:255] or None
+
+
+def _outcome(raw: Mapping[str, Any]) -> str | None:
+    """The best reason CCAI gives: a failure first, then how it finished, then its sub-status."""
+    for key in ("fail_reason", "finish_reason", "sub_status"):
+        value = raw.get(key)
+        if isinstance(value, str) and value.strip() and value.strip() != "finish_reason_none":
+            return _clean(value).strip()[:255] or None
+    return None
+
+
+def _clean(value: object) -> str:
+    """CCAI's text as it can be stored and shown: no NUL, lone surrogate or other character no
+    store or Case field can hold (the same rule as for the text the bridge sends)."""
+    return sanitize(str(value))
+
+
+def _replied(raw: Mapping[str, Any]) -> bool | None:
+    """Whether the customer answered. Not documented as such: the bridge's text is the chat's
+    first message, so more than one message, or a later last message, means someone answered."""
+    count = raw.get("message_count")
+    if isinstance(count, int):
+        return count > 1
+    first, last = _time(raw.get("first_msg_sent_at")), _time(raw.get("last_msg_sent_at"))
+    if first is not None and last is not None:
+        return last > first
+    return None
+
+
+def finite(value: object) -> float | None:
+    """A JSON number as a float, or None: not a number, or one no float holds (JSON allows 10**400)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def epoch_seconds(value: object) -> float | None:
+    """A JSON number of epoch seconds or milliseconds (CCAI uses both) as seconds, or None."""
+    number = finite(value)
+    if number is None:
+        return None
+    return number / (1000.0 if number > 1e11 else 1.0)
+
+
+def _time(value: object) -> float | None:
+    if (seconds := epoch_seconds(value)) is not None:
+        return seconds
+    if isinstance(value, int | float):
+        return None  # a number, but none a float holds
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()

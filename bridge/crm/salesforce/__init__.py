@@ -1,0 +1,97 @@
+"""Salesforce as the bridge's CRM: Cases are tickets, Tasks are notes, and an outbound message (SOAP,
+fired by the Flow the ``salesforce/`` project deploys) is its push door.
+
+Everything Salesforce is in this folder: its settings, its login (shared by the gateway and any
+input that streams from the org), the gateway, record ids, the outbound-message door and its
+``bridge check`` items. :data:`plugin` is what :data:`bridge.crm.CRMS` names.
+"""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from starlette.routing import BaseRoute, Route
+
+from bridge.crm import CRMGateway, Words
+from bridge.crm.plugin import CheckContext, DoorContext, InputContext, NamedInput
+from bridge.crm.salesforce.check import check_org
+from bridge.crm.salesforce.gateway import SalesforceGateway
+from bridge.crm.salesforce.ids import normalize_case_id
+from bridge.crm.salesforce.outbound_message import OutboundMessageEndpoint
+from bridge.crm.salesforce.settings import SalesforceSettings
+from bridge.errors import ConfigError
+from bridge.metrics import Metrics
+from bridge.model import Finding
+from bridge.settings import CRMSettings
+
+OUTBOUND_MESSAGE_PATH = "/salesforce/outbound-message"
+
+
+class SalesforcePlugin:
+    """Implements :class:`bridge.crm.plugin.CRMPlugin`."""
+
+    name = "salesforce"
+    words = Words(
+        crm="Salesforce",
+        ticket="Case",
+        note="Task",
+        ticket_id="Case id (15 or 18 characters)",
+        ticket_id_example="500…",
+    )
+    settings_model = SalesforceSettings
+    sandbox = "salesforce"
+
+    def ticket_ids(self, raw: str) -> str:
+        return normalize_case_id(raw)
+
+    def gateway(self, settings: CRMSettings, *, metrics: Metrics | None) -> CRMGateway:
+        return self.salesforce_gateway(settings, metrics=metrics)
+
+    def salesforce_gateway(self, settings: CRMSettings, *, metrics: Metrics | None = None) -> SalesforceGateway:
+        """The gateway with what only Salesforce's offers (``bridge check`` reads Setup through it)."""
+        own = _own(settings)
+        return SalesforceGateway(
+            metrics=metrics,
+            credentials=own.credentials(),
+            api_version=own.api_version,
+            timeout=own.timeout_seconds,
+            writeback=own.writeback,
+            opt_out_field=own.consent.record_field,
+            ca_bundle=own.ca_bundle or None,
+        )
+
+    def problems(self, settings: CRMSettings, *, web: bool) -> tuple[list[str], list[str]]:
+        return _own(settings).problems(web=web)
+
+    def describe(self, settings: CRMSettings) -> str:
+        return f"Salesforce login: {_own(settings).credentials().mode}"
+
+    def routes(self, settings: CRMSettings, doors: DoorContext) -> list[BaseRoute]:
+        own = _own(settings)
+        door = OutboundMessageEndpoint(
+            tokens=[token.get_secret_value() for token in own.webhook_token], org_ids=own.org_ids, doors=doors
+        )
+        return [Route(OUTBOUND_MESSAGE_PATH, door.endpoint, methods=["POST"])]
+
+    def inputs(self, settings: CRMSettings, context: InputContext) -> list[NamedInput]:
+        return []
+
+    async def checks(self, settings: CRMSettings, context: CheckContext) -> list[Finding]:
+        own = _own(settings)
+        try:
+            own.credentials()
+        except ConfigError:
+            return []  # already reported by the settings check
+        gateway = self.salesforce_gateway(own)
+        try:
+            return await anyio.to_thread.run_sync(check_org, own, gateway, context)
+        finally:
+            gateway.close()
+
+
+def _own(settings: CRMSettings) -> SalesforceSettings:
+    if not isinstance(settings, SalesforceSettings):
+        raise ConfigError("BRIDGE_CRM is salesforce, but the settings given are not Salesforce's.")
+    return settings
+
+
+plugin = SalesforcePlugin()

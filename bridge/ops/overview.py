@@ -1,0 +1,131 @@
+"""The state of the whole bridge at a glance, read from the store: what ``bridge status`` prints,
+the dashboard's overview shows and ``/metrics`` publishes as gauges. Every process writes what it
+knows to the store, so any one process can tell the operator about all of them.
+
+The gauges (queue depth, oldest queued send, sends by status, CRM API usage, live workers) are
+cached for a few seconds, so that frequent or concurrent scrapes cost the store one read, not one each.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bridge.errors import StoreError
+from bridge.metrics import Metrics
+from bridge.model import QueueSummary
+from bridge.store import Store
+from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, WorkerInfo
+
+CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ReportedUsage:
+    """The CRM's daily API requests, as it last reported them (Salesforce's ``Sforce-Limit-Info``)."""
+
+    used: int
+    total: int
+    as_of: float
+
+
+@dataclass(frozen=True)
+class ChatSyncState:
+    high_water: float | None  # CCAI's updated_at up to which chats have been read
+    polled_at: float | None
+    lag_seconds: float  # since the last poll
+    chats_with_news_pending: int  # chats whose news has not reached their ticket yet
+
+
+@dataclass(frozen=True)
+class Overview:
+    queue: QueueSummary
+    workers: Sequence[WorkerInfo]
+    api_usage: ReportedUsage | None
+    chat_sync: ChatSyncState | None
+
+
+def read_overview(store: Store, *, now: float | None = None) -> Overview:
+    board = store.status
+    usage = board.get(API_USAGE_KEY)
+    sync = board.get(CHAT_SYNC_KEY)
+    now = time.time() if now is None else now
+    return Overview(
+        queue=store.history.queue_summary(),
+        workers=board.workers(),
+        api_usage=None if usage is None else ReportedUsage(int(usage[0]["used"]), int(usage[0]["total"]), usage[1]),
+        chat_sync=None if sync is None else _chat_sync(sync[0], store.chats.lagging(), now),
+    )
+
+
+def _chat_sync(record: dict[str, object], pending: int, now: float) -> ChatSyncState:
+    high_water, polled_at = _number(record.get("high_water")), _number(record.get("polled_at"))
+    return ChatSyncState(
+        high_water=high_water,
+        polled_at=polled_at,
+        lag_seconds=round(now - (polled_at or now), 1),
+        chats_with_news_pending=pending,
+    )
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and value else None
+
+
+def publish_gauges(metrics: Metrics, read: Callable[[], Overview]) -> None:
+    """Publish gauges from ``read`` (called at most every few seconds) on ``metrics``."""
+    metrics.registry.register(_OverviewGauges(read))
+
+
+class _OverviewGauges(Collector):
+    def __init__(self, read: Callable[[], Overview], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._read = read
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, Overview | None] = (-CACHE_SECONDS, None)
+
+    def _gauges(self) -> Overview | None:
+        with self._lock:  # concurrent scrapes wait for one read instead of each making their own
+            read_at, gauges = self._cached
+            if self._clock() - read_at >= CACHE_SECONDS:
+                try:
+                    gauges = self._read()
+                except StoreError:
+                    gauges = None
+                self._cached = (self._clock(), gauges)
+            return gauges
+
+    def collect(self) -> Iterator[Metric]:
+        overview = self._gauges()
+        if overview is None:
+            return
+        queue = overview.queue
+        by_status = GaugeMetricFamily("bridge_sends", "Sends in the store, by status", labels=["status"])
+        for status, count in sorted(queue.by_status.items()):
+            by_status.add_metric([status], count)
+        yield by_status
+        queued = queue.by_status.get("queued", 0)
+        yield GaugeMetricFamily("bridge_queue_depth", "Sends waiting to be sent", value=queued)
+        yield GaugeMetricFamily(
+            "bridge_oldest_queued_seconds", "Age of the oldest queued send", value=queue.oldest_queued_seconds or 0
+        )
+        yield GaugeMetricFamily(
+            "bridge_writebacks_pending", "Outcomes waiting to reach Salesforce", value=queue.writebacks_pending
+        )
+        yield GaugeMetricFamily("bridge_workers_alive", "Workers with a recent heartbeat", value=len(overview.workers))
+        if overview.chat_sync is not None and overview.chat_sync.polled_at is not None:
+            yield GaugeMetricFamily(
+                "bridge_chat_sync_lag_seconds",
+                "Seconds since the chat sync last read CCAI",
+                value=time.time() - overview.chat_sync.polled_at,
+            )
+        if overview.api_usage is not None:
+            api = GaugeMetricFamily("bridge_salesforce_api_usage", "Salesforce API calls today", labels=["kind"])
+            api.add_metric(["used"], overview.api_usage.used)
+            api.add_metric(["allowed"], overview.api_usage.total)
+            yield api

@@ -1,0 +1,61 @@
+"""The store: the only package that speaks SQL (SQLite by default, PostgreSQL when scaled out).
+
+:class:`Store` opens one database and hands out its tables, each behind a class of its own:
+
+==================  ===========================================================================
+``sends``           the inbox (deduplicated) and the send step's leases (:mod:`.sends`)
+``writebacks``      the write-back step's claims of finished sends (:mod:`.writebacks`)
+``history``         what people read: one send, lists, timelines, activity (:mod:`.history`)
+``chats``           the chats being followed, and what their tickets must still be told
+``session_events``  events CCAI pushed, kept until applied
+``opt_outs``        numbers never to be texted
+``status``          worker heartbeats, singleton leases, what processes report
+==================  ===========================================================================
+
+Four kinds of lease fence the work, each for its own reason, all on the database's clock:
+
+- a send's lease carries a *token* bumped by every claim; every write is fenced on it, so a worker
+  that lost its claim can never overwrite the one that took over (a late success excepted);
+- a write-back's lease names its *owner*, renewed by that worker's heartbeat while it holds it;
+- a chat write's lease is fenced on its *until*: a later claim always ends later;
+- a *singleton* lease (the chat sync, long-running inputs) names one holder at a time, taken over
+  when it is not renewed.
+"""
+
+from __future__ import annotations
+
+from bridge.store.chats import Chats
+from bridge.store.database import Clock, Database
+from bridge.store.history import History
+from bridge.store.opt_outs import OptOuts
+from bridge.store.sends import Sends
+from bridge.store.session_events import SessionEvents
+from bridge.store.status import StatusBoard
+from bridge.store.writebacks import Writebacks
+
+
+class Store:
+    """One database and its tables."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.sends = Sends(db)
+        self.writebacks = Writebacks(db)
+        self.history = History(db)
+        self.chats = Chats(db)
+        self.session_events = SessionEvents(db)
+        self.opt_outs = OptOuts(db)
+        self.status = StatusBoard(db)
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None) -> Store:
+        return cls(Database.from_url(url, clock=clock))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def migrate(self) -> int:
+        return self.db.migrate()
+
+    def schema_version(self) -> int:
+        return self.db.schema_version()

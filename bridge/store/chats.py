@@ -1,0 +1,406 @@
+"""The chats the bridge started, followed through their life: what CCAI last said about each, and
+what the ticket must be told.
+
+A chat is followed from the moment its send is recorded as sent, until it ends or
+``BRIDGE_CHAT_FOLLOW_DAYS`` pass. CCAI's state reaches it by the chat sync's poll of the Manager
+API and by pushed session events; either way a state older than the one already applied (by CCAI's
+own ``updated_at``) is ignored, so the two can arrive in any order.
+
+A state the store refuses (PostgreSQL cannot hold a NUL) is skipped and logged rather than failing
+every later pass (:func:`apply_each`). Session events are kept by :mod:`bridge.store.session_events`;
+:func:`follow` puts back in the queue those that arrived before their chat was followed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, update
+
+from bridge.ccai.chats import ChatState, event_state
+from bridge.errors import StoreRejected
+from bridge.store.database import Database
+from bridge.store.schema import chats, sends, session_events
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# How long an event about a chat nobody follows is kept, in case its send is being recorded: longer
+# than a send's request to CCAI, and than the wait before a send whose answer was lost is looked up.
+UNKNOWN_CHAT_SECONDS = 900.0
+# Held by whoever sets aside an event whose chat is not followed and by whoever starts following a
+# chat, so that an event cannot be set aside just as its chat starts being followed.
+FOLLOW_LOCK = "bridge:chat-follow"
+
+
+@dataclass(frozen=True)
+class ChatView:
+    """What the ticket shows about its chat."""
+
+    status: str | None
+    agent: str | None
+    ended_at: float | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class PendingChatUpdate:
+    chat_id: str
+    send_id: int | None
+    ticket_id: str
+    view: ChatView
+    task_ref: str | None
+    complete_task: bool
+    attempts: int
+    superseded: bool  # a newer chat of the same ticket owns the ticket's chat fields
+    case_pending: bool
+    message: str | None  # the text that was sent, for the completed note
+
+
+@dataclass
+class ChatClaim:
+    """Chats leased for one write to their tickets.
+
+    ``until`` is when the lease runs out, and also its fence: a later claim of the same chats can
+    only start after it and always ends later, so a chat whose lease is no longer ``until`` has
+    been taken over and its answer is not this claim's to record. Renewing moves ``until``.
+    """
+
+    items: list[PendingChatUpdate]
+    until: float
+
+
+class Chats:
+    """Reads and writes the ``chats`` table (pushed session events are kept by :mod:`bridge.store.session_events`)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    def followed(self, *, follow_seconds: float) -> set[str]:
+        """The chat ids still followed: not ended, and started within the follow period."""
+        with self._db.tx() as connection:
+            since = self._db.now(connection) - follow_seconds
+            rows = connection.execute(
+                select(chats.c.chat_id).where(chats.c.ended.is_(False), chats.c.created_at >= since)
+            ).all()
+        return {str(row[0]) for row in rows}
+
+    def apply(self, states: Sequence[ChatState]) -> int:
+        """Apply CCAI's states, each only if newer than what is known; returns how many changed what
+        the ticket shows (those are queued for its write-back)."""
+
+        def refused(state: ChatState, exc: StoreRejected) -> None:
+            logger.warning("CCAI's state of chat %s was refused by the store and skipped: %s", state.chat_id, exc)
+
+        def step(connection: Connection, state: ChatState, now: float) -> int:
+            row = (
+                connection.execute(select(chats).where(chats.c.chat_id == state.chat_id).with_for_update())
+                .mappings()
+                .first()
+            )
+            return 0 if row is None else apply_state(connection, row, state, now)
+
+        return apply_each(self._db, states, step, refused)
+
+    def flag_no_reply(self, *, older_than: float, text: str) -> int:
+        """Open chats started ``older_than`` seconds ago whose customer never answered get ``text``
+        as their outcome (once)."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            result = connection.execute(
+                update(chats)
+                .where(
+                    chats.c.ended.is_(False),
+                    chats.c.replied.is_(False),
+                    chats.c.no_reply.is_(False),
+                    chats.c.created_at < now - older_than,
+                )
+                .values(outcome=text, no_reply=True, case_pending=True, case_not_before=now, case_attempts=0)
+            )
+        return int(result.rowcount)
+
+    def stop_following(self, *, follow_seconds: float, text: str) -> int:
+        """Chats past the follow period are no longer followed; their note is completed with ``text``."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            result = connection.execute(
+                update(chats)
+                .where(chats.c.ended.is_(False), chats.c.created_at < now - follow_seconds)
+                .values(
+                    ended=True,
+                    outcome=func.coalesce(chats.c.outcome, text),
+                    task_pending=chats.c.task_ref.is_not(None),
+                    case_pending=True,
+                    case_not_before=now,
+                )
+            )
+        return int(result.rowcount)
+
+    def claim_updates(self, *, limit: int, lease_seconds: float) -> ChatClaim | None:
+        """Chats whose news must reach their ticket; a ticket's fields follow only its newest chat.
+        Claims are serialised, so two processes never lease the same chat at once."""
+        with self._db.tx() as connection:
+            self._db.lock(connection, "bridge:chat-claim")
+            now = self._db.now(connection)
+            pending = or_(chats.c.case_pending.is_(True), chats.c.task_pending.is_(True))
+            free = or_(chats.c.case_lease_until.is_(None), chats.c.case_lease_until < now)
+            rows = (
+                connection.execute(
+                    select(chats, sends.c.message)
+                    .outerjoin(sends, sends.c.id == chats.c.send_id)
+                    .where(pending, free, chats.c.case_not_before <= now)
+                    .order_by(chats.c.ticket_id)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+            if not rows:
+                return None
+            tickets = sorted({row["ticket_id"] for row in rows})
+            newest = dict(
+                connection.execute(
+                    select(chats.c.ticket_id, func.max(chats.c.created_at))
+                    .where(chats.c.ticket_id.in_(tickets))
+                    .group_by(chats.c.ticket_id)
+                ).all()
+            )
+            connection.execute(
+                update(chats)
+                .where(chats.c.chat_id.in_([row["chat_id"] for row in rows]), free)
+                .values(case_lease_until=now + lease_seconds)
+            )
+        items = [
+            PendingChatUpdate(
+                chat_id=row["chat_id"],
+                send_id=row["send_id"],
+                ticket_id=row["ticket_id"],
+                view=_view(row),
+                task_ref=row["task_ref"],
+                complete_task=bool(row["task_pending"]),
+                attempts=row["case_attempts"],
+                superseded=row["created_at"] < newest.get(row["ticket_id"], row["created_at"]),
+                case_pending=bool(row["case_pending"]),
+                message=row["message"],
+            )
+            for row in rows
+        ]
+        return ChatClaim(items=items, until=now + lease_seconds)
+
+    def renew(self, claim: ChatClaim, *, lease_seconds: float) -> int:
+        """Extend the lease of the claim's chats that it still holds (while their write is under way,
+        however long the CRM takes); returns how many. Never shortens a lease, and never revives one
+        that ran out: another process may be claiming those chats at this moment."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            until = now + lease_seconds
+            renewed = connection.execute(
+                update(chats)
+                .where(
+                    chats.c.chat_id.in_([i.chat_id for i in claim.items]),
+                    chats.c.case_lease_until == claim.until,
+                    chats.c.case_lease_until >= now,
+                    chats.c.case_lease_until < until,
+                )
+                .values(case_lease_until=until)
+            ).rowcount
+        if renewed:
+            claim.until = until
+        return int(renewed)
+
+    def record_update(
+        self, claim: ChatClaim, item: PendingChatUpdate, *, done: bool, retry_in: float | None, error: str | None
+    ) -> bool:
+        """Record the answer about one claimed chat: written (``done``), to be retried in ``retry_in``
+        seconds, or given up (neither).
+
+        Fenced twice. On the lease: a chat another process has taken over meanwhile is left to it
+        (returns False). On the news: the ticket is marked up to date only if the chat still shows
+        what was written, so news applied during the write (the chat finished while Salesforce was
+        answering) stays pending and is written next; the note is marked completed only if this
+        claim completed it.
+        """
+        values: dict[str, Any] = {
+            "case_lease_until": None,
+            "case_attempts": chats.c.case_attempts + 1,
+            "case_error": error,
+        }
+        if done or retry_in is None:  # written, or given up: this news is dealt with
+            values["case_pending"] = case((_shows(item.view), False), else_=chats.c.case_pending)
+            if item.complete_task:
+                values["task_pending"] = False
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            if retry_in is not None:
+                values["case_not_before"] = now + retry_in
+            result = connection.execute(
+                update(chats)
+                .where(chats.c.chat_id == item.chat_id, chats.c.case_lease_until == claim.until)
+                .values(values)
+            )
+        return bool(result.rowcount == 1)
+
+    def attach_note(self, send_id: int, note_ref: str | None) -> None:
+        """Remember that a sent send's note was written (and the id the CRM gave it, if any), so that
+        its chat's end follows it up. (The column keeps its first name, ``task_ref``: an empty one
+        means a note without an id.)"""
+        with self._db.tx() as connection:
+            connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=note_ref or ""))
+
+    def lagging(self) -> int:
+        """How many followed chats still have news for their ticket."""
+        with self._db.tx() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).where(or_(chats.c.case_pending.is_(True), chats.c.task_pending.is_(True)))
+                ).scalar_one()
+            )
+
+
+def follow(db: Database, connection: Connection, *, send_id: int, ticket_id: str, chat_id: str, now: float) -> None:
+    """Start following a chat (called by the store when a send is recorded as sent). Events about
+    it that arrived first, while nobody followed it, go back in the queue to be applied."""
+    db.lock(connection, FOLLOW_LOCK)
+    exists = connection.execute(select(chats.c.chat_id).where(chats.c.chat_id == chat_id)).first()
+    if exists is None:
+        connection.execute(
+            update(session_events)
+            .where(
+                session_events.c.applied.is_(True),
+                # CCAI's time, which the index covers; a margin for its clock and late deliveries.
+                session_events.c.timestamp >= now - UNKNOWN_CHAT_SECONDS - 3600,
+                session_events.c.payload.startswith(_kept_prefix(chat_id), autoescape=True),
+            )
+            .values(applied=False)
+        )
+        connection.execute(
+            chats.insert().values(
+                chat_id=chat_id,
+                send_id=send_id,
+                ticket_id=ticket_id,
+                created_at=now,
+                ended=False,
+                replied=False,
+                no_reply=False,
+                case_pending=False,
+                task_pending=False,
+                case_attempts=0,
+                case_not_before=now,
+            )
+        )
+
+
+def apply_each(
+    db: Database,
+    items: Sequence[T],
+    step: Callable[[Connection, T, float], int],
+    refused: Callable[[T, StoreRejected], None],
+    *,
+    lock: str | None = None,
+) -> int:
+    """The sum of ``step`` over the items, in one transaction; if the store refuses that, one
+    transaction per item, and an item the store refuses goes to ``refused`` instead of stopping the
+    others (for good: the same value fails the same way every time). An outage is raised."""
+
+    def run(batch: Sequence[T]) -> int:
+        with db.tx() as connection:
+            if lock is not None:
+                db.lock(connection, lock)
+            now = db.now(connection)
+            return sum(step(connection, item, now) for item in batch)
+
+    if not items:
+        return 0
+    try:
+        return run(items)
+    except StoreRejected:
+        pass
+    total = 0
+    for item in items:
+        try:
+            total += run([item])
+        except StoreRejected as exc:
+            refused(item, exc)
+    return total
+
+
+def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: float) -> int:
+    """Apply one state to its chat's ``row`` if it is not older; 1 if the ticket must be told."""
+    if (row["ccai_updated_at"] or 0.0) > state.updated_at:
+        return 0  # older than what we applied (a late push, an overlap)
+    before = _view(row)
+    view = ChatView(
+        status=state.status or row["status"],
+        agent=state.agent or row["agent"],
+        ended_at=state.ended_at if state.ended else row["ended_at"],
+        outcome=state.outcome or row["outcome"],
+    )
+    values: dict[str, Any] = {
+        "status": view.status,
+        "agent": view.agent,
+        "ended_at": view.ended_at,
+        "outcome": view.outcome,
+        "ccai_updated_at": state.updated_at,
+        "synced_at": now,
+        "replied": bool(row["replied"]) or bool(state.replied),
+    }
+    changed = 0
+    if state.ended and not row["ended"]:
+        values |= {"ended": True, "task_pending": row["task_ref"] is not None}
+    if view != before or values.get("task_pending"):
+        values |= {"case_pending": True, "case_not_before": now, "case_attempts": 0}
+        changed = 1
+    # Fenced on the time read, too: a newer state committed since ``row`` was read stays (a caller
+    # should also have read ``row`` FOR UPDATE; this holds even if it did not).
+    applied = connection.execute(
+        update(chats)
+        .where(
+            chats.c.chat_id == state.chat_id,
+            or_(chats.c.ccai_updated_at.is_(None), chats.c.ccai_updated_at <= state.updated_at),
+        )
+        .values(values)
+    ).rowcount
+    return changed if applied else 0
+
+
+def _view(row: RowMapping) -> ChatView:
+    return ChatView(status=row["status"], agent=row["agent"], ended_at=row["ended_at"], outcome=row["outcome"])
+
+
+def _shows(view: ChatView) -> ColumnElement[bool]:
+    """The chat's row still holds ``view``."""
+    return and_(
+        chats.c.status.is_not_distinct_from(view.status),
+        chats.c.agent.is_not_distinct_from(view.agent),
+        chats.c.ended_at.is_not_distinct_from(view.ended_at),
+        chats.c.outcome.is_not_distinct_from(view.outcome),
+    )
+
+
+def kept_state(state: ChatState) -> str:
+    """What is kept of a session event until it is applied; the chat id first (:func:`follow`
+    finds a chat's events by it)."""
+    return json.dumps(dataclasses.asdict(state))
+
+
+def _kept_prefix(chat_id: str) -> str:
+    return '{"chat_id": ' + json.dumps(chat_id) + ","
+
+
+def read_kept_state(payload: str, timestamp: float | None) -> ChatState | None:
+    try:
+        kept = json.loads(payload)
+    except ValueError:
+        return None
+    if isinstance(kept, dict) and set(kept) == {f.name for f in dataclasses.fields(ChatState)}:
+        return ChatState(**kept)
+    return event_state(kept, timestamp) if isinstance(kept, dict) else None  # as kept by earlier versions

@@ -1,0 +1,483 @@
+"""The sends: the inbox (deduplicated), the send step's leases, and the retention purge.
+
+Every time is the database's (:meth:`Database.now`), and every write a worker makes on a claimed
+send carries the lease *token* it claimed with, so a worker that lost its lease (it hung, or its
+host's clock is off) can never overwrite the work of the one that took over. The one exception is
+a success that arrives late: an SMS that went out is always recorded (see :meth:`Sends.finish`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
+
+from bridge.errors import StoreRejected
+from bridge.model import FINAL_STATUSES, PENDING_STATUSES, ClaimedSend, Created, NewSend, Outcome, Overrides, SendStatus
+from bridge.store._rows import (
+    LEASE_RELEASED,
+    PENDING_WRITEBACK,
+    log_event,
+    new_row,
+    overrides_of,
+    received_detail,
+    still_held,
+)
+from bridge.store.chats import follow
+from bridge.store.database import Database
+from bridge.store.schema import send_log, sends
+
+logger = logging.getLogger(__name__)
+
+
+class Sends:
+    """The ``sends`` table as the doors and the send step use it."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def ingest(self, new: Sequence[NewSend]) -> int:
+        """Store every send in one transaction; already-known dedupe keys are ignored.
+
+        Returns how many were new. When this returns, all of them are durable.
+        """
+        if not new:
+            return 0
+        statement = self.db.insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            stored = 0
+            # One statement per row (executemany with RETURNING is not portable), one transaction.
+            for item in new:
+                inserted = connection.execute(statement, new_row(item, now)).first()
+                if inserted is not None:
+                    stored += 1
+                    log_event(connection, int(inserted[0]), now, "received", received_detail(item))
+            return stored
+
+    def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
+        """Store one send, or find the one already stored under its dedupe key."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            statement = (
+                self.db.insert(sends)
+                .values(**new_row(new, now), request_hash=request_hash)
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(sends.c.id)
+            )
+            inserted = connection.execute(statement).first()
+            if inserted is not None:
+                log_event(connection, int(inserted[0]), now, "received", received_detail(new))
+                return Created(id=int(inserted[0]), request_hash=request_hash, created=True)
+            existing = connection.execute(
+                select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
+            ).one()
+        return Created(id=int(existing[0]), request_hash=existing[1], created=False)
+
+    def requeue_finished(self, send_id: int, *, statuses: Sequence[SendStatus]) -> bool:
+        """An operator's retry: queue a finished send again if its status is one of ``statuses``.
+
+        The loop guard does not apply to it and its retry time starts anew, but what is known about
+        earlier attempts stays: a send that may have reached the customer keeps that flag, so it is
+        looked up in CCAI before anything is sent again.
+        """
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            raw = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).scalar()
+            result = connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.status.in_(list(statuses)))
+                .values(
+                    status="queued",
+                    overrides=Overrides.from_json(raw).for_operator_retry().to_json(),
+                    not_before=now,
+                    requeued_at=now,
+                    first_attempt_at=func.coalesce(sends.c.first_attempt_at, now),
+                    **LEASE_RELEASED,
+                    takeovers=0,
+                    finished_at=None,
+                    writeback="none",
+                    writeback_task="none",
+                    writeback_lease_until=None,
+                    writeback_owner=None,
+                )
+            )
+            if result.rowcount == 1:
+                log_event(connection, send_id, now, "requeued", "Queued again by an operator.")
+        return result.rowcount == 1
+
+    # -- the send step ------------------------------------------------------------------------
+
+    def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedSend]:
+        """Lease up to ``limit`` due sends. A send whose worker died mid-request comes back flagged."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            due = or_(
+                and_(sends.c.status.in_(("queued", "scheduled")), sends.c.not_before <= now),
+                and_(sends.c.status == "sending", sends.c.lease_until < now),
+            )
+            query = select(sends).where(due).order_by(sends.c.not_before, sends.c.id).limit(limit)
+            if self.db.postgres:
+                query = query.with_for_update(skip_locked=True)
+            claimed = []
+            for row in connection.execute(query).mappings().all():
+                died_mid_request = bool(row["inflight"])
+                ambiguous_since = row["ambiguous_since"] or (row["inflight_at"] if died_mid_request else None)
+                takeovers = row["takeovers"] + (1 if row["status"] == "sending" else 0)
+                values = {
+                    "status": "sending",
+                    "lease_owner": owner,
+                    "lease_token": row["lease_token"] + 1,
+                    "lease_until": now + lease_seconds,
+                    "inflight": False,
+                    "may_have_sent": bool(row["may_have_sent"]) or died_mid_request,
+                    "ambiguous_since": ambiguous_since,
+                    "takeovers": takeovers,
+                }
+                connection.execute(update(sends).where(sends.c.id == row["id"]).values(values))
+                started = max(row["first_attempt_at"] or row["created_at"], row["requeued_at"] or 0.0)
+                claimed.append(
+                    ClaimedSend(
+                        id=row["id"],
+                        ticket_id=row["ticket_id"],
+                        source=row["source"],
+                        origin=row["origin"],
+                        attempts=row["attempts"],
+                        may_have_sent=bool(values["may_have_sent"]),
+                        token=int(values["lease_token"]),
+                        takeovers=takeovers,
+                        retrying_for=max(0.0, now - started),
+                        claimed_at=now,
+                        first_attempt_at=row["first_attempt_at"],
+                        ambiguous_since=ambiguous_since,
+                        overrides=overrides_of(row),
+                    )
+                )
+        return claimed
+
+    def start_attempt(self, send_id: int, ticket_id: str, *, token: int, cooldown: float) -> int | None:
+        """The loop guard. Returns the id of another send for this ticket that makes this one an
+        echo (this send is then to be suppressed); otherwise marks this send attempted.
+
+        Another send counts while it is under way, while its outcome is still to be written to the
+        ticket, and for ``cooldown`` seconds after the latest of: its first attempt, its SMS
+        leaving, its outcome, and the bridge's write to the ticket. Measuring from the latest, not
+        the first, keeps the guard up through CCAI retries and CRM outages of any length.
+        """
+        with self.db.tx() as connection:
+            self.db.lock(connection, f"ticket:{ticket_id}")  # serialise the check-then-mark per ticket
+            now = self.db.now(connection)
+            if cooldown > 0:
+                echo_of = _recent_send(connection, send_id, ticket_id, since=now - cooldown)
+                if echo_of is not None:
+                    return echo_of
+            connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.lease_token == token, sends.c.first_attempt_at.is_(None))
+                .values(first_attempt_at=now)
+            )
+        return None
+
+    def mark_inflight(self, send_id: int, *, token: int, lease_seconds: float) -> bool:
+        """Record that a CCAI request is about to leave. False if this worker lost its lease."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            result = connection.execute(
+                update(sends)
+                .where(*still_held(send_id, token))
+                .values(
+                    inflight=True,
+                    inflight_at=now,
+                    attempts=sends.c.attempts + 1,
+                    # Never shorter than what the heartbeat granted; at least long enough for the request.
+                    lease_until=case(
+                        (sends.c.lease_until > now + lease_seconds, sends.c.lease_until), else_=now + lease_seconds
+                    ),
+                )
+            )
+            if result.rowcount == 1:
+                log_event(connection, send_id, now, "attempt", "The request to CCAI Platform left.")
+        return result.rowcount == 1
+
+    def confirm_not_sent(self, send_id: int, *, token: int) -> bool:
+        """A chat lookup found nothing for the earlier attempts: nothing reached the customer."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            result = connection.execute(
+                update(sends).where(*still_held(send_id, token)).values(may_have_sent=False, ambiguous_since=None)
+            )
+            if result.rowcount == 1:
+                log_event(
+                    connection, send_id, now, "looked up", "No chat in CCAI's list: the earlier attempt never arrived."
+                )
+        return result.rowcount == 1
+
+    def finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
+        """Record a final outcome and, unless told otherwise, queue its write-back.
+
+        Returns False when this worker lost its lease and the outcome was not recorded, except for
+        a success: an SMS that went out is recorded whoever holds the lease, because throwing the
+        chat id away would leave the customer texted and the ticket saying otherwise.
+        If the database refuses the outcome itself (too long, a character it cannot hold), a
+        reduced outcome is recorded instead, so the send never stays "sending" to be sent again.
+        """
+        for attempt in _reduced(outcome):
+            try:
+                return self._finish(send_id, attempt, token=token, create_task=create_task)
+            except StoreRejected as exc:
+                logger.error("Send %s: the store refused its outcome (%s); recording less of it", send_id, exc)
+        raise StoreRejected(f"The store refused every form of send {send_id}'s outcome.")
+
+    def _finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
+        write_back = outcome.write_back
+        writeback_state = "pending" if write_back else "none"
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            row = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).first()
+            values: dict[str, Any] = {
+                "status": outcome.status,
+                "reason": outcome.reason,
+                # The last chat that exists: a later refusal (a forced resend during the live chat) adds
+                # its reason, but the chat that reached the customer stays on record.
+                "chat_id": outcome.chat_id if outcome.chat_id is not None else sends.c.chat_id,
+                # Text that never went out is kept only for the "not sent" note (cleared once written).
+                "message": outcome.message if outcome.status == "sent" or (write_back and create_task) else None,
+                "end_user_hint": outcome.end_user_hint,
+                "finished_at": now,
+                "state_at": now,
+                "segments": outcome.segments,
+                "opt_out_learned": outcome.opt_out_learned,
+                **LEASE_RELEASED,
+                "overrides": Overrides.from_json(row[0] if row else None).without_number().to_json(),
+                "writeback": writeback_state,
+                "writeback_task": "pending" if write_back and create_task else "none",
+                "writeback_not_before": now,
+                "writeback_attempts": 0,
+                "writeback_error": None,
+            }
+            if outcome.status == "sent":
+                values |= {"may_have_sent": False, "ambiguous_since": None}
+            result = connection.execute(update(sends).where(*still_held(send_id, token)).values(values))
+            if result.rowcount == 1:
+                self._follow(connection, send_id, outcome, now)
+                log_event(connection, send_id, now, "finished", outcome.summary)
+                return True
+            if outcome.status != "sent":
+                return False
+            # A late success: fence out whoever holds the lease now, and let the truth win.
+            late = connection.execute(
+                update(sends)
+                .where(sends.c.id == send_id, sends.c.status != "sent")
+                .values(values | {"lease_token": sends.c.lease_token + 1})
+            )
+            if late.rowcount == 1:
+                self._follow(connection, send_id, outcome, now)
+                log_event(connection, send_id, now, "finished", outcome.summary + " (an answer that arrived late)")
+                logger.warning("Send %s: a success arrived after its lease passed to another worker; recorded", send_id)
+                return True
+            logger.error(
+                "Send %s: CCAI confirmed chat %s, but another chat was already recorded", send_id, outcome.chat_id
+            )
+            return False
+
+    def _follow(self, connection: Connection, send_id: int, outcome: Outcome, now: float) -> None:
+        """A chat exists: follow it (the chat sync keeps its ticket current)."""
+        if outcome.status == "sent" and outcome.chat_id:
+            ticket = connection.execute(select(sends.c.ticket_id).where(sends.c.id == send_id)).scalar_one()
+            follow(self.db, connection, send_id=send_id, ticket_id=ticket, chat_id=outcome.chat_id, now=now)
+
+    def requeue(
+        self,
+        send_id: int,
+        *,
+        token: int,
+        delay: float,
+        reason: str,
+        may_have_sent: bool,
+        ambiguous: bool = False,
+        refund: bool = False,
+    ) -> bool:
+        """Put a send back in the queue for ``delay`` seconds. ``ambiguous``: this attempt's answer
+        was lost; ``refund`` undoes the attempt count (a 429 is not a failure). False if this worker
+        no longer holds the send (taken over, or already finished)."""
+        values: dict[str, Any] = {
+            "status": "queued",
+            "reason": reason,
+            "may_have_sent": may_have_sent,
+            **LEASE_RELEASED,
+        }
+        if ambiguous:
+            values["ambiguous_since"] = func.coalesce(sends.c.ambiguous_since, sends.c.inflight_at)
+        if refund:
+            values["attempts"] = case((sends.c.attempts > 0, sends.c.attempts - 1), else_=0)
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            values["not_before"] = now + delay
+            result = connection.execute(update(sends).where(*still_held(send_id, token)).values(values))
+            if result.rowcount != 1:
+                return False
+            log_event(connection, send_id, now, "retry", f"Retried in {delay:.0f} s: {reason}")
+        return True
+
+    def hold(self, send_id: int, *, token: int, until: float, reason: str, hint: str | None) -> bool:
+        """Hold a send until the recipient's send window opens; the ticket is told when (its status
+        write-back is queued), and the send is claimed again, from the start, at ``until``."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            result = connection.execute(
+                update(sends)
+                .where(*still_held(send_id, token))
+                .values(
+                    status="scheduled",
+                    reason=reason,
+                    not_before=until,
+                    # Time spent waiting for the window is not time spent retrying.
+                    requeued_at=until,
+                    end_user_hint=hint,
+                    state_at=now,
+                    **LEASE_RELEASED,
+                    writeback="pending",
+                    writeback_not_before=now,
+                    writeback_attempts=0,
+                )
+            )
+            if result.rowcount == 1:
+                log_event(connection, send_id, now, "held", reason)
+        return result.rowcount == 1
+
+    def release(self, owner: str) -> int:
+        """Give back this worker's claimed sends whose CCAI request has not started (on shutdown)."""
+        with self.db.tx() as connection:
+            result = connection.execute(
+                update(sends)
+                .where(sends.c.lease_owner == owner, sends.c.status == "sending", sends.c.inflight.is_(False))
+                .values(status="queued", lease_owner=None, lease_until=None)
+            )
+        return int(result.rowcount)
+
+    def renew(
+        self, owner: str, *, sends_in_hand: Sequence[int], writebacks_in_hand: Sequence[int], lease_seconds: float
+    ) -> int:
+        """Extend the leases of the work this worker has in hand (its heartbeat): work in progress
+        is never taken over from a live worker, however long CCAI or the CRM take. Claims it let go
+        of without an outcome are not renewed, so they are taken up again. Never shortens a lease."""
+        renewed = 0
+        with self.db.tx() as connection:
+            until = self.db.now(connection) + lease_seconds
+            if sends_in_hand:
+                renewed += connection.execute(
+                    update(sends)
+                    .where(
+                        sends.c.id.in_(list(sends_in_hand)),
+                        sends.c.lease_owner == owner,
+                        sends.c.status == "sending",
+                        sends.c.lease_until < until,
+                    )
+                    .values(lease_until=until)
+                ).rowcount
+            if writebacks_in_hand:
+                renewed += connection.execute(
+                    update(sends)
+                    .where(
+                        sends.c.id.in_(list(writebacks_in_hand)),
+                        sends.c.writeback_owner == owner,
+                        sends.c.writeback_lease_until < until,
+                    )
+                    .values(writeback_lease_until=until)
+                ).rowcount
+        return renewed
+
+    def latest_chat(self, ticket_id: str, *, exclude: int) -> str | None:
+        """The newest chat this bridge created for the ticket, other than send ``exclude``'s."""
+        with self.db.tx() as connection:
+            chat_id = connection.execute(
+                select(sends.c.chat_id)
+                .where(sends.c.ticket_id == ticket_id, sends.c.id != exclude, sends.c.chat_id.is_not(None))
+                .order_by(sends.c.finished_at.desc())
+                .limit(1)
+            ).scalar()
+        return None if chat_id is None else str(chat_id)
+
+    def known_chat_ids(self, chat_ids: Sequence[str]) -> set[str]:
+        """Which of these CCAI chats are already recorded for some send."""
+        if not chat_ids:
+            return set()
+        with self.db.tx() as connection:
+            rows = connection.execute(select(sends.c.chat_id).where(sends.c.chat_id.in_(list(chat_ids)))).all()
+        return {str(row[0]) for row in rows}
+
+    def purge(self, older_than: float, *, batch: int = 1000, once: bool = False) -> int:
+        """Delete finished sends (write-back settled) that finished more than ``older_than`` seconds
+        ago, in batches.
+
+        Their dedupe keys go with them, so the retention must outlast every redelivery window:
+        Salesforce retries for 24 hours and API idempotency keys are promised for 24 hours, hence
+        the 2-day minimum on the retention setting.
+        """
+        removed = 0
+        while True:
+            with self.db.tx() as connection:
+                settled = and_(
+                    sends.c.status.in_(FINAL_STATUSES),
+                    sends.c.writeback != "pending",
+                    sends.c.writeback_task != "pending",
+                    sends.c.finished_at < self.db.now(connection) - older_than,
+                )
+                ids = [row[0] for row in connection.execute(select(sends.c.id).where(settled).limit(batch))]
+                if ids:
+                    connection.execute(delete(send_log).where(send_log.c.send_id.in_(ids)))
+                    connection.execute(delete(sends).where(sends.c.id.in_(ids)))
+            removed += len(ids)
+            if once or len(ids) < batch:  # ``once``: one batch per call, for callers showing progress
+                return removed
+
+    def seconds_until_due(self) -> float | None:
+        """How long until the earliest queued send or pending write-back is due (the worker's sleep)."""
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            send_at = connection.execute(
+                select(func.min(sends.c.not_before)).where(sends.c.status == "queued")
+            ).scalar()
+            # A leased write-back is not due before its lease ends (else an idle worker would spin).
+            lease_end = sends.c.writeback_lease_until
+            due_at = case((lease_end > sends.c.writeback_not_before, lease_end), else_=sends.c.writeback_not_before)
+            writeback_at = connection.execute(select(func.min(due_at)).where(PENDING_WRITEBACK)).scalar()
+        candidates = [t for t in (send_at, writeback_at) if t is not None]
+        return max(0.0, min(candidates) - now) if candidates else None
+
+
+def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since: float) -> int | None:
+    rows = connection.execute(
+        select(
+            sends.c.id,
+            sends.c.status,
+            sends.c.first_attempt_at,
+            sends.c.inflight_at,
+            sends.c.finished_at,
+            sends.c.case_written_at,
+            sends.c.writeback,
+        ).where(sends.c.ticket_id == ticket_id, sends.c.id != send_id, sends.c.status != "suppressed")
+    ).all()
+    for row in rows:
+        if row.first_attempt_at is None:
+            continue  # never attempted: not yet anything the ticket or the customer could have seen
+        if row.status in PENDING_STATUSES or row.writeback == "pending":
+            return int(row.id)
+        moments = [t for t in (row.first_attempt_at, row.inflight_at, row.finished_at, row.case_written_at) if t]
+        if max(moments) >= since:
+            return int(row.id)
+    return None
+
+
+def _reduced(outcome: Outcome) -> list[Outcome]:
+    """The outcome, then less of it, then only its status: what to try when the store refuses it."""
+    reason = "".join(c for c in (outcome.reason or "") if c.isprintable())[:500] or None
+    chat_id = "".join(c for c in (outcome.chat_id or "") if c.isprintable())[:64] or None
+    note = " (The full outcome could not be stored.)"
+    return [
+        outcome,
+        Outcome(status=outcome.status, reason=(reason or "") + note, chat_id=chat_id, write_back=outcome.write_back),
+        Outcome(status=outcome.status, reason="The outcome could not be stored.", write_back=outcome.write_back),
+    ]

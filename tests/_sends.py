@@ -1,0 +1,50 @@
+"""Sends made as the doors and the worker would make them, for tests of what people see and retry."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from bridge.api.sends import public_view
+from bridge.model import FinalStatus, NewSend, Outcome, Overrides
+from bridge.store import Store
+from tests._clock import Clock
+
+CASE = "5005g00000SBX01AAH"
+NUMBER = "+14155550100"
+
+
+def queued(store: Store, overrides: Overrides | None = None) -> int:
+    new = NewSend(
+        dedupe_key=f"api:{uuid.uuid4().hex}",
+        source="api",
+        origin="person",
+        ticket_id=CASE,
+        overrides=overrides or Overrides(),
+    )
+    return store.sends.create(new).id
+
+
+def finished(store: Store, outcome: Outcome, *, overrides: Overrides | None = None, create_task: bool = False) -> int:
+    send_id = queued(store, overrides)
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.finish(job.id, outcome, token=job.token, create_task=create_task)
+    return send_id
+
+
+def possibly_delivered(store: Store, clock: Clock, status: FinalStatus) -> int:
+    """A send whose first worker died mid-request (so it may have reached the customer), then settled."""
+    send_id = queued(store)
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    clock.advance(31)
+    [again] = store.sends.claim("w2", limit=1, lease_seconds=30)
+    assert again.may_have_sent
+    assert store.sends.finish(again.id, Outcome(status=status, reason="gave up"), token=again.token, create_task=False)
+    return send_id
+
+
+def view(store: Store, send_id: int) -> dict[str, Any]:
+    record = store.history.get(send_id)
+    assert record is not None
+    return public_view(record)

@@ -1,0 +1,96 @@
+"""Pacing: under the tenant's limit in every window, shared by every process, paused by a 429."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from bridge.ccai.pacing import LocalRateLimiter, Pace
+from bridge.store import Store
+from bridge.store.database import Database
+from bridge.store.pacing import SharedRateLimiter
+from tests._clock import Clock
+
+pytestmark = pytest.mark.anyio
+
+
+def busiest(times: list[float], window: float = 1.0) -> int:
+    return max(sum(1 for t in times if start <= t < start + window) for start in times)
+
+
+def test_the_pace_keeps_headroom_under_the_limit() -> None:
+    pace = Pace(limit=10, share=1.0, headroom=0.1)
+    assert (pace.per_window, pace.window) == (10, 1.1)
+    assert pace.gap == pytest.approx(0.11)
+    assert Pace(limit=10, share=0.5).per_window == 5  # half the tenant's limit left to other integrations
+
+
+def test_a_late_departure_pushes_the_next_ones_back() -> None:
+    pace = Pace(limit=10, headroom=0.1)
+    departures = [0.0, 0.11, 0.5]  # the third left 0.17 s late
+    assert pace.wait(0.52, departures, paused_until=0.0) == pytest.approx(0.09)
+    full = [i * 0.11 for i in range(10)]
+    assert pace.wait(1.0, full, paused_until=0.0) == pytest.approx(0.1)  # 10 in the last 1.1 s
+    assert pace.wait(1.0, [], paused_until=5.0) == pytest.approx(4.0)
+
+
+async def test_local_pacing_never_puts_more_than_the_limit_in_any_second(clock: Clock) -> None:
+    limiter = LocalRateLimiter(Pace(limit=10, headroom=0.1), clock=clock, sleep=clock.sleep)
+    departures = []
+    for _ in range(50):
+        await limiter.acquire()
+        departures.append(clock.now)
+    assert busiest(departures) <= 10
+    assert departures[-1] - departures[0] == pytest.approx(49 * 0.11)
+    await limiter.pause(5)
+    before = clock.now
+    await limiter.acquire()
+    assert clock.now - before == pytest.approx(5)
+
+
+async def test_departures_are_shared_by_every_process_using_the_store(store_url: str) -> None:
+    """Two limiters on one database (two worker processes) together stay under the limit."""
+    first, second = Store.from_url(store_url), Store.from_url(store_url)
+    first.migrate()
+    pace = Pace(limit=20, headroom=0.1)
+    limiters = [SharedRateLimiter(s.db, tenant="acme", pace=pace) for s in (first, second)]
+    times: list[float] = []
+
+    async def send(limiter: SharedRateLimiter, count: int) -> None:
+        for _ in range(count):
+            await limiter.acquire()
+            times.append(anyio.current_time())
+
+    try:
+        async with anyio.create_task_group() as group:
+            for limiter in limiters:
+                group.start_soon(send, limiter, 15)
+        assert busiest(times, 1.0) <= 20  # what CCAI counts; the pace leaves 0.1 s of room for lateness
+        assert max(times) - min(times) >= 29 * 1.1 / 20 - 0.05
+        other = SharedRateLimiter(first.db, tenant="other-tenant", pace=pace)
+        started = anyio.current_time()
+        await other.acquire()  # another tenant has its own budget
+        assert anyio.current_time() - started < 0.2
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_a_429_pauses_every_process(store_url: str, clock: Clock) -> None:
+    db = Database.from_url(store_url, clock=clock)
+    db.migrate()
+    try:
+        one, two = (SharedRateLimiter(db, tenant="acme", pace=Pace(limit=10)) for _ in range(2))
+        await one.pause(5)
+        # One step at a time, with the clock held still: not allowed for 5 s, so nothing is reserved.
+        wait, reserved = await anyio.to_thread.run_sync(two._try_depart)
+        assert wait == pytest.approx(5.0 - Pace(limit=10).gap)
+        assert not reserved
+        clock.advance(5)
+        assert await anyio.to_thread.run_sync(two._try_depart) == (0.0, True)
+        # The next departure is reserved one gap ahead: the caller sleeps until it, then goes.
+        wait, reserved = await anyio.to_thread.run_sync(two._try_depart)
+        assert wait == pytest.approx(Pace(limit=10).gap)
+        assert reserved
+    finally:
+        db.close()

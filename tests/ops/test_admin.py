@@ -1,0 +1,195 @@
+"""The operator commands in-process (``main([...])``) on a store the test fills through ``Store``:
+``bridge send``, ``bridge sends list|show|retry``, ``bridge status``, ``bridge purge``."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.model import NewSend, Outcome, Overrides
+from bridge.sandbox.cases import sample_cases
+from bridge.store import Store
+from tests._apps import Bridge, clean_environment, command_line
+from tests._clock import Clock
+
+MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
+UK_REASON = "The Case's ContactMobile (********0958) is a GB number; only US numbers can be texted."
+
+
+@pytest.fixture
+def bridge(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Bridge:
+    """``bridge(*args)`` runs the command line in-process in a clean environment and captures it."""
+    clean_environment(monkeypatch, tmp_path)
+    return command_line(capsys)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """The running bridge's store (no test clock: the commands read it with the real one)."""
+    s = Store.from_url(db_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def sent(store: Store, case_id: str = MOBILE) -> int:
+    send_id = store.sends.create(
+        NewSend(dedupe_key=f"cli:{uuid.uuid4().hex}", source="cli", origin="person", ticket_id=case_id)
+    ).id
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    outcome = Outcome(status="sent", chat_id="114", end_user_hint="*******0100", write_back=False)
+    assert store.sends.finish(job.id, outcome, token=job.token, create_task=False)
+    return send_id
+
+
+def refused(store: Store, case_id: str = UK, reason: str = UK_REASON) -> int:
+    failed = Outcome(status="failed", reason=reason, write_back=False)
+    new = NewSend(
+        dedupe_key=f"api:{uuid.uuid4().hex}", source="api", origin="person", ticket_id=case_id, finished=failed
+    )
+    assert store.sends.ingest([new]) == 1
+    return store.history.find(limit=1)[0].id
+
+
+# -- sends --------------------------------------------------------------------------------------
+
+
+def test_send_list_show_and_retry_as_an_operator(bridge: Bridge, store: Store) -> None:
+    texted, failed = sent(store), refused(store)
+
+    listing = bridge("sends", "list")
+    assert listing.code == 0
+    assert listing.out.splitlines()[0].split()[:3] == ["ID", "CREATED", "AT"]
+    assert len(listing.out.splitlines()) == 3
+    rows = bridge("sends", "list", "--status", "failed", "--json").json()
+    assert [(r["id"], r["ticket_id"], r["status"]) for r in rows] == [(failed, UK, "failed")]
+    shown = bridge("sends", "show", str(failed), "--json").json()
+    assert shown["error"].startswith("The Case's ContactMobile")
+    assert "status: failed" in bridge("sends", "show", str(failed)).out
+
+    again_sent = bridge("sends", "retry", str(texted))
+    assert again_sent.code == 1
+    assert "--force" in again_sent.err
+    everything_sent = bridge("sends", "retry", "--status", "sent")
+    assert (everything_sent.code, "--force" in everything_sent.err) == (1, True)
+    again = bridge("sends", "retry", "--status", "failed")
+    assert (again.code, again.out.strip().splitlines()[-1]) == (0, "1 failed send(s) queued again.")
+    record = store.history.get(failed)
+    assert record is not None
+    assert record.status == "queued"
+    missing = bridge("sends", "show", "9")
+    assert (missing.code, missing.err.strip()) == (1, "There is no send 9.")
+
+
+def test_sends_list_finds_a_case_by_its_15_character_id(bridge: Bridge, store: Store) -> None:
+    mine, _other = sent(store, MOBILE), sent(store, sample_cases()[1]["Id"])
+    rows = bridge("sends", "list", "--ticket", MOBILE[:15], "--json").json()
+    assert [r["id"] for r in rows] == [mine]
+    bad = bridge("sends", "list", "--ticket", "hello")
+    assert bad.code == 2
+    assert "--ticket 'hello': must be a Case id" in bad.err
+
+
+def test_send_queues_for_the_running_bridge(bridge: Bridge, store: Store) -> None:
+    queued = bridge("send", MOBILE[:15], "--message", "Hello from the CLI")
+    assert queued.code == 0
+    assert queued.out.strip() == f"Send 1 for Case {MOBILE}: queued"
+    [record] = store.history.find()
+    assert (record.source, record.origin, record.ticket_id, record.overrides) == (
+        "cli",
+        "person",
+        MOBILE,
+        Overrides(message="Hello from the CLI"),
+    )
+    waited = bridge("send", MOBILE, "--wait", "0.2", "--json")
+    assert waited.code == 3  # still pending: no bridge is running against this store
+    assert waited.json()["status"] == "queued"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["send", "hello"], "bridge: ticket_id: must be a Case id"),
+        (["send", MOBILE, "--agent-email", "bad"], "bridge: agent_email: must be an email address."),
+        (
+            ["send", MOBILE, "--agent-email", "a@b.co", "--agent-id", "3"],
+            "bridge: give agent_email or agent_id, not both.",
+        ),
+        (["send", MOBILE, "--message", "Ring\x07"], "bridge: message: contains characters that cannot be texted"),
+    ],
+)
+def test_send_refuses_what_the_api_refuses_in_a_sentence(
+    bridge: Bridge, store: Store, args: list[str], error: str
+) -> None:
+    result = bridge(*args)
+    assert result.code == 2
+    assert result.err.startswith(error)
+    assert "configuration error" not in result.err
+    assert dict(store.history.queue_summary().by_status) == {}
+
+
+# -- status and purge ---------------------------------------------------------------------------
+
+
+def test_status_reports_the_queue_the_workers_and_the_api_usage(bridge: Bridge, store: Store) -> None:
+    sent(store)
+    refused(store)
+    board = store.status
+    board.beat("worker-1", host="web.1", pid=42, pass_ok=True, pass_error=None)
+    board.beat("worker-2", host="worker.1", pid=43, pass_ok=True, pass_error=None)
+    board.stopped("worker-2")
+    board.put("salesforce:api_usage", {"used": 1234, "total": 100_000})
+
+    report = bridge("status", "--json").json()
+    assert report["by_status"] == {"sent": 1, "failed": 1}
+    assert list(report["workers"]) == ["worker-1"]  # keyed by worker id; a stopped worker is not alive
+    assert (report["workers"]["worker-1"]["host"], report["workers"]["worker-1"]["pid"]) == ("web.1", 42)
+    assert (report["salesforce_api_usage"]["used"], report["salesforce_api_usage"]["total"]) == (1234, 100_000)
+    text = bridge("status").out
+    assert "Workers alive:       1" in text
+    assert "worker-1 on web.1 (pid 42" in text
+    assert "Salesforce API usage: 1,234 of 100,000 today" in text
+
+
+def test_purge_removes_finished_sends_older_than_the_retention(bridge: Bridge, store: Store, db_url: str) -> None:
+    past = Store.from_url(db_url, clock=Clock(time.time() - 40 * 86400))
+    try:
+        refused(past)
+        refused(past)
+    finally:
+        past.close()
+    recent = refused(store)
+    result = bridge("purge")
+    assert (result.code, result.out.strip()) == (0, "Removed 2 finished send(s) older than 30 days.")
+    assert [r.id for r in store.history.find()] == [recent]
+    too_short = bridge("purge", "--older-than-days", "1")
+    assert too_short.code == 2
+    assert "--older-than-days must be at least 2" in too_short.err
+
+
+# -- a store that is not there ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["sends", "list"], ["sends", "show", "1"], ["status"], ["opt-outs", "list"], ["sends", "retry", "1"]],
+)
+def test_commands_on_a_missing_store_say_to_migrate_and_create_nothing(
+    bridge: Bridge, db_url: str, tmp_path: Path, args: list[str]
+) -> None:
+    result = bridge(*args)
+    assert result.code == 2
+    assert "run `bridge migrate`" in result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "bridge.db").exists()
