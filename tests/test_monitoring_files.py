@@ -23,8 +23,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
-from bridge.overview import ApiUsage, ChatSyncState, Overview
-from bridge.status import WorkerInfo
+from bridge.ops.overview import ChatSyncState, Overview, ReportedUsage, publish_gauges
+from bridge.store.status import WorkerInfo
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 RULES = DEPLOY / "prometheus" / "bridge-alerts.yml"
@@ -50,7 +50,7 @@ def _overview() -> Overview:
     return Overview(
         queue=QueueSummary(by_status={"queued": 1}, oldest_queued_seconds=3.0, writebacks_pending=1),
         workers=[worker],
-        api_usage=ApiUsage(used=1, total=2, as_of=0),
+        api_usage=ReportedUsage(used=1, total=2, as_of=0),
         chat_sync=ChatSyncState(high_water=1.0, polled_at=1.0, lag_seconds=1.0, chats_with_news_pending=0),
     )
 
@@ -58,7 +58,7 @@ def _overview() -> Overview:
 def exposed() -> dict[str, frozenset[str]]:
     """Every sample name ``/metrics`` can serve, with the label names it carries."""
     metrics = Metrics()
-    metrics.watch(_overview)
+    publish_gauges(metrics, _overview)
     wrappers = {w._name: w for w in vars(metrics).values() if isinstance(w, MetricWrapperBase)}
     names: dict[str, frozenset[str]] = {}
     for family in metrics.registry.collect():

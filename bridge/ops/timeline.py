@@ -13,8 +13,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bridge.crm import Words
 from bridge.model import LogEntry
-from bridge.ops.verdict import Words
 
 # The store words a retry "Retried in 3 s: <reason>"; the delay varies, the reason is what repeats.
 _RETRY = re.compile(r"^Retried in \d+ s: (?P<reason>.*)$", re.S)
@@ -41,10 +41,7 @@ class Step:
     count: int = 1
 
 
-SALESFORCE = Words()
-
-
-def readable(entries: Sequence[LogEntry], words: Words = SALESFORCE) -> list[Step]:
+def readable(entries: Sequence[LogEntry], words: Words) -> list[Step]:
     """``entries`` (oldest first) with every run of two or more retries for the same reason, and the
     attempts between them, folded into one line."""
     steps: list[Step] = []

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
 
+from bridge.crm import Words
+
 Level = Literal["healthy", "degraded", "down"]
 Severity = Literal["note", "degraded", "down"]
 
@@ -173,13 +175,8 @@ class Snapshot:
     store_problem: str | None = None  # the store cannot be trusted (or read): nothing is judged but this
 
 
-@dataclass(frozen=True)
-class Words:
-    """The CRM's own words, for reason texts."""
-
-    crm: str = "Salesforce"
-    ticket: str = "Case"
-    note: str = "Task"
+# Reasons speak the CRM's own words (its plugin's); these stand in when none is given.
+NEUTRAL = Words(crm="the CRM", ticket="ticket", note="note", ticket_id="ticket id", ticket_id_example="")
 
 
 @dataclass(frozen=True)
@@ -193,7 +190,7 @@ class Limits:
     writeback_degraded_seconds: float = 600.0
     chat_sync_lag_seconds: float = 300.0
     stream_silent_seconds: float = 300.0
-    words: Words = Words()
+    words: Words = NEUTRAL
 
 
 Rule = Callable[[Snapshot, Limits], Iterable[Reason]]

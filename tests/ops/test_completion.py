@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from bridge.cli import _parser
+from bridge.ops.cli import _parser
 from bridge.ops.completion import script
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from bridge.crm import Words
+from bridge.crm.salesforce import SalesforcePlugin
 from bridge.model import LogEntry
 from bridge.ops.timeline import readable
-from bridge.ops.verdict import Words
 
+SALESFORCE = SalesforcePlugin.words
 T0 = 1_800_000_000.0 + 4 * 3600 + 43 * 60 + 26  # 12:43:26 UTC
 THROTTLED = "CCAI Platform is rate-limiting requests (HTTP 429)."
 
@@ -29,7 +31,7 @@ def test_a_429_storm_reads_as_one_line() -> None:
         LogEntry(T0 + 71.3, "finished", "sent (chat 88)"),
         LogEntry(T0 + 72, "written back", "ticket done, note done"),
     ]
-    steps = readable(entries)
+    steps = readable(entries, SALESFORCE)
     assert [(s.event, s.detail) for s in steps] == [
         ("received", "Received from a Salesforce outbound message."),
         ("throttled", f"throttled 12× between 12:43:26 and 12:44:32 UTC: {THROTTLED}"),
@@ -42,13 +44,13 @@ def test_a_429_storm_reads_as_one_line() -> None:
 
 def test_a_single_retry_stays_as_it_was_and_different_reasons_are_separate_runs() -> None:
     entries = [*storm(T0, 1), *storm(T0 + 10, 3, reason="CCAI Platform answered 503."), *storm(T0 + 40, 2)]
-    steps = readable(entries)
+    steps = readable(entries, SALESFORCE)
     assert [s.event for s in steps] == ["sent to CCAI", "retry", "retry", "throttled"]
     assert steps[2].detail == "retried 3× between 12:43:36 and 12:43:48 UTC: CCAI Platform answered 503."
     assert steps[1].detail == f"Retried in 1 s: {THROTTLED}"
 
 
 def test_the_crms_own_words() -> None:
-    zendesk = Words(crm="Zendesk", ticket="ticket", note="internal comment")
+    zendesk = Words(crm="Zendesk", ticket="ticket", note="internal comment", ticket_id="", ticket_id_example="")
     [step] = readable([LogEntry(T0, "written back", "ticket failed, note pending: 503")], zendesk)
     assert step.detail == "ticket failed, internal comment pending: 503"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from bridge.crm import Words
+from bridge.crm.salesforce import SalesforcePlugin
 from bridge.ops.verdict import (
     Backlog,
     ChatSyncHealth,
@@ -13,12 +15,13 @@ from bridge.ops.verdict import (
     Snapshot,
     Streak,
     StreamHealth,
-    Words,
     WorkerHealth,
     duration,
     judge,
 )
 
+SALESFORCE = SalesforcePlugin.words
+ZENDESK = Words(crm="Zendesk", ticket="ticket", note="internal note", ticket_id="ticket id", ticket_id_example="")
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 ALIVE = (WorkerHealth(id="web.1:42", seconds_since_beat=2.0),)
 
@@ -101,20 +104,27 @@ def test_write_backs_failing_speak_the_crms_words() -> None:
     failing = Streak(since=NOW - 600, last=NOW - 5, count=12)
     work = Backlog(writebacks=40, oldest_writeback_seconds=610.0)
     verdict = judge(
-        snapshot(backlog=work, writebacks_failing=failing), Limits(words=Words(crm="Zendesk", ticket="ticket"))
+        snapshot(backlog=work, writebacks_failing=failing),
+        Limits(
+            words=Words(
+                crm="Zendesk", ticket="ticket", note="internal note", ticket_id="ticket id", ticket_id_example=""
+            )
+        ),
     )
     assert verdict.reasons[0].text == (
         "writing outcomes to Zendesk has failed 12 times since 07:50:00 UTC "
         "(40 outcomes waiting, the oldest for 10 min 10 s)."
     )
-    slow = judge(snapshot(backlog=work))
+    slow = judge(snapshot(backlog=work), Limits(words=SALESFORCE))
     assert [r.code for r in slow.reasons] == ["writebacks_slow"]
     assert "reach their Cases" in slow.reasons[0].text
 
 
 def test_chat_sync_lag_degrades_and_a_sync_that_never_ran_is_a_note() -> None:
     assert codes(snapshot(chat_sync=ChatSyncHealth(polled_seconds_ago=30.0))) == []
-    lagging = judge(snapshot(chat_sync=ChatSyncHealth(polled_seconds_ago=840.0, chats_waiting=3)))
+    lagging = judge(
+        snapshot(chat_sync=ChatSyncHealth(polled_seconds_ago=840.0, chats_waiting=3)), Limits(words=SALESFORCE)
+    )
     assert lagging.level == "degraded"
     assert lagging.reasons[0].text == "the chat sync last read CCAI 14 min ago; 3 chats with news for their Case."
     never = judge(snapshot(chat_sync=ChatSyncHealth(polled_seconds_ago=None)))
