@@ -175,6 +175,7 @@ def dashboard_routes(svc: Services) -> list[BaseRoute]:
         metrics=svc.metrics,
         ticket_ids=svc.crm.ticket_ids,
         words=svc.crm.words,
+        chat_sync_seconds=svc.doors.chat_sync_seconds,
     ).routes()
 
 

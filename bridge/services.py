@@ -173,6 +173,7 @@ class DoorOptions:
     session_events_user: str = ""
     session_events_password: str = ""
     dashboard_password: str = ""
+    chat_sync_seconds: float = 60.0  # the dashboard's verdict: when the chat sync is late
 
 
 @dataclass
@@ -357,6 +358,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
             session_events_user=settings.bridge_session_events_user,
             session_events_password=settings.bridge_session_events_password.get_secret_value(),
             dashboard_password=settings.bridge_dashboard_password.get_secret_value(),
+            chat_sync_seconds=settings.bridge_chat_sync_seconds,
         ),
         shutdown=Shutdown(settings.bridge_shutdown_seconds),
         metrics=metrics,

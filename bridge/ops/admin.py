@@ -28,8 +28,10 @@ from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
 from bridge.ops.check import run_checks
+from bridge.ops.health import limits_for, read_verdict
 from bridge.ops.overview import Overview, read_overview
 from bridge.ops.retries import retry
+from bridge.ops.verdict import Verdict
 from bridge.phones import mask, us_e164
 from bridge.services import load_settings
 from bridge.settings import Settings
@@ -289,13 +291,25 @@ def _opt_out_list(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings()
+    words = load_plugin(settings.bridge_crm).words
     with opened_store(settings) as store:
         overview = read_overview(store)
+        verdict = read_verdict(store, limits_for(settings, words), chat_sync=settings.bridge_chat_sync_seconds > 0)
     if args.json:
-        print(json.dumps(_status_report(overview), indent=2))
+        print(json.dumps({**verdict.as_dict(), **_status_report(overview)}, indent=2))
     else:
-        print("\n".join(_status_lines(overview, load_plugin(settings.bridge_crm).words)))
-    return 0
+        print("\n".join([*_verdict_lines(verdict), "", *_status_lines(overview, words)]))
+    # For cron and monitors: 0 healthy, 1 degraded, 2 down.
+    return verdict.exit_code
+
+
+def _verdict_lines(verdict: Verdict) -> list[str]:
+    lines = [f"Verdict:             {verdict.level.upper()}"]
+    for reason in verdict.reasons:
+        since = f" (since {iso(reason.since)})" if reason.since is not None else ""
+        note = "note: " if reason.severity == "note" else ""
+        lines.append(f"  - {note}{reason.sentence}{since}")
+    return lines
 
 
 def _status_report(overview: Overview) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import anyio.to_thread
 import jinja2
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge._secrets import basic_credentials, matches_any
@@ -48,8 +48,10 @@ from bridge.model import (
     SendStatus,
 )
 from bridge.ops._csrf import CsrfGuard
+from bridge.ops.health import limits, read_verdict
 from bridge.ops.overview import read_overview
 from bridge.ops.retries import maybe_reached, reached, retry, retry_offer, sentence
+from bridge.ops.verdict import Verdict
 from bridge.store import Store
 from bridge.times import readable
 
@@ -132,8 +134,19 @@ class SendFilters:
 
 
 class Dashboard:
-    def __init__(self, *, store: Store, password: str, metrics: Metrics, ticket_ids: TicketIds, words: Words) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        password: str,
+        metrics: Metrics,
+        ticket_ids: TicketIds,
+        words: Words,
+        chat_sync_seconds: float = 60.0,
+    ) -> None:
         self._store = store
+        self._limits = limits(chat_sync_seconds=chat_sync_seconds, words=words)
+        self._chat_sync = chat_sync_seconds > 0
         self._opt_outs = store.opt_outs
         self._words = words
         self._credentials = f"{USER}:{password}"
@@ -150,10 +163,13 @@ class Dashboard:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/dashboard", self._guard(self._overview), methods=["GET"]),
+            Route("/dashboard/status.json", self._guard(self._status), methods=["GET"]),
             Route("/dashboard/sends", self._guard(self._sends), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}", self._guard(self._send), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}/retry", self._guard(self._retry), methods=["POST"]),
             Route("/dashboard/opt-outs", self._guard(self._opt_out_list), methods=["GET"]),
+            # Last: any other page under /dashboard is a dashboard page that says so, not a bare 404.
+            Route("/dashboard/{rest:path}", self._guard(self._not_found), methods=["GET"]),
         ]
 
     def _guard(self, page: Page) -> Page:
@@ -184,15 +200,29 @@ class Dashboard:
 
     # -- pages --------------------------------------------------------------------------------
 
+    def _verdict(self) -> Verdict:
+        return read_verdict(self._store, self._limits, chat_sync=self._chat_sync)
+
     async def _overview(self, request: Request) -> Response:
+        verdict = await anyio.to_thread.run_sync(self._verdict)
         overview = await anyio.to_thread.run_sync(read_overview, self._store)
         start, counts = await anyio.to_thread.run_sync(lambda: self._store.history.activity(hours=24))
-        return self._render(request, "overview.html", overview=overview, chart=activity_chart(start, counts))
+        chart = activity_chart(start, counts)
+        return self._render(request, "overview.html", verdict=verdict, overview=overview, chart=chart)
+
+    async def _status(self, request: Request) -> Response:
+        """The verdict as JSON, for monitors that sign in like a person (the same Basic auth)."""
+        verdict = await anyio.to_thread.run_sync(self._verdict)
+        return JSONResponse(verdict.as_dict(), status_code=200)
+
+    async def _not_found(self, request: Request) -> Response:
+        return self._render(request, "not_found.html", status_code=404, path=request.url.path)
 
     async def _sends(self, request: Request) -> Response:
         filters, problems = _filters(request.query_params, self._ticket_ids)
         before = _positive(request.query_params.get("before", ""))
-        found = await anyio.to_thread.run_sync(self._find, filters, before)
+        # A filter that cannot be read lists nothing: an unfiltered list would pass for the answer.
+        found = [] if problems else await anyio.to_thread.run_sync(self._find, filters, before)
         rows, more = found[:PAGE_SIZE], len(found) > PAGE_SIZE
         older = f"?{urlencode({**filters.shown, 'before': rows[-1].id})}" if more else None
         newest = f"?{urlencode(filters.shown)}" if before is not None else None

@@ -158,3 +158,12 @@ def _v8(connection: Connection, postgres: bool) -> None:
     _add_columns(connection, "sends", {"origin": "VARCHAR(16) NOT NULL DEFAULT 'crm_event'"})
     # Until v8 the door decided: only Salesforce's outbound message was an event the CRM fired.
     connection.execute(text("UPDATE sends SET origin = 'person' WHERE source IN ('api', 'cli')"))
+
+
+@migration(9)
+def _v9(connection: Connection, postgres: bool) -> None:
+    # The verdict reads the timelines of the last minutes: without an index on the time, every look
+    # at the dashboard would read every step of every send kept.
+    existing = {index["name"] for index in inspect(connection).get_indexes("send_log")}
+    if "ix_send_log_at" not in existing:
+        connection.execute(text("CREATE INDEX ix_send_log_at ON send_log (at)"))

@@ -162,6 +162,29 @@ def test_status_reports_the_queue_the_workers_and_the_api_usage(bridge: Bridge, 
     assert "Salesforce API usage: 1,234 of 100,000 today" in text
 
 
+def test_status_leads_with_the_verdict_and_exits_0_1_2_for_monitors(bridge: Bridge, store: Store, db_url: str) -> None:
+    down = bridge("status")
+    assert down.code == 2  # no worker has ever beaten
+    assert down.out.startswith("Verdict:             DOWN\n  - No worker is alive, so nothing is being sent.")
+    store.status.beat("worker-1", host="web.1", pid=42, pass_ok=True, pass_error=None)
+    healthy = bridge("status", "--json")
+    assert (healthy.code, healthy.json()["verdict"]) == (0, "healthy")
+    assert [r["code"] for r in healthy.json()["reasons"]] == ["chat_sync_not_run"]  # a note: still healthy
+    # A send queued two minutes ago and still in hand: degraded, with its counts.
+    past = Store.from_url(db_url, clock=Clock(time.time() - 120))
+    try:
+        past.sends.create(
+            NewSend(dedupe_key="om:late", source="outbound_message", origin="crm_event", ticket_id=MOBILE)
+        )
+    finally:
+        past.close()
+    degraded = bridge("status", "--json")
+    assert degraded.code == 1
+    reason = degraded.json()["reasons"][0]
+    assert (reason["code"], reason["counts"]["queued"]) == ("backlog", 1)
+    assert "1 send in hand, the oldest for 2 min" in bridge("status").out
+
+
 def test_purge_removes_finished_sends_older_than_the_retention(bridge: Bridge, store: Store, db_url: str) -> None:
     past = Store.from_url(db_url, clock=Clock(time.time() - 40 * 86400))
     try:

@@ -193,6 +193,47 @@ def test_bad_filters_are_explained(client: TestClient) -> None:
     assert "is not a date and time" in response.text
 
 
+def test_a_bad_filter_lists_nothing_rather_than_everything(sqlite_store: Store) -> None:
+    add_send(sqlite_store, Outcome(status="failed", reason="CCAI refused it."))
+    page = client_for(sqlite_store).get("/dashboard/sends", params={"status": "faild"})
+    assert page.status_code == 400
+    assert "There is no status &#39;faild&#39;." in page.text
+    assert "Nothing is listed until the filter is corrected." in page.text
+    assert "/dashboard/sends/1" not in page.text  # the failed send is not shown as if it matched
+
+
+def test_the_overview_leads_with_the_verdict_and_its_reasons(sqlite_store: Store, clock: Clock) -> None:
+    add_send(sqlite_store)
+    client = client_for(sqlite_store)
+    down = client.get("/dashboard")
+    assert '<strong id="verdict-level">Down</strong>' in down.text
+    assert "No worker is alive, so nothing is being sent (1 send waiting)." in down.text
+    clock.advance(90)
+    sqlite_store.status.beat("worker-1", host="web.1", pid=4, pass_ok=True, pass_error=None)
+    page = client.get("/dashboard")
+    assert '<section class="verdict v-degraded"' in page.text
+    assert "1 send in hand, the oldest for 1 min 30 s (1 queued, 0 sending)." in page.text
+    assert page.text.index('id="verdict"') < page.text.index('id="queue-depth"')  # first thing on the page
+
+
+def test_the_verdict_as_json_for_monitors_behind_the_same_sign_in(sqlite_store: Store) -> None:
+    sqlite_store.status.beat("worker-1", host="web.1", pid=4, pass_ok=True, pass_error=None)
+    client = client_for(sqlite_store)
+    answer = client.get("/dashboard/status.json")
+    assert answer.status_code == 200
+    assert answer.json()["verdict"] == "healthy"
+    client.headers.pop("authorization")
+    assert client.get("/dashboard/status.json").status_code == 401
+
+
+def test_an_unknown_dashboard_page_is_a_styled_404_with_the_way_back(client: TestClient) -> None:
+    page = client.get("/dashboard/sendz")
+    assert page.status_code == 404
+    assert "<h1>There is no such page</h1>" in page.text
+    assert '<a href="/dashboard/sends">Sends</a>' in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+
+
 def test_the_sends_list_pages_back(sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dashboard, "PAGE_SIZE", 2)
     ids = [add_send(sqlite_store, Outcome(status="skipped", reason="No phone number.")) for _ in range(5)]
