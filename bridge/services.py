@@ -27,10 +27,12 @@ from bridge.ccai.pacing import Pace, RateLimiter
 from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
 from bridge.crm import CRMS, CRMGateway, Words
-from bridge.crm.plugin import CRMPlugin, InputContext, load_plugin
+from bridge.crm.plugin import CRMPlugin, Input, InputContext, load_plugin
 from bridge.errors import ConfigError
 from bridge.mapping import TicketMapper
 from bridge.metrics import Metrics
+from bridge.ops.alerts import Alerter, StoreLedger, WebhookSender
+from bridge.ops.health import limits_for, read_verdict
 from bridge.ops.overview import publish_gauges, read_overview
 from bridge.preview import Previewer
 from bridge.sending import SendOptions, SendStep
@@ -345,6 +347,8 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
     context = InputContext(inbox=store.sends, memory=store.status, metrics=metrics, wake=worker.wake)
     for named in crm.inputs(settings.crm, context):
         worker.add_input(named.name, named.run)
+    if (alerting := alert_input(settings, store, crm.words)) is not None:
+        worker.add_input("alerts", alerting)
     return Services(
         store=store,
         worker=worker,
@@ -367,6 +371,32 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         gateway=gateway,
         previewer=previewer,
     )
+
+
+def alert_input(settings: Settings, store: Store, words: Words, *, interval: float = 15.0) -> Input | None:
+    """The alert webhook as a long-running input of the worker (one process at a time looks and
+    posts; the decision itself is shared through the store), or None without a webhook."""
+    url = settings.bridge_alert_webhook_url.get_secret_value()
+    if not url:
+        return None
+    limits = limits_for(settings, words)
+    chat_sync = settings.bridge_chat_sync_seconds > 0
+
+    async def run() -> None:
+        sender = WebhookSender(url=url, ca_bundle=settings.bridge_alert_ca_bundle or None)
+        alerter = Alerter(
+            read=lambda: read_verdict(store, limits, chat_sync=chat_sync),
+            ledger=StoreLedger(store.status),
+            sender=sender,
+            name="The CCAI SMS bridge",
+        )
+        try:
+            await alerter.run(interval=interval)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sender.aclose()
+
+    return run
 
 
 async def start_worker(group: anyio.abc.TaskGroup, worker: Worker) -> anyio.Event:

@@ -30,9 +30,20 @@ import anyio.to_thread
 import httpx
 
 from bridge import __version__
-from bridge.ops.alert_state import Alert, AlertPolicy, AlertState, Delivery, claim, decide, settle
+from bridge.ops.alert_state import (
+    Alert,
+    AlertPolicy,
+    AlertState,
+    Delivery,
+    claim,
+    decide,
+    from_record,
+    settle,
+    to_record,
+)
 from bridge.ops.verdict import Level, Verdict, clock, duration
 from bridge.phones import mask_numbers
+from bridge.store.status import StatusBoard
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +218,25 @@ class MemoryLedger:
             return self._state
 
 
+class StoreLedger:
+    """The alert state in the store (one ``bridge_status`` row), shared by every process of the bridge."""
+
+    KEY = "alerts"
+
+    def __init__(self, board: StatusBoard) -> None:
+        self._board = board
+
+    def load(self) -> AlertState:
+        found = self._board.get(self.KEY)
+        return AlertState() if found is None else from_record(found[0])
+
+    def swap(self, old: AlertState, new: AlertState) -> AlertState | None:
+        stored = replace(new, version=old.version + 1)
+        # Version 0 is the state before anything was stored.
+        before = None if old.version == 0 else to_record(old)
+        return stored if self._board.swap(self.KEY, before, to_record(stored)) else None
+
+
 class Alerter:
     """Looks at the verdict every ``interval`` seconds and posts what :func:`decide` says to."""
 
@@ -220,7 +250,7 @@ class Alerter:
         name: str = "The bridge",
         dashboard_url: str | None = None,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._read = read
         self._ledger = ledger
@@ -229,7 +259,8 @@ class Alerter:
         self._name = name
         self._dashboard_url = dashboard_url
         self._rng = rng or random.Random()
-        self._clock = clock
+        self._given_clock = clock
+        self._clock: Callable[[], float] = clock or time.time
 
     async def run(self, *, interval: float) -> None:
         """Look until cancelled; a failed look is logged and the next one tries again."""
@@ -243,6 +274,10 @@ class Alerter:
     async def tick(self) -> Delivery | None:
         """Decide, and deliver what is due; the delivery (or None when nothing was sent)."""
         verdict = await anyio.to_thread.run_sync(self._read)
+        if self._given_clock is None:
+            # Every process judges time by the store's clock (the verdict's), not by its host's.
+            read_at = time.monotonic()
+            self._clock = lambda: verdict.at + (time.monotonic() - read_at)
         state = await anyio.to_thread.run_sync(self._ledger.load)
         decided = decide(state, verdict, self._policy)
         if decided != state:

@@ -15,13 +15,19 @@ import anyio
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
+from bridge.crm.salesforce import SalesforcePlugin
+from bridge.errors import ConfigError
 from bridge.ops.alert_state import Alert, AlertPolicy, AlertState
-from bridge.ops.alerts import Alerter, MemoryLedger, WebhookSender, payload
+from bridge.ops.alerts import Alerter, AlertLedger, MemoryLedger, StoreLedger, WebhookSender, payload
 from bridge.ops.verdict import RULES, Backlog, Reason, Snapshot, Streak, Verdict, WorkerHealth, judge
 from bridge.sandbox._faults import QuietCuts
 from bridge.sandbox.servers import TlsFiles, free_port, make_tls_files
 from bridge.sandbox.slack import WEBHOOK_PATH, SlackWebhook, create_slack_app
+from bridge.services import alert_input, load_settings
+from bridge.settings import Settings
+from bridge.store import Store
 from tests._clock import Clock
 from tests._processes import wait_for
 
@@ -90,7 +96,7 @@ class Bridge:
         return judge(snap, rules=(*RULES, lambda _snapshot, _limits: self.extra))
 
 
-def alerter(receiver: Receiver, bridge: Bridge, ledger: MemoryLedger, *, timeout: float = 5.0) -> Alerter:
+def alerter(receiver: Receiver, bridge: Bridge, ledger: AlertLedger, *, timeout: float = 5.0) -> Alerter:
     sender = WebhookSender(url=receiver.url, timeout=timeout, ca_bundle=str(receiver.tls.ca))
     return Alerter(
         read=bridge.verdict,
@@ -267,3 +273,59 @@ def test_long_reasons_are_cut_to_what_slack_accepts() -> None:
 
 def test_unused_state_is_the_default() -> None:
     assert MemoryLedger().load() == AlertState()
+
+
+@pytest.mark.anyio
+async def test_two_processes_on_one_store_post_once(receiver: Receiver, store_url: str) -> None:
+    """Two bridges' alerters, each with its own connection to the same store, see the same verdict."""
+    bridge = Bridge(Clock())
+    bridge.backlog = STUCK
+    first, second = Store.from_url(store_url), Store.from_url(store_url)
+    first.migrate()
+    try:
+        alerters = [
+            alerter(receiver, bridge, StoreLedger(first.status)),
+            alerter(receiver, bridge, StoreLedger(second.status)),
+        ]
+        for _ in range(12):
+            async with anyio.create_task_group() as group:
+                for each in alerters:
+                    group.start_soon(each.tick)
+            bridge.clock.advance(15)
+        assert len(receiver.hook.received) == 1
+        stored = StoreLedger(second.status).load()
+        assert stored.told is not None
+        assert (stored.told.level, stored.outbox) == ("degraded", None)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_alert_state_is_swapped_only_from_what_was_read(store: Store) -> None:
+    ledger = StoreLedger(store.status)
+    start = ledger.load()
+    first = ledger.swap(start, AlertState(seen="down", seen_since=5.0))
+    assert first is not None
+    assert first.version == 1
+    assert ledger.swap(start, AlertState(seen="degraded")) is None  # someone else stored first
+    assert ledger.swap(first, AlertState(seen="healthy")) is not None
+    assert ledger.load().seen == "healthy"
+
+
+def test_an_alert_webhook_must_be_https_and_is_never_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BRIDGE_ALERT_WEBHOOK_URL", "http://hooks.example/services/T1/B2/s3cr3t")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "BRIDGE_ALERT_WEBHOOK_URL" in str(refused.value)
+    assert "must be an https:// URL" in str(refused.value)
+    assert "s3cr3t" not in str(refused.value)
+    monkeypatch.setenv("BRIDGE_ALERT_WEBHOOK_URL", "https://hooks.example/services/T1/B2/s3cr3t")
+    assert load_settings().bridge_alert_webhook_url.get_secret_value().endswith("s3cr3t")
+
+
+def test_the_webhook_runs_as_one_long_running_input_of_the_worker(sqlite_store: Store) -> None:
+    words = SalesforcePlugin.words
+    assert alert_input(Settings(), sqlite_store, words) is None
+    configured = Settings(bridge_alert_webhook_url=SecretStr("https://hooks.example/services/T/B/x"))
+    assert callable(alert_input(configured, sqlite_store, words))
