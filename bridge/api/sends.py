@@ -93,6 +93,7 @@ def public_view(send: SendRecord) -> dict[str, Any]:
         "ticket_id": send.ticket_id,
         "source": send.source,
         "attempts": send.attempts,
+        "reached_customer": send.reached,
         "may_have_sent": send.may_have_sent,
         "chat_id": send.chat_id,
         "error": send.reason if send.status != "sent" else None,

@@ -31,6 +31,7 @@ from bridge.ops.check import run_checks
 from bridge.ops.health import limits_for, read_verdict
 from bridge.ops.overview import Overview, read_overview
 from bridge.ops.retries import retry
+from bridge.ops.timeline import readable
 from bridge.ops.verdict import Verdict
 from bridge.phones import mask, us_e164
 from bridge.services import load_settings
@@ -47,7 +48,7 @@ LIST_COLUMNS = (
     "ticket_id",
     "status",
     "attempts",
-    "may_have_sent",
+    "reached_customer",
     "chat_id",
     "write_back",
     "error",
@@ -192,14 +193,19 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with opened_store() as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
         record = store.history.get(args.send_id)
-        timeline = store.history.timeline(args.send_id)
+        timeline = readable(store.history.timeline(args.send_id), load_plugin(settings.bridge_crm).words)
     if record is None:
         print(f"There is no send {args.send_id}.", file=sys.stderr)
         return 1
     view = public_view(record)
-    steps = [{"at": iso(step.at), "event": step.event, "detail": step.detail} for step in timeline]
+    steps: list[dict[str, Any]] = [
+        {"at": iso(step.at), "event": step.event, "detail": step.detail}
+        | ({"until": iso(step.until), "count": step.count} if step.count > 1 else {})
+        for step in timeline
+    ]
     if args.json:
         print(json.dumps({**view, "timeline": steps}, indent=2))
         return 0
@@ -231,7 +237,7 @@ def _retry(args: argparse.Namespace) -> int:
     if queued < len(ids):
         print(
             f"{len(ids) - queued} were left alone: they may have reached the customer (see `bridge sends list "
-            f"--status {args.status}`, column MAY HAVE SENT), or cannot be retried; --force retries them.",
+            f"--status {args.status}`, column REACHED CUSTOMER), or cannot be retried; --force retries them.",
             file=sys.stderr,
         )
     return 0

@@ -51,6 +51,7 @@ from bridge.ops._csrf import CsrfGuard
 from bridge.ops.health import limits, read_verdict
 from bridge.ops.overview import read_overview
 from bridge.ops.retries import maybe_reached, reached, retry, retry_offer, sentence
+from bridge.ops.timeline import readable as readable_timeline
 from bridge.ops.verdict import Verdict
 from bridge.store import Store
 from bridge.times import readable
@@ -270,7 +271,7 @@ class Dashboard:
             "send.html",
             status_code=status_code,
             send=send,
-            timeline=timeline,
+            timeline=readable_timeline(timeline, self._words),
             reached=reached(send, self._words),
             message=send.message if send.status == "sent" else None,
             window_ignored=send.overrides.window_ignored,

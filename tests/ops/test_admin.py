@@ -17,6 +17,7 @@ from tests._apps import Bridge, clean_environment, command_line
 from tests._clock import Clock
 
 MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
+THROTTLED = "CCAI Platform is rate-limiting requests (HTTP 429)."
 UK_REASON = "The Case's ContactMobile (********0958) is a GB number; only US numbers can be texted."
 
 
@@ -216,3 +217,23 @@ def test_commands_on_a_missing_store_say_to_migrate_and_create_nothing(
     assert "run `bridge migrate`" in result.err
     assert "Traceback" not in result.err
     assert not (tmp_path / "bridge.db").exists()
+
+
+def test_show_folds_a_429_storm_and_says_whether_it_reached_the_customer(bridge: Bridge, store: Store) -> None:
+    send_id = store.sends.create(
+        NewSend(dedupe_key="om:storm", source="outbound_message", origin="crm_event", ticket_id=MOBILE)
+    ).id
+    for _ in range(12):
+        [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+        store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+        store.sends.requeue(job.id, token=job.token, delay=0, reason=THROTTLED, may_have_sent=False, refund=True)
+    shown = bridge("sends", "show", str(send_id))
+    assert "throttled 12× between" in shown.out
+    assert shown.out.count("Retried in") == 0
+    assert "reached_customer: no" in shown.out
+    steps = bridge("sends", "show", str(send_id), "--json").json()["timeline"]
+    assert [s["event"] for s in steps] == ["received", "throttled"]
+    assert steps[1]["count"] == 12
+    listing = bridge("sends", "list").out
+    assert "REACHED CUSTOMER" in listing
+    assert "MAY HAVE SENT" not in listing
