@@ -28,7 +28,11 @@ from bridge.app import create_app
 from bridge.crm.plugin import load_plugin
 from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
+from bridge.ops._help import commands as help_commands
+from bridge.ops._help import document
 from bridge.ops.admin import register
+from bridge.ops.completion import script as completion_script
+from bridge.ops.faults import DESCRIPTIONS, FAULTS, apply, control_body, control_url
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.ccai import consumer_number
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
@@ -53,6 +57,9 @@ logger = logging.getLogger("bridge")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):  # bare `bridge`, or `bridge sends`: say what there is
+        (args.parser if hasattr(args, "parser") else parser).print_help()
+        return 2
     # Until a command has its settings: plain lines on stderr, so data printed to stdout stays clean.
     configure_logging("INFO", "text", stream=sys.stderr)
     try:
@@ -72,9 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bridge", description="Salesforce Case events → CCAI Platform SMS.")
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="Salesforce Case events → CCAI Platform SMS.",
+        epilog="`bridge COMMAND --help` gives a command's options, examples and exit statuses.",
+    )
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the web server with its embedded worker")
     serve.add_argument("--sandbox", action="store_true", help="run against simulated CCAI and Salesforce servers")
@@ -87,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the store's schema")
+    migrate.add_argument("--json", action="store_true", help="print the schema version as JSON")
     migrate.set_defaults(handler=_migrate)
 
     sandbox = commands.add_parser("sandbox", help="run only the simulated platforms (for tests and benchmarks)")
@@ -124,6 +136,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument("--dir", type=Path, help="where to write the TLS files (default: a temporary folder)")
     sandbox.set_defaults(handler=_sandbox)
+    switches = sandbox.add_subparsers(metavar="ACTION")
+    fault = switches.add_parser("fault", help="make the running sandbox's simulated CCAI misbehave (or stop)")
+    fault.add_argument("platform", choices=("ccai",), help="which simulated platform")
+    fault.add_argument("fault", choices=FAULTS, help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
+    fault.add_argument("--times", type=int, metavar="N", help="only the next N requests (default: until `off`)")
+    fault.add_argument("--seconds", type=float, default=60.0, help="how long an outage lasts (default 60)")
+    fault.add_argument("--url", help="the simulated CCAI's address (default: from CCAI_BASE_URL)")
+    fault.set_defaults(handler=_fault)
+
+    completion = commands.add_parser("completion", help="print shell completion for bash or zsh")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(handler=_completion)
 
     sample = commands.add_parser("sample-message", help="print (or post) a sample Salesforce outbound message")
     sample.add_argument("--case", action="append", dest="cases", help="Case id (repeatable; default: 3 samples)")
@@ -131,7 +155,28 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--post", metavar="URL", help="post it to this URL and print the answer")
     sample.set_defaults(handler=_sample)
     register(commands)
+    for _path, sub, _summary in help_commands(parser):
+        sub.set_defaults(parser=sub)  # so that a bare `bridge sends` prints the help of `sends`
+    document(parser)
     return parser
+
+
+def _completion(args: argparse.Namespace) -> int:
+    print(completion_script(_parser(), args.shell), end="")
+    return 0
+
+
+def _fault(args: argparse.Namespace) -> int:
+    url = control_url(args.url)
+    control = control_body(args.fault, times=args.times, seconds=args.seconds)
+    apply(url, control)
+    which = f"the next {args.times} request(s)" if args.times else "every request until `off`"
+    print(
+        "The simulated CCAI answers normally again."
+        if args.fault == "off"
+        else f"The simulated CCAI will {DESCRIPTIONS[args.fault]}: {which}."
+    )
+    return 0
 
 
 class BridgeServer(uvicorn.Server):
@@ -316,7 +361,7 @@ async def _run_worker(services: Services) -> None:
     await services.aclose()
 
 
-def _migrate(_args: argparse.Namespace) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.check_storage()
     store = Store.from_url(settings.database_url)
@@ -324,7 +369,7 @@ def _migrate(_args: argparse.Namespace) -> int:
         version = store.migrate()
     finally:
         store.close()
-    print(f"Store schema is at version {version}.")
+    print(json.dumps({"schema_version": version}) if args.json else f"Store schema is at version {version}.")
     return 0
 
 
