@@ -158,6 +158,7 @@ def door_routes(svc: Services) -> list[BaseRoute]:
         Route("/ccai/session-events", session_events.endpoint, methods=["POST"]),
         Route("/api/v1/sends", api.create, methods=["POST"]),
         Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
+        Route("/api/v1/sends/{send_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/v1/previews", previews.preview, methods=["POST"]),
         Route("/api/v1/opt-outs", opt_outs.add, methods=["POST"]),
         Route("/api/v1/opt-outs", opt_outs.listing, methods=["GET"]),

@@ -49,7 +49,8 @@ def test_app_json_follows_herokus_schema() -> None:
         assert spec.get("generator", "secret") == "secret", name
         assert isinstance(spec.get("value", ""), str), name
     for process, spec in app["formation"].items():
-        assert isinstance(spec["quantity"], int) and spec["quantity"] >= 0, process
+        assert isinstance(spec["quantity"], int), process
+        assert spec["quantity"] >= 0, process
         assert spec["size"] in DYNO_SIZES, process
 
 

@@ -57,6 +57,9 @@ DOCS: Mapping[str, Doc] = {
             2: CONFIGURATION,
         },
     ),
+    "sends cancel": Doc(
+        ("bridge sends cancel 42",), {0: "canceled", 1: "it is under way, may have been sent, or has finished"}
+    ),
     "opt-outs add": Doc(
         ("bridge opt-outs add '(415) 555-0100' --note 'replied STOP'",), {0: "on the list", 2: CONFIGURATION}
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import sys
 import uuid
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from bridge.api._door import first_problem
 from bridge.api.opt_outs import view as optout_view
-from bridge.api.sends import SendRequest, public_view, wait_for_outcome
+from bridge.api.sends import SendRequest, cancel_refusal, public_view, wait_for_outcome
 from bridge.crm import Words
 from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
@@ -96,6 +97,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     again.add_argument("--json", action="store_true", help="print the result (or the plan) as JSON")
     again.set_defaults(handler=_retry)
+
+    cancel = actions.add_parser("cancel", help="cancel a queued or scheduled send before it is sent (logged)")
+    cancel.add_argument("send_id", type=int)
+    cancel.add_argument("--json", action="store_true", help="print the send as JSON")
+    cancel.set_defaults(handler=_cancel)
 
     opt_outs = commands.add_parser("opt-outs", help="the numbers that are never texted")
     opt_actions = opt_outs.add_subparsers(metavar="ACTION")
@@ -241,6 +247,25 @@ def _show(args: argparse.Namespace) -> int:
     print("\n         timeline:")
     print("\n".join(f"  {s['at']}  {s['event']:<12} {_cell(s['detail'])}" for s in steps))
     return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    who = f"{getpass.getuser()} (bridge sends cancel)"
+    with opened_store(writing=True) as store:
+        canceled = store.sends.cancel(args.send_id, by=who)
+        record = store.history.get(args.send_id)
+    if record is None:
+        print(f"There is no send {args.send_id}.", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**public_view(record), "canceled": canceled}, indent=2))
+    elif canceled:
+        print(f"Send {args.send_id} canceled: it will not be sent, and its ticket is told so.")
+    else:
+        print(
+            f"Send {args.send_id} is {record.status} and cannot be canceled: {cancel_refusal(record)}", file=sys.stderr
+        )
+    return 0 if canceled else 1
 
 
 def _retry(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from bridge._secrets import basic_credentials, matches_any
 from bridge.api.opt_outs import view as opt_out_view
+from bridge.api.sends import cancel_refusal
 from bridge.crm import TicketIds, Words
 from bridge.errors import AuthenticationFailed, MalformedMessage
 from bridge.inbound import Door, positive_int
@@ -168,6 +169,7 @@ class Dashboard:
             Route("/dashboard/sends", self._guard(self._sends), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}", self._guard(self._send), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}/retry", self._guard(self._retry), methods=["POST"]),
+            Route("/dashboard/sends/{send_id:int}/cancel", self._guard(self._cancel), methods=["POST"]),
             Route("/dashboard/opt-outs", self._guard(self._opt_out_list), methods=["GET"]),
             # Last: any other page under /dashboard is a dashboard page that says so, not a bare 404.
             Route("/dashboard/{rest:path}", self._guard(self._not_found), methods=["GET"]),
@@ -260,6 +262,8 @@ class Dashboard:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
         send, timeline = found
         notice = None
+        if "canceled" in request.query_params:
+            notice = f"Canceled: it will not be sent, and the {self._words.ticket} is told so."
         if "retried" in request.query_params:
             notice = "Queued again" + (
                 ", and finished since: the timeline shows how."
@@ -322,6 +326,29 @@ class Dashboard:
         except MalformedMessage:  # an empty body: no token either
             return {}
         return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
+
+    async def _cancel(self, request: Request) -> Response:
+        send_id, operator = int(request.path_params["send_id"]), _address(request)
+        form = await self._form(request)
+        if refusal := self._csrf.check(request, form.get("csrf", "")):
+            self._door.refused("csrf")
+            logger.warning("Dashboard: refused a cancel of send %s from %s: %s", send_id, operator, refusal)
+            return PlainTextResponse(
+                "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
+                status_code=403,
+            )
+        who = f"the operator at {operator} (dashboard)"
+        canceled = send_id <= MAX_SEND_ID and await anyio.to_thread.run_sync(
+            lambda: self._store.sends.cancel(send_id, by=who)
+        )
+        send = await anyio.to_thread.run_sync(self._store.history.get, send_id) if send_id <= MAX_SEND_ID else None
+        if send is None:
+            return self._render(request, "missing.html", status_code=404, send_id=send_id)
+        if not canceled:
+            logger.info("Dashboard: the operator at %s could not cancel send %s (%s)", operator, send_id, send.status)
+            return await self._send(request, status_code=409, error=f"It cannot be canceled: {cancel_refusal(send)}")
+        logger.info("Dashboard: the operator at %s canceled send %s", operator, send_id)
+        return RedirectResponse(f"/dashboard/sends/{send_id}?canceled=1", status_code=303)
 
     async def _opt_out_list(self, request: Request) -> Response:
         page = _positive(request.query_params.get("page", "")) or 1
