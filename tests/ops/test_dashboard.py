@@ -495,3 +495,14 @@ def test_hostile_requests_are_refused_never_answered_500(sqlite_store: Store) ->
 def services_with_password(store: Store) -> Any:
     svc = services(store, dashboard_password=PASSWORD)
     return svc
+
+
+def test_an_unknown_send_says_what_to_look_for_in_ccai_in_web_words(sqlite_store: Store, clock: Clock) -> None:
+    send_id = add_send(
+        sqlite_store, Outcome(status="unknown", reason="The answer was lost.", end_user_hint="*******0100")
+    )
+    page = client_for(sqlite_store).get(f"/dashboard/sends/{send_id}")
+    assert 'id="search-ccai"' in page.text
+    assert "<strong>*******0100</strong>" in page.text
+    assert "started between <strong>" in page.text
+    assert "--" not in page.text.split('id="search-ccai"')[1].split("</div>")[0]  # no command-line flags
