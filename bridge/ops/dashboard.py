@@ -54,6 +54,7 @@ from bridge.ops.overview import read_overview
 from bridge.ops.retries import maybe_reached, reached, retry, retry_offer, sentence
 from bridge.ops.timeline import readable as readable_timeline
 from bridge.ops.verdict import Verdict
+from bridge.phones import mask, us_e164
 from bridge.store import Store
 from bridge.times import readable
 
@@ -171,6 +172,7 @@ class Dashboard:
             Route("/dashboard/sends/{send_id:int}/retry", self._guard(self._retry), methods=["POST"]),
             Route("/dashboard/sends/{send_id:int}/cancel", self._guard(self._cancel), methods=["POST"]),
             Route("/dashboard/opt-outs", self._guard(self._opt_out_list), methods=["GET"]),
+            Route("/dashboard/opt-outs", self._guard(self._opt_out_change), methods=["POST"]),
             # Last: any other page under /dashboard is a dashboard page that says so, not a bare 404.
             Route("/dashboard/{rest:path}", self._guard(self._not_found), methods=["GET"]),
         ]
@@ -350,19 +352,63 @@ class Dashboard:
         logger.info("Dashboard: the operator at %s canceled send %s", operator, send_id)
         return RedirectResponse(f"/dashboard/sends/{send_id}?canceled=1", status_code=303)
 
-    async def _opt_out_list(self, request: Request) -> Response:
+    async def _opt_out_list(
+        self, request: Request, *, status_code: int = 200, notice: str | None = None, error: str | None = None
+    ) -> Response:
         page = _positive(request.query_params.get("page", "")) or 1
         entries, total = await anyio.to_thread.run_sync(
             lambda: self._opt_outs.page(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         )
+        checked = None
+        if (asked := request.query_params.get("check", "").strip()) and request.method == "GET":
+            try:
+                number = us_e164(asked, label="The number")
+            except ValueError as exc:
+                error, status_code = str(exc), 400
+            else:
+                entry = await anyio.to_thread.run_sync(self._opt_outs.get, number)
+                checked = (mask(number), None if entry is None else opt_out_view(entry))
         return self._render(
             request,
             "opt_outs.html",
+            status_code=status_code,
             entries=[opt_out_view(e) for e in entries],
             total=total,
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
+            checked=checked,
+            notice=notice,
+            error=error,
         )
+
+    async def _opt_out_change(self, request: Request) -> Response:
+        """Add a number to the opt-out list, or remove one (``action``), from the page's forms; logged."""
+        operator = _address(request)
+        form = await self._form(request)
+        if refusal := self._csrf.check(request, form.get("csrf", "")):
+            self._door.refused("csrf")
+            logger.warning("Dashboard: refused an opt-out change from %s: %s", operator, refusal)
+            return PlainTextResponse(
+                "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
+                status_code=403,
+            )
+        try:
+            number = us_e164(form.get("number", ""), label="The number")
+        except ValueError as exc:
+            return await self._opt_out_list(request, status_code=400, error=str(exc))
+        who = f"the operator at {operator} (dashboard)"
+        if form.get("action") == "remove":
+            removed = await anyio.to_thread.run_sync(lambda: self._opt_outs.remove(number, by=who))
+            logger.info(
+                "Dashboard: %s %s %s from the opt-out list", who, "removed" if removed else "did not find", mask(number)
+            )
+            done = "is off the list: it may be texted again" if removed else "was not on the list"
+        else:
+            note = form.get("note", "").strip()[:200] or None
+            added = await anyio.to_thread.run_sync(lambda: self._opt_outs.add(number, source="dashboard", note=note))
+            logger.info("Dashboard: %s added %s to the opt-out list", who, mask(number))
+            done = "is now on the list: it is never texted" if added else "was already on the list"
+        return await self._opt_out_list(request, notice=f"{mask(number)} {done}.")
 
 
 def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, list[str]]:

@@ -506,3 +506,30 @@ def test_an_unknown_send_says_what_to_look_for_in_ccai_in_web_words(sqlite_store
     assert "<strong>*******0100</strong>" in page.text
     assert "started between <strong>" in page.text
     assert "--" not in page.text.split('id="search-ccai"')[1].split("</div>")[0]  # no command-line flags
+
+
+def test_an_operator_adds_checks_and_removes_an_opt_out_from_the_dashboard(
+    sqlite_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    client = client_for(sqlite_store)
+    page = client.get("/dashboard/opt-outs")
+    token = re.search(r'id="add">\s*<input type="hidden" name="csrf" value="([^"]+)"', page.text)
+    assert token is not None
+    assert client.post("/dashboard/opt-outs", data={"number": "(415) 555-0100"}).status_code == 403  # no token
+    added = client.post(
+        "/dashboard/opt-outs", data={"csrf": token.group(1), "number": "(415) 555-0100", "note": "said stop"}
+    )
+    assert "*******0100 is now on the list: it is never texted." in added.text
+    assert sqlite_store.opt_outs.get("+14155550100") is not None
+    checked = client.get("/dashboard/opt-outs", params={"check": "415.555.0100"})
+    assert "*******0100 is on the list since" in checked.text
+    assert "from dashboard (said stop)" in checked.text
+    assert client.get("/dashboard/opt-outs", params={"check": "12"}).status_code == 400
+    removed = client.post(
+        "/dashboard/opt-outs", data={"csrf": token.group(1), "number": "+1 415 555 0100", "action": "remove"}
+    )
+    assert "*******0100 is off the list: it may be texted again." in removed.text
+    assert sqlite_store.opt_outs.get("+14155550100") is None
+    assert "operator at testclient (dashboard) removed *******0100" in caplog.text
+    assert "555-0100" not in caplog.text
