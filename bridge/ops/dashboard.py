@@ -48,6 +48,7 @@ from bridge.model import (
     SendRecord,
     SendStatus,
 )
+from bridge.ops import export
 from bridge.ops._csrf import CsrfGuard
 from bridge.ops.health import limits, read_verdict
 from bridge.ops.overview import read_overview
@@ -168,6 +169,8 @@ class Dashboard:
             Route("/dashboard", self._guard(self._overview), methods=["GET"]),
             Route("/dashboard/status.json", self._guard(self._status), methods=["GET"]),
             Route("/dashboard/sends", self._guard(self._sends), methods=["GET"]),
+            Route("/dashboard/sends.csv", self._guard(self._export_csv), methods=["GET"]),
+            Route("/dashboard/sends.json", self._guard(self._export_json), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}", self._guard(self._send), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}/retry", self._guard(self._retry), methods=["POST"]),
             Route("/dashboard/sends/{send_id:int}/cancel", self._guard(self._cancel), methods=["POST"]),
@@ -220,6 +223,41 @@ class Dashboard:
         verdict = await anyio.to_thread.run_sync(self._verdict)
         return JSONResponse(verdict.as_dict(), status_code=200)
 
+    async def _exported(self, request: Request) -> tuple[SendFilters, list[SendRecord], int] | Response:
+        filters, problems = _filters(request.query_params, self._ticket_ids)
+        if problems:  # never a file of every send for a filter that could not be read
+            return PlainTextResponse(" ".join(problems) + "\n", status_code=400)
+        found = await anyio.to_thread.run_sync(lambda: self._find(filters, None, limit=export.LIMIT))
+        total = await anyio.to_thread.run_sync(lambda: self._count(filters))
+        return filters, found, total
+
+    async def _export_csv(self, request: Request) -> Response:
+        exported = await self._exported(request)
+        if isinstance(exported, Response):
+            return exported
+        _, found, total = exported
+        headers = {
+            "Content-Disposition": 'attachment; filename="sends.csv"',
+            "X-Total-Count": str(total),  # the file holds at most export.LIMIT rows
+        }
+        return Response(export.as_csv(found), media_type="text/csv; charset=utf-8", headers=headers)
+
+    async def _export_json(self, request: Request) -> Response:
+        exported = await self._exported(request)
+        if isinstance(exported, Response):
+            return exported
+        filters, found, total = exported
+        return JSONResponse(export.as_json(found, total=total, filters=filters.shown))
+
+    def _count(self, filters: SendFilters) -> int:
+        return self._store.history.count(
+            ticket_id=filters.ticket_id,
+            status=filters.status,
+            since=filters.since,
+            until=filters.until,
+            within=filters.within,
+        )
+
     async def _not_found(self, request: Request) -> Response:
         return self._render(request, "not_found.html", status_code=404, path=request.url.path)
 
@@ -242,7 +280,7 @@ class Dashboard:
             newest=newest,
         )
 
-    def _find(self, filters: SendFilters, before: int | None) -> list[SendRecord]:
+    def _find(self, filters: SendFilters, before: int | None, *, limit: int = PAGE_SIZE + 1) -> list[SendRecord]:
         return self._store.history.find(
             ticket_id=filters.ticket_id,
             status=filters.status,
@@ -250,7 +288,7 @@ class Dashboard:
             until=filters.until,
             within=filters.within,
             before_id=before,
-            limit=PAGE_SIZE + 1,
+            limit=limit,
         )
 
     def _load(self, send_id: int) -> tuple[SendRecord, list[LogEntry]] | None:

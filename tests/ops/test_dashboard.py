@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import logging
 import re
 import uuid
@@ -533,3 +535,23 @@ def test_an_operator_adds_checks_and_removes_an_opt_out_from_the_dashboard(
     assert sqlite_store.opt_outs.get("+14155550100") is None
     assert "operator at testclient (dashboard) removed *******0100" in caplog.text
     assert "555-0100" not in caplog.text
+
+
+def test_the_filtered_list_exports_as_csv_and_json_with_the_total(sqlite_store: Store) -> None:
+    for _ in range(3):
+        add_send(sqlite_store, Outcome(status="failed", reason='=HYPERLINK("http://evil")'))
+    add_send(sqlite_store, Outcome(status="sent", chat_id="9", end_user_hint="*******0100"))
+    client = client_for(sqlite_store)
+    listing = client.get("/dashboard/sends", params={"status": "failed"})
+    assert 'href="/dashboard/sends.csv?status=failed"' in listing.text
+    exported = client.get("/dashboard/sends.csv", params={"status": "failed"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.headers["x-total-count"] == "3"
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert rows[0]["error"].startswith("'=HYPERLINK")  # never a formula in a spreadsheet
+    assert rows[0]["reached_customer"] == "no"
+    body = client.get("/dashboard/sends.json").json()
+    assert (body["total"], body["exported"]) == (4, 4)
+    assert body["sends"][0]["reached_customer"] == "yes"
+    assert client.get("/dashboard/sends.csv", params={"status": "faild"}).status_code == 400
