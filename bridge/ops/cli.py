@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -261,8 +261,9 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
     directory = Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
     try:
         platforms = build_platforms(directory, crm=load_plugin(Location().bridge_crm).sandbox)
-        overrides = {**platforms.bridge_settings(), **overrides}
-        if load_settings().database_url == Settings.model_fields["database_url"].default:
+        user = load_settings()
+        overrides = {**sandbox_settings(platforms.bridge_settings(), chosen=user.model_fields_set), **overrides}
+        if user.database_url == Settings.model_fields["database_url"].default:
             # A fresh store for each sandbox run, so a demo never meets an earlier demo's loop guard.
             overrides["database_url"] = f"sqlite:///{directory / 'bridge-sandbox.db'}"
         settings = load_settings(**overrides)
@@ -276,6 +277,16 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+# What the sandbox sets for a demo but the person running it may choose (in the environment or
+# .env): everything else points the bridge at the simulators, and must, whatever .env says.
+SANDBOX_PREFERENCES = frozenset({"bridge_send_window", "bridge_chat_sync_seconds"})
+
+
+def sandbox_settings(defaults: Mapping[str, Any], *, chosen: Collection[str]) -> dict[str, Any]:
+    """The sandbox's settings, less the preferences the environment already chose: the environment wins."""
+    return {name: value for name, value in defaults.items() if not (name in SANDBOX_PREFERENCES and name in chosen)}
 
 
 def _env_lines(settings: Settings, platforms: Platforms) -> str:
@@ -322,7 +333,12 @@ Other commands work against this sandbox once its settings are in the environmen
   {exe} sends list
   {exe} check
 
-(The send window is off in the sandbox: set BRIDGE_SEND_WINDOW=08:00-21:00 before starting it to try it.)
+See what an operator sees when CCAI misbehaves (the dashboard's verdict, `{exe} status`):
+
+  {exe} sandbox fault ccai 429        (then: {exe} sandbox fault ccai off)
+
+(The send window is off in the sandbox unless the environment sets one: start it with
+BRIDGE_SEND_WINDOW=08:00-21:00 to try it.)
 Stop with Ctrl-C; the sandbox's temporary files go with it.
 """,
         flush=True,

@@ -97,7 +97,7 @@ def simulated_salesforce(tls: TlsFiles, *, port: int, common: Mapping[str, Any])
         "salesforce_org_ids": SANDBOX_ORG_ID,
         "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
     }
-    return SimulatedCRM("salesforce", url, SideServer(config), settings, sample_cases()[1]["Id"], _salesforce_try_it)
+    return SimulatedCRM("salesforce", url, SideServer(config), settings, sample_cases()[4]["Id"], _salesforce_try_it)
 
 
 def _salesforce_try_it(bridge_url: str, exe: str) -> str:

@@ -16,7 +16,7 @@ from bridge.store import Store
 from tests._apps import Bridge, clean_environment, command_line
 from tests._clock import Clock
 
-MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
+MOBILE, _, _, UK = (c["Id"] for c in sample_cases()[:4])
 THROTTLED = "CCAI Platform is rate-limiting requests (HTTP 429)."
 UK_REASON = "The Case's ContactMobile (********0958) is a GB number; only US numbers can be texted."
 
