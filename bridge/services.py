@@ -342,6 +342,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         rules=settings.window_rules,
         max_segments=settings.message.max_segments,
         words=crm.words,
+        chats=store.chats,
     )
     worker = build_worker(settings, store=store, gateway=gateway, ccai=ccai, metrics=metrics, words=crm.words)
     context = InputContext(inbox=store.sends, memory=store.status, metrics=metrics, wake=worker.wake)
