@@ -43,6 +43,7 @@ from bridge.ops.alert_state import (
 )
 from bridge.ops.verdict import Level, Verdict, clock, duration
 from bridge.phones import mask_numbers
+from bridge.times import iso
 from bridge.store.status import StatusBoard
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def payload(alert: Alert, *, name: str, dashboard_url: str | None = None) -> dic
                 "kind": alert.kind,
                 "verdict": alert.level,
                 "previous": alert.previous,
-                "since": alert.since,
+                "since": iso(alert.since),
                 "reasons": [{**reason.as_dict(), "text": _masked(reason.text)} for reason in alert.reasons],
             },
         },

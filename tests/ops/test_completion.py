@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 def test_commands_and_subcommands_complete() -> None:
     assert {"serve", "sends", "opt-outs", "status", "check"} <= set(complete(""))
     assert complete("se") == ["send", "sends", "serve"]
-    assert complete("sends", "") == ["list", "retry", "show"]
+    assert complete("sends", "") == ["cancel", "list", "retry", "show"]
     assert complete("opt-outs", "r") == ["remove"]
 
 
