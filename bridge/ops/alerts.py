@@ -43,8 +43,8 @@ from bridge.ops.alert_state import (
 )
 from bridge.ops.verdict import Level, Verdict, clock, duration
 from bridge.phones import mask_numbers
-from bridge.times import iso
 from bridge.store.status import StatusBoard
+from bridge.times import iso
 
 logger = logging.getLogger(__name__)
 
