@@ -11,6 +11,7 @@ from benchmarks.calls import run_calls
 from benchmarks.chats import run_chats
 from benchmarks.ingest import run_ingest
 from benchmarks.pipeline import run_pipeline
+from benchmarks.pubsub import run_decode, run_latency, run_replay, run_silence
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,6 +52,24 @@ def parser() -> argparse.ArgumentParser:
     calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
     calls.add_argument("--burst", type=int, default=100)
     calls.set_defaults(run=lambda a: run_calls(burst=a.burst))
+    pubsub = scenarios.add_parser("pubsub", help="the Salesforce Pub/Sub trigger against the simulated API")
+    kinds = pubsub.add_subparsers(required=True, metavar="KIND")
+    latency = kinds.add_parser("latency", help="event published -> SMS accepted by CCAI, p50/p99")
+    latency.add_argument("--events", type=int, default=100)
+    latency.add_argument("--interval", type=float, default=0.2, help="seconds between two publications")
+    latency.set_defaults(run=lambda a: run_latency(events=a.events, interval=a.interval))
+    decode = kinds.add_parser("decode", help="events received and decoded per second")
+    decode.add_argument("--events", type=int, default=20_000)
+    decode.set_defaults(run=lambda a: run_decode(events=a.events))
+    silence = kinds.add_parser("silence", help="time to notice and recover from a silent stream")
+    silence.add_argument("--rounds", type=int, default=5)
+    silence.add_argument("--scale", type=float, default=0.01, help="of Salesforce's 270 s keepalive bound")
+    silence.set_defaults(run=lambda a: run_silence(rounds=a.rounds, scale=a.scale))
+    replay = kinds.add_parser("replay", help="events published during an outage, a worker killed part-way")
+    replay.add_argument("--events", type=int, default=10_000)
+    replay.add_argument("--cases", type=int, default=200)
+    replay.add_argument("--database-url", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
+    replay.set_defaults(run=lambda a: run_replay(events=a.events, cases=a.cases, database_url=a.database_url))
     return parser
 
 

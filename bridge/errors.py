@@ -17,7 +17,8 @@
     │   └── DoorDisabled            503: the send API without BRIDGE_API_KEY
     ├── StoreError                  the database did not do what was asked
     │   ├── StoreUnavailable        503: it cannot be reached (an outage: try again); nothing is acked
-    │   └── StoreRejected           the data itself was refused (e.g. DataError): retrying cannot help
+    │   ├── StoreRejected           the data itself was refused (e.g. DataError): retrying cannot help
+    │   └── LeaseLost               this process no longer holds a singleton lease: another took it over
     ├── CCAIError                   CCAI Platform did not give us what we asked for
     │   ├── CCAIRejected            final: CCAI refused this request (its message is kept verbatim)
     │   ├── CCAIUnavailable         retryable: network, 429, 5xx; says whether CCAI may have acted
@@ -114,6 +115,11 @@ class StoreRejected(StoreError):
     """The database refused the data itself (too long, a character it cannot hold...): the same
     write fails the same way, so it must not be retried as if the database were down.
     """
+
+
+class LeaseLost(StoreError):
+    """A write fenced on a singleton lease (a stream's position) found another process holding it:
+    this one must stop, since the other now does the work."""
 
 
 class CCAIError(BridgeError):

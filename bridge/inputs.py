@@ -23,6 +23,7 @@ import anyio.to_thread
 
 from bridge import _backoff
 from bridge.errors import StoreError
+from bridge.model import StreamLease
 from bridge.store.status import StatusBoard
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class InputRunner:
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
-        self.lease = f"input:{name}"
+        self.lease = StreamLease.of_input(name, owner).name
         self._run = run
         self._owner = owner
         self._board = board

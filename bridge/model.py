@@ -179,6 +179,28 @@ class NewSend:
 
 
 @dataclass(frozen=True)
+class StreamLease:
+    """A long-running input's singleton lease (``input:<name>``, held by a worker): the stream's
+    writes are fenced on it, so a process that lost it can no longer move the stream or add sends."""
+
+    name: str
+    owner: str
+
+    @classmethod
+    def of_input(cls, input_name: str, owner: str) -> StreamLease:
+        return cls(name=f"input:{input_name}", owner=owner)
+
+
+@dataclass(frozen=True)
+class StreamCommit:
+    """What committing a batch of streamed events did: how many events were new (not seen before
+    by their own id), and how many sends they added (an event may repeat another's request)."""
+
+    events_new: int
+    sends_new: int
+
+
+@dataclass(frozen=True)
 class Created:
     """What :meth:`Store.create` did: the send's id, the request fingerprint stored with its
     dedupe key, and whether this call created it (False: the key was already taken)."""

@@ -345,7 +345,14 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         chats=store.chats,
     )
     worker = build_worker(settings, store=store, gateway=gateway, ccai=ccai, metrics=metrics, words=crm.words)
-    context = InputContext(inbox=store.sends, memory=store.status, metrics=metrics, wake=worker.wake)
+    context = InputContext(
+        inbox=store.sends,
+        memory=store.status,
+        metrics=metrics,
+        wake=worker.wake,
+        streams=store.streams,
+        owner=worker.id,
+    )
     for named in crm.inputs(settings.crm, context):
         worker.add_input(named.name, named.run)
     if (alerting := alert_input(settings, store, crm.words)) is not None:

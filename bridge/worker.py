@@ -242,6 +242,7 @@ class Worker:
             lambda: self._store.sends.purge(self._options.retention_seconds, once=True)
         )
         await anyio.to_thread.run_sync(self._board.forget, FORGET_WORKERS_AFTER_SECONDS)
+        await anyio.to_thread.run_sync(self._store.streams.purge)
         if removed:
             logger.info("Purged %d finished send(s) older than the retention period", removed)
         else:

@@ -80,6 +80,12 @@ class SandboxProcess:
     def salesforce_control(self, **changes: Any) -> None:
         self._salesforce.post("/_sandbox/control", json=changes).raise_for_status()
 
+    def pubsub(self, **changes: Any) -> dict[str, Any]:
+        """The simulated Pub/Sub API's state, after ``changes`` (see PubSubServer.control)."""
+        if not changes:
+            return dict(self._salesforce.get("/_sandbox/pubsub").json())
+        return dict(self._salesforce.post("/_sandbox/pubsub", json=changes).json())
+
     def case(self, case_id: str) -> dict[str, Any]:
         return dict(self.salesforce_state()["cases"][case_id])
 

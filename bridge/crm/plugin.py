@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute
 from bridge.crm import CRMS, CRMGateway, Words
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
-from bridge.model import Finding, NewSend
+from bridge.model import Finding, NewSend, StreamCommit, StreamLease
 from bridge.settings import CRMSettings
 
 
@@ -36,6 +36,24 @@ class Memory(Protocol):
     def get(self, key: str) -> tuple[dict[str, Any], float] | None: ...
 
     def put(self, key: str, value: Mapping[str, Any]) -> None: ...
+
+
+class StreamStore(Protocol):
+    """Where a stream's events become sends, with its position, in one transaction
+    (:class:`bridge.store.streams.Streams`)."""
+
+    def resume(self, stream: str) -> tuple[bytes | None, float]: ...
+
+    def commit(
+        self,
+        stream: str,
+        events: Sequence[tuple[str, NewSend]],
+        position: bytes,
+        *,
+        lease: StreamLease | None = None,
+    ) -> StreamCommit: ...
+
+    def checkpoint(self, stream: str, position: bytes, *, lease: StreamLease | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,8 @@ class InputContext:
     memory: Memory
     metrics: Metrics
     wake: Callable[[], None]
+    streams: StreamStore
+    owner: str  # the worker running the inputs: their leases name it
 
 
 Input = Callable[[], Awaitable[None]]

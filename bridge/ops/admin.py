@@ -13,6 +13,7 @@ import dataclasses
 import getpass
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend
 from bridge.ops._arguments import moment
 from bridge.ops.check import run_checks
 from bridge.ops.health import limits_for, read_verdict
-from bridge.ops.overview import Overview, read_overview
+from bridge.ops.overview import Overview, StreamState, read_overview
 from bridge.ops.retries import Planned, bulk_plan, retry
 from bridge.ops.timeline import readable
 from bridge.ops.verdict import Verdict
@@ -437,6 +438,24 @@ def _status_report(overview: Overview) -> dict[str, Any]:
             "lag_seconds": sync.lag_seconds,
             "chats_with_news_pending": sync.chats_with_news_pending,
         },
+        "streams": {
+            stream.name: {
+                "state": stream.state,
+                "holder": stream.holder,
+                "received": stream.received,
+                "committed": stream.committed,
+                "already_seen": stream.already_seen,
+                "undecodable": stream.undecodable,
+                "reconnects": stream.reconnects,
+                "dead_streams": stream.dead_streams,
+                "replay_fallbacks": stream.replay_fallbacks,
+                "last_event_at": iso(stream.last_event_at),
+                "lag_seconds": stream.lag_seconds,
+                "problem": stream.problem,
+                "reported_seconds_ago": stream.reported_seconds_ago,
+            }
+            for stream in overview.streams
+        },
     }
 
 
@@ -463,6 +482,24 @@ def _status_lines(overview: Overview, words: Words) -> list[str]:
             f"{iso(sync.high_water) or '-'}, {sync.chats_with_news_pending} chat(s) with news still to reach "
             f"{words.crm}"
         )
+    lines.extend(_stream_lines(overview.streams))
+    return lines
+
+
+def _stream_lines(streams: Sequence[StreamState]) -> list[str]:
+    lines = []
+    now = time.time()
+    for stream in streams:
+        last = "no event yet" if stream.last_event_at is None else f"last event {now - stream.last_event_at:.0f} s ago"
+        lag = "" if stream.lag_seconds is None else f", lag {stream.lag_seconds:.1f} s"
+        lines.append(
+            f"Event stream:        {stream.name} {stream.state}"
+            + (f" on {stream.holder}" if stream.holder else "")
+            + f", {stream.received} received, {stream.committed} committed ({stream.already_seen} seen before), "
+            f"{stream.reconnects} reconnect(s), {last}{lag}"
+        )
+        if stream.problem:
+            lines.append(f"  last problem: {stream.problem}")
     return lines
 
 

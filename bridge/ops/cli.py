@@ -36,7 +36,9 @@ from bridge.ops.faults import DESCRIPTIONS, FAULTS, apply, control_body, control
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.ccai import consumer_number
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
-from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_DASHBOARD_PASSWORD, Platforms, build_platforms
+from bridge.sandbox.publisher import PubSubTarget, publish_request
+from bridge.sandbox.pubsub import KEEPALIVE_SECONDS
+from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_DASHBOARD_PASSWORD, Platforms, Serving, build_platforms
 from bridge.sandbox.session_events import EventTarget
 from bridge.services import (
     Services,
@@ -134,10 +136,26 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--session-events-auth", default=":", metavar="USER:PASSWORD", help="Basic auth for --session-events"
     )
+    sandbox.add_argument("--pubsub-port", type=int, default=0, help="the simulated Salesforce Pub/Sub API's port")
+    sandbox.add_argument(
+        "--pubsub-keepalive",
+        type=float,
+        default=KEEPALIVE_SECONDS,
+        metavar="SECONDS",
+        help="how soon the simulated Pub/Sub API answers an idle stream (Salesforce: within 270 s)",
+    )
     sandbox.add_argument("--dir", type=Path, help="where to write the TLS files (default: a temporary folder)")
     sandbox.set_defaults(handler=_sandbox)
-    switches = sandbox.add_subparsers(metavar="ACTION")
-    fault = switches.add_parser("fault", help="make the running sandbox's simulated CCAI misbehave (or stop)")
+    actions = sandbox.add_subparsers(dest="sandbox_action", metavar="ACTION")
+    publish = actions.add_parser(
+        "publish", help="ask for an SMS as a Flow does: publish an SMS request platform event (Pub/Sub API)"
+    )
+    publish.add_argument("case", metavar="CASE", help="the Case id to text")
+    publish.add_argument("--key", help="Idempotency_Key__c: requests with the same key for a Case make one SMS")
+    publish.add_argument("--template", help="Template__c, the template name the request names")
+    publish.add_argument("--ignore-send-window", action="store_true", help="tick Ignore_Send_Window__c")
+    publish.set_defaults(handler=_sandbox_publish)
+    fault = actions.add_parser("fault", help="make the running sandbox's simulated CCAI misbehave (or stop)")
     fault.add_argument("platform", choices=("ccai",), help="which simulated platform")
     fault.add_argument("fault", choices=FAULTS, help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     fault.add_argument("--times", type=int, metavar="N", help="only the next N requests (default: until `off`)")
@@ -273,7 +291,7 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
         env_file.write_text(_env_lines(settings, platforms))
         main_server = _server(settings, build_services(settings))
         _print_sandbox_banner(settings, platforms, env_file)
-        asyncio.run(_run_servers(main_server, platforms.servers))
+        asyncio.run(_run_servers(main_server, [platforms.servers[0], *platforms.side_servers]))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
@@ -295,7 +313,7 @@ def _env_lines(settings: Settings, platforms: Platforms) -> str:
     return "".join(f"{name.upper()}={shlex.quote(str(value))}\n" for name, value in values.items())
 
 
-async def _run_servers(main_server: uvicorn.Server, side_servers: Sequence[uvicorn.Server]) -> None:
+async def _run_servers(main_server: uvicorn.Server, side_servers: Sequence[Serving]) -> None:
     """Run servers in one loop; the main one handles signals and the others stop with it."""
     side = [asyncio.create_task(server.serve()) for server in side_servers]
     try:
@@ -412,12 +430,26 @@ def _run_sandbox(args: argparse.Namespace, directory: Path) -> int:
         chat_lifecycle=args.chat_life,
         opted_out=args.opted_out,
         session_events=EventTarget(args.session_events, user, password) if args.session_events else None,
+        crm_options={"pubsub_port": args.pubsub_port, "pubsub_keepalive": args.pubsub_keepalive},
     )
     settings = {name.upper(): value for name, value in platforms.bridge_settings().items()}  # as environment variables
     print(json.dumps({**platforms.describe(), "settings": settings}), flush=True)
     # The CCAI simulator's server takes over signal handling for the process.
     main_server = uvicorn.Server(platforms.servers[0].config)
-    asyncio.run(_run_servers(main_server, platforms.servers[1:]))
+    asyncio.run(_run_servers(main_server, platforms.side_servers))
+    return 0
+
+
+def _sandbox_publish(args: argparse.Namespace) -> int:
+    crm = load_settings().crm
+    if not isinstance(crm, PubSubTarget):
+        raise UsageError("bridge sandbox publish needs BRIDGE_CRM=salesforce (the sandbox's settings).")
+    published = asyncio.run(
+        publish_request(
+            crm, args.case, idempotency_key=args.key, template=args.template, ignore_send_window=args.ignore_send_window
+        )
+    )
+    print(f"Published to {published.topic}: EventUuid {published.event_uuid}, replay id {published.replay_id}")
     return 0
 
 

@@ -11,14 +11,17 @@ import time
 
 from bridge.crm import Words
 from bridge.errors import StoreError
+from bridge.ops.overview import StreamState, read_streams
 from bridge.ops.verdict import (
     Backlog,
     ChatSyncHealth,
     Limits,
     Snapshot,
     Streak,
+    StreamHealth,
     Verdict,
     WorkerHealth,
+    duration,
     judge,
 )
 from bridge.phones import mask_numbers
@@ -55,6 +58,7 @@ def read_snapshot(store: Store, *, chat_sync: bool = True) -> Snapshot:
         polled = record[0].get("polled_at") if record is not None else None
         ago = facts.at - float(polled) if isinstance(polled, int | float) and polled else None
         sync = ChatSyncHealth(polled_seconds_ago=ago, chats_waiting=store.chats.lagging())
+    streams = [_stream_health(stream, facts.at) for stream in read_streams(store.status, facts.at)]
     return Snapshot(
         at=facts.at,
         backlog=Backlog(
@@ -71,6 +75,7 @@ def read_snapshot(store: Store, *, chat_sync: bool = True) -> Snapshot:
         ccai_failing=_streak(facts.ccai_failing),
         writebacks_failing=_streak(facts.writebacks_failing),
         chat_sync=sync,
+        streams=[stream for stream in streams if stream is not None],
     )
 
 
@@ -86,6 +91,23 @@ def read_verdict(store: Store, limits: Limits, *, chat_sync: bool = True, now: f
             store_problem=f"the store cannot be read: {exc}",
         )
     return judge(snapshot, limits)
+
+
+def _stream_health(stream: StreamState, now: float) -> StreamHealth | None:
+    """A CRM event stream for the verdict; None when it was stopped on purpose (its holder stopped)."""
+    name = f"The event stream {stream.name}"
+    match stream.state:
+        case "stopped":
+            return None
+        case "live":
+            silent = None if stream.last_response_at is None else max(0.0, now - stream.last_response_at)
+            return StreamHealth(name=name, connected=True, silent_seconds=silent)
+        case "unreported":
+            problem = f"no process has reported it for {duration(stream.reported_seconds_ago)}"
+            return StreamHealth(name=name, connected=False, silent_seconds=None, problem=problem)
+        case _:  # starting, connecting, reconnecting
+            problem = f"it is {stream.state}" + (f" ({stream.problem})" if stream.problem else "")
+            return StreamHealth(name=name, connected=False, silent_seconds=None, problem=problem)
 
 
 def _streak(run: Run | None) -> Streak | None:

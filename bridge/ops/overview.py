@@ -20,9 +20,11 @@ from bridge.errors import StoreError
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
 from bridge.store import Store
-from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, WorkerInfo
+from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, STREAM_KEY_PREFIX, StatusBoard, WorkerInfo
 
 CACHE_SECONDS = 5.0
+# A stream's holder reports at least every 30 s: a report older than this says nobody holds it.
+STREAM_STALE_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,38 @@ class ChatSyncState:
 
 
 @dataclass(frozen=True)
+class StreamState:
+    """A CRM event stream (the Salesforce Pub/Sub topic), as the process holding it last reported.
+    ``state`` is ``unreported`` when that report is older than :data:`STREAM_STALE_SECONDS`."""
+
+    name: str
+    state: str  # starting, connecting, live, reconnecting, stopped, or unreported
+    holder: str | None
+    received: int
+    committed: int
+    already_seen: int
+    undecodable: int
+    reconnects: int
+    dead_streams: int
+    replay_fallbacks: int
+    last_event_at: float | None
+    last_response_at: float | None
+    lag_seconds: float | None
+    problem: str | None
+    reported_seconds_ago: float
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
+
+
+@dataclass(frozen=True)
 class Overview:
     queue: QueueSummary
     workers: Sequence[WorkerInfo]
     api_usage: ReportedUsage | None
     chat_sync: ChatSyncState | None
+    streams: Sequence[StreamState] = ()
 
 
 def read_overview(store: Store, *, now: float | None = None) -> Overview:
@@ -60,6 +89,42 @@ def read_overview(store: Store, *, now: float | None = None) -> Overview:
         workers=board.workers(),
         api_usage=None if usage is None else ReportedUsage(int(usage[0]["used"]), int(usage[0]["total"]), usage[1]),
         chat_sync=None if sync is None else _chat_sync(sync[0], store.chats.lagging(), now),
+        streams=read_streams(board, now),
+    )
+
+
+def read_streams(board: StatusBoard, now: float) -> list[StreamState]:
+    """Every CRM event stream, as its holder last reported it."""
+    return [_stream(key, record, at, now) for key, record, at in board.with_prefix(STREAM_KEY_PREFIX)]
+
+
+def _stream(key: str, record: dict[str, object], reported_at: float, now: float) -> StreamState:
+    def count(name: str) -> int:
+        value = record.get(name)
+        return int(value) if isinstance(value, int | float) else 0
+
+    def text(name: str) -> str | None:
+        value = record.get(name)
+        return value if isinstance(value, str) else None
+
+    ago = max(0.0, now - reported_at)
+    state = text("state") or "unreported"
+    return StreamState(
+        name=key.removeprefix(STREAM_KEY_PREFIX),
+        state="unreported" if ago > STREAM_STALE_SECONDS and state != "stopped" else state,
+        holder=text("holder"),
+        received=count("received"),
+        committed=count("committed"),
+        already_seen=count("already_seen"),
+        undecodable=count("undecodable"),
+        reconnects=count("reconnects"),
+        dead_streams=count("dead_streams"),
+        replay_fallbacks=count("replay_fallbacks"),
+        last_event_at=_number(record.get("last_event_at")),
+        last_response_at=_number(record.get("last_response_at")),
+        lag_seconds=_number(record.get("lag_seconds")),
+        problem=text("problem"),
+        reported_seconds_ago=round(ago, 1),
     )
 
 
@@ -124,8 +189,43 @@ class _OverviewGauges(Collector):
                 "Seconds since the chat sync last read CCAI",
                 value=time.time() - overview.chat_sync.polled_at,
             )
+        yield from _stream_gauges(overview.streams)
         if overview.api_usage is not None:
             api = GaugeMetricFamily("bridge_salesforce_api_usage", "Salesforce API calls today", labels=["kind"])
             api.add_metric(["used"], overview.api_usage.used)
             api.add_metric(["allowed"], overview.api_usage.total)
             yield api
+
+
+def _stream_gauges(streams: Sequence[StreamState]) -> Iterator[Metric]:
+    if not streams:
+        return
+    events = GaugeMetricFamily(
+        "bridge_stream_events", "Events of a CRM stream since its holder took it, by kind", labels=["stream", "kind"]
+    )
+    live = GaugeMetricFamily("bridge_stream_live", "1 while the stream is live, 0 otherwise", labels=["stream"])
+    reconnects = GaugeMetricFamily(
+        "bridge_stream_reconnects", "Times the stream was opened again (dead ones included)", labels=["stream"]
+    )
+    lag = GaugeMetricFamily(
+        "bridge_stream_lag_seconds", "From the last committed event's creation to its commit", labels=["stream"]
+    )
+    silence = GaugeMetricFamily(
+        "bridge_stream_last_event_age_seconds", "Seconds since the stream's last event arrived", labels=["stream"]
+    )
+    now = time.time()
+    for stream in streams:
+        for kind, value in (
+            ("received", stream.received),
+            ("committed", stream.committed),
+            ("already_seen", stream.already_seen),
+            ("undecodable", stream.undecodable),
+        ):
+            events.add_metric([stream.name, kind], value)
+        live.add_metric([stream.name], 1 if stream.live else 0)
+        reconnects.add_metric([stream.name], stream.reconnects)
+        if stream.lag_seconds is not None:
+            lag.add_metric([stream.name], stream.lag_seconds)
+        if stream.last_event_at is not None:
+            silence.add_metric([stream.name], max(0.0, now - stream.last_event_at))
+    yield from (events, live, reconnects, lag, silence)

@@ -2,7 +2,8 @@
 
 SOQL is understood only in the shape the bridge sends (``SELECT ... FROM Case WHERE Id IN (...)``);
 unknown fields get ``INVALID_FIELD`` as in a real org. Every call is counted, so tests can hold
-the bridge to its API budget, and ``/_sandbox/control`` injects outages and expired sessions.
+the bridge to its API budget, and ``/_sandbox/control`` injects outages and expired sessions. Its
+Pub/Sub API (:mod:`bridge.sandbox.pubsub`), when it runs one, is driven through ``/_sandbox/pubsub``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.crm.salesforce.ids import is_record_id, to18
 from bridge.sandbox._login import oauth_token, soap_login
+from bridge.sandbox.pubsub import PubSubServer
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ def _nested(case: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return record
 
 
-def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
+def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | None = None) -> Starlette:
     def gate(request: Request) -> Response | None:
         sim.calls.append(
             {
@@ -226,6 +228,13 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
         sim.add_cases(changes.get("cases", []))
         return JSONResponse({"ok": True})
 
+    async def pubsub_control(request: Request) -> Response:
+        if pubsub is None:
+            return JSONResponse({"error": "This sandbox runs no Pub/Sub API."}, status_code=404)
+        if request.method == "GET":
+            return JSONResponse(pubsub.state())
+        return JSONResponse(await pubsub.control(await request.json()))
+
     return Starlette(
         middleware=[Middleware(_LimitInfo, sim=sim)],
         routes=[
@@ -239,6 +248,7 @@ def create_salesforce_app(sim: SalesforceSimulator) -> Starlette:
             Route("/services/Soap/u/{version}", partial(soap_login, sim), methods=["POST"]),
             Route("/_sandbox/state", state),
             Route("/_sandbox/control", control, methods=["POST"]),
+            Route("/_sandbox/pubsub", pubsub_control, methods=["GET", "POST"]),
         ],
     )
 

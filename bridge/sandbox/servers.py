@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trustme
 import uvicorn
@@ -22,6 +22,7 @@ from bridge.sandbox._limits import RateWindow
 from bridge.sandbox.cases import SANDBOX_ORG_ID, SANDBOX_OUTBOUND_NUMBER, sample_cases
 from bridge.sandbox.ccai import CCAISimulator, create_ccai_app
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, ChatBook, LifeStep
+from bridge.sandbox.pubsub import KEEPALIVE_SECONDS, SMS_REQUEST_EVENT, PubSubServer, PubSubSimulator, sms_request_bus
 from bridge.sandbox.salesforce import SalesforceSimulator, create_salesforce_app
 from bridge.sandbox.session_events import EventTarget
 
@@ -70,6 +71,14 @@ class SideServer(uvicorn.Server):
         yield
 
 
+class Serving(Protocol):
+    """A server the sandbox runs in its loop: uvicorn's, or the Pub/Sub API's gRPC server."""
+
+    should_exit: bool
+
+    async def serve(self) -> None: ...
+
+
 @dataclass
 class SimulatedCRM:
     """A CRM's simulator as the sandbox runs it: its server, and what the bridge needs to use it."""
@@ -80,24 +89,51 @@ class SimulatedCRM:
     settings: Mapping[str, Any]  # the bridge's settings that point it here
     sample_ticket: str  # a ticket id for the banner's send API example
     try_it: Callable[[str, str], str]  # (the bridge's URL, the command) -> the banner's lines for this CRM
+    side: tuple[Serving, ...] = ()  # more servers of its own (Salesforce's Pub/Sub API)
 
 
-def simulated_salesforce(tls: TlsFiles, *, port: int, common: Mapping[str, Any]) -> SimulatedCRM:
-    """The Salesforce org (REST over TLS), with the sample Cases."""
+def simulated_salesforce(
+    tls: TlsFiles,
+    *,
+    port: int,
+    common: Mapping[str, Any],
+    pubsub_port: int = 0,
+    pubsub_keepalive: float = KEEPALIVE_SECONDS,
+) -> SimulatedCRM:
+    """The Salesforce org (REST over TLS) with the sample Cases, and its Pub/Sub API (gRPC over TLS)
+    carrying the SMS request platform event, which the bridge subscribes to."""
     salesforce = SalesforceSimulator(access_token=_SALESFORCE_TOKEN)
     salesforce.add_cases(sample_cases())
-    config = uvicorn.Config(
-        create_salesforce_app(salesforce), port=port, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key), **common
-    )
     url = f"https://127.0.0.1:{port}"
+    simulator = PubSubSimulator(
+        bus=sms_request_bus(),
+        org_id=SANDBOX_ORG_ID,
+        instance_url=url,
+        valid_tokens=salesforce.valid_tokens,
+        keepalive_seconds=pubsub_keepalive,
+    )
+    pubsub = PubSubServer(
+        simulator, cert=tls.cert.read_bytes(), key=tls.key.read_bytes(), port=pubsub_port or free_port()
+    )
+    config = uvicorn.Config(
+        create_salesforce_app(salesforce, pubsub=pubsub),
+        port=port,
+        ssl_certfile=str(tls.cert),
+        ssl_keyfile=str(tls.key),
+        **common,
+    )
     settings = {
         "salesforce_instance_url": url,
         "salesforce_access_token": _SALESFORCE_TOKEN,
         "salesforce_ca_bundle": str(tls.ca),
         "salesforce_org_ids": SANDBOX_ORG_ID,
         "bridge_webhook_token": SANDBOX_WEBHOOK_TOKEN,
+        "salesforce_pubsub_topic": f"/event/{SMS_REQUEST_EVENT}",
+        "salesforce_pubsub_endpoint": pubsub.target,
     }
-    return SimulatedCRM("salesforce", url, SideServer(config), settings, sample_cases()[4]["Id"], _salesforce_try_it)
+    return SimulatedCRM(
+        "salesforce", url, SideServer(config), settings, sample_cases()[4]["Id"], _salesforce_try_it, side=(pubsub,)
+    )
 
 
 def _salesforce_try_it(bridge_url: str, exe: str) -> str:
@@ -109,7 +145,11 @@ def _salesforce_try_it(bridge_url: str, exe: str) -> str:
     return f"""  Sample Cases:
 {cases}
 
-In another terminal, post an outbound message about the first three Cases:
+In another terminal, ask for an SMS the way a Flow does, with a platform event on the Pub/Sub API:
+
+  {exe} sandbox publish {sample_cases()[0]["Id"]}
+
+or post an outbound message about the first three Cases:
 
   {exe} sample-message --post '{endpoint}'
 
@@ -131,6 +171,11 @@ class Platforms:
     ccai_url: str
     tls: TlsFiles
     servers: list[uvicorn.Server]
+
+    @property
+    def side_servers(self) -> list[Serving]:
+        """Every server but the first (CCAI's): the CRM's, and any of its own."""
+        return [*self.servers[1:], *self.crm.side]
 
     def bridge_settings(self) -> dict[str, Any]:
         """Settings that point a bridge at these simulators."""
@@ -173,6 +218,7 @@ def build_platforms(
     chat_lifecycle: tuple[LifeStep, ...] = DEFAULT_LIFECYCLE,
     opted_out: Iterable[str] = (),
     session_events: EventTarget | None = None,
+    crm_options: Mapping[str, Any] | None = None,
 ) -> Platforms:
     tls = make_tls_files(directory)
     ccai_port = ccai_port or free_port()
@@ -196,7 +242,7 @@ def build_platforms(
         "timeout_graceful_shutdown": 1,
     }
     logging.getLogger("uvicorn.error").addFilter(QUIET_CUTS)
-    simulated = CRM_SIMULATORS[crm](tls, port=crm_port or free_port(), common=common)
+    simulated = CRM_SIMULATORS[crm](tls, port=crm_port or free_port(), common=common, **(crm_options or {}))
     servers: list[uvicorn.Server] = [
         SideServer(uvicorn.Config(create_ccai_app(ccai), port=ccai_port, **common)),
         simulated.server,

@@ -11,6 +11,7 @@
 ``opt_outs``        numbers never to be texted
 ``status``          worker heartbeats, singleton leases, what processes report
 ``health``          the facts the verdict is made of: work in hand, runs of trouble (:mod:`.health`)
+``streams``         CRM event streams: how far each was read, which events were seen
 ==================  ===========================================================================
 
 Four kinds of lease fence the work, each for its own reason, all on the database's clock:
@@ -33,6 +34,7 @@ from bridge.store.opt_outs import OptOuts
 from bridge.store.sends import Sends
 from bridge.store.session_events import SessionEvents
 from bridge.store.status import StatusBoard
+from bridge.store.streams import Streams
 from bridge.store.writebacks import Writebacks
 
 
@@ -49,6 +51,7 @@ class Store:
         self.opt_outs = OptOuts(db)
         self.status = StatusBoard(db)
         self.health = Health(db)
+        self.streams = Streams(db)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None) -> Store:

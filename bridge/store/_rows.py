@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, assert_never
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, assert_never
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, or_
 
 from bridge.model import NewSend, Overrides
 from bridge.store.schema import send_log, sends
+
+if TYPE_CHECKING:
+    from bridge.store.database import Database
 
 PENDING_WRITEBACK = or_(sends.c.writeback == "pending", sends.c.writeback_task == "pending")
 # What letting go of a send's lease writes: no owner, no lease, no request under way.
@@ -65,3 +69,16 @@ def new_row(item: NewSend, now: float) -> dict[str, Any]:
     if item.finished is not None:
         row |= {"status": item.finished.status, "reason": item.finished.reason, "finished_at": now, "state_at": now}
     return row
+
+
+def insert_new(db: Database, connection: Connection, new: Sequence[NewSend], now: float) -> int:
+    """Insert the sends whose dedupe keys are new, in the caller's transaction; returns how many."""
+    statement = db.insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
+    stored = 0
+    # One statement per row (executemany with RETURNING is not portable), one transaction.
+    for item in new:
+        inserted = connection.execute(statement, new_row(item, now)).first()
+        if inserted is not None:
+            stored += 1
+            log_event(connection, int(inserted[0]), now, "received", received_detail(item))
+    return stored

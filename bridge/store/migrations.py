@@ -31,6 +31,8 @@ from bridge.store.schema import (
     sends,
     session_events,
     singletons,
+    stream_events,
+    stream_positions,
     workers,
 )
 
@@ -162,6 +164,11 @@ def _v8(connection: Connection, postgres: bool) -> None:
 
 @migration(9)
 def _v9(connection: Connection, postgres: bool) -> None:
+    metadata.create_all(connection, tables=[stream_positions, stream_events])
+
+
+@migration(10)
+def _v10(connection: Connection, postgres: bool) -> None:
     # The verdict reads the timelines of the last minutes: without an index on the time, every look
     # at the dashboard would read every step of every send kept.
     existing = {index["name"] for index in inspect(connection).get_indexes("send_log")}

@@ -200,3 +200,27 @@ singletons = Table(
     Column("owner", String(64), nullable=False),
     Column("until", Float, nullable=False),
 )
+
+
+# Where each CRM event stream (the Salesforce Pub/Sub topic) has been read to: an opaque position
+# (a replay id, base64; none until the first event), written in the same transaction as the sends its
+# events became, and when the bridge first subscribed (what "only new events" counts from).
+stream_positions = Table(
+    "stream_positions",
+    metadata,
+    Column("stream", String(200), primary_key=True),
+    Column("position", Text),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Each streamed event's own id (Salesforce's EventUuid), so that an event delivered again (a replay
+# after a crash or a refused position) is recognised. Kept a week: a stream replays 72 hours at most.
+stream_events = Table(
+    "stream_events",
+    metadata,
+    Column("stream", String(200), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("received_at", Float, nullable=False),
+    Index("ix_stream_events_received", "received_at"),
+)

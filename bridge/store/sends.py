@@ -19,6 +19,7 @@ from bridge.model import FINAL_STATUSES, PENDING_STATUSES, ClaimedSend, Created,
 from bridge.store._rows import (
     LEASE_RELEASED,
     PENDING_WRITEBACK,
+    insert_new,
     log_event,
     new_row,
     overrides_of,
@@ -45,17 +46,8 @@ class Sends:
         """
         if not new:
             return 0
-        statement = self.db.insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
         with self.db.tx() as connection:
-            now = self.db.now(connection)
-            stored = 0
-            # One statement per row (executemany with RETURNING is not portable), one transaction.
-            for item in new:
-                inserted = connection.execute(statement, new_row(item, now)).first()
-                if inserted is not None:
-                    stored += 1
-                    log_event(connection, int(inserted[0]), now, "received", received_detail(item))
-            return stored
+            return insert_new(self.db, connection, new, self.db.now(connection))
 
     def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
         """Store one send, or find the one already stored under its dedupe key."""

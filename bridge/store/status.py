@@ -20,6 +20,7 @@ from bridge.store.schema import bridge_status, singletons, workers
 # Keys of ``bridge_status``: kept here, with the table, so that a reader (the overview) and a
 # writer (the worker, the chat sync) share a name without importing each other.
 CHAT_SYNC_KEY = "chat_sync"
+STREAM_KEY_PREFIX = "stream:"  # + a stream's name: how its holder last said it goes
 API_USAGE_KEY = "salesforce:api_usage"  # the stored key predates other CRMs; kept so no record is orphaned
 
 # Workers beat every few seconds; one silent this long is gone (crashed, or cut off from the store).
@@ -152,6 +153,14 @@ class StatusBoard:
                 .values(value=new_text, updated_at=now)
             )
             return bool(changed.rowcount == 1)
+
+    def with_prefix(self, prefix: str) -> list[tuple[str, dict[str, Any], float]]:
+        """Every record whose key starts with ``prefix``: (key, value, when it was stored)."""
+        with self._db.tx() as connection:
+            rows = connection.execute(
+                select(bridge_status).where(bridge_status.c.key.startswith(prefix)).order_by(bridge_status.c.key)
+            ).all()
+        return [(row.key, json.loads(row.value), row.updated_at) for row in rows]
 
     def get(self, key: str) -> tuple[dict[str, Any], float] | None:
         """The value stored under ``key`` and when it was stored."""

@@ -189,6 +189,38 @@ def test_status_leads_with_the_verdict_and_exits_0_1_2_for_monitors(bridge: Brid
     assert "1 send in hand, the oldest for 2 min" in bridge("status").out
 
 
+def test_status_reports_the_event_stream_as_its_holder_last_said(bridge: Bridge, store: Store) -> None:
+    record = {
+        "topic": "/event/CCAI_SMS_Request__e",
+        "state": "reconnecting",
+        "holder": "worker-1",
+        "received": 12,
+        "committed": 12,
+        "already_seen": 3,
+        "undecodable": 0,
+        "reconnects": 2,
+        "dead_streams": 1,
+        "replay_fallbacks": 0,
+        "last_event_at": time.time() - 4,
+        "last_response_at": time.time() - 1,
+        "lag_seconds": 0.3,
+        "problem": "No response on the Pub/Sub stream for 300 s: the stream is dead.",
+    }
+    store.status.put("stream:/event/CCAI_SMS_Request__e", record)
+
+    report = bridge("status", "--json").json()["streams"]["/event/CCAI_SMS_Request__e"]
+    assert (report["state"], report["holder"], report["committed"], report["already_seen"]) == (
+        "reconnecting",
+        "worker-1",
+        12,
+        3,
+    )
+    text = bridge("status").out
+    assert "Event stream:        /event/CCAI_SMS_Request__e reconnecting on worker-1, 12 received" in text
+    assert "(3 seen before), 2 reconnect(s), last event 4 s ago, lag 0.3 s" in text
+    assert "last problem: No response on the Pub/Sub stream for 300 s" in text
+
+
 def test_purge_removes_finished_sends_older_than_the_retention(bridge: Bridge, store: Store, db_url: str) -> None:
     past = Store.from_url(db_url, clock=Clock(time.time() - 40 * 86400))
     try:

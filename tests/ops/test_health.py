@@ -92,3 +92,25 @@ async def test_a_store_that_cannot_be_read_is_the_verdict(tmp_path: object) -> N
         broken.close()
     assert verdict.level == "down"
     assert verdict.reasons[0].text.startswith("the store cannot be read:")
+
+
+async def test_the_event_stream_as_its_holder_reports_it_is_part_of_the_verdict(store: Store, clock: Clock) -> None:
+    h = make_harness(store, clock)
+    alive(h)
+    key = "stream:/event/CCAI_SMS_Request__e"
+    live = {"state": "live", "holder": "web.1:7", "last_response_at": clock() - 10}
+    store.status.put(key, live)
+    assert read_verdict(store, LIMITS, chat_sync=False).level == "healthy"
+    store.status.put(key, {**live, "last_response_at": clock() - 400})  # no keepalive for 400 s
+    silent = read_verdict(store, LIMITS, chat_sync=False)
+    assert [r.code for r in silent.reasons] == ["stream_silent"]
+    assert "The event stream /event/CCAI_SMS_Request__e has been silent for 6 min 40 s" in silent.reasons[0].sentence
+    problem = "No response on the Pub/Sub stream for 300 s: the stream is dead."
+    store.status.put(key, {"state": "reconnecting", "holder": "web.1:7", "problem": problem})
+    down = read_verdict(store, LIMITS, chat_sync=False)
+    assert down.level == "degraded"
+    assert down.reasons[0].text == (
+        f"The event stream /event/CCAI_SMS_Request__e is not connected: it is reconnecting ({problem})."
+    )
+    store.status.put(key, {"state": "stopped"})
+    assert read_verdict(store, LIMITS, chat_sync=False).level == "healthy"

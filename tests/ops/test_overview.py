@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
-from bridge.ops.overview import Overview, publish_gauges
+from bridge.ops.overview import Overview, publish_gauges, read_overview
+from bridge.store import Store
+from tests._clock import Clock
 
 
 def overview(queued: int = 2) -> Overview:
@@ -32,3 +34,33 @@ def test_store_gauges_are_read_at_most_once_per_few_seconds() -> None:
     for page in pages:
         assert "bridge_queue_depth 2.0" in page
         assert "bridge_writebacks_pending 1.0" in page
+
+
+def test_an_event_streams_gauges_come_from_its_holders_last_report(store: Store, clock: Clock) -> None:
+    store.status.put(
+        "stream:/event/CCAI_SMS_Request__e",
+        {
+            "state": "live",
+            "holder": "w1",
+            "received": 5,
+            "committed": 4,
+            "already_seen": 1,
+            "reconnects": 2,
+            "lag_seconds": 0.25,
+            "last_event_at": clock.now - 10,
+        },
+    )
+    metrics = Metrics()
+    publish_gauges(metrics, lambda: read_overview(store, now=clock.now))
+    page = metrics.render().decode()
+    stream = 'stream="/event/CCAI_SMS_Request__e"'
+    assert f'bridge_stream_events{{kind="committed",{stream}}} 4.0' in page
+    assert f"bridge_stream_live{{{stream}}} 1.0" in page
+    assert f"bridge_stream_reconnects{{{stream}}} 2.0" in page
+    assert f"bridge_stream_lag_seconds{{{stream}}} 0.25" in page
+
+
+def test_a_stream_whose_holder_stopped_reporting_is_unreported(store: Store, clock: Clock) -> None:
+    store.status.put("stream:/event/X__e", {"state": "live", "holder": "w1"})
+    assert [s.state for s in read_overview(store, now=clock.now + 30).streams] == ["live"]
+    assert [s.state for s in read_overview(store, now=clock.now + 120).streams] == ["unreported"]

@@ -1,9 +1,10 @@
-"""Salesforce as the bridge's CRM: Cases are tickets, Tasks are notes, and an outbound message (SOAP,
-fired by the Flow the ``salesforce/`` project deploys) is its push door.
+"""Salesforce as the bridge's CRM: Cases are tickets, Tasks are notes, an outbound message (SOAP,
+fired by the Flow the ``salesforce/`` project deploys) is its push door, and a platform event read
+over the Pub/Sub API (``SALESFORCE_PUBSUB_TOPIC``) is its long-running input.
 
 Everything Salesforce is in this folder: its settings, its login (shared by the gateway and any
-input that streams from the org), the gateway, record ids, the outbound-message door and its
-``bridge check`` items. :data:`plugin` is what :data:`bridge.crm.CRMS` names.
+input that streams from the org), the gateway, record ids, the outbound-message door, the Pub/Sub
+subscriber and its ``bridge check`` items. :data:`plugin` is what :data:`bridge.crm.CRMS` names.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bridge.crm.salesforce.check import check_org
 from bridge.crm.salesforce.gateway import SalesforceGateway
 from bridge.crm.salesforce.ids import normalize_case_id
 from bridge.crm.salesforce.outbound_message import OutboundMessageEndpoint
+from bridge.crm.salesforce.pubsub_input import INPUT_NAME, PubSubInput, check_topic
 from bridge.crm.salesforce.settings import SalesforceSettings
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
@@ -73,7 +75,10 @@ class SalesforcePlugin:
         return [Route(OUTBOUND_MESSAGE_PATH, door.endpoint, methods=["POST"])]
 
     def inputs(self, settings: CRMSettings, context: InputContext) -> list[NamedInput]:
-        return []
+        own = _own(settings)
+        if not own.pubsub_topic:
+            return []
+        return [NamedInput(name=INPUT_NAME, run=PubSubInput(own, context).run)]
 
     async def checks(self, settings: CRMSettings, context: CheckContext) -> list[Finding]:
         own = _own(settings)
@@ -83,9 +88,12 @@ class SalesforcePlugin:
             return []  # already reported by the settings check
         gateway = self.salesforce_gateway(own)
         try:
-            return await anyio.to_thread.run_sync(check_org, own, gateway, context)
+            findings = await anyio.to_thread.run_sync(check_org, own, gateway, context)
         finally:
             gateway.close()
+        if own.pubsub_topic and len(own.org_ids) == 1:
+            findings.append(await check_topic(own))
+        return findings
 
 
 def _own(settings: CRMSettings) -> SalesforceSettings:

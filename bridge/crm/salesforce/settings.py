@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -68,6 +68,14 @@ class SalesforceSettings(CRMSettings):
         default=(), validation_alias="bridge_webhook_token"
     )
 
+    # The Pub/Sub API trigger (README: Salesforce Pub/Sub trigger): the platform event channel to
+    # subscribe to (empty: off), where a subscription with no stored position starts, the endpoint,
+    # and how long a silent stream is trusted (Salesforce sends a keepalive within 270 s).
+    pubsub_topic: str = ""
+    pubsub_replay_preset: Literal["LATEST", "EARLIEST"] = "LATEST"
+    pubsub_endpoint: str = "api.pubsub.salesforce.com:7443"
+    pubsub_dead_after_seconds: float = Field(default=300.0, gt=0)
+
     writeback: SalesforceWriteback = SalesforceWriteback()
     consent: SalesforceConsent = SalesforceConsent()
 
@@ -75,6 +83,13 @@ class SalesforceSettings(CRMSettings):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return comma_list(value)
+
+    @field_validator("pubsub_topic")
+    @classmethod
+    def _a_platform_event_channel(cls, value: str) -> str:
+        if value and not re.fullmatch(r"/event/[A-Za-z][A-Za-z0-9_]*__e", value):
+            raise ValueError(f"{value!r} is not a platform event channel, written /event/<API name>__e")
+        return value
 
     @field_validator("org_ids")
     @classmethod
@@ -114,6 +129,11 @@ class SalesforceSettings(CRMSettings):
             }
             missing = [name for name, value in required.items() if not value]
         problems = []
+        if self.pubsub_topic and len(self.org_ids) != 1:
+            problems.append(
+                "SALESFORCE_PUBSUB_TOPIC needs SALESFORCE_ORG_IDS to name exactly one organisation: the Pub/Sub "
+                "API's tenant id."
+            )
         key_file = self.private_key_file
         if key_file and not self.private_key.get_secret_value() and not Path(key_file).is_file():
             problems.append(f"SALESFORCE_PRIVATE_KEY_FILE names {key_file}, which does not exist.")

@@ -100,3 +100,21 @@ def test_a_private_key_with_escaped_newlines_is_restored(monkeypatch: pytest.Mon
     credentials = salesforce().credentials()
     assert credentials.private_key == "-----BEGIN KEY-----\nabc\n-----END KEY-----"
     assert "BEGIN" not in repr(credentials)
+
+
+def test_the_pubsub_topic_is_a_platform_event_channel_and_needs_one_org(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SALESFORCE_INSTANCE_URL", "https://acme.my.salesforce.com")
+    monkeypatch.setenv("SALESFORCE_ACCESS_TOKEN", "t")
+    monkeypatch.setenv("SALESFORCE_PUBSUB_TOPIC", "CCAI_SMS_Request__e")
+    with pytest.raises(ConfigError, match="not a platform event channel, written /event/<API name>__e"):
+        salesforce()
+    monkeypatch.setenv("SALESFORCE_PUBSUB_TOPIC", "/event/CCAI_SMS_Request__e")
+    monkeypatch.setenv("SALESFORCE_ORG_IDS", "00D5g00000SBXRG,00D5g00000SBXRH")
+    _, problems = salesforce().problems(web=False)
+    assert any("SALESFORCE_ORG_IDS to name exactly one organisation" in p for p in problems)
+    monkeypatch.setenv("SALESFORCE_ORG_IDS", "00D5g00000SBXRG")
+    assert salesforce().problems(web=False) == ([], [])
+    assert (salesforce().pubsub_replay_preset, salesforce().pubsub_endpoint) == (
+        "LATEST",
+        "api.pubsub.salesforce.com:7443",
+    )
