@@ -28,6 +28,10 @@ DOCS: Mapping[str, Doc] = {
         ("bridge sandbox", "bridge sandbox --rate-limit 5 --latency 0.2"),
         {0: "stopped (Ctrl-C)", 2: "the arguments cannot work"},
     ),
+    "sandbox publish": Doc(
+        ("bridge sandbox publish 5005g00000SBX05AAH", "bridge sandbox publish 5005g00000SBX05AAH --key click-1"),
+        {0: "published", 1: "the simulated Pub/Sub API could not be reached", 2: "the arguments cannot work"},
+    ),
     "sandbox fault": Doc(
         ("bridge sandbox fault ccai 429", "bridge sandbox fault ccai 503 --times 3", "bridge sandbox fault ccai off"),
         {0: "the simulated platform took the fault", 1: "it could not be reached", 2: "the arguments cannot work"},

@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--key", help="Idempotency_Key__c: requests with the same key for a Case make one SMS")
     publish.add_argument("--template", help="Template__c, the template name the request names")
     publish.add_argument("--ignore-send-window", action="store_true", help="tick Ignore_Send_Window__c")
+    publish.add_argument("--json", action="store_true", help="print what was published as JSON")
     publish.set_defaults(handler=_sandbox_publish)
     fault = actions.add_parser("fault", help="make the running sandbox's simulated CCAI misbehave (or stop)")
     fault.add_argument("platform", choices=("ccai",), help="which simulated platform")
@@ -449,6 +450,11 @@ def _sandbox_publish(args: argparse.Namespace) -> int:
             crm, args.case, idempotency_key=args.key, template=args.template, ignore_send_window=args.ignore_send_window
         )
     )
+    if args.json:
+        print(
+            json.dumps({"topic": published.topic, "event_uuid": published.event_uuid, "replay_id": published.replay_id})
+        )
+        return 0
     print(f"Published to {published.topic}: EventUuid {published.event_uuid}, replay id {published.replay_id}")
     return 0
 
