@@ -170,6 +170,7 @@ def door_routes(svc: Services) -> list[BaseRoute]:
         Route("/ccai/session-events", session_events.endpoint, methods=["POST"]),
         Route("/api/v1/sends", api.create, methods=["POST"]),
         Route("/api/v1/sends/{send_id}", api.read, methods=["GET"]),
+        Route("/api/v1/sends/{send_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/v1/previews", previews.preview, methods=["POST"]),
         Route("/api/v1/templates", templates.listing, methods=["GET"]),
         Route("/api/v1/opt-outs", opt_outs.add, methods=["POST"]),
@@ -188,6 +189,7 @@ def dashboard_routes(svc: Services) -> list[BaseRoute]:
         metrics=svc.metrics,
         ticket_ids=svc.crm.ticket_ids,
         words=svc.crm.words,
+        chat_sync_seconds=svc.doors.chat_sync_seconds,
     ).routes()
 
 

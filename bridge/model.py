@@ -51,6 +51,9 @@ def status_words(status: SendStatus) -> str:
             assert_never(status)
 
 
+# Whether a send's text reached the customer, as every surface says it.
+Reached = Literal["yes", "maybe", "no"]
+
 # The state of one part of a write-back (the ticket's fields, or the note/Task on it).
 WritebackState = Literal["none", "pending", "done", "failed"]
 
@@ -326,6 +329,17 @@ class SendRecord:
     @property
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def reached(self) -> Reached:
+        """Whether the customer got a text from this send, in one word for every surface: "yes" (it
+        was sent, or an earlier attempt created a chat), "maybe" (an attempt's answer was lost and
+        nothing settled it), "no" (nothing can have left, or not yet)."""
+        if self.status == "sent" or self.chat_id is not None:
+            return "yes"
+        if self.may_have_sent or self.status == "unknown":
+            return "maybe"
+        return "no"
 
     @property
     def write_back_state(self) -> WritebackState:

@@ -10,6 +10,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from bridge import send_window
 from bridge.consent import Block, ConsentCheck
@@ -33,6 +34,20 @@ class WindowState:
     reason: str | None
 
 
+class LiveChats(Protocol):
+    """The chats the bridge follows (:class:`bridge.store.chats.Chats`)."""
+
+    def live_chat(self, ticket_id: str) -> tuple[str, str | None] | None: ...
+
+
+@dataclass(frozen=True)
+class LiveChat:
+    """A chat with the customer that has not ended: CCAI refuses a second SMS while it is open."""
+
+    chat_id: str
+    status: str | None
+
+
 @dataclass(frozen=True)
 class TemplateUsed:
     name: str
@@ -50,6 +65,7 @@ class Preview:
     blocked: tuple[str, str] | None  # (status, reason) when it cannot be sent at all
     window: WindowState | None  # None when no send window applies
     template: TemplateUsed | None = None  # the template the message was rendered from
+    live_chat: LiveChat | None = None  # the customer is already in a chat the bridge started
 
     @property
     def can_send(self) -> bool:
@@ -66,8 +82,10 @@ class Previewer:
         rules: WindowRules,
         max_segments: int,
         words: Words,
+        chats: LiveChats | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._chats = chats
         self._gateway = gateway
         self._words = words
         self._mapper = mapper
@@ -102,6 +120,7 @@ class Previewer:
             blocked=None,
             window=None,
             template=used,
+            live_chat=self._live_chat(ticket_id),
         )
         if isinstance(number, Outcome):
             return _blocked(base, number.status, number.reason)
@@ -115,6 +134,10 @@ class Previewer:
             return _blocked(base, message.status, message.reason)
         # Allowed, or held: a held send can still be asked for (it goes out when the window opens).
         return base
+
+    def _live_chat(self, ticket_id: str) -> LiveChat | None:
+        found = self._chats.live_chat(ticket_id) if self._chats is not None else None
+        return None if found is None else LiveChat(chat_id=found[0], status=found[1])
 
     def _window(self, field_value: object, number: str, now: float) -> WindowState | None:
         moment = dt.datetime.fromtimestamp(now, tz=dt.UTC)

@@ -27,11 +27,13 @@ from bridge.ccai.pacing import Pace, RateLimiter
 from bridge.chatsync import ChatSync, SyncOptions
 from bridge.consent import ConsentCheck
 from bridge.crm import CRMS, CRMGateway, Words
-from bridge.crm.plugin import CRMPlugin, InputContext, load_plugin
+from bridge.crm.plugin import CRMPlugin, Input, InputContext, load_plugin
 from bridge.errors import ConfigError
 from bridge.mapping import TicketMapper
 from bridge.message_templates import TemplateBook
 from bridge.metrics import Metrics
+from bridge.ops.alerts import Alerter, StoreLedger, WebhookSender
+from bridge.ops.health import limits_for, read_verdict
 from bridge.ops.overview import publish_gauges, read_overview
 from bridge.preview import Previewer
 from bridge.sending import SendOptions, SendStep
@@ -63,11 +65,14 @@ def load_settings(**overrides: Any) -> Settings:
     if explicit and not location.bridge_config.is_file():
         raise ConfigError(f"BRIDGE_CONFIG names {location.bridge_config}, which does not exist.")
     plugin = load_plugin(location.bridge_crm)
+    # Unset, the mapping file is the chosen CRM's own (config/zendesk.toml for Zendesk): the core's
+    # defaults name Salesforce fields, which another CRM's tickets do not have.
+    path = location.bridge_config if explicit else plugin.default_config
     model = plugin.settings_model
-    crm = _read(model, {"bridge_config": location.bridge_config, **_crm_overrides(model, overrides)})
+    crm = _read(model, {"bridge_config": path, **_crm_overrides(model, overrides)})
     core = {k: v for k, v in overrides.items() if k in Settings.model_fields}
-    settings = _read(Settings, {**core, "bridge_config": location.bridge_config, "crm": crm})
-    _refuse_unknown_keys(location.bridge_config, [Settings, model])
+    settings = _read(Settings, {**core, "bridge_config": path, "crm": crm})
+    _refuse_unknown_keys(path, [Settings, model])
     return settings
 
 
@@ -175,6 +180,7 @@ class DoorOptions:
     session_events_user: str = ""
     session_events_password: str = ""
     dashboard_password: str = ""
+    chat_sync_seconds: float = 60.0  # the dashboard's verdict: when the chat sync is late
 
 
 @dataclass
@@ -343,6 +349,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         rules=settings.window_rules,
         max_segments=settings.message.max_segments,
         words=crm.words,
+        chats=store.chats,
     )
     worker = build_worker(settings, store=store, gateway=gateway, ccai=ccai, metrics=metrics, words=crm.words)
     context = InputContext(
@@ -355,6 +362,8 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
     )
     for named in crm.inputs(settings.crm, context):
         worker.add_input(named.name, named.run)
+    if (alerting := alert_input(settings, store, crm.words)) is not None:
+        worker.add_input("alerts", alerting)
     return Services(
         store=store,
         worker=worker,
@@ -369,6 +378,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
             session_events_user=settings.bridge_session_events_user,
             session_events_password=settings.bridge_session_events_password.get_secret_value(),
             dashboard_password=settings.bridge_dashboard_password.get_secret_value(),
+            chat_sync_seconds=settings.bridge_chat_sync_seconds,
         ),
         shutdown=Shutdown(settings.bridge_shutdown_seconds),
         metrics=metrics,
@@ -377,6 +387,32 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         gateway=gateway,
         previewer=previewer,
     )
+
+
+def alert_input(settings: Settings, store: Store, words: Words, *, interval: float = 15.0) -> Input | None:
+    """The alert webhook as a long-running input of the worker (one process at a time looks and
+    posts; the decision itself is shared through the store), or None without a webhook."""
+    url = settings.bridge_alert_webhook_url.get_secret_value()
+    if not url:
+        return None
+    limits = limits_for(settings, words)
+    chat_sync = settings.bridge_chat_sync_seconds > 0
+
+    async def run() -> None:
+        sender = WebhookSender(url=url, ca_bundle=settings.bridge_alert_ca_bundle or None)
+        alerter = Alerter(
+            read=lambda: read_verdict(store, limits, chat_sync=chat_sync),
+            ledger=StoreLedger(store.status),
+            sender=sender,
+            name="The CCAI SMS bridge",
+        )
+        try:
+            await alerter.run(interval=interval)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sender.aclose()
+
+    return run
 
 
 async def start_worker(group: anyio.abc.TaskGroup, worker: Worker) -> anyio.Event:

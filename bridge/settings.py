@@ -306,6 +306,9 @@ class Settings(FileBacked):
     bridge_retention_days: float = Field(default=30.0, ge=2)
     bridge_metrics_key: SecretStr = SecretStr("")
     bridge_dashboard_password: SecretStr = SecretStr("")
+    # Where the verdict's changes are posted (Slack-compatible JSON); its URL is a secret (Slack's holds a token).
+    bridge_alert_webhook_url: SecretStr = SecretStr("")
+    bridge_alert_ca_bundle: str = ""  # a CA file to trust for a receiver with a private CA
     forwarded_allow_ips: str = ""
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -332,6 +335,15 @@ class Settings(FileBacked):
         if value and (not value.startswith("https://") or urlsplit(value).path.strip("/")):
             raise ValueError(f"{value!r} is not the bridge's base URL (https://host, without a path)")
         return value.rstrip("/")
+
+    @field_validator("bridge_alert_webhook_url")
+    @classmethod
+    def _alerts_over_https(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not url.lower().startswith("https://"):
+            # Never echo the URL: it is the webhook's secret.
+            raise ValueError("the alert webhook must be an https:// URL (the alerts name the bridge's problems)")
+        return value
 
     @field_validator("bridge_send_window")
     @classmethod

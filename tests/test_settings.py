@@ -33,6 +33,19 @@ def test_the_shipped_mapping_file_states_the_built_in_defaults() -> None:
     assert salesforce(shipped).file_sections() == salesforce(built_in).file_sections()
 
 
+def test_without_bridge_config_the_chosen_crms_own_mapping_file_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zendesk tickets have no Salesforce fields: read with the core's defaults, its consent fields
+    (Contact.DoNotCall) would name nothing and its templates fields no ticket has."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("BRIDGE_CRM", "zendesk")
+    zendesk = load_settings()
+    assert zendesk.bridge_config == Path("config/zendesk.toml")
+    assert zendesk.consent.block_if_true == ("requester.user_fields.sms_opt_out", "requester.tags.sms_opt_out")
+    assert "CaseNumber" not in zendesk.template_book().fields
+    monkeypatch.setenv("BRIDGE_CRM", "salesforce")
+    assert load_settings().bridge_config == Path("config/bridge.toml")
+
+
 def test_a_variable_named_like_a_table_never_replaces_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESSAGE", "hello")  # not JSON, and not the [message] table either
     monkeypatch.setenv("CONSENT", '{"block_if_true": []}')

@@ -60,6 +60,16 @@ def view(preview: Preview) -> dict[str, object]:
             "max_segments": preview.max_segments,
         },
         "can_send": preview.can_send,
+        # CCAI refuses a second SMS while the customer's chat is open ("already in an active SMS session").
+        "live_chat": None
+        if preview.live_chat is None
+        else {
+            "chat_id": preview.live_chat.chat_id,
+            "status": preview.live_chat.status,
+            "warning": f"The customer is still in chat {preview.live_chat.chat_id}"
+            + (f" ({preview.live_chat.status})" if preview.live_chat.status else "")
+            + ": CCAI refuses another SMS until it ends; answer in that chat instead.",
+        },
         "blocked": None if preview.blocked is None else {"status": preview.blocked[0], "reason": preview.blocked[1]},
         "send_window": None
         if window is None

@@ -23,6 +23,7 @@ from bridge.api._door import ApiDoor, first_problem, ticket_id
 from bridge.crm import TicketIds
 from bridge.errors import Conflict, MalformedMessage, NotFound, StoreRejected, StoreUnavailable, Unprocessable
 from bridge.inbound import positive_int
+from bridge.logs import request_id
 from bridge.message_templates import TemplateBook
 from bridge.metrics import Metrics
 from bridge.model import MAX_SEND_ID, NewSend, Overrides, SendRecord
@@ -97,6 +98,7 @@ def public_view(send: SendRecord) -> dict[str, Any]:
         "ticket_id": send.ticket_id,
         "source": send.source,
         "attempts": send.attempts,
+        "reached_customer": send.reached,
         "may_have_sent": send.may_have_sent,
         "chat_id": send.chat_id,
         "error": send.reason if send.status != "sent" else None,
@@ -169,6 +171,9 @@ class SendAPI:
     async def read(self, request: Request) -> Response:
         return await self._door.handle(self._read, request)
 
+    async def cancel(self, request: Request) -> Response:
+        return await self._door.handle(self._cancel, request)
+
     async def _create(self, request: Request) -> Response:
         body = await self._door.json_object(request)
         try:
@@ -227,6 +232,31 @@ class SendAPI:
         if found is None:
             raise NotFound(f"There is no send {raw[:40]}.")
         return JSONResponse(public_view(found))
+
+    async def _cancel(self, request: Request) -> Response:
+        """Cancel a waiting send: 200 with it (now skipped), 404, or 409 with why it cannot be."""
+        raw = request.path_params["send_id"]
+        send_id = positive_int(raw, maximum=MAX_SEND_ID)
+        if send_id is None:
+            raise NotFound(f"There is no send {raw[:40]}.")
+        who = f"a send API caller (request {request_id.get() or 'unknown'})"
+        canceled = await anyio.to_thread.run_sync(lambda: self._store.sends.cancel(send_id, by=who))
+        found = await anyio.to_thread.run_sync(self._store.history.get, send_id)
+        if found is None:
+            raise NotFound(f"There is no send {raw[:40]}.")
+        if not canceled:
+            raise Conflict(f"Send {send_id} is {found.status} and cannot be canceled: {cancel_refusal(found)}")
+        logger.info("Send %s canceled by %s", send_id, who)
+        return JSONResponse(public_view(found))
+
+
+def cancel_refusal(send: SendRecord) -> str:
+    """Why a send cannot be canceled (any surface words the rest)."""
+    if send.final:
+        return "it has finished."
+    if send.may_have_sent:
+        return "an earlier attempt's answer was lost, so it may already have reached the customer; it is being settled."
+    return "a worker is sending it right now."
 
 
 def _fingerprint(send: SendRequest) -> str:

@@ -12,6 +12,7 @@ import argparse
 import importlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from starlette.routing import BaseRoute
@@ -119,6 +120,11 @@ class CRMPlugin(Protocol):
     @property
     def settings_model(self) -> type[CRMSettings]:
         """Its settings (``SALESFORCE_*`` and its keys of the mapping file), read like the core's."""
+
+    @property
+    def default_config(self) -> Path:
+        """The mapping file read when ``BRIDGE_CONFIG`` is not set: the core's defaults name
+        Salesforce fields, so another CRM's file says what its tickets call them."""
 
     @property
     def sandbox(self) -> str:

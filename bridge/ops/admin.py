@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import sys
 import time
@@ -23,14 +24,18 @@ from pydantic import ValidationError
 
 from bridge.api._door import first_problem
 from bridge.api.opt_outs import view as optout_view
-from bridge.api.sends import SendRequest, public_view, wait_for_outcome
+from bridge.api.sends import SendRequest, cancel_refusal, public_view, wait_for_outcome
 from bridge.crm import Words
 from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
+from bridge.ops._arguments import moment
 from bridge.ops.check import run_checks
+from bridge.ops.health import limits_for, read_verdict
 from bridge.ops.overview import Overview, StreamState, read_overview
-from bridge.ops.retries import retry
+from bridge.ops.retries import Planned, bulk_plan, retry
+from bridge.ops.timeline import readable
+from bridge.ops.verdict import Verdict
 from bridge.phones import mask, us_e164
 from bridge.services import load_settings
 from bridge.settings import Settings
@@ -46,7 +51,7 @@ LIST_COLUMNS = (
     "ticket_id",
     "status",
     "attempts",
-    "may_have_sent",
+    "reached_customer",
     "chat_id",
     "write_back",
     "error",
@@ -65,11 +70,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     send.set_defaults(handler=_send)
 
     sends = commands.add_parser("sends", help="list, show and retry sends")
-    actions = sends.add_subparsers(required=True, metavar="ACTION")
+    actions = sends.add_subparsers(metavar="ACTION")
     listing = actions.add_parser("list", help="recent sends, newest first")
     listing.add_argument("--status", choices=(*PENDING_STATUSES, *FINAL_STATUSES))
     listing.add_argument("--ticket", help="only sends for this Case id (15 or 18 characters)")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument(
+        "--since",
+        type=moment,
+        metavar="WHEN",
+        help="created at or after WHEN: 2026-11-25T09:00 (UTC), or 2h, 30m, 7d ago",
+    )
+    listing.add_argument("--until", type=moment, metavar="WHEN", help="created before WHEN (same forms as --since)")
     listing.add_argument("--json", action="store_true", help="print the sends as JSON")
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", help="one send in full")
@@ -81,29 +93,47 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     which.add_argument("send_id", type=int, nargs="?")
     which.add_argument("--status", choices=FINAL_STATUSES)
     again.add_argument("--force", action="store_true", help="also retry sends that may have reached the customer")
+    again.add_argument(
+        "--dry-run", action="store_true", help="with --status: list what would be retried, change nothing"
+    )
+    again.add_argument("--json", action="store_true", help="print the result (or the plan) as JSON")
     again.set_defaults(handler=_retry)
 
+    cancel = actions.add_parser("cancel", help="cancel a queued or scheduled send before it is sent (logged)")
+    cancel.add_argument("send_id", type=int)
+    cancel.add_argument("--json", action="store_true", help="print the send as JSON")
+    cancel.set_defaults(handler=_cancel)
+
     opt_outs = commands.add_parser("opt-outs", help="the numbers that are never texted")
-    opt_actions = opt_outs.add_subparsers(required=True, metavar="ACTION")
+    opt_actions = opt_outs.add_subparsers(metavar="ACTION")
     add = opt_actions.add_parser("add", help="never text this number again")
     add.add_argument("number", help="any common format, e.g. '(415) 555-0100'")
     add.add_argument("--note", help="why, e.g. 'replied STOP'")
     add.add_argument("--source", default="operator", help="who asked (default: operator)")
+    add.add_argument("--json", action="store_true", help="print the result as JSON")
     add.set_defaults(handler=_opt_out_add)
     remove = opt_actions.add_parser("remove", help="allow texting this number again (logged)")
     remove.add_argument("number")
+    remove.add_argument("--json", action="store_true", help="print the result as JSON")
     remove.set_defaults(handler=_opt_out_remove)
+    check_one = opt_actions.add_parser("check", help="is this number on the list? (exit 0 yes, 1 no)")
+    check_one.add_argument("number", help="any common format, e.g. '(415) 555-0100'")
+    check_one.add_argument("--json", action="store_true", help="print the entry as JSON")
+    check_one.set_defaults(handler=_opt_out_check)
     show_list = opt_actions.add_parser("list", help="the list, newest first, numbers masked")
     show_list.add_argument("--limit", type=int, default=50)
     show_list.add_argument("--json", action="store_true", help="print the list as JSON")
     show_list.set_defaults(handler=_opt_out_list)
 
-    status = commands.add_parser("status", help="queue, workers and Salesforce API usage")
+    status = commands.add_parser(
+        "status", help="the verdict (healthy, degraded, down), the queue, workers and API usage"
+    )
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     status.set_defaults(handler=_status)
 
     purge = commands.add_parser("purge", help="delete finished sends older than the retention period")
     purge.add_argument("--older-than-days", type=float, help="default: BRIDGE_RETENTION_DAYS (at least 2)")
+    purge.add_argument("--json", action="store_true", help="print how many were removed as JSON")
     purge.set_defaults(handler=_purge)
 
     check = commands.add_parser("check", help="verify the configuration against both platforms")
@@ -164,8 +194,12 @@ def _send(args: argparse.Namespace) -> int:
         print(f"Send {created.id} for {crm.words.ticket} {view['ticket_id']}: {view['status']}")
         if record.final:
             print(_detail(view))
+        elif record.status == "scheduled":
+            print(f"Held for the recipient's send window: it goes at {view['scheduled_for']} ({record.reason or ''}).")
+        elif args.wait and record.attempts == 0 and record.status == "queued":
+            print("Still queued: is a `bridge serve` (or worker) running against this store? (`bridge status` says)")
         elif args.wait:
-            print("Still pending: is a `bridge serve` (or worker) running against this store?")
+            print(f"Still {record.status} after {args.wait:g} s; `bridge sends show {created.id}` follows it.")
     if record.status == "sent" or (not args.wait and not record.final):
         return 0
     return 1 if record.final else 3
@@ -180,7 +214,10 @@ def _list(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--ticket {args.ticket!r}: {exc}.") from exc
     with opened_store(settings) as store:
-        rows = [public_view(r) for r in store.history.find(status=args.status, ticket_id=ticket, limit=args.limit)]
+        found = store.history.find(
+            status=args.status, ticket_id=ticket, limit=args.limit, since=args.since, until=args.until
+        )
+        rows = [public_view(r) for r in found]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
@@ -191,14 +228,19 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with opened_store() as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
         record = store.history.get(args.send_id)
-        timeline = store.history.timeline(args.send_id)
+        timeline = readable(store.history.timeline(args.send_id), load_plugin(settings.bridge_crm).words)
     if record is None:
         print(f"There is no send {args.send_id}.", file=sys.stderr)
         return 1
     view = public_view(record)
-    steps = [{"at": iso(step.at), "event": step.event, "detail": step.detail} for step in timeline]
+    steps: list[dict[str, Any]] = [
+        {"at": iso(step.at), "event": step.event, "detail": step.detail}
+        | ({"until": iso(step.until), "count": step.count} if step.count > 1 else {})
+        for step in timeline
+    ]
     if args.json:
         print(json.dumps({**view, "timeline": steps}, indent=2))
         return 0
@@ -206,6 +248,25 @@ def _show(args: argparse.Namespace) -> int:
     print("\n         timeline:")
     print("\n".join(f"  {s['at']}  {s['event']:<12} {_cell(s['detail'])}" for s in steps))
     return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    who = f"{getpass.getuser()} (bridge sends cancel)"
+    with opened_store(writing=True) as store:
+        canceled = store.sends.cancel(args.send_id, by=who)
+        record = store.history.get(args.send_id)
+    if record is None:
+        print(f"There is no send {args.send_id}.", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**public_view(record), "canceled": canceled}, indent=2))
+    elif canceled:
+        print(f"Send {args.send_id} canceled: it will not be sent, and its ticket is told so.")
+    else:
+        print(
+            f"Send {args.send_id} is {record.status} and cannot be canceled: {cancel_refusal(record)}", file=sys.stderr
+        )
+    return 0 if canceled else 1
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -216,6 +277,10 @@ def _retry(args: argparse.Namespace) -> int:
             result = retry(store, args.send_id, force=args.force, words=words)
             print(result.message, file=sys.stdout if result.queued else sys.stderr)
             return 0 if result.queued else 1
+        plan = bulk_plan(store.history.find(status=args.status, limit=1_000_000), force=args.force, words=words)
+        if args.dry_run:
+            _print_plan(plan, args.status, as_json=args.json)
+            return 0
         if args.status not in NOTHING_SENT and not args.force:
             print(
                 f"Sends that are {args.status} may already have reached the customer; retrying them can text "
@@ -223,17 +288,33 @@ def _retry(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        ids = [record.id for record in store.history.find(status=args.status, limit=1_000_000)]
-        results = _each_with_progress(ids, lambda send_id: retry(store, send_id, force=args.force, words=words).queued)
+        chosen = [p.send.id for p in plan if p.queue]
+        results = _each_with_progress(
+            chosen, lambda send_id: retry(store, send_id, force=args.force, words=words).queued
+        )
     queued = sum(results)
+    if args.json:
+        print(json.dumps({"queued": queued, "left": [{"id": p.send.id, "why": p.why} for p in plan if not p.queue]}))
+        return 0
     print(f"{queued} {args.status} send(s) queued again.")
-    if queued < len(ids):
+    if left := len(plan) - queued:
         print(
-            f"{len(ids) - queued} were left alone: they may have reached the customer (see `bridge sends list "
-            f"--status {args.status}`, column MAY HAVE SENT), or cannot be retried; --force retries them.",
+            f"{left} were left alone: a retry cannot change their outcome, or they may have reached the customer "
+            f"(`bridge sends retry --status {args.status} --dry-run` lists each and why).",
             file=sys.stderr,
         )
     return 0
+
+
+def _print_plan(plan: Sequence[Planned], status: str, *, as_json: bool) -> None:
+    if as_json:
+        rows = [{"id": p.send.id, "ticket_id": p.send.ticket_id, "retry": p.queue, "why_not": p.why} for p in plan]
+        print(json.dumps({"status": status, "would_retry": sum(p.queue for p in plan), "sends": rows}, indent=2))
+        return
+    rows = [{"id": p.send.id, "ticket_id": p.send.ticket_id, "retry": p.queue, "why_not": p.why} for p in plan]
+    if rows:
+        print(table(rows, ("id", "ticket_id", "retry", "why_not"), widths={"why_not": 80}))
+    print(f"Would retry {sum(p.queue for p in plan)} of {len(plan)} {status} send(s); nothing was changed.")
 
 
 def _each_with_progress(ids: Sequence[int], action: Callable[[int], bool]) -> list[bool]:
@@ -258,14 +339,38 @@ def _opt_out_add(args: argparse.Namespace) -> int:
     number = _e164(args.number)
     with opened_store(writing=True) as store:
         added = store.opt_outs.add(number, source=args.source, note=args.note)
+    if args.json:
+        print(json.dumps({"number": mask(number), "added": added}))
+        return 0
     print(f"{mask(number)} {'is now on' if added else 'was already on'} the opt-out list.")
     return 0
+
+
+def _opt_out_check(args: argparse.Namespace) -> int:
+    number = _e164(args.number)
+    with opened_store() as store:
+        entry = store.opt_outs.get(number)
+    if args.json:
+        print(
+            json.dumps({"number": mask(number), "opted_out": entry is not None, "entry": entry and optout_view(entry)})
+        )
+    elif entry is None:
+        print(
+            f"{mask(number)} is not on the opt-out list: the bridge may text it (consent and send window permitting)."
+        )
+    else:
+        note = f" ({entry.note})" if entry.note else ""
+        print(f"{mask(number)} is on the opt-out list since {iso(entry.created_at)}, from {entry.source}{note}.")
+    return 0 if entry is not None else 1
 
 
 def _opt_out_remove(args: argparse.Namespace) -> int:
     number = _e164(args.number)
     with opened_store(writing=True) as store:
         removed = store.opt_outs.remove(number, by="an operator (bridge opt-outs remove)")
+    if args.json:
+        print(json.dumps({"number": mask(number), "removed": removed}))
+        return 0 if removed else 1
     if not removed:
         print(f"{mask(number)} is not on the opt-out list.", file=sys.stderr)
         return 1
@@ -290,13 +395,25 @@ def _opt_out_list(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings()
+    words = load_plugin(settings.bridge_crm).words
     with opened_store(settings) as store:
         overview = read_overview(store)
+        verdict = read_verdict(store, limits_for(settings, words), chat_sync=settings.bridge_chat_sync_seconds > 0)
     if args.json:
-        print(json.dumps(_status_report(overview), indent=2))
+        print(json.dumps({**verdict.as_dict(), **_status_report(overview)}, indent=2))
     else:
-        print("\n".join(_status_lines(overview, load_plugin(settings.bridge_crm).words)))
-    return 0
+        print("\n".join([*_verdict_lines(verdict), "", *_status_lines(overview, words)]))
+    # For cron and monitors: 0 healthy, 1 degraded, 2 down.
+    return verdict.exit_code
+
+
+def _verdict_lines(verdict: Verdict) -> list[str]:
+    lines = [f"Verdict:             {verdict.level.upper()}"]
+    for reason in verdict.reasons:
+        since = f" (since {iso(reason.since)})" if reason.since is not None else ""
+        note = "note: " if reason.severity == "note" else ""
+        lines.append(f"  - {note}{reason.sentence}{since}")
+    return lines
 
 
 def _status_report(overview: Overview) -> dict[str, Any]:
@@ -415,6 +532,9 @@ def _purge(args: argparse.Namespace) -> int:
                 print(f"\rremoved {removed}", end="", file=sys.stderr, flush=True)
     if sys.stderr.isatty() and removed:
         print(file=sys.stderr)
+    if args.json:
+        print(json.dumps({"removed": removed, "older_than_days": days}))
+        return 0
     print(f"Removed {removed} finished send(s) older than {days:g} days.")
     return 0
 

@@ -16,6 +16,7 @@ from bridge.model import Finding, SmsRequest
 from bridge.services import ccai_client, problems_for_serving, ticket_mapper
 from bridge.settings import Settings
 from bridge.store import Store
+from bridge.store.database import sqlite_path
 from bridge.store.migrations import latest_version
 
 # A fictional number (555-01xx is reserved for fiction); the probe's empty message is refused anyway.
@@ -51,6 +52,10 @@ def _check_settings(settings: Settings, crm: CRMPlugin) -> Finding:
 
 def _check_store(settings: Settings) -> Finding:
     where = settings.redacted_database_url()
+    sqlite_file = sqlite_path(settings.database_url)
+    if sqlite_file is not None and not sqlite_file.exists():
+        # Connecting would create an empty file: checking must never change anything.
+        return Finding("Store", False, f"there is no bridge store at {where}: run `bridge migrate`.")
     store = Store.from_url(settings.database_url)
     try:
         version = store.schema_version()

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,7 +29,11 @@ from bridge.crm import CRMS
 from bridge.crm.plugin import HasCommands, load_plugin
 from bridge.errors import BridgeError, ConfigError, UsageError
 from bridge.logs import configure_logging
+from bridge.ops._help import commands as help_commands
+from bridge.ops._help import document
 from bridge.ops.admin import register
+from bridge.ops.completion import script as completion_script
+from bridge.ops.faults import DESCRIPTIONS, FAULTS, apply, control_body, control_url
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.ccai import consumer_number
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
@@ -56,6 +60,9 @@ logger = logging.getLogger("bridge")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):  # bare `bridge`, or `bridge sends`: say what there is
+        (args.parser if hasattr(args, "parser") else parser).print_help()
+        return 2
     # Until a command has its settings: plain lines on stderr, so data printed to stdout stays clean.
     configure_logging("INFO", "text", stream=sys.stderr)
     try:
@@ -75,9 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bridge", description="Salesforce Case events → CCAI Platform SMS.")
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="Salesforce Case events → CCAI Platform SMS.",
+        epilog="`bridge COMMAND --help` gives a command's options, examples and exit statuses.",
+    )
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the web server with its embedded worker")
     serve.add_argument("--sandbox", action="store_true", help="run against simulated CCAI and Salesforce servers")
@@ -90,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the store's schema")
+    migrate.add_argument("--json", action="store_true", help="print the schema version as JSON")
     migrate.set_defaults(handler=_migrate)
 
     sandbox = commands.add_parser("sandbox", help="run only the simulated platforms (for tests and benchmarks)")
@@ -143,7 +155,19 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--key", help="Idempotency_Key__c: requests with the same key for a Case make one SMS")
     publish.add_argument("--template", help="Template__c, the template name the request names")
     publish.add_argument("--ignore-send-window", action="store_true", help="tick Ignore_Send_Window__c")
+    publish.add_argument("--json", action="store_true", help="print what was published as JSON")
     publish.set_defaults(handler=_sandbox_publish)
+    fault = actions.add_parser("fault", help="make the running sandbox's simulated CCAI misbehave (or stop)")
+    fault.add_argument("platform", choices=("ccai",), help="which simulated platform")
+    fault.add_argument("fault", choices=FAULTS, help="; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
+    fault.add_argument("--times", type=int, metavar="N", help="only the next N requests (default: until `off`)")
+    fault.add_argument("--seconds", type=float, default=60.0, help="how long an outage lasts (default 60)")
+    fault.add_argument("--url", help="the simulated CCAI's address (default: from CCAI_BASE_URL)")
+    fault.set_defaults(handler=_fault)
+
+    completion = commands.add_parser("completion", help="print shell completion for bash or zsh")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(handler=_completion)
 
     sample = commands.add_parser("sample-message", help="print (or post) a sample Salesforce outbound message")
     sample.add_argument("--case", action="append", dest="cases", help="Case id (repeatable; default: 3 samples)")
@@ -156,7 +180,28 @@ def _parser() -> argparse.ArgumentParser:
         plugin = load_plugin(name)
         if isinstance(plugin, HasCommands):
             plugin.register_commands(commands, load_settings=load_settings)
+    for _path, sub, _summary in help_commands(parser):
+        sub.set_defaults(parser=sub)  # so that a bare `bridge sends` prints the help of `sends`
+    document(parser)
     return parser
+
+
+def _completion(args: argparse.Namespace) -> int:
+    print(completion_script(_parser(), args.shell), end="")
+    return 0
+
+
+def _fault(args: argparse.Namespace) -> int:
+    url = control_url(args.url)
+    control = control_body(args.fault, times=args.times, seconds=args.seconds)
+    apply(url, control)
+    which = f"the next {args.times} request(s)" if args.times else "every request until `off`"
+    print(
+        "The simulated CCAI answers normally again."
+        if args.fault == "off"
+        else f"The simulated CCAI will {DESCRIPTIONS[args.fault]}: {which}."
+    )
+    return 0
 
 
 class BridgeServer(uvicorn.Server):
@@ -241,8 +286,9 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
     directory = Path(tempfile.mkdtemp(prefix="bridge-sandbox-"))
     try:
         platforms = build_platforms(directory, crm=load_plugin(Location().bridge_crm).sandbox)
-        overrides = {**platforms.bridge_settings(), **overrides}
-        if load_settings().database_url == Settings.model_fields["database_url"].default:
+        user = load_settings()
+        overrides = {**sandbox_settings(platforms.bridge_settings(), chosen=user.model_fields_set), **overrides}
+        if user.database_url == Settings.model_fields["database_url"].default:
             # A fresh store for each sandbox run, so a demo never meets an earlier demo's loop guard.
             overrides["database_url"] = f"sqlite:///{directory / 'bridge-sandbox.db'}"
         settings = load_settings(**overrides)
@@ -256,6 +302,16 @@ def _serve_sandbox(overrides: dict[str, Any]) -> int:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+# What the sandbox sets for a demo but the person running it may choose (in the environment or
+# .env): everything else points the bridge at the simulators, and must, whatever .env says.
+SANDBOX_PREFERENCES = frozenset({"bridge_send_window", "bridge_chat_sync_seconds"})
+
+
+def sandbox_settings(defaults: Mapping[str, Any], *, chosen: Collection[str]) -> dict[str, Any]:
+    """The sandbox's settings, less the preferences the environment already chose: the environment wins."""
+    return {name: value for name, value in defaults.items() if not (name in SANDBOX_PREFERENCES and name in chosen)}
 
 
 def _env_lines(settings: Settings, platforms: Platforms) -> str:
@@ -302,7 +358,12 @@ Other commands work against this sandbox once its settings are in the environmen
   {exe} sends list
   {exe} check
 
-(The send window is off in the sandbox: set BRIDGE_SEND_WINDOW=08:00-21:00 before starting it to try it.)
+See what an operator sees when CCAI misbehaves (the dashboard's verdict, `{exe} status`):
+
+  {exe} sandbox fault ccai 429        (then: {exe} sandbox fault ccai off)
+
+(The send window is off in the sandbox unless the environment sets one: start it with
+BRIDGE_SEND_WINDOW=08:00-21:00 to try it.)
 Stop with Ctrl-C; the sandbox's temporary files go with it.
 """,
         flush=True,
@@ -341,7 +402,7 @@ async def _run_worker(services: Services) -> None:
     await services.aclose()
 
 
-def _migrate(_args: argparse.Namespace) -> int:
+def _migrate(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.check_storage()
     store = Store.from_url(settings.database_url)
@@ -349,7 +410,7 @@ def _migrate(_args: argparse.Namespace) -> int:
         version = store.migrate()
     finally:
         store.close()
-    print(f"Store schema is at version {version}.")
+    print(json.dumps({"schema_version": version}) if args.json else f"Store schema is at version {version}.")
     return 0
 
 
@@ -396,6 +457,11 @@ def _sandbox_publish(args: argparse.Namespace) -> int:
             crm, args.case, idempotency_key=args.key, template=args.template, ignore_send_window=args.ignore_send_window
         )
     )
+    if args.json:
+        print(
+            json.dumps({"topic": published.topic, "event_uuid": published.event_uuid, "replay_id": published.replay_id})
+        )
+        return 0
     print(f"Published to {published.topic}: EventUuid {published.event_uuid}, replay id {published.replay_id}")
     return 0
 

@@ -28,11 +28,12 @@ import anyio.to_thread
 import jinja2
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge._secrets import basic_credentials, matches_any
 from bridge.api.opt_outs import view as opt_out_view
+from bridge.api.sends import cancel_refusal
 from bridge.crm import TicketIds, Words
 from bridge.errors import AuthenticationFailed, MalformedMessage
 from bridge.inbound import Door, positive_int
@@ -47,9 +48,14 @@ from bridge.model import (
     SendRecord,
     SendStatus,
 )
+from bridge.ops import export
 from bridge.ops._csrf import CsrfGuard
+from bridge.ops.health import limits, read_verdict
 from bridge.ops.overview import read_overview
 from bridge.ops.retries import maybe_reached, reached, retry, retry_offer, sentence
+from bridge.ops.timeline import readable as readable_timeline
+from bridge.ops.verdict import Verdict
+from bridge.phones import mask, us_e164
 from bridge.store import Store
 from bridge.times import readable
 
@@ -132,8 +138,19 @@ class SendFilters:
 
 
 class Dashboard:
-    def __init__(self, *, store: Store, password: str, metrics: Metrics, ticket_ids: TicketIds, words: Words) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        password: str,
+        metrics: Metrics,
+        ticket_ids: TicketIds,
+        words: Words,
+        chat_sync_seconds: float = 60.0,
+    ) -> None:
         self._store = store
+        self._limits = limits(chat_sync_seconds=chat_sync_seconds, words=words)
+        self._chat_sync = chat_sync_seconds > 0
         self._opt_outs = store.opt_outs
         self._words = words
         self._credentials = f"{USER}:{password}"
@@ -150,10 +167,17 @@ class Dashboard:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/dashboard", self._guard(self._overview), methods=["GET"]),
+            Route("/dashboard/status.json", self._guard(self._status), methods=["GET"]),
             Route("/dashboard/sends", self._guard(self._sends), methods=["GET"]),
+            Route("/dashboard/sends.csv", self._guard(self._export_csv), methods=["GET"]),
+            Route("/dashboard/sends.json", self._guard(self._export_json), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}", self._guard(self._send), methods=["GET"]),
             Route("/dashboard/sends/{send_id:int}/retry", self._guard(self._retry), methods=["POST"]),
+            Route("/dashboard/sends/{send_id:int}/cancel", self._guard(self._cancel), methods=["POST"]),
             Route("/dashboard/opt-outs", self._guard(self._opt_out_list), methods=["GET"]),
+            Route("/dashboard/opt-outs", self._guard(self._opt_out_change), methods=["POST"]),
+            # Last: any other page under /dashboard is a dashboard page that says so, not a bare 404.
+            Route("/dashboard/{rest:path}", self._guard(self._not_found), methods=["GET"]),
         ]
 
     def _guard(self, page: Page) -> Page:
@@ -184,15 +208,64 @@ class Dashboard:
 
     # -- pages --------------------------------------------------------------------------------
 
+    def _verdict(self) -> Verdict:
+        return read_verdict(self._store, self._limits, chat_sync=self._chat_sync)
+
     async def _overview(self, request: Request) -> Response:
+        verdict = await anyio.to_thread.run_sync(self._verdict)
         overview = await anyio.to_thread.run_sync(read_overview, self._store)
         start, counts = await anyio.to_thread.run_sync(lambda: self._store.history.activity(hours=24))
-        return self._render(request, "overview.html", overview=overview, chart=activity_chart(start, counts))
+        chart = activity_chart(start, counts)
+        return self._render(request, "overview.html", verdict=verdict, overview=overview, chart=chart)
+
+    async def _status(self, request: Request) -> Response:
+        """The verdict as JSON, for monitors that sign in like a person (the same Basic auth)."""
+        verdict = await anyio.to_thread.run_sync(self._verdict)
+        return JSONResponse(verdict.as_dict(), status_code=200)
+
+    async def _exported(self, request: Request) -> tuple[SendFilters, list[SendRecord], int] | Response:
+        filters, problems = _filters(request.query_params, self._ticket_ids)
+        if problems:  # never a file of every send for a filter that could not be read
+            return PlainTextResponse(" ".join(problems) + "\n", status_code=400)
+        found = await anyio.to_thread.run_sync(lambda: self._find(filters, None, limit=export.LIMIT))
+        total = await anyio.to_thread.run_sync(lambda: self._count(filters))
+        return filters, found, total
+
+    async def _export_csv(self, request: Request) -> Response:
+        exported = await self._exported(request)
+        if isinstance(exported, Response):
+            return exported
+        _, found, total = exported
+        headers = {
+            "Content-Disposition": 'attachment; filename="sends.csv"',
+            "X-Total-Count": str(total),  # the file holds at most export.LIMIT rows
+        }
+        return Response(export.as_csv(found), media_type="text/csv; charset=utf-8", headers=headers)
+
+    async def _export_json(self, request: Request) -> Response:
+        exported = await self._exported(request)
+        if isinstance(exported, Response):
+            return exported
+        filters, found, total = exported
+        return JSONResponse(export.as_json(found, total=total, filters=filters.shown))
+
+    def _count(self, filters: SendFilters) -> int:
+        return self._store.history.count(
+            ticket_id=filters.ticket_id,
+            status=filters.status,
+            since=filters.since,
+            until=filters.until,
+            within=filters.within,
+        )
+
+    async def _not_found(self, request: Request) -> Response:
+        return self._render(request, "not_found.html", status_code=404, path=request.url.path)
 
     async def _sends(self, request: Request) -> Response:
         filters, problems = _filters(request.query_params, self._ticket_ids)
         before = _positive(request.query_params.get("before", ""))
-        found = await anyio.to_thread.run_sync(self._find, filters, before)
+        # A filter that cannot be read lists nothing: an unfiltered list would pass for the answer.
+        found = [] if problems else await anyio.to_thread.run_sync(self._find, filters, before)
         rows, more = found[:PAGE_SIZE], len(found) > PAGE_SIZE
         older = f"?{urlencode({**filters.shown, 'before': rows[-1].id})}" if more else None
         newest = f"?{urlencode(filters.shown)}" if before is not None else None
@@ -207,7 +280,7 @@ class Dashboard:
             newest=newest,
         )
 
-    def _find(self, filters: SendFilters, before: int | None) -> list[SendRecord]:
+    def _find(self, filters: SendFilters, before: int | None, *, limit: int = PAGE_SIZE + 1) -> list[SendRecord]:
         return self._store.history.find(
             ticket_id=filters.ticket_id,
             status=filters.status,
@@ -215,7 +288,7 @@ class Dashboard:
             until=filters.until,
             within=filters.within,
             before_id=before,
-            limit=PAGE_SIZE + 1,
+            limit=limit,
         )
 
     def _load(self, send_id: int) -> tuple[SendRecord, list[LogEntry]] | None:
@@ -229,6 +302,8 @@ class Dashboard:
             return self._render(request, "missing.html", status_code=404, send_id=send_id)
         send, timeline = found
         notice = None
+        if "canceled" in request.query_params:
+            notice = f"Canceled: it will not be sent, and the {self._words.ticket} is told so."
         if "retried" in request.query_params:
             notice = "Queued again" + (
                 ", and finished since: the timeline shows how."
@@ -240,7 +315,7 @@ class Dashboard:
             "send.html",
             status_code=status_code,
             send=send,
-            timeline=timeline,
+            timeline=readable_timeline(timeline, self._words),
             reached=reached(send, self._words),
             message=send.message if send.status == "sent" else None,
             window_ignored=send.overrides.window_ignored,
@@ -292,19 +367,86 @@ class Dashboard:
             return {}
         return {key: values[0] for key, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
-    async def _opt_out_list(self, request: Request) -> Response:
+    async def _cancel(self, request: Request) -> Response:
+        send_id, operator = int(request.path_params["send_id"]), _address(request)
+        form = await self._form(request)
+        if refusal := self._csrf.check(request, form.get("csrf", "")):
+            self._door.refused("csrf")
+            logger.warning("Dashboard: refused a cancel of send %s from %s: %s", send_id, operator, refusal)
+            return PlainTextResponse(
+                "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
+                status_code=403,
+            )
+        who = f"the operator at {operator} (dashboard)"
+        canceled = send_id <= MAX_SEND_ID and await anyio.to_thread.run_sync(
+            lambda: self._store.sends.cancel(send_id, by=who)
+        )
+        send = await anyio.to_thread.run_sync(self._store.history.get, send_id) if send_id <= MAX_SEND_ID else None
+        if send is None:
+            return self._render(request, "missing.html", status_code=404, send_id=send_id)
+        if not canceled:
+            logger.info("Dashboard: the operator at %s could not cancel send %s (%s)", operator, send_id, send.status)
+            return await self._send(request, status_code=409, error=f"It cannot be canceled: {cancel_refusal(send)}")
+        logger.info("Dashboard: the operator at %s canceled send %s", operator, send_id)
+        return RedirectResponse(f"/dashboard/sends/{send_id}?canceled=1", status_code=303)
+
+    async def _opt_out_list(
+        self, request: Request, *, status_code: int = 200, notice: str | None = None, error: str | None = None
+    ) -> Response:
         page = _positive(request.query_params.get("page", "")) or 1
         entries, total = await anyio.to_thread.run_sync(
             lambda: self._opt_outs.page(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         )
+        checked = None
+        if (asked := request.query_params.get("check", "").strip()) and request.method == "GET":
+            try:
+                number = us_e164(asked, label="The number")
+            except ValueError as exc:
+                error, status_code = str(exc), 400
+            else:
+                entry = await anyio.to_thread.run_sync(self._opt_outs.get, number)
+                checked = (mask(number), None if entry is None else opt_out_view(entry))
         return self._render(
             request,
             "opt_outs.html",
+            status_code=status_code,
             entries=[opt_out_view(e) for e in entries],
             total=total,
             page=page,
             pages=max(1, -(-total // PAGE_SIZE)),
+            checked=checked,
+            notice=notice,
+            error=error,
         )
+
+    async def _opt_out_change(self, request: Request) -> Response:
+        """Add a number to the opt-out list, or remove one (``action``), from the page's forms; logged."""
+        operator = _address(request)
+        form = await self._form(request)
+        if refusal := self._csrf.check(request, form.get("csrf", "")):
+            self._door.refused("csrf")
+            logger.warning("Dashboard: refused an opt-out change from %s: %s", operator, refusal)
+            return PlainTextResponse(
+                "This form did not come from the dashboard, or has expired: reload the page and try again.\n",
+                status_code=403,
+            )
+        try:
+            number = us_e164(form.get("number", ""), label="The number")
+        except ValueError as exc:
+            return await self._opt_out_list(request, status_code=400, error=str(exc))
+        who = f"the operator at {operator} (dashboard)"
+        if form.get("action") == "remove":
+            removed = await anyio.to_thread.run_sync(lambda: self._opt_outs.remove(number, by=who))
+            logger.info(
+                "Dashboard: %s %s %s from the opt-out list", who, "removed" if removed else "did not find", mask(number)
+            )
+            done = "is off the list: it may be texted again" if removed else "was not on the list"
+        else:
+            note = form.get("note", "").strip()[:200] or None
+            added = await anyio.to_thread.run_sync(lambda: self._opt_outs.add(number, source="dashboard", note=note))
+            logger.info("Dashboard: %s added %s to the opt-out list", who, mask(number))
+            done = "is now on the list: it is never texted" if added else "was already on the list"
+        return await self._opt_out_list(request, notice=f"{mask(number)} {done}.")
 
 
 def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, list[str]]:

@@ -21,7 +21,7 @@ from bridge.errors import StoreError
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
 from bridge.store import Store
-from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, STREAM_KEY_PREFIX, WorkerInfo
+from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, STREAM_KEY_PREFIX, StatusBoard, WorkerInfo
 
 CACHE_SECONDS = 5.0
 # A stream's holder reports at least every 30 s: a report older than this says nobody holds it.
@@ -101,11 +101,16 @@ def read_overview(store: Store, *, now: float | None = None) -> Overview:
         workers=board.workers(),
         api_usage=None if usage is None else ReportedUsage(int(usage[0]["used"]), int(usage[0]["total"]), usage[1]),
         chat_sync=None if sync is None else _chat_sync(sync[0], store.chats.lagging(), now),
-        streams=[_stream(key, record, at, now) for key, record, at in board.with_prefix(STREAM_KEY_PREFIX)],
+        streams=read_streams(board, now),
         last_push=None
         if push is None
         else LastPush(str(push[0].get("door", "")), push[1], int(push[0].get("notifications", 0))),
     )
+
+
+def read_streams(board: StatusBoard, now: float) -> list[StreamState]:
+    """Every CRM event stream, as its holder last reported it."""
+    return [_stream(key, record, at, now) for key, record, at in board.with_prefix(STREAM_KEY_PREFIX)]
 
 
 def _stream(key: str, record: dict[str, object], reported_at: float, now: float) -> StreamState:

@@ -8,6 +8,7 @@ is looked up in CCAI before anything is sent again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.crm import Words
@@ -34,6 +35,47 @@ class RetryResult:
     queued: bool
     message: str
     offer: RetryOffer | None = None  # None: there is no such send
+
+
+# Outcomes no retry can change, by the words the pipeline records them with (phones.py, sending.py,
+# and CCAI's own refusal): the number is not one that can be texted, or the ticket is gone.
+_UNFIXABLE = (
+    ("numbers can be texted", "the number cannot be texted (not a US number)"),
+    ("Non-US phone number not allowed", "CCAI refuses the number (not a US number)"),
+    ("was not found in", "the ticket no longer exists (or the bridge may not see it)"),
+)
+
+
+def cannot_fix(send: SendRecord) -> str | None:
+    """Why a retry would end exactly as this send did, or None when it might not."""
+    reason = send.reason or ""
+    return next((why for phrase, why in _UNFIXABLE if phrase in reason), None)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One send of a bulk retry: whether it is queued again, and if not, why."""
+
+    send: SendRecord
+    queue: bool
+    why: str | None = None
+
+
+def bulk_plan(sends: Sequence[SendRecord], *, force: bool, words: Words) -> list[Planned]:
+    """What ``bridge sends retry --status ...`` does with each send: retries that cannot change the
+    outcome are skipped, and those that may text the customer again only with ``force``."""
+    planned = []
+    for send in sends:
+        offer = retry_offer(send, words)
+        if not offer.allowed:
+            planned.append(Planned(send, False, offer.why_not))
+        elif (unfixable := cannot_fix(send)) is not None:
+            planned.append(Planned(send, False, f"a retry cannot help: {unfixable}"))
+        elif offer.risk is not None and not force:
+            planned.append(Planned(send, False, f"{offer.risk} (--force retries it)"))
+        else:
+            planned.append(Planned(send, True))
+    return planned
 
 
 def retry_offer(send: SendRecord, words: Words) -> RetryOffer:

@@ -51,6 +51,16 @@ def sample_cases() -> list[dict[str, Any]]:
             **{"Account.Name": "Initech"},
             **agent,
         ),
+        # Not in the sample outbound message: the banner's send-API example texts it, so that example
+        # never meets the live chat the sample message just started.
+        _case(
+            "05",
+            "00001005",
+            Subject="Follow-up after the visit",
+            ContactMobile="+1 628-555-0105",
+            **{"Account.Name": "Umbrella"},
+            **agent,
+        ),
     ]
 
 

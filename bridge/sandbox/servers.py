@@ -137,7 +137,7 @@ def simulated_salesforce(
         "salesforce_admin_access_token": SANDBOX_ADMIN_TOKEN,
     }
     return SimulatedCRM(
-        "salesforce", url, SideServer(config), settings, sample_cases()[1]["Id"], _salesforce_try_it, side=(pubsub,)
+        "salesforce", url, SideServer(config), settings, sample_cases()[4]["Id"], _salesforce_try_it, side=(pubsub,)
     )
 
 

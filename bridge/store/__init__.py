@@ -10,6 +10,7 @@
 ``session_events``  events CCAI pushed, kept until applied
 ``opt_outs``        numbers never to be texted
 ``status``          worker heartbeats, singleton leases, what processes report
+``health``          the facts the verdict is made of: work in hand, runs of trouble (:mod:`.health`)
 ``streams``         CRM event streams: how far each was read, which events were seen
 ==================  ===========================================================================
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from bridge.store.chats import Chats
 from bridge.store.database import Clock, Database
+from bridge.store.health import Health
 from bridge.store.history import History
 from bridge.store.opt_outs import OptOuts
 from bridge.store.sends import Sends
@@ -48,6 +50,7 @@ class Store:
         self.session_events = SessionEvents(db)
         self.opt_outs = OptOuts(db)
         self.status = StatusBoard(db)
+        self.health = Health(db)
         self.streams = Streams(db)
 
     @classmethod

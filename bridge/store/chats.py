@@ -256,6 +256,17 @@ class Chats:
         with self._db.tx() as connection:
             connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=note_ref or ""))
 
+    def live_chat(self, ticket_id: str) -> tuple[str, str | None] | None:
+        """The newest chat the bridge started for the ticket that has not ended: (chat id, status)."""
+        with self._db.tx() as connection:
+            row = connection.execute(
+                select(chats.c.chat_id, chats.c.status)
+                .where(chats.c.ticket_id == ticket_id, chats.c.ended.is_(False))
+                .order_by(chats.c.created_at.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (str(row.chat_id), row.status)
+
     def lagging(self) -> int:
         """How many followed chats still have news for their ticket."""
         with self._db.tx() as connection:

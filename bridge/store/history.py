@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, RowMapping, Select, cast, func, select
+from sqlalchemy import ColumnElement, Connection, Integer, RowMapping, Select, cast, func, select
 
 from bridge.model import ActivityCount, LogEntry, QueueSummary, SendRecord
 from bridge.store._rows import PENDING_WRITEBACK, overrides_of
@@ -41,20 +41,47 @@ class History:
         sends created in that range (``until`` excluded), ``within`` those created in the last so
         many seconds (by the clock the sends were stamped with)."""
         query = _with_chat().order_by(sends.c.id.desc()).limit(limit)
-        if ticket_id:
-            query = query.where(sends.c.ticket_id == ticket_id)
-        if status:
-            query = query.where(sends.c.status == status)
         if before_id is not None:
             query = query.where(sends.c.id < before_id)
-        if since is not None:
-            query = query.where(sends.c.created_at >= since)
-        if until is not None:
-            query = query.where(sends.c.created_at < until)
         with self.db.tx() as connection:
-            if within is not None:
-                query = query.where(sends.c.created_at >= self.db.now(connection) - within)
+            query = query.where(*self._matching(connection, ticket_id, status, since, until, within))
             return [_record(row) for row in connection.execute(query).mappings()]
+
+    def count(
+        self,
+        *,
+        ticket_id: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        within: float | None = None,
+    ) -> int:
+        """How many sends :meth:`find` would list with these filters and no limit."""
+        with self.db.tx() as connection:
+            conditions = self._matching(connection, ticket_id, status, since, until, within)
+            return int(connection.execute(select(func.count()).select_from(sends).where(*conditions)).scalar_one())
+
+    def _matching(
+        self,
+        connection: Connection,
+        ticket_id: str | None,
+        status: str | None,
+        since: float | None,
+        until: float | None,
+        within: float | None,
+    ) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if ticket_id:
+            conditions.append(sends.c.ticket_id == ticket_id)
+        if status:
+            conditions.append(sends.c.status == status)
+        if since is not None:
+            conditions.append(sends.c.created_at >= since)
+        if until is not None:
+            conditions.append(sends.c.created_at < until)
+        if within is not None:
+            conditions.append(sends.c.created_at >= self.db.now(connection) - within)
+        return conditions
 
     def activity(self, *, hours: int = 24) -> tuple[float, list[ActivityCount]]:
         """Sends created in each of the last ``hours`` whole hours (by the store's clock), by their

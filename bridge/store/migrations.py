@@ -171,3 +171,12 @@ def _v9(connection: Connection, postgres: bool) -> None:
 def _v10(connection: Connection, postgres: bool) -> None:
     # Which message template (and which wording of it) each send's text came from.
     _add_columns(connection, "sends", {"template": "VARCHAR(40)", "template_version": "VARCHAR(16)"})
+
+
+@migration(11)
+def _v11(connection: Connection, postgres: bool) -> None:
+    # The verdict reads the timelines of the last minutes: without an index on the time, every look
+    # at the dashboard would read every step of every send kept.
+    existing = {index["name"] for index in inspect(connection).get_indexes("send_log")}
+    if "ix_send_log_at" not in existing:
+        connection.execute(text("CREATE INDEX ix_send_log_at ON send_log (at)"))

@@ -188,6 +188,8 @@ send_log = Table(
     Column("event", String(32), nullable=False),
     Column("detail", Text),
     Index("ix_send_log_send", "send_id", "id"),
+    # The verdict reads the last minutes of every timeline (bridge.store.health).
+    Index("ix_send_log_at", "at"),
 )
 
 

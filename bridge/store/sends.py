@@ -276,6 +276,42 @@ class Sends:
             )
             return False
 
+    def cancel(self, send_id: int, *, by: str) -> bool:
+        """An operator's cancel of a send that is waiting (queued or held for its send window) and
+        that nothing can have texted yet: it ends ``skipped`` with who canceled it, and its ticket is
+        told like any outcome. False when it cannot be canceled any more: a worker holds it (the
+        request may be leaving), an earlier attempt's answer was lost, or it has finished."""
+        reason = f"Canceled by {by} before it was sent."
+        with self.db.tx() as connection:
+            now = self.db.now(connection)
+            row = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).first()
+            canceled = connection.execute(
+                update(sends)
+                .where(
+                    sends.c.id == send_id,
+                    sends.c.status.in_(("queued", "scheduled")),
+                    sends.c.lease_owner.is_(None),
+                    sends.c.may_have_sent.is_(False),
+                    sends.c.inflight.is_(False),
+                )
+                .values(
+                    status="skipped",
+                    reason=reason,
+                    finished_at=now,
+                    state_at=now,
+                    message=None,
+                    overrides=Overrides.from_json(row[0] if row else None).without_number().to_json(),
+                    writeback="pending",
+                    writeback_task="none",
+                    writeback_not_before=now,
+                    writeback_attempts=0,
+                    writeback_error=None,
+                )
+            )
+            if canceled.rowcount == 1:
+                log_event(connection, send_id, now, "canceled", reason)
+            return bool(canceled.rowcount == 1)
+
     def _follow(self, connection: Connection, send_id: int, outcome: Outcome, now: float) -> None:
         """A chat exists: follow it (the chat sync keeps its ticket current)."""
         if outcome.status == "sent" and outcome.chat_id:

@@ -135,6 +135,25 @@ class StatusBoard:
             )
             connection.execute(statement)
 
+    def swap(self, key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+        """Store ``new`` under ``key`` only if the value is still ``old`` (None: nothing stored yet):
+        a compare-and-set, so that of several processes deciding the same thing, one wins."""
+        new_text = json.dumps(dict(new), sort_keys=True)
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            if old is None:
+                statement = self._db.insert(bridge_status).values(key=key, value=new_text, updated_at=now)
+                inserted = connection.execute(
+                    statement.on_conflict_do_nothing(index_elements=["key"]).returning(bridge_status.c.key)
+                )
+                return inserted.first() is not None
+            changed = connection.execute(
+                update(bridge_status)
+                .where(bridge_status.c.key == key, bridge_status.c.value == json.dumps(dict(old), sort_keys=True))
+                .values(value=new_text, updated_at=now)
+            )
+            return bool(changed.rowcount == 1)
+
     def with_prefix(self, prefix: str) -> list[tuple[str, dict[str, Any], float]]:
         """Every record whose key starts with ``prefix``: (key, value, when it was stored)."""
         with self._db.tx() as connection:

@@ -14,6 +14,7 @@ from bridge.consent import ConsentCheck
 from bridge.crm.salesforce import plugin as salesforce
 from bridge.errors import CRMUnavailable
 from bridge.mapping import TicketMapper
+from bridge.model import NewSend, Outcome
 from bridge.preview import Previewer
 from bridge.send_window import WindowRules, parse_window
 from bridge.settings import MappingConfig
@@ -45,6 +46,7 @@ def client(sqlite_store: Store, gateway: FakeGateway, clock: Clock) -> Iterator[
         rules=RULES,
         max_segments=10,
         words=words,
+        chats=sqlite_store.chats,
         clock=clock,
     )
     services = replace(_apps.services(sqlite_store, api_keys=["key"]), previewer=previewer)
@@ -117,3 +119,19 @@ def test_unknown_cases_bad_ids_and_a_crm_outage(client: TestClient, gateway: Fak
     assert down.status_code == 503
     assert "Salesforce is down" in down.json()["error"]
     assert client.post("/api/v1/previews", json={"ticket_id": MOBILE_CASE}).status_code == 401
+
+
+def test_a_customer_in_a_live_chat_is_warned_about_before_sending(client: TestClient, sqlite_store: Store) -> None:
+    assert preview(client, MOBILE_CASE)["live_chat"] is None
+    sent = sqlite_store.sends.create(
+        NewSend(dedupe_key="api:live", source="api", origin="person", ticket_id=MOBILE_CASE)
+    )
+    [job] = sqlite_store.sends.claim("w", limit=1, lease_seconds=30)
+    assert job.id == sent.id
+    sqlite_store.sends.finish(
+        job.id, Outcome(status="sent", chat_id="881", write_back=False), token=job.token, create_task=False
+    )
+    live = preview(client, MOBILE_CASE)["live_chat"]
+    assert isinstance(live, dict)
+    assert live["chat_id"] == "881"
+    assert "CCAI refuses another SMS until it ends" in live["warning"]

@@ -29,6 +29,7 @@ def test_a_sent_send_shows_its_chat_and_hides_the_number_and_the_message(sqlite_
         "ticket_id": CASE,
         "source": "api",
         "attempts": 0,
+        "reached_customer": "yes",
         "may_have_sent": False,
         "chat_id": "114",
         "error": None,

@@ -13,11 +13,11 @@ import pytest
 from bridge.sandbox.cases import outbound_message, sample_cases
 from bridge.sandbox.servers import SANDBOX_API_KEY
 from tests._ccai_errors import DOCUMENTED_ERRORS
-from tests._processes import LOCAL, BridgeProcess, SandboxProcess, extra_cases, wait_for
+from tests._processes import LOCAL, BridgeProcess, SandboxProcess, all_written, extra_cases, wait_for
 
 pytestmark = pytest.mark.e2e
 
-MOBILE, NATIONAL_QUEUE, NO_PHONE, UK = (c["Id"] for c in sample_cases())
+MOBILE, NATIONAL_QUEUE, NO_PHONE, UK = (c["Id"] for c in sample_cases()[:4])
 KEY = SANDBOX_API_KEY
 StartBridge = Callable[..., BridgeProcess]
 
@@ -116,3 +116,16 @@ def test_an_agent_send_counts_for_the_loop_guard(bridge: BridgeProcess, sandbox:
     assert get(bridge, repeat).json()["source"] == "outbound_message"
     assert "finished suppressed" in bridge.logs()
     assert len(sandbox.ccai_state()["accepted"]) == 1
+
+
+def test_the_sandbox_banners_send_api_example_succeeds_after_the_sample_message(
+    bridge: BridgeProcess, sandbox: SandboxProcess
+) -> None:
+    sampled = [c["Id"] for c in sample_cases()[:3]]
+    assert bridge.post_xml(outbound_message(sampled)).status_code == 200
+    wait_for(lambda: all_written(sandbox, sampled), what="the sample message's Cases")
+    # The banner's curl names the sandbox's example ticket: a Case the sample message did not text.
+    answer = post(bridge, {"ticket_id": sample_cases()[4]["Id"]}, wait=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "sent"
+    assert answer.json()["reached_customer"] == "yes"

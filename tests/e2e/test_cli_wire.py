@@ -18,7 +18,7 @@ from tests._processes import BridgeProcess, python_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
-MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
+MOBILE, _, _, UK = (c["Id"] for c in sample_cases()[:4])
 
 
 def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -97,8 +97,15 @@ def test_send_list_show_and_retry_as_an_operator(start_bridge: Callable[..., Bri
     refused = operator("sends", "retry", "1")
     assert refused.code == 1
     assert "--force" in refused.err
+    # In bulk, a GB number is left alone (no retry can change it); by its id the operator decides.
+    plan = operator("sends", "retry", "--status", "failed", "--dry-run", "--json").json()
+    assert (plan["would_retry"], plan["sends"][0]["why_not"]) == (
+        0,
+        "a retry cannot help: the number cannot be texted (not a US number)",
+    )
     again = operator("sends", "retry", "--status", "failed")
-    assert again.out.strip().endswith("1 failed send(s) queued again.")
+    assert again.out.strip().endswith("0 failed send(s) queued again.")
+    assert operator("sends", "retry", str(rows[0]["id"])).out.strip().endswith("is queued again.")
     assert operator("sends", "show", "9").code == 1
 
     status = wait_for(

@@ -18,6 +18,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -149,5 +150,51 @@ def test_an_operator_reads_the_sends_opens_one_and_retries_it(
 
     wait_for(retried_and_finished, what="the retried send to finish again", interval=0.2)
     browser.refresh()
-    assert "requeued" in arrive(browser, "#timeline").text
+    assert "queued again" in arrive(browser, "#timeline").text
     browser.save_screenshot(str(tmp_path / "send.png"))
+
+
+PAGES = (
+    "/dashboard",
+    "/dashboard/sends",
+    "/dashboard/sends/1",
+    "/dashboard/opt-outs",
+    "/dashboard/sends?status=faild",
+    "/dashboard/no-such-page",
+)
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_every_page_reads_at_desktop_and_phone_width(
+    browser: webdriver.Chrome,
+    sandbox: SandboxProcess,
+    start_bridge: Callable[..., BridgeProcess],
+    tmp_path: Path,
+    width: int,
+) -> None:
+    bridge = start_bridge()
+    cases = [MOBILE, NATIONAL, NO_PHONE]
+    assert bridge.post_xml(outbound_message(cases)).status_code == 200
+    wait_for(lambda: all_written(sandbox, cases), what="the three Cases")
+    browser.set_window_size(width, 900)
+    base = f"http://operator:{SANDBOX_DASHBOARD_PASSWORD}@127.0.0.1:{bridge.port}"
+    for page in PAGES:
+        browser.get(base + page)
+        assert browser.find_element(By.TAG_NAME, "h1").text, page
+        # Nothing wider than the screen: wide tables scroll inside their own box, not the page.
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{page} is {overflow} px wider than {width} px"
+        name = page.strip("/").replace("/", "-").replace("?", "-").replace("=", "-") or "root"
+        browser.save_screenshot(str(tmp_path / f"{name}-{width}.png"))
+    browser.get(base + "/dashboard")
+    assert browser.find_element(By.ID, "verdict-level").text in ("Healthy", "Degraded", "Down")
+    skip = browser.find_element(By.CSS_SELECTOR, "a.skip")
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert browser.switch_to.active_element == skip  # the first thing a keyboard reaches
+    browser.get(base + "/dashboard/sends?status=faild")
+    assert "Nothing is listed until the filter is corrected." in browser.find_element(By.ID, "problems").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#sends a[href^='/dashboard/sends/']")
+    browser.get(base + "/dashboard/no-such-page")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "There is no such page"

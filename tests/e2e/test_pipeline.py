@@ -27,7 +27,7 @@ from tests._processes import (
 
 pytestmark = pytest.mark.e2e
 
-MOBILE, NATIONAL_QUEUE, NO_PHONE, UK = (c["Id"] for c in sample_cases())
+MOBILE, NATIONAL_QUEUE, NO_PHONE, UK = (c["Id"] for c in sample_cases()[:4])
 StartBridge = Callable[..., BridgeProcess]
 
 

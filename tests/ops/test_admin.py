@@ -16,7 +16,8 @@ from bridge.store import Store
 from tests._apps import Bridge, clean_environment, command_line
 from tests._clock import Clock
 
-MOBILE, _, _, UK = (c["Id"] for c in sample_cases())
+MOBILE, _, _, UK = (c["Id"] for c in sample_cases()[:4])
+THROTTLED = "CCAI Platform is rate-limiting requests (HTTP 429)."
 UK_REASON = "The Case's ContactMobile (********0958) is a GB number; only US numbers can be texted."
 
 
@@ -83,8 +84,11 @@ def test_send_list_show_and_retry_as_an_operator(bridge: Bridge, store: Store) -
     assert "--force" in again_sent.err
     everything_sent = bridge("sends", "retry", "--status", "sent")
     assert (everything_sent.code, "--force" in everything_sent.err) == (1, True)
+    # In bulk, a send a retry cannot change (a GB number) is left alone; by its id, the operator decides.
     again = bridge("sends", "retry", "--status", "failed")
-    assert (again.code, again.out.strip().splitlines()[-1]) == (0, "1 failed send(s) queued again.")
+    assert (again.code, again.out.strip().splitlines()[-1]) == (0, "0 failed send(s) queued again.")
+    assert "--dry-run` lists each and why" in again.err
+    assert bridge("sends", "retry", str(failed)).code == 0
     record = store.history.get(failed)
     assert record is not None
     assert record.status == "queued"
@@ -162,6 +166,29 @@ def test_status_reports_the_queue_the_workers_and_the_api_usage(bridge: Bridge, 
     assert "Salesforce API usage: 1,234 of 100,000 today" in text
 
 
+def test_status_leads_with_the_verdict_and_exits_0_1_2_for_monitors(bridge: Bridge, store: Store, db_url: str) -> None:
+    down = bridge("status")
+    assert down.code == 2  # no worker has ever beaten
+    assert down.out.startswith("Verdict:             DOWN\n  - No worker is alive, so nothing is being sent.")
+    store.status.beat("worker-1", host="web.1", pid=42, pass_ok=True, pass_error=None)
+    healthy = bridge("status", "--json")
+    assert (healthy.code, healthy.json()["verdict"]) == (0, "healthy")
+    assert [r["code"] for r in healthy.json()["reasons"]] == ["chat_sync_not_run"]  # a note: still healthy
+    # A send queued two minutes ago and still in hand: degraded, with its counts.
+    past = Store.from_url(db_url, clock=Clock(time.time() - 120))
+    try:
+        past.sends.create(
+            NewSend(dedupe_key="om:late", source="outbound_message", origin="crm_event", ticket_id=MOBILE)
+        )
+    finally:
+        past.close()
+    degraded = bridge("status", "--json")
+    assert degraded.code == 1
+    reason = degraded.json()["reasons"][0]
+    assert (reason["code"], reason["counts"]["queued"]) == ("backlog", 1)
+    assert "1 send in hand, the oldest for 2 min" in bridge("status").out
+
+
 def test_status_reports_the_event_stream_as_its_holder_last_said(bridge: Bridge, store: Store) -> None:
     record = {
         "topic": "/event/CCAI_SMS_Request__e",
@@ -225,3 +252,23 @@ def test_commands_on_a_missing_store_say_to_migrate_and_create_nothing(
     assert "run `bridge migrate`" in result.err
     assert "Traceback" not in result.err
     assert not (tmp_path / "bridge.db").exists()
+
+
+def test_show_folds_a_429_storm_and_says_whether_it_reached_the_customer(bridge: Bridge, store: Store) -> None:
+    send_id = store.sends.create(
+        NewSend(dedupe_key="om:storm", source="outbound_message", origin="crm_event", ticket_id=MOBILE)
+    ).id
+    for _ in range(12):
+        [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+        store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+        store.sends.requeue(job.id, token=job.token, delay=0, reason=THROTTLED, may_have_sent=False, refund=True)
+    shown = bridge("sends", "show", str(send_id))
+    assert "throttled 12× between" in shown.out
+    assert shown.out.count("Retried in") == 0
+    assert "reached_customer: no" in shown.out
+    steps = bridge("sends", "show", str(send_id), "--json").json()["timeline"]
+    assert [s["event"] for s in steps] == ["received", "throttled"]
+    assert steps[1]["count"] == 12
+    listing = bridge("sends", "list").out
+    assert "REACHED CUSTOMER" in listing
+    assert "MAY HAVE SENT" not in listing

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bridge.crm.salesforce.outbound_message import parse_outbound_message
-from bridge.ops.cli import main
+from bridge.ops.cli import main, sandbox_settings
 from bridge.sandbox.cases import SANDBOX_ORG_ID, sample_cases
+from bridge.services import load_settings
 from bridge.store.migrations import latest_version
 from tests._apps import clean_environment
 
@@ -79,3 +80,15 @@ def test_sample_message_for_chosen_cases(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["sample-message", "--case", case[:15], "--org", "00D5g00000OTHER"]) == 0
     org_id, notes = parse_outbound_message(capsys.readouterr().out.encode())
     assert (org_id, [n.ticket_id for n in notes]) == ("00D5g00000OTHER", [case])
+
+
+def test_the_environment_wins_over_the_sandboxs_demo_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = {"bridge_send_window": "off", "bridge_chat_sync_seconds": 5, "ccai_base_url": "http://127.0.0.1:1/x"}
+    assert sandbox_settings(defaults, chosen=set()) == defaults
+    monkeypatch.setenv("BRIDGE_SEND_WINDOW", "08:00-21:00")
+    monkeypatch.setenv("CCAI_BASE_URL", "https://acme.uc1.ccaiplatform.com/apps/api/v1")
+    chosen = load_settings().model_fields_set
+    kept = sandbox_settings(defaults, chosen=chosen)
+    assert "bridge_send_window" not in kept  # the Hawaii number at 06:31 is held, as asked
+    assert kept["ccai_base_url"] == "http://127.0.0.1:1/x"  # the sandbox never texts through a real tenant
+    assert load_settings(**kept).bridge_send_window == "08:00-21:00"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import logging
 import re
 import uuid
@@ -191,6 +193,47 @@ def test_bad_filters_are_explained(client: TestClient) -> None:
     assert "There is no status &#39;lost&#39;." in response.text
     assert "must be a Case id" in response.text
     assert "is not a date and time" in response.text
+
+
+def test_a_bad_filter_lists_nothing_rather_than_everything(sqlite_store: Store) -> None:
+    add_send(sqlite_store, Outcome(status="failed", reason="CCAI refused it."))
+    page = client_for(sqlite_store).get("/dashboard/sends", params={"status": "faild"})
+    assert page.status_code == 400
+    assert "There is no status &#39;faild&#39;." in page.text
+    assert "Nothing is listed until the filter is corrected." in page.text
+    assert "/dashboard/sends/1" not in page.text  # the failed send is not shown as if it matched
+
+
+def test_the_overview_leads_with_the_verdict_and_its_reasons(sqlite_store: Store, clock: Clock) -> None:
+    add_send(sqlite_store)
+    client = client_for(sqlite_store)
+    down = client.get("/dashboard")
+    assert '<strong id="verdict-level">Down</strong>' in down.text
+    assert "No worker is alive, so nothing is being sent (1 send waiting)." in down.text
+    clock.advance(90)
+    sqlite_store.status.beat("worker-1", host="web.1", pid=4, pass_ok=True, pass_error=None)
+    page = client.get("/dashboard")
+    assert '<section class="verdict v-degraded"' in page.text
+    assert "1 send in hand, the oldest for 1 min 30 s (1 queued, 0 sending)." in page.text
+    assert page.text.index('id="verdict"') < page.text.index('id="queue-depth"')  # first thing on the page
+
+
+def test_the_verdict_as_json_for_monitors_behind_the_same_sign_in(sqlite_store: Store) -> None:
+    sqlite_store.status.beat("worker-1", host="web.1", pid=4, pass_ok=True, pass_error=None)
+    client = client_for(sqlite_store)
+    answer = client.get("/dashboard/status.json")
+    assert answer.status_code == 200
+    assert answer.json()["verdict"] == "healthy"
+    client.headers.pop("authorization")
+    assert client.get("/dashboard/status.json").status_code == 401
+
+
+def test_an_unknown_dashboard_page_is_a_styled_404_with_the_way_back(client: TestClient) -> None:
+    page = client.get("/dashboard/sendz")
+    assert page.status_code == 404
+    assert "<h1>There is no such page</h1>" in page.text
+    assert '<a href="/dashboard/sends">Sends</a>' in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
 
 
 def test_the_sends_list_pages_back(sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -454,3 +497,61 @@ def test_hostile_requests_are_refused_never_answered_500(sqlite_store: Store) ->
 def services_with_password(store: Store) -> Any:
     svc = services(store, dashboard_password=PASSWORD)
     return svc
+
+
+def test_an_unknown_send_says_what_to_look_for_in_ccai_in_web_words(sqlite_store: Store, clock: Clock) -> None:
+    send_id = add_send(
+        sqlite_store, Outcome(status="unknown", reason="The answer was lost.", end_user_hint="*******0100")
+    )
+    page = client_for(sqlite_store).get(f"/dashboard/sends/{send_id}")
+    assert 'id="search-ccai"' in page.text
+    assert "<strong>*******0100</strong>" in page.text
+    assert "started between <strong>" in page.text
+    assert "--" not in page.text.split('id="search-ccai"')[1].split("</div>")[0]  # no command-line flags
+
+
+def test_an_operator_adds_checks_and_removes_an_opt_out_from_the_dashboard(
+    sqlite_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge")
+    client = client_for(sqlite_store)
+    page = client.get("/dashboard/opt-outs")
+    token = re.search(r'id="add">\s*<input type="hidden" name="csrf" value="([^"]+)"', page.text)
+    assert token is not None
+    assert client.post("/dashboard/opt-outs", data={"number": "(415) 555-0100"}).status_code == 403  # no token
+    added = client.post(
+        "/dashboard/opt-outs", data={"csrf": token.group(1), "number": "(415) 555-0100", "note": "said stop"}
+    )
+    assert "*******0100 is now on the list: it is never texted." in added.text
+    assert sqlite_store.opt_outs.get("+14155550100") is not None
+    checked = client.get("/dashboard/opt-outs", params={"check": "415.555.0100"})
+    assert "*******0100 is on the list since" in checked.text
+    assert "from dashboard (said stop)" in checked.text
+    assert client.get("/dashboard/opt-outs", params={"check": "12"}).status_code == 400
+    removed = client.post(
+        "/dashboard/opt-outs", data={"csrf": token.group(1), "number": "+1 415 555 0100", "action": "remove"}
+    )
+    assert "*******0100 is off the list: it may be texted again." in removed.text
+    assert sqlite_store.opt_outs.get("+14155550100") is None
+    assert "operator at testclient (dashboard) removed *******0100" in caplog.text
+    assert "555-0100" not in caplog.text
+
+
+def test_the_filtered_list_exports_as_csv_and_json_with_the_total(sqlite_store: Store) -> None:
+    for _ in range(3):
+        add_send(sqlite_store, Outcome(status="failed", reason='=HYPERLINK("http://evil")'))
+    add_send(sqlite_store, Outcome(status="sent", chat_id="9", end_user_hint="*******0100"))
+    client = client_for(sqlite_store)
+    listing = client.get("/dashboard/sends", params={"status": "failed"})
+    assert 'href="/dashboard/sends.csv?status=failed"' in listing.text
+    exported = client.get("/dashboard/sends.csv", params={"status": "failed"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.headers["x-total-count"] == "3"
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert rows[0]["error"].startswith("'=HYPERLINK")  # never a formula in a spreadsheet
+    assert rows[0]["reached_customer"] == "no"
+    body = client.get("/dashboard/sends.json").json()
+    assert (body["total"], body["exported"]) == (4, 4)
+    assert body["sends"][0]["reached_customer"] == "yes"
+    assert client.get("/dashboard/sends.csv", params={"status": "faild"}).status_code == 400

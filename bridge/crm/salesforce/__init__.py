@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio.to_thread
 from starlette.routing import BaseRoute, Route
@@ -44,6 +45,7 @@ class SalesforcePlugin:
         ticket_id_example="500…",
     )
     settings_model = SalesforceSettings
+    default_config = Path("config/bridge.toml")
     sandbox = "salesforce"
 
     def ticket_ids(self, raw: str) -> str:

@@ -9,6 +9,7 @@ webhook door, ``bridge zendesk setup`` and its ``bridge check`` items. :data:`pl
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class ZendeskPlugin:
         ticket_id_example="1001",
     )
     settings_model = ZendeskSettings
+    default_config = Path("config/zendesk.toml")
     sandbox = "zendesk"
 
     def ticket_ids(self, raw: str) -> str:
@@ -104,6 +106,7 @@ class ZendeskPlugin:
         )
         setup.add_argument("--url", help="the bridge's public base URL (default: ZENDESK_WEBHOOK_URL)")
         setup.add_argument("--env-file", type=Path, help="also write ZENDESK_WEBHOOK_SECRET into this file")
+        setup.add_argument("--json", action="store_true", help="print the steps (and the secret) as JSON")
         setup.set_defaults(handler=self._setup_command)
 
     def _setup_command(self, args: argparse.Namespace) -> int:
@@ -116,10 +119,15 @@ class ZendeskPlugin:
             report = set_up(client, settings.zendesk, bridge_url=bridge_url)
         finally:
             client.close()
+        if args.env_file:
+            _write_env(args.env_file, "ZENDESK_WEBHOOK_SECRET", report.secret)
+        if args.json:
+            written = {"env_file": str(args.env_file)} if args.env_file else {"webhook_secret": report.secret}
+            print(json.dumps({"steps": list(report.lines), **written}, indent=2))
+            return 0
         for line in report.lines:
             print(line)
         if args.env_file:
-            _write_env(args.env_file, "ZENDESK_WEBHOOK_SECRET", report.secret)
             print(f"ZENDESK_WEBHOOK_SECRET written to {args.env_file}.")
         else:
             print("Give the bridge the webhook's signing secret:")

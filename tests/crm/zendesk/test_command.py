@@ -42,6 +42,9 @@ def test_setup_prints_the_secret_or_writes_it_into_an_env_file(
 
     again = bridge("zendesk", "setup", "--url", "https://bridge.acme.example")
     assert f"ZENDESK_WEBHOOK_SECRET={secret}" in again.out
+    as_json = bridge("zendesk", "setup", "--url", "https://bridge.acme.example", "--json").json()
+    assert as_json["webhook_secret"] == secret
+    assert "Webhook 'CCAI bridge': exists, calling https://bridge.acme.example/zendesk/webhook." in as_json["steps"]
 
 
 def test_setup_without_the_bridges_url_says_how_to_give_it(bridge: Bridge) -> None:

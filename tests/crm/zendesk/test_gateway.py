@@ -61,7 +61,7 @@ def test_tickets_are_read_with_their_requesters_in_one_call(account: Account) ->
 
 def test_a_field_no_zendesk_ticket_has_is_refused_not_read_as_empty(account: Account) -> None:
     """A Salesforce name left in [consent] would read as empty and block nobody: refused instead."""
-    with pytest.raises(CRMRequestError, match="no field named Contact.DoNotCall"):
+    with pytest.raises(CRMRequestError, match=r"no field named Contact\.DoNotCall"):
         account.gateway().read_tickets(["1001"], [*FIELDS, "Contact.DoNotCall"])
 
 
