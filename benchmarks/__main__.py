@@ -9,6 +9,7 @@ from typing import Any
 
 from benchmarks.calls import run_calls
 from benchmarks.chats import run_chats
+from benchmarks.faults import FAULTS, run_faults, run_recovery
 from benchmarks.ingest import run_ingest
 from benchmarks.pipeline import run_pipeline
 from benchmarks.pubsub import run_decode, run_latency, run_replay, run_silence
@@ -53,6 +54,28 @@ def parser() -> argparse.ArgumentParser:
     calls = scenarios.add_parser("calls", help="Salesforce API calls per SMS, counted at the simulated org")
     calls.add_argument("--burst", type=int, default=100)
     calls.set_defaults(run=lambda a: run_calls(burst=a.burst))
+    faults = scenarios.add_parser("faults", help="a long random mix of process, link and clock faults on PostgreSQL")
+    faults.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
+    faults.add_argument("--workers", type=int, default=3)
+    faults.add_argument("--cases", type=int, default=120)
+    faults.add_argument("--seconds", type=float, default=90.0, help="how long faults are injected")
+    faults.add_argument("--seed", type=int, default=1)
+    faults.add_argument("--faults", default=",".join(FAULTS), help=f"a comma-separated choice of {', '.join(FAULTS)}")
+    faults.set_defaults(
+        run=lambda a: run_faults(
+            database_url=a.database_url,
+            workers=a.workers,
+            cases=a.cases,
+            seconds=a.seconds,
+            seed=a.seed,
+            faults=tuple(f.strip() for f in a.faults.split(",") if f.strip()),
+        )
+    )
+    recovery = scenarios.add_parser("recovery", help="kill -9 of the worker holding the work, beside a live one")
+    recovery.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
+    recovery.add_argument("--sends", type=int, default=20)
+    recovery.add_argument("--lease", type=float, default=20.0, help="BRIDGE_LEASE_SECONDS (the default: 20)")
+    recovery.set_defaults(run=lambda a: run_recovery(database_url=a.database_url, sends=a.sends, lease=a.lease))
     zendesk = scenarios.add_parser("zendesk", help="Zendesk API calls per SMS, and the webhook door's ack times")
     zendesk.add_argument("--burst", type=int, default=100)
     zendesk.add_argument("--acks", type=int, default=300, help="signed webhooks timed, one at a time and concurrently")

@@ -36,6 +36,7 @@ from bridge.ccai.session_events import SessionEventsEndpoint
 from bridge.crm.plugin import DoorContext
 from bridge.errors import AuthenticationFailed, InboundError, StoreError, StoreRejected
 from bridge.ops.dashboard import Dashboard
+from bridge.ops.overview import read_went_back, workers_problem
 from bridge.phones import mask_numbers
 from bridge.services import Services, build_services, drain_worker, start_worker
 from bridge.settings import Settings
@@ -104,8 +105,26 @@ class Probes:
                 problems.append("the store's schema is out of date: run `bridge migrate`")
         except StoreError:
             problems.append("the store is unreachable")
+        if (store_problem := self._svc.store.db.problem()) is not None:
+            problems.append(store_problem)
         if self._worker is not None and (problem := self._worker.problem()):
             problems.append(problem)
+        elif self._worker is None:
+            try:
+                unhealthy_after = self._svc.unhealthy_after
+                workers = await anyio.to_thread.run_sync(
+                    lambda: workers_problem(self._svc.store, unhealthy_after=unhealthy_after)
+                )
+            except StoreError:
+                workers = None  # already said: the store is unreachable
+            if workers is not None:
+                problems.append(workers)
+        try:
+            went_back = await anyio.to_thread.run_sync(read_went_back, self._svc.store)
+        except StoreError:
+            went_back = None  # already said: the store is unreachable
+        if went_back is not None and (alarm := went_back.alarm()):
+            problems.append(alarm)
         return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
 
     async def metrics(self, request: Request) -> Response:

@@ -114,10 +114,20 @@ class ConsentCheck:
     def check(self, ticket: Ticket, number: str, *, now: float | None, ignore_window: bool = False) -> Verdict:
         """The verdict at ``now``, or (None) at the store's time of reading the opt-out list."""
         reading = self._opt_outs.read(number)
+        return self.verdict(
+            ticket,
+            number,
+            reading if now is None else OptOutReading(reading.entry, at=now),
+            ignore_window=ignore_window,
+        )
+
+    def verdict(self, ticket: Ticket, number: str, reading: OptOutReading, *, ignore_window: bool = False) -> Verdict:
+        """The verdict on a reading of the opt-out list, at the reading's time (no I/O: the store asks
+        this inside the transaction that clears a request to leave)."""
         return decide(
             ticket,
             number,
-            now=reading.at if now is None else now,
+            now=reading.at,
             block_if_true=self._block_if_true,
             opted_out=reading.entry,
             rules=self._rules,

@@ -18,6 +18,7 @@
     ├── StoreError                  the database did not do what was asked
     │   ├── StoreUnavailable        503: it cannot be reached (an outage: try again); nothing is acked
     │   ├── StoreRejected           the data itself was refused (e.g. DataError): retrying cannot help
+    │   ├── StoreWentBack           it no longer holds writes this process made (a failover, a restore)
     │   └── LeaseLost               this process no longer holds a singleton lease: another took it over
     ├── CCAIError                   CCAI Platform did not give us what we asked for
     │   ├── CCAIRejected            final: CCAI refused this request (its message is kept verbatim)
@@ -115,6 +116,11 @@ class StoreRejected(StoreError):
     """The database refused the data itself (too long, a character it cannot hold...): the same
     write fails the same way, so it must not be retried as if the database were down.
     """
+
+
+class StoreWentBack(StoreError):
+    """The store holds fewer of this process's writes than it made: it went back in time (a failover
+    to a replica that was behind, a restore from a backup). Nothing is sent from it blind."""
 
 
 class LeaseLost(StoreError):

@@ -101,8 +101,8 @@ def on_claim(job: ClaimedSend, limits: Limits) -> Finish | LookUp | Proceed:
     """Before anything else: stop a send that keeps being taken over, and never re-send blindly."""
     if job.takeovers > limits.max_takeovers:
         reason = (
-            f"The send was taken over {job.takeovers} times without finishing (its workers died or hung); "
-            "it was stopped rather than risk texting the customer again."
+            f"The send was taken over {job.takeovers} times while its request to CCAI may have been under way "
+            "(its workers died or hung mid-request); it was stopped rather than risk texting the customer again."
         )
         return settle("failed", reason, job)
     if not job.may_have_sent:

@@ -14,23 +14,25 @@ import contextlib
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
 
-from bridge import _backoff, policy
+from bridge import _backoff, departure, policy
 from bridge.ccai.client import CCAIClient
-from bridge.consent import Block, ConsentCheck, Hold
+from bridge.consent import Allow, Block, ConsentCheck, Hold, Verdict
 from bridge.crm import CRMGateway, Ticket
-from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreUnavailable
+from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreUnavailable, StoreWentBack
 from bridge.logs import about_send
 from bridge.mapping import TicketMapper
-from bridge.model import Chat, ClaimedSend, Outcome, SmsRequest
+from bridge.model import Chat, ClaimedSend, OptOutReading, Outcome, SmsRequest
 from bridge.phones import mask
 from bridge.segments import count_segments
 from bridge.store.sends import Sends
+from bridge.store.takeovers import Takeovers
 from bridge.worker import StepContext
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class SendStep:
         *,
         context: StepContext,
         sends: Sends,
+        takeovers: Takeovers,
         gateway: CRMGateway,
         ccai: CCAIClient,
         mapper: TicketMapper,
@@ -68,6 +71,7 @@ class SendStep:
         self._rng = context.rng
         self._words = context.words
         self._sends = sends
+        self._takeovers = takeovers
         self._gateway = gateway
         self._ccai = ccai
         self._mapper = mapper
@@ -77,9 +81,16 @@ class SendStep:
 
     async def run_batch(self) -> int:
         options = self._options
-        claimed = await anyio.to_thread.run_sync(
-            lambda: self._sends.claim(self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds)
-        )
+        settle = self._settle_seconds()
+        try:
+            claimed = await anyio.to_thread.run_sync(
+                lambda: self._sends.claim(
+                    self._owner, limit=options.batch_size, lease_seconds=options.lease_seconds, settle_seconds=settle
+                )
+            )
+        except StoreWentBack as exc:
+            await self._went_back(exc)
+            return 0
         with self._holdings.sends(job.id for job in claimed):
             to_guard: list[ClaimedSend] = []
             for job in claimed:
@@ -90,6 +101,27 @@ class SendStep:
             if to_read:
                 await self._read_map_and_send(to_read)
         return len(claimed)
+
+    def _settle_seconds(self) -> float:
+        """How long a send taken from a holder that may be alive waits before its chat is looked up."""
+        return departure.settle_after_takeover(
+            lease_seconds=self._options.lease_seconds, ccai_deadline=self._options.ccai_deadline, holder_alive=True
+        )
+
+    async def _went_back(self, exc: StoreWentBack) -> None:
+        """Say so loudly, and have every unfinished send looked up before anything is sent from this store."""
+        logger.error(
+            "%s Every send not finished is now treated as possibly delivered: its chat is looked up in CCAI "
+            "Platform before anything is sent. Events acknowledged shortly before may be lost (README: What is "
+            "guaranteed).",
+            exc,
+        )
+        flagged = await anyio.to_thread.run_sync(
+            lambda: self._takeovers.after_going_back(
+                self._owner, settle_seconds=self._settle_seconds(), detail=str(exc)
+            )
+        )
+        logger.error("%d unfinished send(s) will be looked up in CCAI Platform before any is sent", flagged)
 
     # -- before anything is sent --------------------------------------------------------------
 
@@ -180,26 +212,17 @@ class SendStep:
             return None
         return mapped if await self._allowed(job, ticket, mapped, now=job.claimed_at) else None
 
-    async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, *, now: float | None) -> bool:
-        """The consent and send-window check, on this fresh read of the ticket, for every attempt;
-        at ``now``, or (None) at the store's time as the check is made."""
+    async def _allowed(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, *, now: float) -> bool:
+        """The consent and send-window check at ``now`` (the claim's time), on this fresh read of the
+        ticket, for every attempt; checked again, with the lease, as the request leaves."""
         ignore = policy.may_ignore_window(job.origin) and job.overrides.window_ignored
         verdict = await anyio.to_thread.run_sync(
             lambda: self._consent.check(ticket, request.end_user_number, now=now, ignore_window=ignore)
         )
-        hint = mask(request.end_user_number)
-        if isinstance(verdict, Block):
-            decision = policy.settle(verdict.status, verdict.reason, job)
-            await self._finish(job, decision, hint=hint, opt_out_learned=verdict.from_list)
+        if not isinstance(verdict, Allow):
+            await self._refused(job, request, verdict)
             return False
-        if isinstance(verdict, Hold):
-            held = await anyio.to_thread.run_sync(
-                lambda: self._sends.hold(job.id, token=job.token, until=verdict.until, reason=verdict.reason, hint=hint)
-            )
-            if held:
-                logger.info("Send %s for ticket %s held: %s", job.id, job.ticket_id, verdict.reason)
-            return False
-        if verdict.window_ignored and now is not None:  # said once, at the first check, not again at departure
+        if verdict.window_ignored:  # said once, here, not again at departure
             logger.info("Send %s: the send window was ignored, as the agent's request asked", job.id)
         return True
 
@@ -262,16 +285,7 @@ class SendStep:
         await self._ccai.wait_for_slot()
         if self._stopping():
             return
-        # Checked again as the request leaves: the wait for a slot can be minutes (a 429 pauses every
-        # worker), long enough for the window to close or the customer to opt out.
-        if not await self._allowed(job, ticket, request, now=None):
-            return
-        lease = max(self._options.lease_seconds, self._options.ccai_deadline + 5.0)
-        marked = await anyio.to_thread.run_sync(
-            lambda: self._sends.mark_inflight(job.id, token=job.token, lease_seconds=lease)
-        )
-        if not marked:
-            logger.warning("Send %s was taken over by another worker; not sending it from here", job.id)
+        if not await self._cleared_to_leave(job, ticket, request):
             return
         state.departed = True
         result: Chat | CCAIError
@@ -280,6 +294,86 @@ class SendStep:
         except CCAIError as exc:
             result = exc
         await self._apply(job, policy.after_send(result, job, self._limits, rng=self._rng), request=request)
+
+    async def _cleared_to_leave(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest) -> bool:
+        """Ask the store, as the request leaves, whether it may: consent and the send window again
+        (the wait for a slot can be minutes, long enough for the window to close or the customer to
+        opt out) and the lease, in one transaction; and act only on a fresh yes (:mod:`bridge.departure`).
+        A block or a hold is recorded here; False then, or when the send was taken over."""
+        ignore = policy.may_ignore_window(job.origin) and job.overrides.window_ignored
+        lease = departure.departure_lease(
+            lease_seconds=self._options.lease_seconds, ccai_deadline=self._options.ccai_deadline
+        )
+        verdicts: list[Verdict] = []  # what the store's transaction decided, newest last
+
+        def allows(reading: OptOutReading) -> bool:
+            verdicts.append(self._consent.verdict(ticket, request.end_user_number, reading, ignore_window=ignore))
+            return isinstance(verdicts[-1], Allow)
+
+        first_asked = time.monotonic()
+        while True:
+            verdicts.clear()
+            yes = departure.Yes(asked_at=time.monotonic(), lease_seconds=lease)
+            try:
+                cleared = await anyio.to_thread.run_sync(
+                    lambda: self._sends.depart(
+                        job.id,
+                        owner=self._owner,
+                        token=job.token,
+                        lease_seconds=lease,
+                        number=request.end_user_number,
+                        allows=allows,
+                    )
+                )
+            except StoreWentBack as exc:
+                await self._went_back(exc)
+                return False
+            if not cleared:
+                if verdicts and not isinstance(verdicts[-1], Allow):
+                    await self._refused(job, request, verdicts[-1])
+                else:
+                    logger.warning("Send %s was taken over by another worker; not sending it from here", job.id)
+                return False
+            now = time.monotonic()
+            if yes.fresh(now):
+                return True
+            if not yes.worth_asking_again(now, first_asked_at=first_asked):
+                await self._withdraw(job, waited=now - yes.asked_at)
+                return False
+            logger.warning(
+                "Send %s: the store's go-ahead took %.1f s to arrive, too long to act on; asking again",
+                job.id,
+                now - yes.asked_at,
+            )
+
+    async def _refused(self, job: ClaimedSend, request: SmsRequest, verdict: Verdict) -> None:
+        """The check as the request leaves said no: blocked (recorded) or held for the window."""
+        hint = mask(request.end_user_number)
+        if isinstance(verdict, Block):
+            decision = policy.settle(verdict.status, verdict.reason, job)
+            await self._finish(job, decision, hint=hint, opt_out_learned=verdict.from_list)
+        elif isinstance(verdict, Hold):
+            held = await anyio.to_thread.run_sync(
+                lambda: self._sends.hold(job.id, token=job.token, until=verdict.until, reason=verdict.reason, hint=hint)
+            )
+            if held:
+                logger.info("Send %s for ticket %s held: %s", job.id, job.ticket_id, verdict.reason)
+
+    async def _withdraw(self, job: ClaimedSend, *, waited: float) -> None:
+        """No fresh go-ahead came while the lease lasted (the store answers too slowly, or this process
+        was paused): the request never left. Queue it again; if even that cannot be recorded, the
+        lease runs out and it is taken over as possibly delivered, which is safe, only slower."""
+        reason = f"The store took {waited:.1f} s to clear the request to leave, too long to act on safely; not sent."
+        logger.warning("Send %s: %s It is queued again.", job.id, reason)
+        await self._apply(
+            job,
+            policy.Retry(
+                delay=_backoff.delay(job.retrying_for, rng=self._rng),
+                reason=reason,
+                may_have_sent=job.may_have_sent,
+                refund=True,
+            ),
+        )
 
     # -- recording ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import anyio.abc
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, TomlConfigSettingsSource
 
-from bridge import policy
+from bridge import departure, policy
 from bridge.ccai.client import CCAIClient
 from bridge.ccai.pacing import Pace, RateLimiter
 from bridge.chatsync import ChatSync, SyncOptions
@@ -198,6 +198,8 @@ class Services:
     ccai: CCAIClient | None = None
     gateway: CRMGateway | None = None
     previewer: Previewer | None = None
+    # /readyz fails when no pass has succeeded for this long (the embedded worker, or all of them).
+    unhealthy_after: float = 60.0
 
     async def aclose(self) -> None:
         if self.ccai is not None:
@@ -258,6 +260,7 @@ def send_step(
     return SendStep(
         context=context,
         sends=store.sends,
+        takeovers=store.takeovers,
         gateway=gateway,
         ccai=ccai,
         mapper=ticket_mapper(settings, context.words),
@@ -325,6 +328,11 @@ def build_worker(
             lease_seconds=settings.bridge_lease_seconds,
             retention_seconds=settings.bridge_retention_days * 86400,
             unhealthy_after=settings.bridge_unhealthy_after_seconds,
+            gone_settle_seconds=departure.settle_after_takeover(
+                lease_seconds=settings.bridge_lease_seconds,
+                ccai_deadline=settings.ccai_timeout_seconds,
+                holder_alive=False,
+            ),
         ),
     )
     context = worker.context(metrics=metrics, words=words, rng=rng)
@@ -338,7 +346,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
     """Wire the real collaborators from the settings."""
     crm = load_plugin(settings.bridge_crm)
     metrics = Metrics()
-    store = Store.from_url(settings.database_url)
+    store = Store.from_url(settings.database_url, timeout=settings.bridge_store_timeout_seconds)
     ccai = ccai_client(settings, rate_limiter(settings, store.db), metrics)
     gateway = crm.gateway(settings.crm, metrics=metrics)
     publish_gauges(metrics, lambda: read_overview(store))
@@ -386,6 +394,7 @@ def build_services(settings: Settings, *, run_worker: bool | None = None) -> Ser
         ccai=ccai,
         gateway=gateway,
         previewer=previewer,
+        unhealthy_after=settings.bridge_unhealthy_after_seconds,
     )
 
 

@@ -287,6 +287,9 @@ class Settings(FileBacked):
     bridge_resend_possibly_delivered: ResendPolicy = "lookup"
     bridge_max_takeovers: int = Field(default=3, ge=1)
     bridge_unhealthy_after_seconds: float = Field(default=60.0, gt=0)
+    # PostgreSQL: the longest one store transaction may take before its connection is cut and the
+    # attempt counts as an outage (a link that silently drops every byte would otherwise block forever).
+    bridge_store_timeout_seconds: float = Field(default=30.0, ge=1, le=600)
     bridge_chat_sync_seconds: float = Field(default=60.0, ge=0)
     bridge_chat_follow_days: float = Field(default=7.0, gt=0)
     bridge_no_reply_hours: float = Field(default=24.0, ge=0)

@@ -1,14 +1,17 @@
 """The worker: a loop of passes (a batch of sends, then a batch of write-backs) and, beside it, a
-housekeeping tick (heartbeat and lease renewal, retention purge, CRM API usage) and the long-running
-inputs this process holds (:mod:`bridge.inputs`).
+housekeeping tick (heartbeat and lease renewal, retention purge, CRM API usage), a watch on the
+other workers, and the long-running inputs this process holds (:mod:`bridge.inputs`).
 
 The tick runs on its own so that a long pass (a slow CCAI, a slow CRM) never stops the heartbeat:
 a live worker's leases are renewed, so its work is never taken over; a worker that stops beating
-(killed, hung, cut off) loses its leases within ``BRIDGE_LEASE_SECONDS``, and another takes over.
+(hung, cut off) loses its leases within ``BRIDGE_LEASE_SECONDS``, and another takes over. A worker
+whose process ended is noticed sooner, by its liveness lock (:mod:`bridge.store.liveness`): its
+sends are freed within seconds, without shortening the lease a slow worker relies on.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -33,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 3600.0
 FORGET_WORKERS_AFTER_SECONDS = 7 * 86400.0
+# How often a worker looks for others whose process ended. One is taken for gone when it is seen
+# gone twice in a row: a worker whose database session dropped takes its lock again meanwhile.
+WATCH_SECONDS = 1.0
 
 Step = Callable[[], Awaitable[int]]
 
@@ -58,6 +64,9 @@ class WorkerOptions:
     retention_seconds: float
     unhealthy_after: float = 60.0  # /readyz fails when no pass has succeeded for this long
     inputs: InputOptions = field(default_factory=InputOptions)
+    # How long a send whose request a gone worker may have sent waits before it is looked up
+    # (bridge.departure.settle_after_takeover for a holder that is gone).
+    gone_settle_seconds: float = 20.0
 
 
 class Worker:
@@ -86,6 +95,7 @@ class Worker:
         self._last_error: str | None = None
         self._purge_due = 0.0
         self._reported_usage: ApiUsage | None = None
+        self._suspects: set[str] = set()  # workers seen gone on the last look
 
     @property
     def stopping(self) -> bool:
@@ -137,6 +147,7 @@ class Worker:
         logger.info("Worker %s started on %s (pid %s)", self.id, socket.gethostname(), os.getpid())
         async with anyio.create_task_group() as group:
             group.start_soon(self._tick_forever)
+            group.start_soon(self._watch_forever)
             for runner in self._inputs:
                 group.start_soon(runner.run_forever)
             await self._loop()
@@ -159,6 +170,8 @@ class Worker:
             except StoreUnavailable as exc:
                 self._failed(f"the store is unavailable ({exc})")
                 logger.warning("Worker cannot reach the store (%s); trying again shortly", exc)
+                # Start again on connections made afresh, not on pooled ones that may be as dead.
+                self._store.db.recycle()
                 done = 0
             except Exception as exc:
                 # A bug must not stop the worker (nor, through the lifespan, the web server). The
@@ -196,6 +209,8 @@ class Worker:
         except StoreUnavailable as exc:
             logger.warning("Worker %s stopped without reaching the store (%s); its leases will run out", self.id, exc)
             return
+        finally:
+            await anyio.to_thread.run_sync(self._store.liveness.release)
         logger.info("Worker %s stopped; %d unstarted send(s) given back to the queue", self.id, released)
 
     # -- housekeeping -------------------------------------------------------------------------
@@ -212,6 +227,33 @@ class Worker:
             except Exception:
                 logger.exception("Worker housekeeping failed; carrying on")
             await anyio.sleep(interval)
+
+    async def _watch_forever(self) -> None:
+        """Look for workers whose process ended, until the task group is cancelled."""
+        while True:
+            try:
+                await self.watch()
+            except StoreUnavailable as exc:
+                logger.warning("Worker could not look at the other workers (%s)", exc)
+            except Exception:
+                logger.exception("Looking at the other workers failed; carrying on")
+            await anyio.sleep(WATCH_SECONDS)
+
+    async def watch(self) -> None:
+        """Hold this process's liveness lock (again, if its session was lost), and free the sends of
+        workers whose process ended (seen gone twice in a row)."""
+        await anyio.to_thread.run_sync(self._store.liveness.hold, self.id)
+        owners = await anyio.to_thread.run_sync(self._store.takeovers.lease_owners)
+        gone = await anyio.to_thread.run_sync(self._store.liveness.gone, owners)
+        confirmed, self._suspects = gone & self._suspects, gone
+        settle = self._options.gone_settle_seconds
+        for owner in sorted(confirmed):
+            freed = await anyio.to_thread.run_sync(
+                functools.partial(self._store.takeovers.from_gone_worker, owner, settle_seconds=settle)
+            )
+            if freed:
+                logger.warning("Worker %s's process has ended: its %d send(s) are taken up now", owner, freed)
+                self.wake()
 
     async def tick(self) -> None:
         """Heartbeat (and lease renewal), then the retention purge and the CRM's API usage when due."""
@@ -242,6 +284,7 @@ class Worker:
             lambda: self._store.sends.purge(self._options.retention_seconds, once=True)
         )
         await anyio.to_thread.run_sync(self._board.forget, FORGET_WORKERS_AFTER_SECONDS)
+        await anyio.to_thread.run_sync(self._store.generations.forget, FORGET_WORKERS_AFTER_SECONDS)
         await anyio.to_thread.run_sync(self._store.streams.purge)
         if removed:
             logger.info("Purged %d finished send(s) older than the retention period", removed)

@@ -137,6 +137,8 @@ class BridgeProcess:
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    # Run in the child before the bridge starts (resource limits of its host).
+    preexec: Callable[[], None] | None = None
 
     @property
     def url(self) -> str:
@@ -150,8 +152,13 @@ class BridgeProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
         )
-        wait_for(self._healthy, what="the bridge to answer /healthz")
+        try:
+            wait_for(self._healthy, what="the bridge to answer /healthz")
+        except BaseException:
+            self.kill()  # a bridge that never came up is not left running after its test
+            raise
         return self
 
     def _healthy(self) -> bool:
@@ -166,7 +173,8 @@ class BridgeProcess:
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as in a crash."""
         assert self.process is not None
-        self.process.kill()
+        if self.process.poll() is None:
+            self.process.kill()
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
@@ -250,9 +258,9 @@ class Cluster:
     web: BridgeProcess | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start_web(self) -> BridgeProcess:
+    def start_web(self, **env: str) -> BridgeProcess:
         self.web = BridgeProcess(
-            env={**self.env, "BRIDGE_EMBEDDED_WORKER": "false"}, log_path=self.directory / "web.log"
+            env={**self.env, "BRIDGE_EMBEDDED_WORKER": "false", **env}, log_path=self.directory / "web.log"
         )
         return self.web.start()
 

@@ -36,12 +36,20 @@ def possibly_delivered(store: Store, clock: Clock, status: FinalStatus) -> int:
     """A send whose first worker died mid-request (so it may have reached the customer), then settled."""
     send_id = queued(store)
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
-    assert store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    assert depart(store, job.id, token=job.token, lease_seconds=30)
     clock.advance(31)
+    assert store.sends.claim("w2", limit=1, lease_seconds=30) == []  # taken over: it settles first
     [again] = store.sends.claim("w2", limit=1, lease_seconds=30)
     assert again.may_have_sent
     assert store.sends.finish(again.id, Outcome(status=status, reason="gave up"), token=again.token, create_task=False)
     return send_id
+
+
+def depart(store: Store, send_id: int, *, token: int, lease_seconds: float) -> bool:
+    """Clear a claimed send to leave, nobody opted out: what the send step asks just before a request."""
+    return store.sends.depart(
+        send_id, owner="w", token=token, lease_seconds=lease_seconds, number=NUMBER, allows=lambda _: True
+    )
 
 
 def view(store: Store, send_id: int) -> dict[str, Any]:

@@ -51,7 +51,16 @@ def test_every_bridge_command_in_the_readme_parses() -> None:
 
 def test_every_benchmark_command_in_the_readme_parses() -> None:
     found = commands("python -m benchmarks")
-    assert {words[0] for words in found} == {"pipeline", "ingest", "calls", "chats", "pubsub", "zendesk"}
+    assert {words[0] for words in found} == {
+        "pipeline",
+        "ingest",
+        "calls",
+        "chats",
+        "faults",
+        "recovery",
+        "pubsub",
+        "zendesk",
+    }
     for words in found:
         assert benchmark_parser().parse_args(words).run is not None
 

@@ -16,6 +16,7 @@ from bridge.store import Store
 from tests._ccai_errors import DOCUMENTED_ERRORS
 from tests._clock import Clock
 from tests._harness import CASES, MOBILE_CASE, MOBILE_NUMBER, NO_PHONE_CASE, QUEUE_CASE, Harness, make_harness
+from tests._sends import depart
 
 pytestmark = pytest.mark.anyio
 
@@ -210,10 +211,10 @@ async def test_a_send_interrupted_by_a_crash_is_looked_up_then_recorded(h: Harne
     h.ingest(MOBILE_CASE)
     [job] = h.store.sends.claim("crashed-worker", limit=1, lease_seconds=30)
     h.store.sends.start_attempt(job.id, job.ticket_id, token=job.token, cooldown=600)
-    h.store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(h.store, job.id, token=job.token, lease_seconds=30)
     h.sim.sessions.add(MOBILE_NUMBER)  # the crashed worker's request did reach CCAI (no chat listed)
     h.clock.advance(31)
-    await h.drain()
+    await h.drain(advance=5)  # taken over, it waits for the crashed worker's request to settle, then is looked up
     row = h.row(MOBILE_CASE)
     assert row.status == "unknown"
     assert row.attempts == 2
@@ -312,15 +313,29 @@ async def test_one_crashing_send_does_not_cancel_the_others(sqlite_store: Store,
 
 async def test_a_runaway_send_is_stopped_after_too_many_takeovers(h: Harness) -> None:
     h.ingest(MOBILE_CASE)
-    for _ in range(4):  # its workers keep dying before they finish
+    for _ in range(4):  # its workers keep dying mid-request
         [job] = h.store.sends.claim("doomed", limit=1, lease_seconds=30)
+        depart(h.store, job.id, token=job.token, lease_seconds=30)
         h.clock.advance(31)
+        assert h.store.sends.claim("doomed", limit=1, lease_seconds=30) == []  # taken over
     await h.drain()
     row = h.row(MOBILE_CASE)
-    assert row.status == "failed"
+    assert row.status == "unknown"  # a request may have left: never a status that invites a plain retry
     assert "taken over 4 times" in (row.reason or "")
     assert h.sim.accepted == []
     assert job.takeovers == 3
+
+
+async def test_workers_dying_before_anything_left_never_stop_a_send(h: Harness) -> None:
+    """R13: a crash loop kills worker after worker while they hold a batch, before any request left.
+    Those sends were never attempted; the cap on takeovers must not fail them."""
+    h.ingest(MOBILE_CASE)
+    for _ in range(6):
+        assert h.store.sends.claim("doomed", limit=1, lease_seconds=30)
+        h.clock.advance(31)
+    await h.drain()
+    row = h.row(MOBILE_CASE)
+    assert (row.status, row.attempts) == ("sent", 1)
 
 
 async def test_stopping_finishes_requests_under_way_and_gives_back_the_rest(sqlite_store: Store, clock: Clock) -> None:

@@ -44,15 +44,15 @@ async def test_a_send_dropped_when_the_store_went_away_is_taken_up_again(
     """Found by restarting PostgreSQL under load: marking a send in flight failed, the send step
     dropped it, and the heartbeat renewed its lease for as long as the process lived: never sent."""
     h.ingest(MOBILE_CASE)
-    mark_inflight = h.store.sends.mark_inflight
+    depart = h.store.sends.depart
     outage = [StoreUnavailable("The store is restarting.")]
 
     def restarting(*args: Any, **kwargs: Any) -> bool:
         if outage:
             raise outage.pop()
-        return mark_inflight(*args, **kwargs)
+        return depart(*args, **kwargs)
 
-    monkeypatch.setattr(h.store.sends, "mark_inflight", restarting)
+    monkeypatch.setattr(h.store.sends, "depart", restarting)
     await h.worker.run_once()
     assert h.row(MOBILE_CASE).status == "sending"
     for _ in range(4):

@@ -152,7 +152,7 @@ def opened_store(settings: Settings | None = None, *, writing: bool = False) -> 
     sqlite_file = sqlite_path(settings.database_url)
     if sqlite_file is not None and not sqlite_file.exists():
         raise ConfigError(missing)  # connecting would create an empty file
-    store = Store.from_url(settings.database_url)
+    store = Store.from_url(settings.database_url, timeout=settings.bridge_store_timeout_seconds)
     try:
         version = store.schema_version()
         if version == 0:
@@ -445,6 +445,13 @@ def _status_report(overview: Overview) -> dict[str, Any]:
             "lag_seconds": sync.lag_seconds,
             "chats_with_news_pending": sync.chats_with_news_pending,
         },
+        "store_went_back": None
+        if overview.went_back is None
+        else {
+            "detected_at": iso(overview.went_back.detected_at),
+            "detail": overview.went_back.detail,
+            "sends_still_looked_up": overview.went_back.still_looking_up,
+        },
         "streams": {
             stream.name: {
                 "state": stream.state,
@@ -494,6 +501,12 @@ def _status_lines(overview: Overview, words: Words) -> list[str]:
             f"Chat sync:           last poll {sync.lag_seconds:.0f} s ago, CCAI changes read up to "
             f"{iso(sync.high_water) or '-'}, {sync.chats_with_news_pending} chat(s) with news still to reach "
             f"{words.crm}"
+        )
+    if overview.went_back is not None:
+        back = overview.went_back
+        lines.append(
+            f"STORE WENT BACK:     at {iso(back.detected_at)}: {back.detail} {back.still_looking_up} unfinished "
+            "send(s) still to be looked up in CCAI before any is sent."
         )
     lines.extend(_stream_lines(overview.streams))
     return lines

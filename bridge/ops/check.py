@@ -56,7 +56,7 @@ def _check_store(settings: Settings) -> Finding:
     if sqlite_file is not None and not sqlite_file.exists():
         # Connecting would create an empty file: checking must never change anything.
         return Finding("Store", False, f"there is no bridge store at {where}: run `bridge migrate`.")
-    store = Store.from_url(settings.database_url)
+    store = Store.from_url(settings.database_url, timeout=settings.bridge_store_timeout_seconds)
     try:
         version = store.schema_version()
     except BridgeError as exc:

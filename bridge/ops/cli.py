@@ -405,7 +405,7 @@ async def _run_worker(services: Services) -> None:
 def _migrate(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.check_storage()
-    store = Store.from_url(settings.database_url)
+    store = Store.from_url(settings.database_url, timeout=settings.bridge_store_timeout_seconds)
     try:
         version = store.migrate()
     finally:

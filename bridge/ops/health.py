@@ -11,12 +11,13 @@ import time
 
 from bridge.crm import Words
 from bridge.errors import StoreError
-from bridge.ops.overview import StreamState, read_streams
+from bridge.ops.overview import StreamState, read_streams, read_went_back
 from bridge.ops.verdict import (
     Backlog,
     ChatSyncHealth,
     Limits,
     Snapshot,
+    StoreRewound,
     Streak,
     StreamHealth,
     Verdict,
@@ -59,6 +60,7 @@ def read_snapshot(store: Store, *, chat_sync: bool = True) -> Snapshot:
         ago = facts.at - float(polled) if isinstance(polled, int | float) and polled else None
         sync = ChatSyncHealth(polled_seconds_ago=ago, chats_waiting=store.chats.lagging())
     streams = [_stream_health(stream, facts.at) for stream in read_streams(store.status, facts.at)]
+    went_back = read_went_back(store)
     return Snapshot(
         at=facts.at,
         backlog=Backlog(
@@ -76,6 +78,9 @@ def read_snapshot(store: Store, *, chat_sync: bool = True) -> Snapshot:
         writebacks_failing=_streak(facts.writebacks_failing),
         chat_sync=sync,
         streams=[stream for stream in streams if stream is not None],
+        rewound=None
+        if went_back is None
+        else StoreRewound(went_back.detected_at, went_back.detail, went_back.still_looking_up),
     )
 
 

@@ -21,7 +21,8 @@ from bridge.errors import StoreError
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
 from bridge.store import Store
-from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, STREAM_KEY_PREFIX, StatusBoard, WorkerInfo
+from bridge.store.status import API_USAGE_KEY, CHAT_SYNC_KEY, STREAM_KEY_PREFIX, WENT_BACK_KEY, StatusBoard, WorkerInfo
+from bridge.times import iso_utc
 
 CACHE_SECONDS = 5.0
 # A stream's holder reports at least every 30 s: a report older than this says nobody holds it.
@@ -43,6 +44,26 @@ class ChatSyncState:
     polled_at: float | None
     lag_seconds: float  # since the last poll
     chats_with_news_pending: int  # chats whose news has not reached their ticket yet
+
+
+@dataclass(frozen=True)
+class WentBack:
+    """When the store was found to have gone back in time, and how many of the sends it flagged are
+    still being looked up in CCAI before any is sent."""
+
+    detected_at: float
+    detail: str
+    still_looking_up: int
+
+    def alarm(self) -> str | None:
+        """What /readyz says while the bridge is still resolving what the store lost."""
+        if not self.still_looking_up:
+            return None
+        return (
+            f"the store went back in time at {iso_utc(self.detected_at)} (a failover to a replica that was behind?): "
+            f"{self.still_looking_up} unfinished send(s) are being looked up in CCAI before any is sent; events "
+            "acknowledged shortly before may be lost"
+        )
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,7 @@ class Overview:
     workers: Sequence[WorkerInfo]
     api_usage: ReportedUsage | None
     chat_sync: ChatSyncState | None
+    went_back: WentBack | None = None
     streams: Sequence[StreamState] = ()
     last_push: LastPush | None = None
 
@@ -101,6 +123,7 @@ def read_overview(store: Store, *, now: float | None = None) -> Overview:
         workers=board.workers(),
         api_usage=None if usage is None else ReportedUsage(int(usage[0]["used"]), int(usage[0]["total"]), usage[1]),
         chat_sync=None if sync is None else _chat_sync(sync[0], store.chats.lagging(), now),
+        went_back=read_went_back(store),
         streams=read_streams(board, now),
         last_push=None
         if push is None
@@ -111,6 +134,39 @@ def read_overview(store: Store, *, now: float | None = None) -> Overview:
 def read_streams(board: StatusBoard, now: float) -> list[StreamState]:
     """Every CRM event stream, as its holder last reported it."""
     return [_stream(key, record, at, now) for key, record, at in board.with_prefix(STREAM_KEY_PREFIX)]
+
+
+def workers_problem(store: Store, *, unhealthy_after: float) -> str | None:
+    """Why no worker is getting sends out, when sends have waited longer than ``unhealthy_after``
+    (for /readyz of a web process whose workers run elsewhere): the door would go on acknowledging
+    events nobody sends."""
+    waited = store.history.queue_summary().oldest_queued_seconds
+    if waited is None or waited <= unhealthy_after:
+        return None
+    workers = store.status.workers()
+    if not workers:
+        return f"sends have waited {waited:.0f} s and no worker is running (none has beaten for 30 s)"
+    passes = [w.seconds_since_pass_ok for w in workers]
+    if all(seconds is None or seconds > unhealthy_after for seconds in passes):
+        errors = sorted({w.pass_error for w in workers if w.pass_error})
+        return f"sends have waited {waited:.0f} s and no worker has completed a pass for {unhealthy_after:.0f} s" + (
+            f": {errors[0]}" if errors else ""
+        )
+    return None
+
+
+def read_went_back(store: Store) -> WentBack | None:
+    """The last time the store was found to have gone back in time (:mod:`bridge.store.generations`)."""
+    found = store.status.get(WENT_BACK_KEY)
+    if found is None:
+        return None
+    record, _ = found
+    detected_at = float(record.get("detected_at") or 0.0)
+    return WentBack(
+        detected_at=detected_at,
+        detail=str(record.get("detail") or ""),
+        still_looking_up=store.takeovers.looking_up_after_going_back(detected_at),
+    )
 
 
 def _stream(key: str, record: dict[str, object], reported_at: float, now: float) -> StreamState:

@@ -159,6 +159,17 @@ class StreamHealth:
 
 
 @dataclass(frozen=True)
+class StoreRewound:
+    """The store was found to have gone back in time (a failover to a replica that was behind):
+    unfinished sends are looked up in CCAI before any is sent, and events acknowledged shortly
+    before may be lost (:mod:`bridge.store.generations`)."""
+
+    detected_at: float
+    detail: str
+    still_looking_up: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the rules judge, read at ``at`` (the store's clock). Optional parts are None (or
     empty) when the bridge does not use them or nobody has reported them yet."""
@@ -172,6 +183,7 @@ class Snapshot:
     chat_sync: ChatSyncHealth | None = None  # None: the chat sync is off
     lookup: LookupTrust | None = None
     streams: Sequence[StreamHealth] = ()
+    rewound: StoreRewound | None = None
     store_problem: str | None = None  # the store cannot be trusted (or read): nothing is judged but this
 
 
@@ -190,6 +202,7 @@ class Limits:
     writeback_degraded_seconds: float = 600.0
     chat_sync_lag_seconds: float = 300.0
     stream_silent_seconds: float = 300.0
+    rewound_seconds: float = 86400.0  # how long a store that went back in time stays on the verdict
     words: Words = NEUTRAL
 
 
@@ -322,7 +335,20 @@ def streams(snapshot: Snapshot, limits: Limits) -> Iterator[Reason]:
             yield Reason("stream_silent", "degraded", text)
 
 
-RULES: tuple[Rule, ...] = (workers, backlog, ccai, writebacks, chat_sync, lookup, streams)
+def store_rewound(snapshot: Snapshot, limits: Limits) -> Iterator[Reason]:
+    rewound = snapshot.rewound
+    if rewound is None or snapshot.at - rewound.detected_at >= limits.rewound_seconds:
+        return
+    text = f"the store went back in time ({rewound.detail}); events acknowledged just before may be lost"
+    counts = {"still_looking_up": rewound.still_looking_up}
+    if rewound.still_looking_up:
+        text += f", and {_count(rewound.still_looking_up, 'unfinished send')} are looked up in CCAI before any is sent."
+        yield Reason("store_went_back", "down", text, since=rewound.detected_at, counts=counts)
+    else:
+        yield Reason("store_went_back", "degraded", text + ".", since=rewound.detected_at, counts=counts)
+
+
+RULES: tuple[Rule, ...] = (store_rewound, workers, backlog, ccai, writebacks, chat_sync, lookup, streams)
 
 
 # -- words ---------------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ Tests and demos steer it through ``/_sandbox/*`` routes:
   - ``script``: one-shot steps for the next SMS requests; ``fault``: a step for every SMS request
     until set to null; ``manager_script``: one-shot ``{"status": N}`` answers for the chat list.
 
-SMS steps: ``{"status": N, "message": ...}`` answers N without creating a chat; the others create
-the chat first, then: ``accept_then_hang`` (``seconds``) stays silent; ``accept_then_cut`` drops
-the connection without an answer (in-process the client gets ``ConnectionCut``, an httpx
+SMS steps: ``{"status": N, "message": ...}`` answers N without creating a chat; ``{"delay": N}``
+creates the chat N seconds after the request arrived (a slow backend: the chat list cannot show it
+sooner); the others create the chat first, then: ``accept_then_hang`` (``seconds``) stays silent;
+``accept_then_cut`` drops the connection without an answer (in-process the client gets ``ConnectionCut``, an httpx
 ``RemoteProtocolError``); ``create_then_status`` (``status``, default 504) answers a load
 balancer's HTML error page; ``trickle`` (``interval``, default 0.5 s; ``chunk``, default 1 byte)
 sends the 200 slowly.
@@ -255,6 +256,8 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
             body = None
         if not isinstance(body, dict):
             return _answer(sim.answered, JSONResponse({"message": "Invalid JSON"}, status_code=400))
+        if step.get("delay"):
+            await asyncio.sleep(float(step["delay"]))
         sim.advance()
         error, consumer = validate(sim, body)
         if error or consumer is None:

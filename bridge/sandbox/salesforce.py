@@ -2,12 +2,13 @@
 
 SOQL is understood only in the shape the bridge sends (``SELECT ... FROM Case WHERE Id IN (...)``);
 unknown fields get ``INVALID_FIELD`` as in a real org. Every call is counted, so tests can hold
-the bridge to its API budget, and ``/_sandbox/control`` injects outages and expired sessions. Its
-Pub/Sub API (:mod:`bridge.sandbox.pubsub`), when it runs one, is driven through ``/_sandbox/pubsub``.
+the bridge to its API budget, and ``/_sandbox/control`` injects outages, slow answers and expired
+sessions. Its Pub/Sub API (:mod:`bridge.sandbox.pubsub`), when it runs one, is driven through ``/_sandbox/pubsub``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -85,6 +86,9 @@ class SalesforceSimulator:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[dict[str, Any]] = field(default_factory=list)
+    # One-shot delays, {"path": part of a path, "seconds": N}: the next matching call is answered
+    # (normally) N seconds late, e.g. a composite write that takes long to commit.
+    slow_next: list[dict[str, Any]] = field(default_factory=list)
     next_task: int = 1
     # The org's set-up (users, permission sets, credentials, outbound message, Flows), as an admin left it.
     setup: SetupOrg = field(default_factory=lambda: sandbox_setup())
@@ -161,9 +165,17 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
                 return _errors(int(fault.get("status", 503)), fault.get("code", "SERVER_UNAVAILABLE"), "Injected fault")
         return None
 
+    async def slow(request: Request) -> None:
+        for index, delay in enumerate(sim.slow_next):
+            if delay.get("path", "") in request.url.path:
+                del sim.slow_next[index]
+                await asyncio.sleep(float(delay.get("seconds", 0)))
+                return
+
     async def query(request: Request) -> Response:
         if (refused := gate(request)) is not None:
             return refused
+        await slow(request)
         soql = request.query_params.get("q", "")
         if (answer := answer_query(sim.setup, soql)) is not None:
             return JSONResponse(answer)
@@ -201,6 +213,7 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
     async def composite(request: Request) -> Response:
         if (refused := gate(request)) is not None:
             return refused
+        await slow(request)
         body = await request.json()
         subrequests = sim.calls[-1].setdefault("subrequests", [])
         answers = []
@@ -252,6 +265,7 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
     async def control(request: Request) -> Response:
         changes = await request.json()
         sim.fail_next.extend(changes.get("fail_next", []))
+        sim.slow_next.extend(changes.get("slow_next", []))
         if changes.get("expire_tokens"):
             sim.valid_tokens.clear()
         sim.add_cases(changes.get("cases", []))

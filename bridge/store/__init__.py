@@ -11,6 +11,9 @@
 ``opt_outs``        numbers never to be texted
 ``status``          worker heartbeats, singleton leases, what processes report
 ``health``          the facts the verdict is made of: work in hand, runs of trouble (:mod:`.health`)
+``liveness``        whether the process behind a lease still runs (:mod:`.liveness`)
+``generations``     each worker's count of its decisive writes: a store that went back in time
+``takeovers``       sends taken from gone workers, and from a store that went back (:mod:`.takeovers`)
 ``streams``         CRM event streams: how far each was read, which events were seen
 ==================  ===========================================================================
 
@@ -27,14 +30,17 @@ Four kinds of lease fence the work, each for its own reason, all on the database
 from __future__ import annotations
 
 from bridge.store.chats import Chats
-from bridge.store.database import Clock, Database
+from bridge.store.database import DEFAULT_TIMEOUT_SECONDS, Clock, Database
+from bridge.store.generations import Generations
 from bridge.store.health import Health
 from bridge.store.history import History
+from bridge.store.liveness import Liveness
 from bridge.store.opt_outs import OptOuts
 from bridge.store.sends import Sends
 from bridge.store.session_events import SessionEvents
 from bridge.store.status import StatusBoard
 from bridge.store.streams import Streams
+from bridge.store.takeovers import Takeovers
 from bridge.store.writebacks import Writebacks
 
 
@@ -43,7 +49,9 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.sends = Sends(db)
+        self.generations = Generations(db)
+        self.sends = Sends(db, self.generations)
+        self.takeovers = Takeovers(db, self.generations)
         self.writebacks = Writebacks(db)
         self.history = History(db)
         self.chats = Chats(db)
@@ -51,13 +59,15 @@ class Store:
         self.opt_outs = OptOuts(db)
         self.status = StatusBoard(db)
         self.health = Health(db)
+        self.liveness = Liveness(db)
         self.streams = Streams(db)
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None) -> Store:
-        return cls(Database.from_url(url, clock=clock))
+    def from_url(cls, url: str, *, clock: Clock | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Store:
+        return cls(Database.from_url(url, clock=clock, timeout=timeout))
 
     def close(self) -> None:
+        self.liveness.release()
         self.db.close()
 
     def migrate(self) -> int:

@@ -8,6 +8,8 @@ never ack), a refusal of the data itself :class:`StoreRejected` (retrying cannot
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,27 +22,40 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
+    DisconnectionError,
     IntegrityError,
     NotSupportedError,
     ProgrammingError,
     SQLAlchemyError,
     StatementError,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from bridge.errors import ConfigError, StoreRejected, StoreUnavailable
+from bridge.store._sqlite_file import SQLiteFile
+from bridge.store._watchdog import WATCHDOG
 from bridge.store.migrations import current_version, upgrade
 
 Clock = Callable[[], float]
+logger = logging.getLogger(__name__)
 
 # PostgreSQL refuses these whatever the server's state: the statement or its data is at fault.
 _PERMANENT = (DataError, IntegrityError, ProgrammingError, NotSupportedError)
 LOCK_TIMEOUT = "10s"
 IDLE_IN_TRANSACTION_TIMEOUT = "60s"
+# How long one store transaction may take, end to end, before it counts as an outage
+# (BRIDGE_STORE_TIMEOUT_SECONDS): well above the lock timeout, far below TCP's own limits.
+DEFAULT_TIMEOUT_SECONDS = 30.0
+# The deadline of the transaction the current thread is opening (read by the checkout hook).
+_BOUNDS = threading.local()
 
 
-def engine_for(url: str) -> Engine:
-    """Create the engine for a ``DATABASE_URL`` (accepts Heroku's ``postgres://`` spelling)."""
+def engine_for(url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, sqlite_file: SQLiteFile | None = None) -> Engine:
+    """Create the engine for a ``DATABASE_URL`` (accepts Heroku's ``postgres://`` spelling).
+
+    ``timeout`` bounds every conversation with PostgreSQL, from the client's side as well as the
+    server's: see :mod:`bridge.store._watchdog`.
+    """
     if url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url[len("postgres://") :]
     elif url.startswith("postgresql://"):
@@ -52,16 +67,30 @@ def engine_for(url: str) -> Engine:
         )
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, sqlite_file)
         return engine
     if url.startswith("postgresql+psycopg://"):
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-        _tune_postgres(engine)
+        engine = create_engine(url, pool_size=5, max_overflow=5, connect_args=_libpq_limits(timeout))
+        _tune_postgres(engine, timeout)
         return engine
     raise ConfigError(f"DATABASE_URL must be a sqlite:/// or postgresql:// URL, not {url.split(':', 1)[0]}:...")
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _libpq_limits(timeout: float) -> dict[str, Any]:
+    """libpq's own bounds (a URL's parameters still win): connecting, and noticing a dead peer both
+    when a request goes unacknowledged (``tcp_user_timeout``) and when an idle connection's path died
+    (keepalives; Linux would wait two hours before its first probe)."""
+    return {
+        "connect_timeout": max(2, min(10, round(timeout))),
+        "keepalives": 1,
+        "keepalives_idle": 15,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": round(timeout * 1000),
+    }
+
+
+def _tune_sqlite(engine: Engine, sqlite_file: SQLiteFile | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE itself: claims then take the write
@@ -72,6 +101,8 @@ def _tune_sqlite(engine: Engine) -> None:
         # FULL: a commit (and so an ack) survives power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        for pragma in sqlite_file.pragmas() if sqlite_file is not None else ():
+            cursor.execute(pragma)  # how large the write-ahead log may grow (see _sqlite_file)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -79,7 +110,7 @@ def _tune_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _tune_postgres(engine: Engine) -> None:
+def _tune_postgres(engine: Engine, timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         with dbapi_connection.cursor() as cursor:
@@ -91,7 +122,26 @@ def _tune_postgres(engine: Engine) -> None:
             # session that sits in a transaction (the bridge's transactions take milliseconds).
             cursor.execute(f"SET lock_timeout TO '{LOCK_TIMEOUT}'")
             cursor.execute(f"SET idle_in_transaction_session_timeout TO '{IDLE_IN_TRANSACTION_TIMEOUT}'")
+            # The server's side of the store's deadline (the watchdog is the client's).
+            cursor.execute(f"SET statement_timeout TO '{round(timeout * 1000)}ms'")
         dbapi_connection.commit()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        # The transaction's deadline starts before the check that a pooled connection still works
+        # (SQLAlchemy's own pre-ping would be unbounded): one whose path died silently would block
+        # that check forever.
+        seconds = getattr(_BOUNDS, "seconds", None)
+        if seconds is None:
+            return
+        WATCHDOG.arm(dbapi_connection, seconds)
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as exc:
+            WATCHDOG.disarm(dbapi_connection)
+            # The pool drops this connection and tries a new one (bounded by connect_timeout).
+            raise DisconnectionError(f"The pooled connection no longer answers ({type(exc).__name__}).") from exc
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -110,32 +160,84 @@ class Database:
     says), this host's clock for SQLite (one host by construction). Tests pass ``clock``.
     """
 
-    def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        sqlite_file: SQLiteFile | None = None,
+    ) -> None:
         self.engine = engine
         # Where, for messages: host, port and database (the password masked), or the SQLite file.
         self.where = engine.url.render_as_string(hide_password=True).replace("+psycopg", "")
         self.postgres = engine.dialect.name == "postgresql"
+        self.timeout = timeout
+        self.sqlite_file = sqlite_file
         self._clock = clock
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None) -> Database:
-        return cls(engine_for(url), clock=clock)
+    def from_url(cls, url: str, *, clock: Clock | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Database:
+        path = sqlite_path(url)
+        file = SQLiteFile(path) if path is not None else None
+        return cls(engine_for(url, timeout=timeout, sqlite_file=file), clock=clock, timeout=timeout, sqlite_file=file)
+
+    def problem(self) -> str | None:
+        """Something about the store an operator must hear of though it answers (for /readyz)."""
+        return None if self.sqlite_file is None else self.sqlite_file.problem()
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def recycle(self) -> None:
+        """Drop every pooled connection (those in use are closed when they come back): after the
+        store could not be reached, the next transaction starts on a connection made afresh."""
+        self.engine.dispose(close=True)
+
     @contextmanager
-    def tx(self) -> Iterator[Connection]:
-        """One transaction; database errors leave as :class:`StoreUnavailable` or :class:`StoreRejected`."""
+    def tx(self, *, bounded: bool = True) -> Iterator[Connection]:
+        """One transaction; database errors leave as :class:`StoreUnavailable` or :class:`StoreRejected`.
+
+        On PostgreSQL it must end within the store's deadline (``bounded``; only migrations, which
+        may rewrite a large table, are not), else its connection is cut and it fails as an outage.
+        """
+        if self.sqlite_file is not None and (gone := self.sqlite_file.check()) is not None:
+            raise StoreUnavailable(f"The store at {self.where} is unavailable: {gone}.")
+        _BOUNDS.seconds = self.timeout if bounded and self.postgres else None
         try:
             with self.engine.begin() as connection:
-                yield connection
+                armed = connection.connection.dbapi_connection if self.postgres else None
+                try:
+                    yield connection
+                finally:
+                    if armed is not None:
+                        WATCHDOG.disarm(armed)
+            if self.sqlite_file is not None:
+                self.sqlite_file.opened()
         except (DBAPIError, SQLAlchemyError) as exc:
+            if self.sqlite_file is not None and SQLiteFile.out_of_room(getattr(exc, "orig", exc)):
+                self._make_room()
             raise translate(exc, where=self.where) from exc
         except UnicodeEncodeError as exc:
             # Raised by the driver itself, outside SQLAlchemy's wrapping, for a value it cannot
             # encode (a lone surrogate): the same value fails every time, so it is a refusal.
             raise StoreRejected(f"The store refused the data ({type(exc).__name__}).") from exc
+        finally:
+            _BOUNDS.seconds = None
+
+    def _make_room(self) -> None:
+        """A write failed for want of room: checkpoint the log now (see :mod:`._sqlite_file`), then
+        start every connection afresh with the lower checkpoint size."""
+        assert self.sqlite_file is not None
+        try:
+            raw = self.engine.raw_connection()
+            try:
+                self.sqlite_file.make_room(raw.dbapi_connection)
+            finally:
+                raw.close()
+        except Exception as exc:  # the disk may be too full even for that: the next failure tries again
+            logger.warning("Could not checkpoint the store's write-ahead log (%s)", exc)
+        self.engine.dispose(close=True)
 
     def now(self, connection: Connection) -> float:
         """Seconds since the epoch by the clock all processes share (see the class docstring)."""
@@ -159,7 +261,9 @@ class Database:
 
     def migrate(self) -> int:
         """Bring the schema to the latest version; safe to run repeatedly and concurrently."""
-        with self.tx() as connection:
+        with self.tx(bounded=False) as connection:
+            if self.postgres:
+                connection.execute(text("SET LOCAL statement_timeout TO 0"))
             self.lock(connection, "bridge:migrate")
             return upgrade(connection, postgres=self.postgres, now=self.now(connection))
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, insert, inspect, select, text
 from bridge.store.schema import (
     bridge_status,
     chats,
+    generations,
     metadata,
     opt_outs,
     rate_events,
@@ -180,3 +181,9 @@ def _v11(connection: Connection, postgres: bool) -> None:
     existing = {index["name"] for index in inspect(connection).get_indexes("send_log")}
     if "ix_send_log_at" not in existing:
         connection.execute(text("CREATE INDEX ix_send_log_at ON send_log (at)"))
+
+
+@migration(12)
+def _v12(connection: Connection, postgres: bool) -> None:
+    # Each worker's count of the sends it cleared to leave: a store that lost some went back in time.
+    metadata.create_all(connection, tables=[generations])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 
 from bridge.model import OptOut, OptOutReading
 from bridge.phones import mask
@@ -27,8 +27,13 @@ class OptOuts:
         self._db = db
 
     def add(self, number: str, *, source: str, note: str | None = None) -> bool:
-        """Record an opt-out; False when the number was already on the list (the first record stays)."""
+        """Record an opt-out; False when the number was already on the list (the first record stays).
+
+        Taken under the number's lock, as a send's departure is (:meth:`bridge.store.sends.Sends.depart`):
+        when this returns, no request to the number can still be cleared to leave on an older reading.
+        """
         with self._db.tx() as connection:
+            lock_number(self._db, connection, number)
             now = self._db.now(connection)
             statement = (
                 self._db.insert(opt_outs)
@@ -56,8 +61,7 @@ class OptOuts:
         before a request leaves decides on)."""
         with self._db.tx() as connection:
             now = self._db.now(connection)
-            row = connection.execute(select(opt_outs).where(opt_outs.c.number == number)).first()
-        return OptOutReading(OptOut(row.number, row.source, row.note, row.created_at) if row else None, at=now)
+            return OptOutReading(entry_of(connection, number), at=now)
 
     def page(self, *, limit: int = 50, offset: int = 0) -> tuple[list[OptOut], int]:
         """Up to ``limit`` entries, newest first, skipping ``offset``; and the total count. (Paged by
@@ -67,3 +71,14 @@ class OptOuts:
             rows = connection.execute(query).all()
             total = int(connection.execute(select(func.count()).select_from(opt_outs)).scalar_one())
         return [OptOut(r.number, r.source, r.note, r.created_at) for r in rows], total
+
+
+def lock_number(db: Database, connection: Connection, number: str) -> None:
+    """Serialise, per number, adding it to the list and clearing a request to it to leave."""
+    db.lock(connection, f"opt-out:{number}")
+
+
+def entry_of(connection: Connection, number: str) -> OptOut | None:
+    """The number's entry on the list, read in the caller's transaction."""
+    row = connection.execute(select(opt_outs).where(opt_outs.c.number == number)).first()
+    return OptOut(row.number, row.source, row.note, row.created_at) if row else None

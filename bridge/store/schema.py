@@ -7,7 +7,7 @@ upgraded from the first release through every migration equals one created from 
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -204,6 +204,16 @@ singletons = Table(
 )
 
 
+# v11: each worker's count of the decisive writes it made (a send cleared to leave), kept here and in
+# the worker's memory: a store holding fewer than the worker counted went back in time (a failover
+# to a replica that was behind, a restore).
+generations = Table(
+    "generations",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
 # Where each CRM event stream (the Salesforce Pub/Sub topic) has been read to: an opaque position
 # (a replay id, base64; none until the first event), written in the same transaction as the sends its
 # events became, and when the bridge first subscribed (what "only new events" counts from).

@@ -9,13 +9,24 @@ a success that arrives late: an SMS that went out is always recorded (see :meth:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 
-from bridge.errors import StoreRejected
-from bridge.model import FINAL_STATUSES, PENDING_STATUSES, ClaimedSend, Created, NewSend, Outcome, Overrides, SendStatus
+from bridge.errors import StoreUnavailable
+from bridge.model import (
+    FINAL_STATUSES,
+    PENDING_STATUSES,
+    ClaimedSend,
+    Created,
+    NewSend,
+    OptOutReading,
+    Outcome,
+    Overrides,
+    SendStatus,
+)
 from bridge.store._rows import (
     LEASE_RELEASED,
     PENDING_WRITEBACK,
@@ -26,18 +37,25 @@ from bridge.store._rows import (
     received_detail,
     still_held,
 )
-from bridge.store.chats import follow
 from bridge.store.database import Database
+from bridge.store.generations import Generations
+from bridge.store.opt_outs import entry_of, lock_number
+from bridge.store.outcomes import record_outcome
 from bridge.store.schema import send_log, sends
+from bridge.store.takeovers import take_over
 
 logger = logging.getLogger(__name__)
+
+# How long a send whose commit's answer was lost is looked for before the outage is believed.
+READ_BACK_SECONDS = 3.0
 
 
 class Sends:
     """The ``sends`` table as the doors and the send step use it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, generations: Generations) -> None:
         self.db = db
+        self._generations = generations
 
     def ingest(self, new: Sequence[NewSend]) -> int:
         """Store every send in one transaction; already-known dedupe keys are ignored.
@@ -50,7 +68,41 @@ class Sends:
             return insert_new(self.db, connection, new, self.db.now(connection))
 
     def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
-        """Store one send, or find the one already stored under its dedupe key."""
+        """Store one send, or find the one already stored under its dedupe key.
+
+        When the store fails mid-way, the failure may be only the commit's answer getting lost: the
+        send can be stored. Before calling it an outage (the caller is told to try again, and a
+        caller without an Idempotency-Key would create a second send), the key is read back.
+        """
+        try:
+            return self._create(new, request_hash=request_hash)
+        except StoreUnavailable:
+            found = self._read_back(new.dedupe_key)
+            if found is None:
+                raise
+            logger.warning("Send %s was stored although the store's answer was lost; found by its key", found.id)
+            # A key the door made up for this request names this request's own row.
+            return Created(id=found.id, request_hash=found.request_hash, created=new.dedupe_key.startswith("api:auto:"))
+
+    def _read_back(self, dedupe_key: str) -> Created | None:
+        """The send stored under ``dedupe_key``, read on a fresh connection; None once a read shows
+        there is none. Tried for a few seconds while the store cannot be read: if it never can, the
+        caller's "try again" is all that is left."""
+        deadline = time.monotonic() + READ_BACK_SECONDS
+        while True:
+            try:
+                with self.db.tx() as connection:
+                    row = connection.execute(
+                        select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == dedupe_key)
+                    ).first()
+            except StoreUnavailable:
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.25)
+                continue
+            return None if row is None else Created(id=int(row[0]), request_hash=row[1], created=False)
+
+    def _create(self, new: NewSend, *, request_hash: str | None) -> Created:
         with self.db.tx() as connection:
             now = self.db.now(connection)
             statement = (
@@ -73,7 +125,8 @@ class Sends:
 
         The loop guard does not apply to it and its retry time starts anew, but what is known about
         earlier attempts stays: a send that may have reached the customer keeps that flag, so it is
-        looked up in CCAI before anything is sent again.
+        looked up in CCAI before anything is sent again. A write-back of the old outcome still under
+        way keeps its lease, so the new outcome reaches the ticket after it, never before (R11).
         """
         with self.db.tx() as connection:
             now = self.db.now(connection)
@@ -92,8 +145,6 @@ class Sends:
                     finished_at=None,
                     writeback="none",
                     writeback_task="none",
-                    writeback_lease_until=None,
-                    writeback_owner=None,
                 )
             )
             if result.rowcount == 1:
@@ -102,9 +153,18 @@ class Sends:
 
     # -- the send step ------------------------------------------------------------------------
 
-    def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[ClaimedSend]:
-        """Lease up to ``limit`` due sends. A send whose worker died mid-request comes back flagged."""
+    def claim(self, owner: str, *, limit: int, lease_seconds: float, settle_seconds: float = 0.0) -> list[ClaimedSend]:
+        """Lease up to ``limit`` due sends.
+
+        A send whose lease ran out while its request may have been under way (its worker hung, was
+        cut off or died after clearing it to leave) is not handed out: it is taken over, queued as
+        possibly delivered for ``settle_seconds`` (:func:`bridge.departure.settle_after_takeover`:
+        until a request its old holder may still send has had time to reach CCAI's chat list), and
+        its chat is looked up when it is claimed then. Only those takeovers count against the cap on
+        takeovers: a send whose worker died before anything left was never attempted.
+        """
         with self.db.tx() as connection:
+            self._generations.check(connection, owner)
             now = self.db.now(connection)
             due = or_(
                 and_(sends.c.status.in_(("queued", "scheduled")), sends.c.not_before <= now),
@@ -115,18 +175,15 @@ class Sends:
                 query = query.with_for_update(skip_locked=True)
             claimed = []
             for row in connection.execute(query).mappings().all():
-                died_mid_request = bool(row["inflight"])
-                ambiguous_since = row["ambiguous_since"] or (row["inflight_at"] if died_mid_request else None)
-                takeovers = row["takeovers"] + (1 if row["status"] == "sending" else 0)
+                if row["status"] == "sending" and row["inflight"]:
+                    take_over(connection, row, now=now, settle_seconds=settle_seconds, why="its lease ran out")
+                    continue
                 values = {
                     "status": "sending",
                     "lease_owner": owner,
                     "lease_token": row["lease_token"] + 1,
                     "lease_until": now + lease_seconds,
                     "inflight": False,
-                    "may_have_sent": bool(row["may_have_sent"]) or died_mid_request,
-                    "ambiguous_since": ambiguous_since,
-                    "takeovers": takeovers,
                 }
                 connection.execute(update(sends).where(sends.c.id == row["id"]).values(values))
                 started = max(row["first_attempt_at"] or row["created_at"], row["requeued_at"] or 0.0)
@@ -137,13 +194,13 @@ class Sends:
                         source=row["source"],
                         origin=row["origin"],
                         attempts=row["attempts"],
-                        may_have_sent=bool(values["may_have_sent"]),
+                        may_have_sent=bool(row["may_have_sent"]),
                         token=int(values["lease_token"]),
-                        takeovers=takeovers,
+                        takeovers=row["takeovers"],
                         retrying_for=max(0.0, now - started),
                         claimed_at=now,
                         first_attempt_at=row["first_attempt_at"],
-                        ambiguous_since=ambiguous_since,
+                        ambiguous_since=row["ambiguous_since"],
                         overrides=overrides_of(row),
                     )
                 )
@@ -172,26 +229,55 @@ class Sends:
             )
         return None
 
-    def mark_inflight(self, send_id: int, *, token: int, lease_seconds: float) -> bool:
-        """Record that a CCAI request is about to leave. False if this worker lost its lease."""
+    def depart(
+        self,
+        send_id: int,
+        *,
+        owner: str,
+        token: int,
+        lease_seconds: float,
+        number: str,
+        allows: Callable[[OptOutReading], bool],
+    ) -> bool:
+        """The last decision before a CCAI request leaves, in one transaction (see :mod:`bridge.departure`).
+
+        ``allows`` is asked with the number's opt-out entry, read under the number's lock (an opt-out
+        being added waits for it, and is read by every later departure), and the store's time. If it
+        says yes and this worker still holds the send, the send is marked in flight, its lease set to
+        at least ``lease_seconds``, and True is returned. False: not allowed (the caller kept the
+        verdict ``allows`` reached), or taken over. Asked again for a send already in flight (a yes
+        that came back too late to act on), it renews the decision without counting another attempt.
+        Each yes is counted for ``owner`` (:mod:`bridge.store.generations`): a store that lost one is
+        noticed (:class:`StoreWentBack`) before anything is cleared from it.
+        """
         with self.db.tx() as connection:
+            lock_number(self.db, connection, number)
             now = self.db.now(connection)
-            result = connection.execute(
+            if not allows(OptOutReading(entry_of(connection, number), at=now)):
+                return False
+            first = connection.execute(
+                select(sends.c.inflight).where(*still_held(send_id, token)).with_for_update()
+            ).first()
+            if first is None:
+                return False
+            connection.execute(
                 update(sends)
                 .where(*still_held(send_id, token))
                 .values(
                     inflight=True,
                     inflight_at=now,
-                    attempts=sends.c.attempts + 1,
+                    attempts=sends.c.attempts + (0 if first.inflight else 1),
                     # Never shorter than what the heartbeat granted; at least long enough for the request.
                     lease_until=case(
                         (sends.c.lease_until > now + lease_seconds, sends.c.lease_until), else_=now + lease_seconds
                     ),
                 )
             )
-            if result.rowcount == 1:
-                log_event(connection, send_id, now, "attempt", "The request to CCAI Platform left.")
-        return result.rowcount == 1
+            if not first.inflight:
+                log_event(connection, send_id, now, "attempt", "Cleared to leave: the request to CCAI Platform left.")
+            count = self._generations.advance(connection, owner, now=now)
+        self._generations.remember(owner, count)
+        return True
 
     def confirm_not_sent(self, send_id: int, *, token: int) -> bool:
         """A chat lookup found nothing for the earlier attempts: nothing reached the customer."""
@@ -207,74 +293,9 @@ class Sends:
         return result.rowcount == 1
 
     def finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
-        """Record a final outcome and, unless told otherwise, queue its write-back.
-
-        Returns False when this worker lost its lease and the outcome was not recorded, except for
-        a success: an SMS that went out is recorded whoever holds the lease, because throwing the
-        chat id away would leave the customer texted and the ticket saying otherwise.
-        If the database refuses the outcome itself (too long, a character it cannot hold), a
-        reduced outcome is recorded instead, so the send never stays "sending" to be sent again.
-        """
-        for attempt in _reduced(outcome):
-            try:
-                return self._finish(send_id, attempt, token=token, create_task=create_task)
-            except StoreRejected as exc:
-                logger.error("Send %s: the store refused its outcome (%s); recording less of it", send_id, exc)
-        raise StoreRejected(f"The store refused every form of send {send_id}'s outcome.")
-
-    def _finish(self, send_id: int, outcome: Outcome, *, token: int, create_task: bool) -> bool:
-        write_back = outcome.write_back
-        writeback_state = "pending" if write_back else "none"
-        with self.db.tx() as connection:
-            now = self.db.now(connection)
-            row = connection.execute(select(sends.c.overrides).where(sends.c.id == send_id)).first()
-            values: dict[str, Any] = {
-                "status": outcome.status,
-                "reason": outcome.reason,
-                # The last chat that exists: a later refusal (a forced resend during the live chat) adds
-                # its reason, but the chat that reached the customer stays on record.
-                "chat_id": outcome.chat_id if outcome.chat_id is not None else sends.c.chat_id,
-                # Text that never went out is kept only for the "not sent" note (cleared once written).
-                "message": outcome.message if outcome.status == "sent" or (write_back and create_task) else None,
-                "end_user_hint": outcome.end_user_hint,
-                "finished_at": now,
-                "state_at": now,
-                "segments": outcome.segments,
-                "opt_out_learned": outcome.opt_out_learned,
-                "template": outcome.template,
-                "template_version": outcome.template_version,
-                **LEASE_RELEASED,
-                "overrides": Overrides.from_json(row[0] if row else None).without_number().to_json(),
-                "writeback": writeback_state,
-                "writeback_task": "pending" if write_back and create_task else "none",
-                "writeback_not_before": now,
-                "writeback_attempts": 0,
-                "writeback_error": None,
-            }
-            if outcome.status == "sent":
-                values |= {"may_have_sent": False, "ambiguous_since": None}
-            result = connection.execute(update(sends).where(*still_held(send_id, token)).values(values))
-            if result.rowcount == 1:
-                self._follow(connection, send_id, outcome, now)
-                log_event(connection, send_id, now, "finished", outcome.summary)
-                return True
-            if outcome.status != "sent":
-                return False
-            # A late success: fence out whoever holds the lease now, and let the truth win.
-            late = connection.execute(
-                update(sends)
-                .where(sends.c.id == send_id, sends.c.status != "sent")
-                .values(values | {"lease_token": sends.c.lease_token + 1})
-            )
-            if late.rowcount == 1:
-                self._follow(connection, send_id, outcome, now)
-                log_event(connection, send_id, now, "finished", outcome.summary + " (an answer that arrived late)")
-                logger.warning("Send %s: a success arrived after its lease passed to another worker; recorded", send_id)
-                return True
-            logger.error(
-                "Send %s: CCAI confirmed chat %s, but another chat was already recorded", send_id, outcome.chat_id
-            )
-            return False
+        """Record a final outcome and, unless told otherwise, queue its write-back (see
+        :func:`bridge.store.outcomes.record_outcome`: a success is recorded whoever holds the lease)."""
+        return record_outcome(self.db, send_id, outcome, token=token, create_task=create_task)
 
     def cancel(self, send_id: int, *, by: str) -> bool:
         """An operator's cancel of a send that is waiting (queued or held for its send window) and
@@ -311,12 +332,6 @@ class Sends:
             if canceled.rowcount == 1:
                 log_event(connection, send_id, now, "canceled", reason)
             return bool(canceled.rowcount == 1)
-
-    def _follow(self, connection: Connection, send_id: int, outcome: Outcome, now: float) -> None:
-        """A chat exists: follow it (the chat sync keeps its ticket current)."""
-        if outcome.status == "sent" and outcome.chat_id:
-            ticket = connection.execute(select(sends.c.ticket_id).where(sends.c.id == send_id)).scalar_one()
-            follow(self.db, connection, send_id=send_id, ticket_id=ticket, chat_id=outcome.chat_id, now=now)
 
     def requeue(
         self,
@@ -499,15 +514,3 @@ def _recent_send(connection: Connection, send_id: int, ticket_id: str, *, since:
         if max(moments) >= since:
             return int(row.id)
     return None
-
-
-def _reduced(outcome: Outcome) -> list[Outcome]:
-    """The outcome, then less of it, then only its status: what to try when the store refuses it."""
-    reason = "".join(c for c in (outcome.reason or "") if c.isprintable())[:500] or None
-    chat_id = "".join(c for c in (outcome.chat_id or "") if c.isprintable())[:64] or None
-    note = " (The full outcome could not be stored.)"
-    return [
-        outcome,
-        Outcome(status=outcome.status, reason=(reason or "") + note, chat_id=chat_id, write_back=outcome.write_back),
-        Outcome(status=outcome.status, reason="The outcome could not be stored.", write_back=outcome.write_back),
-    ]

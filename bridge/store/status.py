@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from bridge.store.database import Database
 from bridge.store.schema import bridge_status, singletons, workers
@@ -20,6 +20,8 @@ from bridge.store.schema import bridge_status, singletons, workers
 # Keys of ``bridge_status``: kept here, with the table, so that a reader (the overview) and a
 # writer (the worker, the chat sync) share a name without importing each other.
 CHAT_SYNC_KEY = "chat_sync"
+# When the store was last found to have gone back in time (bridge.store.generations), and by whom.
+WENT_BACK_KEY = "store_went_back"
 STREAM_KEY_PREFIX = "stream:"  # + a stream's name: how its holder last said it goes
 API_USAGE_KEY = "salesforce:api_usage"  # the stored key predates other CRMs; kept so no record is orphaned
 
@@ -38,6 +40,7 @@ class WorkerInfo:
     pass_ok_at: float | None
     pass_error: str | None
     seconds_since_beat: float
+    seconds_since_pass_ok: float | None = None  # None: no pass has succeeded yet
 
     @property
     def alive(self) -> bool:
@@ -91,6 +94,7 @@ class StatusBoard:
                 pass_ok_at=row["pass_ok_at"],
                 pass_error=row["pass_error"],
                 seconds_since_beat=max(0.0, now - row["beat_at"]),
+                seconds_since_pass_ok=None if row["pass_ok_at"] is None else max(0.0, now - row["pass_ok_at"]),
             )
             for row in rows
         ]
@@ -127,13 +131,7 @@ class StatusBoard:
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         with self._db.tx() as connection:
-            now = self._db.now(connection)
-            statement = self._db.insert(bridge_status).values(key=key, value=json.dumps(dict(value)), updated_at=now)
-            statement = statement.on_conflict_do_update(
-                index_elements=["key"],
-                set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
-            )
-            connection.execute(statement)
+            put_value(self._db, connection, key, value, now=self._db.now(connection))
 
     def swap(self, key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
         """Store ``new`` under ``key`` only if the value is still ``old`` (None: nothing stored yet):
@@ -167,3 +165,13 @@ class StatusBoard:
         with self._db.tx() as connection:
             row = connection.execute(select(bridge_status).where(bridge_status.c.key == key)).first()
         return (json.loads(row.value), row.updated_at) if row else None
+
+
+def put_value(db: Database, connection: Connection, key: str, value: Mapping[str, Any], *, now: float) -> None:
+    """Store ``value`` under ``key`` in the caller's transaction."""
+    statement = db.insert(bridge_status).values(key=key, value=json.dumps(dict(value)), updated_at=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=["key"],
+        set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at},
+    )
+    connection.execute(statement)

@@ -96,7 +96,13 @@ class Writebacks:
                 return
             stale: dict[str, Any] = {"writeback_lease_until": None, "writeback_owner": None}
             if case_written:
-                stale["case_written_at"] = now
+                # The older state just landed on the ticket, maybe after the newer one did: the newer
+                # one is written again, so that the ticket ends up showing it.
+                stale |= {
+                    "case_written_at": now,
+                    "writeback": case((sends.c.writeback == "done", "pending"), else_=sends.c.writeback),
+                    "writeback_not_before": now,
+                }
             connection.execute(update(sends).where(sends.c.id == item.id).values(stale))
             log_event(connection, item.id, now, "written back", f"{words} for an earlier state; the newer one follows")
 

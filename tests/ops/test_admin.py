@@ -15,6 +15,7 @@ from bridge.sandbox.cases import sample_cases
 from bridge.store import Store
 from tests._apps import Bridge, clean_environment, command_line
 from tests._clock import Clock
+from tests._sends import depart
 
 MOBILE, _, _, UK = (c["Id"] for c in sample_cases()[:4])
 THROTTLED = "CCAI Platform is rate-limiting requests (HTTP 429)."
@@ -260,7 +261,7 @@ def test_show_folds_a_429_storm_and_says_whether_it_reached_the_customer(bridge:
     ).id
     for _ in range(12):
         [job] = store.sends.claim("w", limit=1, lease_seconds=30)
-        store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+        depart(store, job.id, token=job.token, lease_seconds=30)
         store.sends.requeue(job.id, token=job.token, delay=0, reason=THROTTLED, may_have_sent=False, refund=True)
     shown = bridge("sends", "show", str(send_id))
     assert "throttled 12× between" in shown.out

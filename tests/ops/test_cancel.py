@@ -18,6 +18,7 @@ from bridge.model import NewSend
 from bridge.sandbox.cases import sample_cases
 from bridge.store import Store
 from tests._apps import API_KEY, Bridge, clean_environment, command_line, services
+from tests._sends import depart
 
 MOBILE = sample_cases()[0]["Id"]
 PASSWORD = "dashboard-secret"
@@ -44,7 +45,7 @@ def test_a_send_a_worker_holds_or_that_may_have_reached_the_customer_is_not_canc
     held = waiting(sqlite_store)
     [job] = sqlite_store.sends.claim("w", limit=1, lease_seconds=30)
     assert not sqlite_store.sends.cancel(held, by="ana")
-    sqlite_store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(sqlite_store, job.id, token=job.token, lease_seconds=30)
     sqlite_store.sends.requeue(job.id, token=job.token, delay=60, reason="no answer", may_have_sent=True)
     assert not sqlite_store.sends.cancel(held, by="ana")  # queued again, but its answer was lost
 

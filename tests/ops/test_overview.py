@@ -6,8 +6,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from bridge.metrics import Metrics
-from bridge.model import QueueSummary
-from bridge.ops.overview import Overview, publish_gauges, read_overview
+from bridge.model import NewSend, QueueSummary
+from bridge.ops.overview import Overview, publish_gauges, read_overview, workers_problem
 from bridge.store import Store
 from tests._clock import Clock
 
@@ -34,6 +34,24 @@ def test_store_gauges_are_read_at_most_once_per_few_seconds() -> None:
     for page in pages:
         assert "bridge_queue_depth 2.0" in page
         assert "bridge_writebacks_pending 1.0" in page
+
+
+def test_sends_waiting_while_no_worker_gets_through_are_a_problem(sqlite_store: Store, clock: Clock) -> None:
+    """R8: the web door acknowledged events while every worker was wedged on a dead database link;
+    its /readyz now says so once sends have waited too long."""
+    store = sqlite_store
+    store.sends.create(NewSend(dedupe_key="api:auto:1", source="api", origin="person", ticket_id="5005g00000SBX01AAH"))
+    assert workers_problem(store, unhealthy_after=60) is None  # nothing has waited yet
+    clock.advance(90)
+    assert "no worker is running" in (workers_problem(store, unhealthy_after=60) or "")
+    store.status.beat("w1", host="h", pid=1, pass_ok=True, pass_error=None)
+    assert workers_problem(store, unhealthy_after=60) is None
+    clock.advance(25)
+    store.status.beat("w1", host="h", pid=1, pass_ok=False, pass_error="the store is unavailable (no answer in time)")
+    clock.advance(40)
+    store.status.beat("w1", host="h", pid=1, pass_ok=False, pass_error="the store is unavailable (no answer in time)")
+    problem = workers_problem(store, unhealthy_after=60) or ""
+    assert "no worker has completed a pass for 60 s: the store is unavailable" in problem
 
 
 def test_an_event_streams_gauges_come_from_its_holders_last_report(store: Store, clock: Clock) -> None:

@@ -13,6 +13,7 @@ from bridge.ops.verdict import (
     LookupTrust,
     Reason,
     Snapshot,
+    StoreRewound,
     Streak,
     StreamHealth,
     WorkerHealth,
@@ -55,6 +56,15 @@ def test_the_issues_stuck_backlog_is_degraded_with_its_counts_and_age() -> None:
     assert ccai.code == "ccai_throttled"
     assert "196 times since 07:58:49 UTC" in ccai.text
     assert verdict.headline == f"Degraded: {backlog.text}"
+
+
+def test_a_store_that_went_back_in_time_is_down_while_its_sends_are_looked_up_then_degraded() -> None:
+    looking = judge(snapshot(rewound=StoreRewound(NOW - 60, "worker w1 counted 10 departures, the store 7", 4)))
+    assert (looking.level, looking.reasons[0].code) == ("down", "store_went_back")
+    assert "4 unfinished sends are looked up in CCAI before any is sent" in looking.reasons[0].text
+    settled = judge(snapshot(rewound=StoreRewound(NOW - 600, "worker w1 counted 10 departures, the store 7", 0)))
+    assert settled.level == "degraded"
+    assert judge(snapshot(rewound=StoreRewound(NOW - 2 * 86400, "old", 0))).level == "healthy"
 
 
 def test_a_young_backlog_is_not_a_problem_and_sends_held_for_their_window_never_are() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from bridge.errors import ConfigError, StoreRejected, StoreUnavailable
 from bridge.store import Store, database
 from bridge.store.database import Database, engine_for, translate
 from tests._apps import UNREACHABLE_STORE
+from tests._pgproxy import PgProxy
 
 
 def with_option(url: str, option: str) -> str:
@@ -114,9 +117,11 @@ def test_a_lock_held_by_a_frozen_process_is_waited_for_a_bounded_time(
     """Found in review: a process frozen (SIGSTOP, a paused VM) while holding a lock stalled every
     other worker in a database call for good, their heartbeats renewing what they held. A lock wait
     now ends as an outage (the pass is retried), and the frozen session is ended by the server."""
+    migrated = Store.from_url(pg_schema_url)  # migrations wait on a lock every test's store shares
+    migrated.migrate()
+    migrated.close()
     monkeypatch.setattr(database, "LOCK_TIMEOUT", "300ms")
     store = Store.from_url(pg_schema_url)
-    store.migrate()
     holder = create_engine(pg_schema_url.replace("postgresql://", "postgresql+psycopg://"))
     frozen = holder.connect()
     frozen.execute(text("LOCK TABLE sends IN ACCESS EXCLUSIVE MODE"))  # and then nothing more
@@ -153,3 +158,46 @@ def test_sessions_idle_inside_a_transaction_are_ended_by_the_server(pg_schema_ur
     finally:
         store.close()
     assert (setting, lock) == ("1min", "10s")
+
+
+def test_a_sqlite_file_replaced_under_the_store_stops_it(tmp_path: Path) -> None:
+    """R14: a store whose file was swapped (a restore over a running bridge, a cleanup script) must not
+    go on writing into the one it opened: it is unavailable, and says why, until restarted."""
+    path = tmp_path / "bridge.db"
+    store = Store.from_url(f"sqlite:///{path}")
+    try:
+        store.migrate()
+        other = tmp_path / "other.db"
+        other.write_bytes(path.read_bytes())
+        os.replace(other, path)
+        with pytest.raises(StoreUnavailable, match="was replaced"):
+            store.history.queue_summary()
+        assert "bridge.db was replaced" in (store.db.problem() or "")
+    finally:
+        store.close()
+
+
+def test_a_link_that_drops_every_byte_ends_a_transaction_at_its_deadline(pg_schema_url: str) -> None:
+    """R8: no answer ever comes (the bytes are acknowledged and dropped on the way), so neither TCP nor
+    the server ends the wait: the store's own deadline does, as an outage, and the next transaction
+    starts on a fresh connection once the link is back."""
+    migrated = Store.from_url(pg_schema_url)
+    migrated.migrate()
+    migrated.close()
+    proxy = PgProxy.for_url(pg_schema_url)
+    store = Store.from_url(proxy.url(pg_schema_url), timeout=1.5)
+    try:
+        assert store.history.queue_summary().by_status == {}
+        proxy.set_mode("blackhole")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.history.queue_summary()
+        assert time.monotonic() - started < 5
+        proxy.set_mode("pass")
+        store.db.recycle()
+        assert store.history.queue_summary().by_status == {}
+        with store.db.tx() as connection:
+            assert connection.execute(text("SHOW statement_timeout")).scalar_one() == "1500ms"
+    finally:
+        store.close()
+        proxy.close()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
-from bridge.model import NewSend, Outcome, Overrides
+from bridge.errors import StoreUnavailable
+from bridge.model import NewSend, Outcome, Overrides, PendingWriteback
 from bridge.store import Store
 from tests._clock import Clock
+from tests._sends import depart
 
 CASE = "5005g00000SBX01AAH"
 OTHER_CASE = "5005g00000SBX02AAH"
@@ -53,21 +56,28 @@ def test_a_claimed_send_is_not_claimed_again_until_its_lease_expires(store: Stor
     again = store.sends.claim("worker-b", limit=10, lease_seconds=30)
     assert [c.id for c in again] == [first[0].id]
     assert not again[0].may_have_sent  # worker-a never started a CCAI request
-    assert again[0].takeovers == 1
+    # R13: nothing was attempted, so this is no takeover of a send that may be killing its workers.
+    assert again[0].takeovers == 0
 
 
 def test_a_send_whose_worker_died_mid_request_comes_back_flagged(store: Store, clock: Clock) -> None:
     store.sends.ingest([om("04l1")])
     [job] = store.sends.claim("worker-a", limit=1, lease_seconds=30)
-    assert store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    assert depart(store, job.id, token=job.token, lease_seconds=30)
     left_at = clock.now
     clock.advance(31)
-    [retaken] = store.sends.claim("worker-b", limit=1, lease_seconds=30)
+    # R1/R5: taken over, but not handed out before a request its holder may still send is listed.
+    assert store.sends.claim("worker-b", limit=1, lease_seconds=30, settle_seconds=50) == []
+    clock.advance(49)
+    assert store.sends.claim("worker-b", limit=1, lease_seconds=30, settle_seconds=50) == []
+    clock.advance(1)
+    [retaken] = store.sends.claim("worker-b", limit=1, lease_seconds=30, settle_seconds=50)
     assert retaken.may_have_sent
     assert retaken.attempts == 1
+    assert retaken.takeovers == 1
     assert retaken.ambiguous_since == left_at  # where a chat lookup starts searching
     # The dead worker's late writes are refused: its lease token is stale.
-    assert not store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    assert not depart(store, job.id, token=job.token, lease_seconds=30)
     assert not store.sends.finish(job.id, Outcome(status="failed", reason="x"), token=job.token, create_task=True)
     store.sends.requeue(job.id, token=job.token, delay=0, reason="stale", may_have_sent=False)
     record = store.history.get(job.id)
@@ -78,8 +88,9 @@ def test_a_send_whose_worker_died_mid_request_comes_back_flagged(store: Store, c
 def test_a_success_that_arrives_after_a_takeover_is_recorded(store: Store, clock: Clock) -> None:
     store.sends.ingest([om("04l1")])
     [job] = store.sends.claim("slow", limit=1, lease_seconds=30)
-    store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(store, job.id, token=job.token, lease_seconds=30)
     clock.advance(31)
+    assert store.sends.claim("other", limit=1, lease_seconds=30) == []  # taken over: settles first
     [taken] = store.sends.claim("other", limit=1, lease_seconds=30)
     # The first worker's CCAI answer finally arrives: the chat exists, so it must be recorded.
     assert store.sends.finish(job.id, sent("114", message="hi"), token=job.token, create_task=True)
@@ -87,15 +98,35 @@ def test_a_success_that_arrives_after_a_takeover_is_recorded(store: Store, clock
     assert record is not None
     assert (record.status, record.chat_id, record.writeback) == ("sent", "114", "pending")
     # ...and the worker that took over is fenced out.
-    assert not store.sends.mark_inflight(job.id, token=taken.token, lease_seconds=30)
+    assert not depart(store, job.id, token=taken.token, lease_seconds=30)
     assert not store.sends.finish(job.id, Outcome(status="unknown", reason="x"), token=taken.token, create_task=True)
     assert store.history.get(job.id).status == "sent"  # type: ignore[union-attr]
+
+
+def test_a_second_chat_ccai_confirms_for_a_send_is_recorded_and_followed(store: Store, clock: Clock) -> None:
+    """R1: a paused worker's request left after its send was taken over and texted (the window no
+    rule can close): CCAI confirms a second chat. It is never only logged: the ticket follows it and
+    the send's timeline says the customer was most likely texted twice."""
+    store.sends.ingest([om("04l1")])
+    [job] = store.sends.claim("paused", limit=1, lease_seconds=30)
+    depart(store, job.id, token=job.token, lease_seconds=30)
+    clock.advance(31)
+    assert store.sends.claim("other", limit=1, lease_seconds=30) == []
+    [taken] = store.sends.claim("other", limit=1, lease_seconds=30)
+    depart(store, taken.id, token=taken.token, lease_seconds=30)
+    assert store.sends.finish(taken.id, sent("114", message="hi"), token=taken.token, create_task=True)
+    assert store.sends.finish(job.id, sent("115", message="hi"), token=job.token, create_task=True)
+    assert store.chats.followed(follow_seconds=3600) == {"114", "115"}
+    assert store.history.get(job.id).chat_id == "114"  # type: ignore[union-attr]
+    [second] = [e for e in store.history.timeline(job.id) if e.event == "second chat"]
+    assert "chat 115" in (second.detail or "")
+    assert "texted twice" in (second.detail or "")
 
 
 def test_an_outcome_the_database_refuses_is_recorded_reduced_never_left_sending(store: Store) -> None:
     store.sends.ingest([om("04l1")])
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
-    store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(store, job.id, token=job.token, lease_seconds=30)
     # PostgreSQL text cannot hold NUL: the full outcome is refused (DataError), a reduced one is not.
     outcome = sent("x" * 300, message="a\u0000b", reason=None)
     assert store.sends.finish(job.id, outcome, token=job.token, create_task=True)
@@ -138,7 +169,7 @@ def test_loop_guard_counts_from_the_latest_activity_not_the_first_attempt(store:
     [first] = store.sends.claim("w", limit=1, lease_seconds=30)
     assert store.sends.start_attempt(first.id, CASE, token=first.token, cooldown=600) is None
     clock.advance(1200)  # retried for 20 minutes
-    store.sends.mark_inflight(first.id, token=first.token, lease_seconds=30)
+    depart(store, first.id, token=first.token, lease_seconds=30)
     store.sends.finish(first.id, sent(), token=first.token, create_task=False)
     clock.advance(5)
     store.sends.ingest([om("echo-1")])
@@ -150,7 +181,7 @@ def test_loop_guard_holds_while_a_write_back_is_pending_and_after_it_lands(store
     store.sends.ingest([om("04l1")])
     [first] = store.sends.claim("w", limit=1, lease_seconds=30)
     store.sends.start_attempt(first.id, CASE, token=first.token, cooldown=600)
-    store.sends.mark_inflight(first.id, token=first.token, lease_seconds=30)
+    depart(store, first.id, token=first.token, lease_seconds=30)
     store.sends.finish(first.id, sent(), token=first.token, create_task=False)
     clock.advance(3600)  # Salesforce has been down for an hour: the write-back is still pending
     store.sends.ingest([om("04l2")])
@@ -218,7 +249,7 @@ def test_a_write_back_whose_worker_vanished_is_marked_uncertain(store: Store, cl
 def test_heartbeat_renewal_keeps_the_leases_of_work_in_hand(store: Store, clock: Clock) -> None:
     store.sends.ingest([om("04l1"), om("04l2", case=OTHER_CASE), om("04l3", case="500000000000003AAA")])
     a, b, dropped = store.sends.claim("live", limit=3, lease_seconds=20)
-    store.sends.mark_inflight(a.id, token=a.token, lease_seconds=60)
+    depart(store, a.id, token=a.token, lease_seconds=60)
     for _ in range(6):
         clock.advance(5)
         renewed = store.sends.renew("live", sends_in_hand=[a.id, b.id], writebacks_in_hand=[], lease_seconds=20)
@@ -228,7 +259,9 @@ def test_heartbeat_renewal_keeps_the_leases_of_work_in_hand(store: Store, clock:
     clock.advance(15)
     assert store.sends.claim("other", limit=10, lease_seconds=20) == []
     clock.advance(30)  # it stops beating (and "other" never renewed the one it took)
-    assert {c.id for c in store.sends.claim("other", limit=10, lease_seconds=20)} == {a.id, b.id, dropped.id}
+    # The one whose request may be under way is taken over and settles first; the others are claimed.
+    assert {c.id for c in store.sends.claim("other", limit=10, lease_seconds=20)} == {b.id, dropped.id}
+    assert [c.id for c in store.sends.claim("other", limit=10, lease_seconds=20)] == [a.id]
 
 
 def test_renewal_never_extends_another_workers_lease(store: Store, clock: Clock) -> None:
@@ -243,7 +276,7 @@ def test_renewal_never_extends_another_workers_lease(store: Store, clock: Clock)
 def test_a_429_requeue_refunds_the_attempt(store: Store) -> None:
     store.sends.ingest([om("04l1")])
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
-    store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(store, job.id, token=job.token, lease_seconds=30)
     store.sends.requeue(job.id, token=job.token, delay=0, reason="429", may_have_sent=False, refund=True)
     record = store.history.get(job.id)
     assert record is not None
@@ -270,7 +303,7 @@ def test_create_reports_an_existing_key_with_its_fingerprint(store: Store) -> No
 def test_an_operator_retry_requeues_only_allowed_statuses_and_keeps_what_is_known(store: Store, clock: Clock) -> None:
     store.sends.ingest([om("04l1")])
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
-    store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(store, job.id, token=job.token, lease_seconds=30)
     store.sends.requeue(job.id, token=job.token, delay=0, reason="lost", may_have_sent=True, ambiguous=True)
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
     store.sends.finish(job.id, Outcome(status="unknown", reason="?"), token=job.token, create_task=True)
@@ -286,7 +319,7 @@ def test_an_operator_retry_requeues_only_allowed_statuses_and_keeps_what_is_know
 def test_release_gives_back_only_unstarted_sends_of_that_worker(store: Store) -> None:
     store.sends.ingest([om("04l1"), om("04l2"), om("04l3")])
     a, b, c = store.sends.claim("stopping", limit=3, lease_seconds=30)
-    store.sends.mark_inflight(a.id, token=a.token, lease_seconds=30)
+    depart(store, a.id, token=a.token, lease_seconds=30)
     assert store.sends.release("stopping") == 2
     statuses = {record.id: record.status for record in store.history.find()}
     assert statuses == {a.id: "sending", b.id: "queued", c.id: "queued"}
@@ -361,7 +394,7 @@ def test_a_deleted_record_notification_is_stored_as_finished(store: Store) -> No
 def test_every_step_of_a_send_is_on_its_timeline(store: Store, clock: Clock) -> None:
     store.sends.ingest([om("04l1")])
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
-    store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(store, job.id, token=job.token, lease_seconds=30)
     clock.advance(1)
     store.sends.requeue(
         job.id, token=job.token, delay=10, reason="CCAI Platform answered HTTP 503.", may_have_sent=True
@@ -369,7 +402,7 @@ def test_every_step_of_a_send_is_on_its_timeline(store: Store, clock: Clock) -> 
     clock.advance(10)
     [job] = store.sends.claim("w", limit=1, lease_seconds=30)
     store.sends.confirm_not_sent(job.id, token=job.token)
-    store.sends.mark_inflight(job.id, token=job.token, lease_seconds=30)
+    depart(store, job.id, token=job.token, lease_seconds=30)
     store.sends.finish(job.id, sent("114"), token=job.token, create_task=True)
     write_back(store, job.id, case_state="done", task_state="done", error=None, retry_in=None)
     steps = [(step.event, step.detail) for step in store.history.timeline(job.id)]
@@ -433,3 +466,66 @@ def test_a_send_from_a_door_the_store_has_never_heard_of_is_stored(store: Store)
     [send] = store.history.find(ticket_id=CASE)
     assert (send.source, send.origin) == ("zendesk_trigger", "crm_event")
     assert [step.event for step in store.history.timeline(send.id)] == ["received"]
+
+
+def test_a_send_whose_commit_answer_was_lost_is_found_by_its_key(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R2: the row is committed, then the connection drops before the answer: the store reads the key
+    back instead of reporting an outage (a caller told to try again would create a second send)."""
+    create = store.sends._create
+
+    def answer_lost(new: NewSend, *, request_hash: str | None) -> Any:
+        create(new, request_hash=request_hash)
+        raise StoreUnavailable("The store is unavailable: consuming input failed.")
+
+    monkeypatch.setattr(store.sends, "_create", answer_lost)
+    new = NewSend(dedupe_key="api:auto:abc", source="api", origin="person", ticket_id=CASE, overrides=Overrides())
+    created = store.sends.create(new, request_hash="h")
+    assert (created.created, created.request_hash) == (True, "h")
+    assert [r.id for r in store.history.find(ticket_id=CASE)] == [created.id]
+
+
+def test_an_outage_before_anything_was_stored_is_still_an_outage(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(new: NewSend, *, request_hash: str | None) -> Any:
+        raise StoreUnavailable("The store is unavailable: connection refused.")
+
+    monkeypatch.setattr(store.sends, "_create", down)
+    new = NewSend(dedupe_key="api:auto:abc", source="api", origin="person", ticket_id=CASE, overrides=Overrides())
+    with pytest.raises(StoreUnavailable):
+        store.sends.create(new)
+
+
+def _failed_then_retried(store: Store, clock: Clock) -> tuple[PendingWriteback, int]:
+    """A failed send whose write-back worker A is still writing, retried by an operator and sent."""
+    store.sends.ingest([om("04l1")])
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.finish(
+        job.id, Outcome(status="failed", reason="SMS is not enabled"), token=job.token, create_task=False
+    )
+    [old] = store.writebacks.claim("A", limit=10, lease_seconds=30)
+    clock.advance(1)
+    assert store.sends.requeue_finished(job.id, statuses=["failed"])
+    [again] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.finish(again.id, sent("114"), token=again.token, create_task=False)
+    return old, job.id
+
+
+def test_a_retried_sends_new_outcome_waits_for_the_old_ones_write_back(store: Store, clock: Clock) -> None:
+    """R11: the operator's retry kept the old outcome's write-back lease, so the new outcome is
+    written after the old one lands, never before it."""
+    old, send_id = _failed_then_retried(store, clock)
+    assert store.writebacks.claim("B", limit=10, lease_seconds=30) == []
+    store.writebacks.record(old, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
+    [new] = store.writebacks.claim("B", limit=10, lease_seconds=30)
+    assert (new.id, new.status) == (send_id, "sent")
+
+
+def test_an_old_outcome_landing_after_the_new_one_has_the_new_one_written_again(store: Store, clock: Clock) -> None:
+    """R11: should the old write-back's answer land after the new outcome was written (its lease ran
+    out meanwhile), the new outcome is written once more, so the ticket ends up showing it."""
+    old, send_id = _failed_then_retried(store, clock)
+    clock.advance(31)  # A's lease ran out while its call was still under way
+    [new] = store.writebacks.claim("B", limit=10, lease_seconds=30)
+    store.writebacks.record(new, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
+    store.writebacks.record(old, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
+    [again] = store.writebacks.claim("B", limit=10, lease_seconds=30)
+    assert (again.id, again.status, again.chat_id) == (send_id, "sent", "114")
