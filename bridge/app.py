@@ -209,6 +209,7 @@ def dashboard_routes(svc: Services) -> list[BaseRoute]:
         ticket_ids=svc.crm.ticket_ids,
         words=svc.crm.words,
         chat_sync_seconds=svc.doors.chat_sync_seconds,
+        ticket_link=lambda ticket_id: svc.crm.ticket_url(svc.crm_settings, ticket_id),
     ).routes()
 
 

@@ -325,6 +325,7 @@ class SendRecord:
     template_version: str | None = None
     chat_status: str | None = None  # the chat's last known status (the chat sync)
     chat_synced_at: float | None = None
+    ticket_number: str | None = None  # what agents quote (a CaseNumber), once the worker read the ticket
 
     @property
     def final(self) -> bool:

@@ -25,7 +25,7 @@ from bridge import _backoff, departure, policy
 from bridge.ccai.client import CCAIClient
 from bridge.consent import Allow, Block, ConsentCheck, Hold, Verdict
 from bridge.crm import CRMGateway, Ticket
-from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreUnavailable, StoreWentBack
+from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreError, StoreUnavailable, StoreWentBack
 from bridge.logs import about_send
 from bridge.mapping import TicketMapper
 from bridge.model import Chat, ClaimedSend, OptOutReading, Outcome, SmsRequest
@@ -198,6 +198,19 @@ class SendStep:
         async with anyio.create_task_group() as group:
             for job, ticket, request in ready:
                 group.start_soon(self._send_guarded, limit, job, ticket, request)
+        # After the requests left, so that it costs them no time.
+        await self._note_numbers(jobs, tickets)
+
+    async def _note_numbers(self, jobs: Sequence[ClaimedSend], tickets: dict[str, Ticket]) -> None:
+        """The numbers agents quote (CaseNumbers), for the dashboard's search; a failure to note them
+        is logged and never holds a send up."""
+        numbers = {job.id: ticket.number for job in jobs if (ticket := tickets.get(job.ticket_id)) and ticket.number}
+        if not numbers:
+            return
+        try:
+            await anyio.to_thread.run_sync(lambda: self._sends.note_ticket_numbers(numbers))
+        except StoreError as exc:  # (a store that went back in time is noticed by the next departure)
+            logger.warning("The %s numbers could not be noted (%s)", self._words.ticket, exc)
 
     async def _map_and_check(self, job: ClaimedSend, ticket: Ticket | None) -> SmsRequest | None:
         """The SMS request for the ticket, if it may be sent now; otherwise the send is finished or held."""

@@ -39,7 +39,8 @@ class FakeGateway:
     def _ticket(self, case_id: str) -> Ticket:
         values = self.cases[case_id]
         owner = values.get("Owner.Email") if values.get("Owner.Type") == "User" else None
-        return Ticket(id=case_id, fields=dict(values), owner_email=owner)
+        number = values.get("CaseNumber")
+        return Ticket(id=case_id, fields=dict(values), owner_email=owner, number=str(number) if number else None)
 
     def write_outcomes(self, updates: Sequence[TicketUpdate], notes: Sequence[Note]) -> WriteResults:
         self.writes += 1

@@ -90,6 +90,16 @@ async def test_three_cases_give_two_sms_and_three_ticket_updates(h: Harness) -> 
     assert sent[MOBILE_CASE]["message"] in notes[MOBILE_CASE].body
 
 
+async def test_the_casenumber_read_for_a_send_is_noted_for_people_to_find_it(h: Harness) -> None:
+    h.gateway.cases[MOBILE_CASE]["CaseNumber"] = "00001026"
+    h.ingest(MOBILE_CASE, NO_PHONE_CASE)
+    await h.drain()
+    by_ticket = {s.ticket_id: s for s in h.store.history.find()}
+    assert by_ticket[MOBILE_CASE].ticket_number == "00001026"  # sent
+    assert by_ticket[NO_PHONE_CASE].ticket_number == "00001003"  # skipped: no phone number
+    assert [s.id for s in h.store.history.find(ticket_number="1026")] == [by_ticket[MOBILE_CASE].id]
+
+
 @pytest.mark.parametrize("message", DOCUMENTED_ERRORS)
 async def test_a_documented_ccai_error_fails_the_send_once_with_its_message(h: Harness, message: str) -> None:
     h.sim.script.append({"status": 400, "message": message})

@@ -96,6 +96,7 @@ def public_view(send: SendRecord) -> dict[str, Any]:
         "id": send.id,
         "status": send.status,
         "ticket_id": send.ticket_id,
+        "ticket_number": send.ticket_number,
         "source": send.source,
         "attempts": send.attempts,
         "reached_customer": send.reached,

@@ -36,17 +36,32 @@ class Words:
     note: str  # "Task"
     ticket_id: str  # what a ticket id looks like, e.g. "Case id (15 or 18 characters)"
     ticket_id_example: str  # a form's placeholder, e.g. "500…"
+    ticket_number: str = ""  # what agents quote when it is not the id, e.g. "CaseNumber"; "" when it is
+
+
+def ticket_or_number(raw: str, ticket_ids: Callable[[str], str], words: Words) -> tuple[str | None, str | None]:
+    """What a person typed to find a ticket's sends, as ``(ticket id, number)`` (one of them set):
+    an id, or the number agents quote when the CRM has one apart from the id (digits: a CaseNumber).
+    ``ValueError`` saying why it is neither."""
+    try:
+        return ticket_ids(raw), None
+    except ValueError:
+        if words.ticket_number and raw.isascii() and raw.isdigit() and len(raw) <= 40:
+            return None, raw
+        raise
 
 
 @dataclass(frozen=True)
 class Ticket:
     """A ticket as read from the CRM. ``fields`` holds the values the mapping asked for, by the
     names the configuration uses (relationship fields flattened, e.g. ``Contact.DoNotCall``);
-    ``owner_email`` is set when a person (not a queue) owns the ticket."""
+    ``owner_email`` is set when a person (not a queue) owns the ticket; ``number`` is what agents
+    quote when it is not the id (a Salesforce CaseNumber), so that the dashboard can show and find it."""
 
     id: str
     fields: Mapping[str, Any]
     owner_email: str | None = None
+    number: str | None = None
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

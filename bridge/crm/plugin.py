@@ -133,6 +133,9 @@ class CRMPlugin(Protocol):
     def ticket_ids(self, raw: str) -> str:
         """A ticket id as callers give it, normalised; ``ValueError`` saying why it is not one."""
 
+    def ticket_url(self, settings: CRMSettings, ticket_id: str) -> str | None:
+        """Where people open the ticket in the CRM, when the settings say (the dashboard links to it)."""
+
     def gateway(self, settings: CRMSettings, *, metrics: Metrics | None) -> CRMGateway:
         """The gateway, logged in on first use."""
 

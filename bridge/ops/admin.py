@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from bridge.api._door import first_problem
 from bridge.api.opt_outs import view as optout_view
 from bridge.api.sends import SendRequest, cancel_refusal, public_view, wait_for_outcome
-from bridge.crm import Words
+from bridge.crm import Words, ticket_or_number
 from bridge.crm.plugin import load_plugin
 from bridge.errors import ConfigError, UsageError
 from bridge.model import FINAL_STATUSES, NOTHING_SENT, PENDING_STATUSES, NewSend, Overrides
@@ -73,7 +73,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     actions = sends.add_subparsers(metavar="ACTION")
     listing = actions.add_parser("list", help="recent sends, newest first")
     listing.add_argument("--status", choices=(*PENDING_STATUSES, *FINAL_STATUSES))
-    listing.add_argument("--ticket", help="only sends for this Case id (15 or 18 characters)")
+    listing.add_argument("--ticket", help="only sends for this ticket: its id, or the CaseNumber agents quote")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument(
         "--since",
@@ -207,15 +207,21 @@ def _send(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     settings = load_settings()
-    ticket = None
+    ticket = number = None
     if args.ticket:
+        crm = load_plugin(settings.bridge_crm)
         try:
-            ticket = load_plugin(settings.bridge_crm).ticket_ids(args.ticket)
+            ticket, number = ticket_or_number(args.ticket, crm.ticket_ids, crm.words)
         except ValueError as exc:
             raise UsageError(f"--ticket {args.ticket!r}: {exc}.") from exc
     with opened_store(settings) as store:
         found = store.history.find(
-            status=args.status, ticket_id=ticket, limit=args.limit, since=args.since, until=args.until
+            status=args.status,
+            ticket_id=ticket,
+            ticket_number=number,
+            limit=args.limit,
+            since=args.since,
+            until=args.until,
         )
         rows = [public_view(r) for r in found]
     if args.json:

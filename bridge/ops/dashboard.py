@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 from bridge._secrets import basic_credentials, matches_any
 from bridge.api.opt_outs import view as opt_out_view
 from bridge.api.sends import cancel_refusal
-from bridge.crm import TicketIds, Words
+from bridge.crm import TicketIds, Words, ticket_or_number
 from bridge.errors import AuthenticationFailed, MalformedMessage
 from bridge.inbound import Door, positive_int
 from bridge.metrics import Metrics
@@ -132,6 +132,7 @@ class SendFilters:
     shown: Mapping[str, str]
     status: str | None = None
     ticket_id: str | None = None
+    ticket_number: str | None = None  # what agents quote (a CaseNumber), when that was given instead of an id
     within: int | None = None  # seconds back from now
     since: float | None = None
     until: float | None = None
@@ -147,6 +148,7 @@ class Dashboard:
         ticket_ids: TicketIds,
         words: Words,
         chat_sync_seconds: float = 60.0,
+        ticket_link: Callable[[str], str | None] = lambda ticket_id: None,
     ) -> None:
         self._store = store
         self._limits = limits(chat_sync_seconds=chat_sync_seconds, words=words)
@@ -161,7 +163,7 @@ class Dashboard:
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
         )
         environment.filters.update(when=readable, duration=_duration, maybe_reached=maybe_reached, sentence=sentence)
-        environment.globals.update(statuses=STATUSES, within=WITHIN, words=words)
+        environment.globals.update(statuses=STATUSES, within=WITHIN, words=words, ticket_link=ticket_link)
         self._templates = environment
 
     def routes(self) -> list[BaseRoute]:
@@ -224,7 +226,7 @@ class Dashboard:
         return JSONResponse(verdict.as_dict(), status_code=200)
 
     async def _exported(self, request: Request) -> tuple[SendFilters, list[SendRecord], int] | Response:
-        filters, problems = _filters(request.query_params, self._ticket_ids)
+        filters, problems = _filters(request.query_params, self._ticket_ids, self._words)
         if problems:  # never a file of every send for a filter that could not be read
             return PlainTextResponse(" ".join(problems) + "\n", status_code=400)
         found = await anyio.to_thread.run_sync(lambda: self._find(filters, None, limit=export.LIMIT))
@@ -252,6 +254,7 @@ class Dashboard:
     def _count(self, filters: SendFilters) -> int:
         return self._store.history.count(
             ticket_id=filters.ticket_id,
+            ticket_number=filters.ticket_number,
             status=filters.status,
             since=filters.since,
             until=filters.until,
@@ -262,7 +265,7 @@ class Dashboard:
         return self._render(request, "not_found.html", status_code=404, path=request.url.path)
 
     async def _sends(self, request: Request) -> Response:
-        filters, problems = _filters(request.query_params, self._ticket_ids)
+        filters, problems = _filters(request.query_params, self._ticket_ids, self._words)
         before = _positive(request.query_params.get("before", ""))
         # A filter that cannot be read lists nothing: an unfiltered list would pass for the answer.
         found = [] if problems else await anyio.to_thread.run_sync(self._find, filters, before)
@@ -283,6 +286,7 @@ class Dashboard:
     def _find(self, filters: SendFilters, before: int | None, *, limit: int = PAGE_SIZE + 1) -> list[SendRecord]:
         return self._store.history.find(
             ticket_id=filters.ticket_id,
+            ticket_number=filters.ticket_number,
             status=filters.status,
             since=filters.since,
             until=filters.until,
@@ -449,7 +453,7 @@ class Dashboard:
         return await self._opt_out_list(request, notice=f"{mask(number)} {done}.")
 
 
-def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, list[str]]:
+def _filters(query: QueryParams, ticket_ids: TicketIds, words: Words) -> tuple[SendFilters, list[str]]:
     """The sends list's filters from the query, and what was wrong with them (those are dropped)."""
     problems: list[str] = []
     shown = {
@@ -459,10 +463,10 @@ def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, li
     if status is not None and status not in STATUSES:
         problems.append(f"There is no status {status!r}.")
         status = None
-    ticket = shown.get("case")
+    ticket, number = shown.get("case"), None
     if ticket is not None:
         try:
-            ticket = ticket_ids(ticket)
+            ticket, number = ticket_or_number(ticket, ticket_ids, words)
         except ValueError as exc:
             problems.append(f"{ticket!r} {exc}.")
             ticket = None
@@ -472,7 +476,10 @@ def _filters(query: QueryParams, ticket_ids: TicketIds) -> tuple[SendFilters, li
         within = None
     since, until = _moment(shown.get("since"), problems), _moment(shown.get("until"), problems)
     seconds = WITHIN[within][1] if within else None
-    return SendFilters(shown, status=status, ticket_id=ticket, within=seconds, since=since, until=until), problems
+    filters = SendFilters(
+        shown, status=status, ticket_id=ticket, ticket_number=number, within=seconds, since=since, until=until
+    )
+    return filters, problems
 
 
 def _address(request: Request) -> str:

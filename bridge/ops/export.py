@@ -18,6 +18,7 @@ COLUMNS = (
     "id",
     "created_at",
     "ticket_id",
+    "ticket_number",
     "source",
     "status",
     "reached_customer",

@@ -200,6 +200,9 @@ def create_salesforce_app(sim: SalesforceSimulator, *, pubsub: PubSubServer | No
         unknown = [f for f in fields if f not in CASE_FIELDS]
         if unknown:
             return _errors(400, "INVALID_FIELD", f"No such column '{unknown[0]}' on entity 'Case'.")
+        if len({f.lower() for f in fields}) < len(fields):  # as Salesforce: a field named twice, in any case
+            twice = next(f for i, f in enumerate(fields) if f.lower() in {g.lower() for g in fields[:i]})
+            return _errors(400, "MALFORMED_QUERY", f"duplicate field selected: {twice}")
         ids = [to18(i.strip().strip("'\"")) for i in match["ids"].split(",") if i.strip()]
         records = [_nested(sim.cases[i], fields) for i in ids if i in sim.cases]
         return JSONResponse({"totalSize": len(records), "done": True, "records": records})

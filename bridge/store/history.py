@@ -30,6 +30,7 @@ class History:
         self,
         *,
         ticket_id: str | None = None,
+        ticket_number: str | None = None,
         status: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
@@ -44,13 +45,14 @@ class History:
         if before_id is not None:
             query = query.where(sends.c.id < before_id)
         with self.db.tx() as connection:
-            query = query.where(*self._matching(connection, ticket_id, status, since, until, within))
+            query = query.where(*self._matching(connection, ticket_id, ticket_number, status, since, until, within))
             return [_record(row) for row in connection.execute(query).mappings()]
 
     def count(
         self,
         *,
         ticket_id: str | None = None,
+        ticket_number: str | None = None,
         status: str | None = None,
         since: float | None = None,
         until: float | None = None,
@@ -58,13 +60,14 @@ class History:
     ) -> int:
         """How many sends :meth:`find` would list with these filters and no limit."""
         with self.db.tx() as connection:
-            conditions = self._matching(connection, ticket_id, status, since, until, within)
+            conditions = self._matching(connection, ticket_id, ticket_number, status, since, until, within)
             return int(connection.execute(select(func.count()).select_from(sends).where(*conditions)).scalar_one())
 
     def _matching(
         self,
         connection: Connection,
         ticket_id: str | None,
+        ticket_number: str | None,
         status: str | None,
         since: float | None,
         until: float | None,
@@ -73,6 +76,9 @@ class History:
         conditions: list[ColumnElement[bool]] = []
         if ticket_id:
             conditions.append(sends.c.ticket_id == ticket_id)
+        if ticket_number:
+            # Agents quote 1026 for 00001026: compared without the leading zeros.
+            conditions.append(func.ltrim(sends.c.ticket_number, "0") == ticket_number.lstrip("0"))
         if status:
             conditions.append(sends.c.status == status)
         if since is not None:
@@ -160,4 +166,5 @@ def _record(row: RowMapping) -> SendRecord:
         template_version=row["template_version"],
         chat_status=row.get("chat_status"),
         chat_synced_at=row.get("chat_synced_at"),
+        ticket_number=row.get("ticket_number"),
     )

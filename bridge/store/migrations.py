@@ -187,3 +187,9 @@ def _v11(connection: Connection, postgres: bool) -> None:
 def _v12(connection: Connection, postgres: bool) -> None:
     # Each worker's count of the sends it cleared to leave: a store that lost some went back in time.
     metadata.create_all(connection, tables=[generations])
+
+
+@migration(13)
+def _v13(connection: Connection, postgres: bool) -> None:
+    # The number agents quote (a CaseNumber), noted when the worker reads the ticket.
+    _add_columns(connection, "sends", {"ticket_number": "VARCHAR(40)"})

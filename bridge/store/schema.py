@@ -30,6 +30,9 @@ sends = Table(
     Column("origin", String(16), nullable=False, server_default="crm_event"),
     Column("org_id", String(18)),
     Column("ticket_id", String(64), nullable=False),
+    # The number agents quote for the ticket when it is not its id (a CaseNumber), as the CRM last
+    # answered: the dashboard shows it and finds sends by it.
+    Column("ticket_number", String(40)),
     # JSON: per-send message/agent/number overrides (API and CLI sends). A full number given in the
     # request is removed once the send is final (only its masked hint is kept).
     Column("overrides", Text),

@@ -434,6 +434,18 @@ class Sends:
                 ).rowcount
         return renewed
 
+    def note_ticket_numbers(self, numbers: dict[int, str]) -> None:
+        """Note on each send (by id) the number agents quote for its ticket, so that people can find
+        it by that number. Unfenced: it is only what the CRM answered, whoever holds the send."""
+        with self.db.tx() as connection:
+            for send_id, number in numbers.items():
+                connection.execute(
+                    update(sends)
+                    .where(sends.c.id == send_id)
+                    .where(or_(sends.c.ticket_number.is_(None), sends.c.ticket_number != number[:40]))
+                    .values(ticket_number=number[:40])
+                )
+
     def latest_chat(self, ticket_id: str, *, exclude: int) -> str | None:
         """The newest chat this bridge created for the ticket, other than send ``exclude``'s."""
         with self.db.tx() as connection:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import logging
 import re
@@ -22,7 +23,7 @@ from bridge.ops import _csrf, dashboard
 from bridge.ops.dashboard import activity_chart
 from bridge.ops.retries import retry
 from bridge.store import Store
-from tests._apps import services
+from tests._apps import salesforce_settings, services
 from tests._clock import Clock
 
 PASSWORD = "correct horse battery staple"
@@ -555,3 +556,36 @@ def test_the_filtered_list_exports_as_csv_and_json_with_the_total(sqlite_store: 
     assert (body["total"], body["exported"]) == (4, 4)
     assert body["sends"][0]["reached_customer"] == "yes"
     assert client.get("/dashboard/sends.csv", params={"status": "faild"}).status_code == 400
+
+
+def test_a_case_links_to_its_record_and_is_found_by_the_casenumber_agents_quote(store: Store) -> None:
+    first = add_send(store, Outcome(status="failed", reason="CCAI refused it."))
+    second = add_send(store, Outcome(status="sent", chat_id="5"), case=OTHER_CASE)
+    store.sends.note_ticket_numbers({first: "00001026", second: "00001027"})
+    svc = dataclasses.replace(
+        services(store, dashboard_password=PASSWORD),
+        crm_settings=salesforce_settings(instance_url="https://acme.my.salesforce.com"),
+    )
+    client = TestClient(create_app(services=svc), headers=SIGNED_IN)
+
+    def listed(case: str) -> list[int]:
+        response = client.get("/dashboard/sends", params={"case": case})
+        assert response.status_code == 200, response.text
+        return [int(i) for i in re.findall(r'<a href="/dashboard/sends/(\d+)">', response.text)]
+
+    assert listed("00001026") == [first]
+    assert listed("1026") == [first]  # as agents say it, without the leading zeros
+    assert listed("1028") == []
+    page = client.get(f"/dashboard/sends/{second}").text
+    assert f'href="https://acme.my.salesforce.com/{OTHER_CASE}"' in page
+    assert "CaseNumber 00001027" in page
+    exported = client.get("/dashboard/sends.csv", params={"case": "1027"}).text
+    assert "00001027" in exported
+    assert OTHER_CASE in exported
+
+
+def test_without_an_org_address_the_case_is_shown_unlinked(sqlite_store: Store) -> None:
+    send_id = add_send(sqlite_store, Outcome(status="sent", chat_id="5"))
+    page = client_for(sqlite_store).get(f"/dashboard/sends/{send_id}").text
+    assert CASE in page
+    assert "ticket-link" not in page  # SALESFORCE_DOMAIN=login names no org

@@ -43,6 +43,7 @@ class SalesforcePlugin:
         note="Task",
         ticket_id="Case id (15 or 18 characters)",
         ticket_id_example="500…",
+        ticket_number="CaseNumber",
     )
     settings_model = SalesforceSettings
     default_config = Path("config/bridge.toml")
@@ -50,6 +51,11 @@ class SalesforcePlugin:
 
     def ticket_ids(self, raw: str) -> str:
         return normalize_case_id(raw)
+
+    def ticket_url(self, settings: CRMSettings, ticket_id: str) -> str | None:
+        instance = _own(settings).instance()
+        # The record's short URL: Salesforce opens it in Lightning or Classic, whichever the user has.
+        return f"{instance}/{ticket_id}" if instance else None
 
     def gateway(self, settings: CRMSettings, *, metrics: Metrics | None) -> CRMGateway:
         return self.salesforce_gateway(settings, metrics=metrics)

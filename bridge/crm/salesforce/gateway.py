@@ -44,7 +44,7 @@ RETRYABLE_CODES = frozenset(
     {"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT", "UNAVAILABLE"}
 )
 # Fields every Case read selects besides the mapping's: the id and who owns it (User or Queue).
-BASE_FIELDS = ("Id", "Owner.Type", "Owner.Email")
+BASE_FIELDS = ("Id", "CaseNumber", "Owner.Type", "Owner.Email")
 T = TypeVar("T")
 
 
@@ -158,7 +158,11 @@ class SalesforceGateway:
         wanted = sorted({to18(i) for i in ids if is_record_id(i)})
         if not wanted:
             return {}
-        selected = ", ".join(dict.fromkeys([*BASE_FIELDS, *fields]))
+        # Salesforce refuses a field selected twice, in any letter case ("duplicate field selected").
+        once: dict[str, str] = {}
+        for name in (*BASE_FIELDS, *fields):
+            once.setdefault(name.lower(), name)
+        selected = ", ".join(once.values())
         # Ids were validated (letters and digits only), so quoting them cannot inject SOQL.
         soql = f"SELECT {selected} FROM Case WHERE Id IN ({', '.join(repr(i) for i in wanted)})"  # noqa: S608
         result = self._call(lambda sf: sf.query_all(soql), action="read the Case")
@@ -172,8 +176,12 @@ class SalesforceGateway:
             record_id = str(flat.get("Id", ""))
             if is_record_id(record_id):
                 owner = flat.get("Owner.Email") if flat.get("Owner.Type") == "User" else None
+                number = flat.get("CaseNumber")
                 tickets[to18(record_id)] = Ticket(
-                    id=to18(record_id), fields=flat, owner_email=str(owner).strip() if owner else None
+                    id=to18(record_id),
+                    fields=flat,
+                    owner_email=str(owner).strip() if owner else None,
+                    number=str(number) if number else None,
                 )
         return tickets
 

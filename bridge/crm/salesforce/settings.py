@@ -119,6 +119,16 @@ class SalesforceSettings(CRMSettings):
             }
         )
 
+    def instance(self) -> str | None:
+        """The org's own address (https://acme.my.salesforce.com), when the settings name it: the
+        access token's instance, or a My Domain. ``login`` and ``test`` name no org."""
+        if self.instance_url:
+            return self.instance_url.rstrip("/")
+        domain = self.domain.strip().strip("/").removeprefix("https://")
+        if not domain or domain in ("login", "test"):
+            return None
+        return f"https://{domain}" if domain.endswith(".salesforce.com") else f"https://{domain}.salesforce.com"
+
     def problems(self, *, web: bool) -> tuple[list[str], list[str]]:
         """What a real deployment still lacks: (missing settings by name, other problems as sentences).
         A worker alone (``web=False``) does not need the outbound-message door's secrets."""

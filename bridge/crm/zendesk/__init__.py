@@ -49,6 +49,10 @@ class ZendeskPlugin:
     def ticket_ids(self, raw: str) -> str:
         return normalize_ticket_id(raw)
 
+    def ticket_url(self, settings: CRMSettings, ticket_id: str) -> str | None:
+        own = _own(settings)
+        return f"{own.base_url()}/agent/tickets/{ticket_id}" if own.url or own.subdomain else None
+
     def client(self, settings: CRMSettings) -> ZendeskClient:
         own = _own(settings)
         return ZendeskClient(

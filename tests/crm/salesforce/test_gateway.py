@@ -51,6 +51,8 @@ def test_reads_many_cases_in_one_query_with_relationships_flattened(org: Org) ->
     assert tickets[CASE_2].fields["Owner.Type"] == "Queue"
     assert tickets[CASE_2].fields["Owner.Email"] is None
     assert [c["path"] for c in org.sim.calls] == ["/services/data/v61.0/query/"]
+    # The CaseNumber agents quote, whatever the mapping asks for (the dashboard shows and finds it).
+    assert tickets[CASE_1].number == org.sim.cases[CASE_1]["CaseNumber"] is not None
 
 
 def test_fields_are_found_whatever_the_configurations_letter_case(org: Org) -> None:
@@ -61,6 +63,9 @@ def test_fields_are_found_whatever_the_configurations_letter_case(org: Org) -> N
     assert ticket.get("contact.donotcall") is True
     assert ticket.get("Contact.DoNotCall") is True
     assert ticket.get("casenumber") == ticket.get("CaseNumber") is not None
+    # Asked once more in another spelling than the bridge's own, it is selected once: Salesforce
+    # refuses "duplicate field selected".
+    assert ticket.number == ticket.get("CaseNumber")
 
 
 def test_an_id_that_cannot_name_a_case_is_simply_not_found(org: Org) -> None:
