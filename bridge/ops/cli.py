@@ -34,6 +34,7 @@ from bridge.ops._help import document
 from bridge.ops.admin import register
 from bridge.ops.completion import script as completion_script
 from bridge.ops.faults import DESCRIPTIONS, FAULTS, apply, control_body, control_url
+from bridge.ops.setup_page import not_set_up_app
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
 from bridge.sandbox.ccai import consumer_number
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
@@ -255,8 +256,15 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_sandbox(overrides)
     settings = load_settings(**overrides)
     _server_logging(settings)
-    settings.check_storage()
     problems = problems_for_serving(settings)
+    try:
+        settings.check_storage()
+    except ConfigError as exc:
+        if not settings.dyno:
+            raise
+        problems.append(str(exc))
+    if problems and settings.dyno:
+        return _serve_not_set_up(settings, problems)
     if problems:
         raise ConfigError(
             " ".join(problems)
@@ -266,6 +274,22 @@ def _serve(args: argparse.Namespace) -> int:
     services = build_services(settings)
     services.store.db.ping()  # one line naming the database and why, rather than a traceback at start-up
     _server(settings, services).run()
+    return 0
+
+
+def _serve_not_set_up(settings: Settings, problems: list[str]) -> int:
+    """A web dyno deployed before its credentials were set: serve the page that says what is missing
+    (:mod:`bridge.ops.setup_page`) rather than crash in a loop; Heroku restarts it when one is set."""
+    logger.error(
+        "The bridge is not set up: %s Serving only the page that says so (and 503 to every door) until "
+        "the settings are complete.",
+        " ".join(problems),
+    )
+    app = not_set_up_app(problems, dashboard_password=settings.bridge_dashboard_password.get_secret_value())
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, access_log=False, log_config=None, proxy_headers=True
+    )
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -72,7 +72,7 @@ WITHIN = {"1h": ("last hour", 3600), "24h": ("last 24 hours", 86400), "7d": ("la
 # The activity chart's stacking order (the stylesheet colours each status: one hue per kind of outcome).
 CHART_ORDER: tuple[SendStatus, ...] = ("sent", "unknown", "suppressed", *NOTHING_SENT, *PENDING_STATUSES)
 
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     # No scripts at all; styles only from the page itself; forms post only here; never framed.
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
@@ -195,7 +195,7 @@ class Dashboard:
                     headers={"WWW-Authenticate": 'Basic realm="bridge dashboard", charset="UTF-8"'},
                 )
             response = await page(request)
-            response.headers.update(_SECURITY_HEADERS)
+            response.headers.update(SECURITY_HEADERS)
             return response
 
         return guarded
