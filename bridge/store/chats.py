@@ -252,9 +252,18 @@ class Chats:
     def attach_note(self, send_id: int, note_ref: str | None) -> None:
         """Remember that a sent send's note was written (and the id the CRM gave it, if any), so that
         its chat's end follows it up. (The column keeps its first name, ``task_ref``: an empty one
-        means a note without an id.)"""
+        means a note without an id.)
+
+        A chat that already ended (the note's write waited out a CRM outage longer than the chat)
+        has its note completed by the next write, as if it had ended now; a note attached again
+        (a retried write-back) leaves what was decided the first time."""
         with self._db.tx() as connection:
-            connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=note_ref or ""))
+            ended_first = and_(chats.c.task_ref.is_(None), chats.c.ended.is_(True))
+            connection.execute(
+                update(chats)
+                .where(chats.c.send_id == send_id)
+                .values(task_ref=note_ref or "", task_pending=case((ended_first, True), else_=chats.c.task_pending))
+            )
 
     def live_chat(self, ticket_id: str) -> tuple[str, str | None] | None:
         """The newest chat the bridge started for the ticket that has not ended: (chat id, status)."""
