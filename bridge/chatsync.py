@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.ccai.chats import NewStatusWords, parse
+from bridge.ccai.chats import NewStatusWords, loggable, parse
 from bridge.ccai.client import CCAIClient
 from bridge.crm import ChatUpdate, CRMGateway, FollowUp, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
@@ -220,12 +220,14 @@ class ChatSync:
     def _record(self, claim: ChatClaim, item: PendingChatUpdate, result: WriteResult) -> None:
         retry = not result.ok and result.retryable and item.attempts < MAX_WRITE_ATTEMPTS
         if not result.ok and not retry:
-            logger.error("Chat %s's news could not be written to its ticket: %s", item.chat_id, result.message)
+            logger.error(
+                "Chat %s's news could not be written to its ticket: %s", loggable(item.chat_id), result.message
+            )
         delay = _backoff.after_attempts(item.attempts, rng=self._rng) if retry else None
         if not self._chats.record_update(claim, item, done=result.ok, retry_in=delay, error=result.message):
             logger.warning(
                 "Chat %s was taken over by another process while its news was being written; that one writes it",
-                item.chat_id,
+                loggable(item.chat_id),
             )
 
 

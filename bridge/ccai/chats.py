@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.phones import mask_numbers
 from bridge.text import sanitize
 
 logger = logging.getLogger(__name__)
@@ -81,8 +82,16 @@ class NewStatusWords:
             if status is not None and status not in KNOWN and status not in self._seen:
                 self._seen.add(status)
                 logger.warning(
-                    "CCAI reported a chat status the bridge does not know: %r; written to the ticket as it is", status
+                    "CCAI reported a chat status the bridge does not know: %r; written to the ticket as it is",
+                    loggable(status),
                 )
+
+
+def loggable(value: object) -> str:
+    """A word CCAI sent (a status, a chat or event id), fit for a log line: anything that may be a
+    phone number is masked. A chat id is an integer (CCAI's ids stay readable below ten digits)."""
+    text = str(value)
+    return text if text.isdigit() and len(text) < 10 else mask_numbers(text)
 
 
 def _word(value: object) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, update
 
-from bridge.ccai.chats import ChatState, event_state
+from bridge.ccai.chats import ChatState, event_state, loggable
 from bridge.errors import StoreRejected
 from bridge.store.database import Database
 from bridge.store.schema import chats, sends, session_events
@@ -99,7 +99,11 @@ class Chats:
         the ticket shows (those are queued for its write-back)."""
 
         def refused(state: ChatState, exc: StoreRejected) -> None:
-            logger.warning("CCAI's state of chat %s was refused by the store and skipped: %s", state.chat_id, exc)
+            logger.warning(
+                "CCAI's state of chat %s was refused by the store and skipped: %s",
+                loggable(state.chat_id),
+                loggable(exc),
+            )
 
         def step(connection: Connection, state: ChatState, now: float) -> int:
             row = (

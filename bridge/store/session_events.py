@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select, update
 
-from bridge.ccai.chats import ChatState
+from bridge.ccai.chats import ChatState, loggable
 from bridge.errors import StoreRejected
 from bridge.store.chats import FOLLOW_LOCK, UNKNOWN_CHAT_SECONDS, apply_each, apply_state, kept_state, read_kept_state
 from bridge.store.database import Database
@@ -113,8 +113,13 @@ class SessionEvents:
 
     def _skip(self, event: _Kept, exc: StoreRejected) -> None:
         event_id, state = event.event_id, event.state
-        chat = state.chat_id if state else "unknown"
-        logger.warning("Session event %s (chat %s) was refused by the store and skipped: %s", event_id, chat, exc)
+        chat = loggable(state.chat_id) if state else "unknown"
+        logger.warning(
+            "Session event %s (chat %s) was refused by the store and skipped: %s",
+            loggable(event_id),
+            chat,
+            loggable(exc),
+        )
         with self._db.tx() as connection:
             connection.execute(
                 update(session_events).where(session_events.c.event_id == event_id).values(applied=True, payload="")
