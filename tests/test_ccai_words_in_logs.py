@@ -57,3 +57,7 @@ async def test_the_chat_sync_logs_no_number_ccai_put_in_a_status(
     await sync.write()
     assert "does not know" in caplog.text
     assert "555-0199" not in caplog.text
+
+
+def test_loggable_keeps_an_event_id() -> None:
+    assert loggable("f45189d8-ff76-407b-9c28-97533baa3482") == "f45189d8-ff76-407b-9c28-97533baa3482"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 # Words after which a chat will not change again (documented: finished; seen: failed).
 ENDED = frozenset({"finished", "failed", "ended", "closed", "canceled", "cancelled", "dismissed", "abandoned"})
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Words CCAI is known to use; others are written verbatim and logged once.
 KNOWN = ENDED | {"selecting", "queued", "assigned", "in_progress", "active", "connected", "disconnected"}
 
@@ -89,9 +91,12 @@ class NewStatusWords:
 
 def loggable(value: object) -> str:
     """A word CCAI sent (a status, a chat or event id), fit for a log line: anything that may be a
-    phone number is masked. A chat id is an integer (CCAI's ids stay readable below ten digits)."""
+    phone number is masked. Ids stay readable: a chat id is an integer (below ten digits, no
+    number has so few), an event id a UUID."""
     text = str(value)
-    return text if text.isdigit() and len(text) < 10 else mask_numbers(text)
+    if (text.isdigit() and len(text) < 10) or _UUID.fullmatch(text):
+        return text
+    return mask_numbers(text)
 
 
 def _word(value: object) -> str | None:
