@@ -187,3 +187,9 @@ def _v11(connection: Connection, postgres: bool) -> None:
 def _v12(connection: Connection, postgres: bool) -> None:
     # Each worker's count of the sends it cleared to leave: a store that lost some went back in time.
     metadata.create_all(connection, tables=[generations])
+
+
+@migration(13)
+def _v13(connection: Connection, postgres: bool) -> None:
+    # Pushed session events fence each other, not the poll; the number, for opt-outs CCAI reports.
+    _add_columns(connection, "chats", {"pushed_at": "DOUBLE PRECISION", "number": "VARCHAR(32)"})
