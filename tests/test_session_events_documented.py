@@ -20,12 +20,14 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from bridge.app import refused
+from bridge.ccai.chats import event_state, opted_out, parse
 from bridge.ccai.session_events import SessionEventsEndpoint
 from bridge.chatsync import ChatSync
 from bridge.errors import InboundError
 from bridge.sandbox.servers import free_port
 from bridge.services import chat_sync
 from bridge.store import Store
+from bridge.store.chats import read_kept_state
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, MOBILE_NUMBER, Harness, harness_settings, make_harness
 from tests._processes import wait_for
@@ -224,3 +226,60 @@ async def test_a_chat_that_fails_with_end_user_opt_out_puts_the_number_on_the_li
     h.ingest(MOBILE_CASE)
     await h.drain()
     assert h.row(MOBILE_CASE).status == "opted_out"
+
+
+async def test_a_wrap_up_pushed_after_the_poll_ended_the_chat_keeps_its_end(h: Harness, door: str) -> None:
+    chat = await sent_chat(h)
+    sync = sync_for(h)
+    start = h.clock() + 1
+    *_, ended, final = bodies("sms_chat_lifecycle.json", chat, start)
+    h.clock.advance(start + 60 - h.clock())
+    h.sim.chats.update(chat, {"status": "finished", "agent_info": {"id": 7, "name": "Ana Lopez"}}, now=h.clock())
+    await sync.poll()
+    await sync.write()
+    assert str(chat) not in followed(h)
+    await post(door, ended)  # late: the poll already said how it ended
+    await post(door, final)
+    await sync.apply_events()
+    await sync.write()
+    last = h.gateway.chat_updates[-1]
+    assert (last.status, last.ended_at, last.outcome) == (
+        "finished",
+        start + 60,
+        "appointment_confirmed: Customer confirmed Tuesday 10am",
+    )
+
+
+def test_event_state_reads_the_documented_item() -> None:
+    state = event_state(
+        {
+            "event_id": "x",
+            "item": {
+                "id": 114,
+                "state": "disconnected",
+                "participants": [
+                    {"type": "end_user", "status": "disconnected", "fail_reason": "end_user_opt_out"},
+                    {"type": "agent", "status": "dispositionSubmitted", "id": 7, "first_name": "Ana", "last_name": "L"},
+                ],
+                "dispositions": [{"code": "done", "custom_code_id": 1, "note": None}],
+            },
+        },
+        1_800_000_000.0,
+    )
+    assert state is not None
+    assert (state.status, state.agent, state.outcome, state.disposition) == ("disconnected", "Ana L", "done", "done")
+    assert opted_out(state)  # end_user_opt_out, whatever the codes
+    quiet = event_state({"item": {"id": 114, "state": "connected", "participants": []}}, 1_800_000_000.0)
+    assert quiet is not None
+    assert (quiet.status, quiet.agent, quiet.outcome) == (None, None, None)
+    nothing = parse({"id": 1, "updated_at": 1, "fail_reason": "nothing"})
+    assert nothing is not None
+    assert nothing.fail_reason is None
+    assert not opted_out(nothing, ["nothing"])
+
+
+def test_a_state_kept_by_an_earlier_version_is_still_read() -> None:
+    kept = {"chat_id": "114", "status": "assigned", "updated_at": 1.0, "agent": "Ana", "ended_at": None}
+    state = read_kept_state(json.dumps({**kept, "outcome": None, "replied": None}), None)
+    assert state is not None
+    assert (state.agent, state.fail_reason, state.disposition) == ("Ana", None, None)
