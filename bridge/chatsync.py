@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 
 from bridge import _backoff
-from bridge.ccai.chats import NewStatusWords, parse
+from bridge.ccai.chats import ChatState, NewStatusWords, loggable, opted_out, parse
 from bridge.ccai.client import CCAIClient
 from bridge.crm import ChatUpdate, CRMGateway, FollowUp, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
@@ -58,6 +58,9 @@ class SyncOptions:
     follow_seconds: float
     no_reply_seconds: float  # 0: never say "no reply"
     lease_seconds: float
+    # Wrap-up codes that mean "the customer opted out" (CCAI_OPT_OUT_DISPOSITIONS): the number goes on
+    # the opt-out list, as it does for a chat that failed with end_user_opt_out.
+    opt_out_dispositions: tuple[str, ...] = ()
 
     @property
     def no_reply_text(self) -> str:
@@ -77,7 +80,10 @@ class ChatSync:
         ccai: CCAIClient,
         gateway: CRMGateway,
         options: SyncOptions,
+        opt_out: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``opt_out(number, chat_id)`` puts a number on the opt-out list because CCAI said so (as
+        :meth:`bridge.consent.ConsentCheck.record_opt_out` does for a refused send)."""
         self._owner = context.owner
         self._metrics = context.metrics
         self._rng = context.rng
@@ -88,6 +94,7 @@ class ChatSync:
         self._ccai = ccai
         self._gateway = gateway
         self._options = options
+        self._opt_out = opt_out
         self._next_poll = 0.0
 
     async def run_batch(self) -> int:
@@ -104,8 +111,10 @@ class ChatSync:
 
     async def apply_events(self) -> int:
         """Apply pushed session events; one the store refuses is skipped (logged), an outage raised."""
-        handled, changed = await anyio.to_thread.run_sync(lambda: self._events.apply(limit=EVENTS_PER_PASS))
+        seen: list[ChatState] = []
+        handled, changed = await anyio.to_thread.run_sync(lambda: self._events.apply(limit=EVENTS_PER_PASS, seen=seen))
         self._metrics.chats_updated.labels("push").inc(changed)
+        await self._learn_opt_outs(seen)
         return handled
 
     async def poll(self, *, read_list: bool = True) -> int:
@@ -132,9 +141,9 @@ class ChatSync:
                     requests += 1
                     states = [s for s in map(parse, page) if s is not None]
                     self._new_words.notice(states)
-                    changed += await anyio.to_thread.run_sync(
-                        self._chats.apply, [s for s in states if s.chat_id in followed]
-                    )
+                    ours = [s for s in states if s.chat_id in followed]
+                    changed += await anyio.to_thread.run_sync(self._chats.apply, ours)
+                    await self._learn_opt_outs(ours)
                     high_water = max([high_water, *(s.updated_at for s in states)])
                     await anyio.to_thread.run_sync(self._save, high_water, started)
             except CCAIError as exc:
@@ -157,6 +166,24 @@ class ChatSync:
         self._metrics.chats_updated.labels("poll").inc(changed)
         logger.debug("Chat sync: %d followed, %d request(s), %d changed", len(followed), requests, changed)
         return changed
+
+    async def _learn_opt_outs(self, states: list[ChatState]) -> None:
+        """Numbers whose chat CCAI says the customer opted out of go on the opt-out list (source
+        ``ccai``, the chat id as the note): no ticket may text them again."""
+        chat_ids = sorted({s.chat_id for s in states if opted_out(s, self._options.opt_out_dispositions)})
+        if not chat_ids or self._opt_out is None:
+            return
+        numbers = await anyio.to_thread.run_sync(self._chats.numbers, chat_ids)
+        for chat_id in chat_ids:
+            number = numbers.get(chat_id)
+            if number is None:
+                logger.warning(
+                    "CCAI says the customer of chat %s opted out, but the bridge no longer knows the number: "
+                    "add it with `bridge opt-outs add`",
+                    loggable(chat_id),
+                )
+                continue
+            await anyio.to_thread.run_sync(self._opt_out, number, chat_id)
 
     def _save(self, high_water: float, polled_at: float) -> None:
         self._board.put(CHAT_SYNC_KEY, {"high_water": high_water, "polled_at": polled_at})
@@ -220,12 +247,14 @@ class ChatSync:
     def _record(self, claim: ChatClaim, item: PendingChatUpdate, result: WriteResult) -> None:
         retry = not result.ok and result.retryable and item.attempts < MAX_WRITE_ATTEMPTS
         if not result.ok and not retry:
-            logger.error("Chat %s's news could not be written to its ticket: %s", item.chat_id, result.message)
+            logger.error(
+                "Chat %s's news could not be written to its ticket: %s", loggable(item.chat_id), result.message
+            )
         delay = _backoff.after_attempts(item.attempts, rng=self._rng) if retry else None
         if not self._chats.record_update(claim, item, done=result.ok, retry_in=delay, error=result.message):
             logger.warning(
                 "Chat %s was taken over by another process while its news was being written; that one writes it",
-                item.chat_id,
+                loggable(item.chat_id),
             )
 
 

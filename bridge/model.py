@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, assert_never, get_args
 
 from bridge.phones import mask
@@ -161,6 +161,9 @@ class Outcome:
     opt_out_learned: bool = False  # opted out by something the CRM may not know yet
     template: str | None = None  # the message template the text came from, and its version
     template_version: str | None = None
+    # The customer's full number, for a sent one: never stored with the send (only its hint is),
+    # only on its followed chat, so that an opt-out CCAI reports later can be recorded.
+    end_user_number: str | None = field(default=None, repr=False)
 
     @property
     def summary(self) -> str:

@@ -441,6 +441,7 @@ class SendStep:
             opt_out_learned=opt_out_learned,
             template=request.template if request is not None else None,
             template_version=request.template_version if request is not None else None,
+            end_user_number=request.end_user_number if request is not None and decision.chat_id else None,
         )
         recorded = await self._record(job, outcome)
         if recorded:

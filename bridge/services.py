@@ -296,7 +296,9 @@ def chat_sync(
         follow_seconds=settings.bridge_chat_follow_days * 86400,
         no_reply_seconds=settings.bridge_no_reply_hours * 3600,
         lease_seconds=settings.bridge_lease_seconds,
+        opt_out_dispositions=settings.ccai_opt_out_dispositions,
     )
+    consent = consent_check(settings, store.opt_outs, context.words)
     return ChatSync(
         context=context,
         chats=store.chats,
@@ -305,6 +307,7 @@ def chat_sync(
         ccai=ccai,
         gateway=gateway,
         options=options,
+        opt_out=lambda number, chat_id: consent.record_opt_out(number, reason=chat_id),
     )
 
 

@@ -277,6 +277,9 @@ class Settings(FileBacked):
     ccai_rate_headroom: float = Field(default=0.08, ge=0, le=1)
     ccai_retry_for_seconds: float = Field(default=3600.0, ge=0)
     ccai_max_concurrency: int = Field(default=20, ge=1)
+    # Wrap-up (disposition) codes your agents submit when a customer asks to stop texts: a chat
+    # wrapped up with one puts the number on the opt-out list (as end_user_opt_out always does).
+    ccai_opt_out_dispositions: Annotated[tuple[str, ...], NoDecode] = ()
 
     bridge_crm: str = "salesforce"
     bridge_api_key: Annotated[tuple[SecretStr, ...], NoDecode] = ()
@@ -327,7 +330,7 @@ class Settings(FileBacked):
     crm: CRMSettings = Field(default_factory=CRMSettings, exclude=True)
     not_from_environment: ClassVar[frozenset[str]] = frozenset({"crm"})
 
-    @field_validator("bridge_api_key", mode="before")
+    @field_validator("bridge_api_key", "ccai_opt_out_dispositions", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return comma_list(value)

@@ -173,7 +173,7 @@ async def test_a_push_event_updates_the_ticket_and_an_older_one_never_overwrites
     # The poll then reads an older state (the list lags): it does not take the ticket back.
     h.sim.chats.update(chat, {"status": "assigned"}, now=now + 5)
     await sync.poll()
-    assert await sync.write() == 0
+    await sync.write()  # it may fill in what the push did not say (the agent), never the status back
     assert h.gateway.chat_updates[-1].status == "finished"
 
 

@@ -7,19 +7,28 @@ verbatim, unknown keys are ignored, and a field that is missing or malformed rea
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.phones import mask_numbers
 from bridge.text import sanitize
 
 logger = logging.getLogger(__name__)
 
 # Words after which a chat will not change again (documented: finished; seen: failed).
 ENDED = frozenset({"finished", "failed", "ended", "closed", "canceled", "cancelled", "dismissed", "abandoned"})
+# Documented fail-reason codes (reason-codes-statuses): "nothing" (0, "No Error") is no failure.
+NO_FAILURE = "nothing"
+OPT_OUT_FAIL_REASON = "end_user_opt_out"
+# An event's agent participant in these statuses has the chat (documented: accepted, then connected).
+AGENT_ASSIGNED = frozenset({"accepted", "connected"})
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Words CCAI is known to use; others are written verbatim and logged once.
 KNOWN = ENDED | {"selecting", "queued", "assigned", "in_progress", "active", "connected", "disconnected"}
 
@@ -35,6 +44,9 @@ class ChatState:
     ended_at: float | None
     outcome: str | None
     replied: bool | None  # None: CCAI did not say
+    # CCAI's failure code (the chat's or its customer's), e.g. ``end_user_opt_out``; never ``nothing``.
+    fail_reason: str | None = None
+    disposition: str | None = None  # the wrap-up code an agent submitted (session events' ``dispositions``)
 
     @property
     def ended(self) -> bool:
@@ -42,12 +54,48 @@ class ChatState:
 
 
 def event_state(event: Mapping[str, Any], timestamp: float | None) -> ChatState | None:
-    """The chat state a session event tells of (``item``, the chat object), if any."""
+    """The chat state a session event tells of, if any.
+
+    Documented (External Session Events): the ``item`` carries the chat id, ``state``
+    (``connected``, then ``disconnected``), ``participants`` with their statuses (the agent's name
+    and id once one accepted), ``ends_at`` and, at wrap-up, ``dispositions {code, custom_code_id,
+    note}``. Manager API names (``status``, ``agent_info``, ``fail_reason``) are not documented for
+    events but still read if present. What the event does not say stays unknown (None): it never
+    blanks what the poll found. Whether the chat ended is the poll's to say (see
+    :func:`bridge.store.chats.apply_state`)."""
     item = event.get("item", event.get("chat", event))
     if not isinstance(item, Mapping):
         return None
     # The event's own time orders it when the item carries no updated_at of its own.
-    return parse({"timestamp": timestamp, **item}) if timestamp is not None else parse(item)
+    state = parse({"timestamp": timestamp, **item}) if timestamp is not None else parse(item)
+    if state is None:
+        return None
+    agent = _participant(item, "agent")
+    disposition = item.get("dispositions")
+    if isinstance(disposition, list):  # one object documented; a list of them read as its last
+        disposition = disposition[-1] if disposition else None
+    code, note = (
+        (_text(disposition.get("code"), 64), _text(disposition.get("note"), 200))
+        if isinstance(disposition, Mapping)
+        else (None, None)
+    )
+    wrap_up = ": ".join(part for part in (code, note) if part) or None
+    return dataclasses.replace(
+        state,
+        status=state.status or _pushed_status(item.get("state"), agent),
+        agent=state.agent or (_agent(agent) if agent is not None else None),
+        outcome=wrap_up or state.outcome,
+        disposition=code,
+    )
+
+
+def opted_out(state: ChatState, dispositions: Iterable[str] = ()) -> bool:
+    """CCAI says the customer opted out: the chat failed with ``end_user_opt_out``, or its agent
+    wrapped it up with one of ``dispositions`` (the tenant's own codes; compared case-insensitively)."""
+    if state.fail_reason == OPT_OUT_FAIL_REASON:
+        return True
+    codes = {code.strip().lower() for code in dispositions if code.strip()}
+    return state.disposition is not None and state.disposition.strip().lower() in codes
 
 
 def parse(raw: Mapping[str, Any]) -> ChatState | None:
@@ -64,6 +112,7 @@ def parse(raw: Mapping[str, Any]) -> ChatState | None:
         ended_at=_time(raw.get("ends_at")),
         outcome=_outcome(raw),
         replied=_replied(raw),
+        fail_reason=_fail_reason(raw),
     )
 
 
@@ -81,8 +130,56 @@ class NewStatusWords:
             if status is not None and status not in KNOWN and status not in self._seen:
                 self._seen.add(status)
                 logger.warning(
-                    "CCAI reported a chat status the bridge does not know: %r; written to the ticket as it is", status
+                    "CCAI reported a chat status the bridge does not know: %r; written to the ticket as it is",
+                    loggable(status),
                 )
+
+
+def loggable(value: object) -> str:
+    """A word CCAI sent (a status, a chat or event id), fit for a log line: anything that may be a
+    phone number is masked. Ids stay readable: a chat id is an integer (below ten digits, no
+    number has so few), an event id a UUID."""
+    text = str(value)
+    if (text.isdigit() and len(text) < 10) or _UUID.fullmatch(text):
+        return text
+    return mask_numbers(text)
+
+
+def _participant(item: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    """The last participant of ``kind`` (``agent``, ``end_user``) in a chat or event item."""
+    participants = item.get("participants")
+    found = None
+    for participant in participants if isinstance(participants, list) else ():
+        if isinstance(participant, Mapping) and participant.get("type", participant.get("role")) == kind:
+            found = participant
+    return found
+
+
+def _pushed_status(state: object, agent: Mapping[str, Any] | None) -> str | None:
+    """A status word for what an event's ``state`` and agent participant say: ``assigned`` once an
+    agent accepted, ``disconnected`` at the end (the poll then says how it ended). A ``connected``
+    chat with no agent says nothing the Case does not already show."""
+    if state == "disconnected":
+        return "disconnected"
+    if agent is not None and agent.get("status") in AGENT_ASSIGNED:
+        return "assigned"
+    return None
+
+
+def _fail_reason(raw: Mapping[str, Any]) -> str | None:
+    """The chat's failure code, else its customer's (participants carry their own)."""
+    customer = _participant(raw, "end_user")
+    for value in (raw.get("fail_reason"), customer.get("fail_reason") if customer is not None else None):
+        word = _text(value, 64)
+        if word is not None and word != NO_FAILURE:
+            return word
+    return None
+
+
+def _text(value: object, limit: int) -> str | None:
+    if value is None or isinstance(value, Mapping | list):
+        return None
+    return _clean(value).strip()[:limit] or None
 
 
 def _word(value: object) -> str | None:

@@ -9,10 +9,20 @@ has ``event_id`` (a UUID) and ``timestamp`` (epoch milliseconds) and an ``item``
 session, enriched with more data at each update; session times such as ``connected_at`` and
 ``ends_at`` are ISO 8601; the session state goes ``connected`` → ``disconnected``.
 
-Assumed: ``item`` for a chat is the Manager API chat object plus ``state``; ``type`` is ``"chat"``;
-``event`` names the move (``chat_created``, ``chat_<new status>`` or ``chat_updated``); the
-timestamp is when the move happened, so a receiver can order events whatever order they arrive
-in; any 2xx answer is a delivery; a failed delivery is retried a few times, then dropped.
+Documented too (the page's state progression table): the ``item`` is enriched at each update:
+start (end user ``connected``, with the customer's ``dn``), routed (``queue_path_names``,
+``initiator``), assigned (agent ``accepted``, with the live agent's name and id), active (agent
+``connected``), ended (state ``disconnected``, both participants ``disconnected``, ``ends_at``
+filled), final (agent ``dispositionSubmitted``, with ``dispositions {code, custom_code_id,
+note}``). The Manager API's names (``status``, ``agent_info``, ``fail_reason``) are not sent.
+
+Assumed: the item's chat id is ``id``; participants are spelled as the Manager API's are in the SMS
+page's examples (``type``, ``status``) plus ``name``/``id`` for the agent and ``dn`` for the
+customer; a failed chat's reason rides on the customer's participant (``fail_reason``, as there);
+the wrap-up comes one second after the end, with the target's ``disposition`` code (default
+``resolved``) and the chat's sub-status as its note; the timestamp is when the move happened, so a
+receiver can order events whatever order they arrive in; any 2xx answer is a delivery; a failed
+delivery is retried a few times, then dropped.
 
 For tests, a target can ask for disorder: ``shuffle`` delivers the events gathered for one round
 in a different order (never the original one when there are two or more; ``hold`` gathers for
@@ -50,6 +60,7 @@ class EventTarget:
     batch: int = 10
     hold: float = 0.0
     retries: int = 3
+    disposition: str = "resolved"  # the wrap-up code agents submit (try an opt-out code by hand)
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> EventTarget:
@@ -63,18 +74,60 @@ class EventTarget:
         return target
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.url, "shuffle": self.shuffle, "duplicate": self.duplicate, "batch": self.batch}
+        return {
+            "url": self.url,
+            "shuffle": self.shuffle,
+            "duplicate": self.duplicate,
+            "batch": self.batch,
+            "disposition": self.disposition,
+        }
 
 
-def session_event(change: Change) -> dict[str, Any]:
-    state = "disconnected" if change.ended else "connected"
-    return {
-        "event_id": str(uuid.uuid4()),
-        "timestamp": int(change.at * 1000),
-        "type": "chat",
-        "event": f"chat_{change.event}",
-        "item": {**change.chat, "state": state},
+def session_events(change: Change, *, disposition: str = "resolved") -> list[dict[str, Any]]:
+    """The documented events that tell of one move of a chat: one, or at its end two (ended, then
+    the agent's wrap-up) when an agent had it."""
+    chat, ended = change.chat, change.ended
+    agent = chat.get("agent_info") if isinstance(chat.get("agent_info"), Mapping) else None
+    customer: dict[str, Any] = {
+        "type": "end_user",
+        "status": "disconnected" if ended else "connected",
+        "dn": change.end_user_number,
     }
+    if chat.get("fail_reason"):
+        customer["fail_reason"] = chat["fail_reason"]
+    participants = [customer]
+    if agent is not None:
+        status = "disconnected" if ended else ("accepted" if change.event in ("assigned", "created") else "connected")
+        participants.append({"type": "agent", "status": status, "id": agent.get("id"), "name": _name(agent)})
+    item: dict[str, Any] = {
+        "id": chat["id"],
+        "state": "disconnected" if ended else "connected",
+        "connected_at": chat.get("created_at"),
+        "ends_at": chat.get("ends_at") if ended else None,
+        "initiator": f"agent_{agent.get('id')}" if agent is not None else "virtual_agent_1",
+        "queue_path_names": ["SMS"],
+        "participants": participants,
+    }
+    events = [_event(change.at, item)]
+    if ended and agent is not None:
+        wrap_up = {**participants[-1], "status": "dispositionSubmitted"}
+        note = chat.get("sub_status")
+        final = {
+            **item,
+            "participants": [customer, wrap_up],
+            "dispositions": {"code": disposition, "custom_code_id": None, "note": note},
+        }
+        events.append(_event(change.at + 1, final))
+    return events
+
+
+def _event(at: float, item: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "timestamp": int(at * 1000), "item": item}
+
+
+def _name(agent: Mapping[str, Any]) -> str | None:
+    name = agent.get("name") or " ".join(str(agent.get(k) or "") for k in ("first_name", "last_name")).strip()
+    return str(name or agent.get("email") or "") or None
 
 
 class EventPusher:
@@ -99,7 +152,7 @@ class EventPusher:
         self._wake = asyncio.Event()
 
     def publish(self, changes: list[Change]) -> None:
-        self.pending.extend(session_event(c) for c in changes)
+        self.pending.extend(e for c in changes for e in session_events(c, disposition=self.target.disposition))
         if changes:
             self._wake.set()
 

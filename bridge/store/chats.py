@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, update
 
-from bridge.ccai.chats import ChatState, event_state
+from bridge.ccai.chats import ChatState, event_state, loggable
 from bridge.errors import StoreRejected
 from bridge.store.database import Database
 from bridge.store.schema import chats, sends, session_events
@@ -99,7 +99,11 @@ class Chats:
         the ticket shows (those are queued for its write-back)."""
 
         def refused(state: ChatState, exc: StoreRejected) -> None:
-            logger.warning("CCAI's state of chat %s was refused by the store and skipped: %s", state.chat_id, exc)
+            logger.warning(
+                "CCAI's state of chat %s was refused by the store and skipped: %s",
+                loggable(state.chat_id),
+                loggable(exc),
+            )
 
         def step(connection: Connection, state: ChatState, now: float) -> int:
             row = (
@@ -143,7 +147,25 @@ class Chats:
                     case_not_before=now,
                 )
             )
+            # A chat no longer followed needs its customer's number no more.
+            connection.execute(
+                update(chats)
+                .where(chats.c.number.is_not(None), chats.c.created_at < now - follow_seconds)
+                .values(number=None)
+            )
         return int(result.rowcount)
+
+    def numbers(self, chat_ids: Sequence[str]) -> dict[str, str]:
+        """The customer's number of each of these chats, where it is still kept."""
+        if not chat_ids:
+            return {}
+        with self._db.tx() as connection:
+            rows = connection.execute(
+                select(chats.c.chat_id, chats.c.number).where(
+                    chats.c.chat_id.in_(list(chat_ids)), chats.c.number.is_not(None)
+                )
+            ).all()
+        return {str(row[0]): str(row[1]) for row in rows}
 
     def claim_updates(self, *, limit: int, lease_seconds: float) -> ChatClaim | None:
         """Chats whose news must reach their ticket; a ticket's fields follow only its newest chat.
@@ -252,9 +274,18 @@ class Chats:
     def attach_note(self, send_id: int, note_ref: str | None) -> None:
         """Remember that a sent send's note was written (and the id the CRM gave it, if any), so that
         its chat's end follows it up. (The column keeps its first name, ``task_ref``: an empty one
-        means a note without an id.)"""
+        means a note without an id.)
+
+        A chat that already ended (the note's write waited out a CRM outage longer than the chat)
+        has its note completed by the next write, as if it had ended now; a note attached again
+        (a retried write-back) leaves what was decided the first time."""
         with self._db.tx() as connection:
-            connection.execute(update(chats).where(chats.c.send_id == send_id).values(task_ref=note_ref or ""))
+            ended_first = and_(chats.c.task_ref.is_(None), chats.c.ended.is_(True))
+            connection.execute(
+                update(chats)
+                .where(chats.c.send_id == send_id)
+                .values(task_ref=note_ref or "", task_pending=case((ended_first, True), else_=chats.c.task_pending))
+            )
 
     def live_chat(self, ticket_id: str) -> tuple[str, str | None] | None:
         """The newest chat the bridge started for the ticket that has not ended: (chat id, status)."""
@@ -277,7 +308,16 @@ class Chats:
             )
 
 
-def follow(db: Database, connection: Connection, *, send_id: int, ticket_id: str, chat_id: str, now: float) -> None:
+def follow(
+    db: Database,
+    connection: Connection,
+    *,
+    send_id: int,
+    ticket_id: str,
+    chat_id: str,
+    now: float,
+    number: str | None = None,
+) -> None:
     """Start following a chat (called by the store when a send is recorded as sent). Events about
     it that arrived first, while nobody followed it, go back in the queue to be applied."""
     db.lock(connection, FOLLOW_LOCK)
@@ -298,6 +338,7 @@ def follow(db: Database, connection: Connection, *, send_id: int, ticket_id: str
                 chat_id=chat_id,
                 send_id=send_id,
                 ticket_id=ticket_id,
+                number=number,
                 created_at=now,
                 ended=False,
                 replied=False,
@@ -344,28 +385,52 @@ def apply_each(
     return total
 
 
-def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: float) -> int:
-    """Apply one state to its chat's ``row`` if it is not older; 1 if the ticket must be told."""
-    if (row["ccai_updated_at"] or 0.0) > state.updated_at:
+def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: float, *, pushed: bool = False) -> int:
+    """Apply one state to its chat's ``row`` if it is not older; 1 if the ticket must be told.
+
+    ``pushed``: the state came from a session event. A push makes the ticket faster, the poll keeps
+    it right: a pushed state never ends a chat (the poll keeps following it until the Manager API
+    says it ended), never changes the status of a chat the poll saw end, and fences only other
+    pushes. A polled state older than the last push keeps what the push showed, except the end it
+    confirms. Whatever a state does not say (None) leaves what the ticket shows."""
+    polled_at, pushed_at = row["ccai_updated_at"] or 0.0, row["pushed_at"] or 0.0
+    if (max(polled_at, pushed_at) if pushed else polled_at) > state.updated_at:
         return 0  # older than what we applied (a late push, an overlap)
     before = _view(row)
-    view = ChatView(
-        status=state.status or row["status"],
-        agent=state.agent or row["agent"],
-        ended_at=state.ended_at if state.ended else row["ended_at"],
-        outcome=state.outcome or row["outcome"],
-    )
+    ends = not pushed and state.ended
+    if pushed:
+        view = ChatView(
+            status=row["status"] if row["ended"] else state.status or row["status"],
+            agent=state.agent or row["agent"],
+            ended_at=row["ended_at"],
+            outcome=state.outcome or row["outcome"],
+        )
+    elif state.updated_at >= pushed_at:
+        view = ChatView(
+            status=state.status or row["status"],
+            agent=state.agent or row["agent"],
+            ended_at=state.ended_at if ends else row["ended_at"],
+            outcome=state.outcome or row["outcome"],
+        )
+    else:  # the list lags behind a push: only the end is news
+        view = ChatView(
+            status=state.status if ends else row["status"],
+            agent=row["agent"] or state.agent,
+            ended_at=state.ended_at if ends else row["ended_at"],
+            outcome=row["outcome"] or state.outcome,
+        )
+    fence = chats.c.pushed_at if pushed else chats.c.ccai_updated_at
     values: dict[str, Any] = {
         "status": view.status,
         "agent": view.agent,
         "ended_at": view.ended_at,
         "outcome": view.outcome,
-        "ccai_updated_at": state.updated_at,
+        fence.name: state.updated_at,
         "synced_at": now,
         "replied": bool(row["replied"]) or bool(state.replied),
     }
     changed = 0
-    if state.ended and not row["ended"]:
+    if ends and not row["ended"]:
         values |= {"ended": True, "task_pending": row["task_ref"] is not None}
     if view != before or values.get("task_pending"):
         values |= {"case_pending": True, "case_not_before": now, "case_attempts": 0}
@@ -374,10 +439,7 @@ def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: 
     # should also have read ``row`` FOR UPDATE; this holds even if it did not).
     applied = connection.execute(
         update(chats)
-        .where(
-            chats.c.chat_id == state.chat_id,
-            or_(chats.c.ccai_updated_at.is_(None), chats.c.ccai_updated_at <= state.updated_at),
-        )
+        .where(chats.c.chat_id == state.chat_id, or_(fence.is_(None), fence <= state.updated_at))
         .values(values)
     ).rowcount
     return changed if applied else 0
@@ -412,6 +474,8 @@ def read_kept_state(payload: str, timestamp: float | None) -> ChatState | None:
         kept = json.loads(payload)
     except ValueError:
         return None
-    if isinstance(kept, dict) and set(kept) == {f.name for f in dataclasses.fields(ChatState)}:
+    fields = {f.name: f for f in dataclasses.fields(ChatState)}
+    required = {name for name, f in fields.items() if f.default is dataclasses.MISSING}
+    if isinstance(kept, dict) and required <= set(kept) <= set(fields):  # kept by this version or an earlier one
         return ChatState(**kept)
     return event_state(kept, timestamp) if isinstance(kept, dict) else None  # as kept by earlier versions

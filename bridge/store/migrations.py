@@ -193,3 +193,9 @@ def _v12(connection: Connection, postgres: bool) -> None:
 def _v13(connection: Connection, postgres: bool) -> None:
     # The number agents quote (a CaseNumber), noted when the worker reads the ticket.
     _add_columns(connection, "sends", {"ticket_number": "VARCHAR(40)"})
+
+
+@migration(14)
+def _v14(connection: Connection, postgres: bool) -> None:
+    # Pushed session events fence each other, not the poll; the number, for opt-outs CCAI reports.
+    _add_columns(connection, "chats", {"pushed_at": "DOUBLE PRECISION", "number": "VARCHAR(32)"})

@@ -118,7 +118,15 @@ def _follow(db: Database, connection: Connection, send_id: int, outcome: Outcome
     """A chat exists: follow it (the chat sync keeps its ticket current)."""
     if outcome.status == "sent" and outcome.chat_id:
         ticket = connection.execute(select(sends.c.ticket_id).where(sends.c.id == send_id)).scalar_one()
-        follow(db, connection, send_id=send_id, ticket_id=ticket, chat_id=outcome.chat_id, now=now)
+        follow(
+            db,
+            connection,
+            send_id=send_id,
+            ticket_id=ticket,
+            chat_id=outcome.chat_id,
+            now=now,
+            number=outcome.end_user_number,
+        )
 
 
 def _reduced(outcome: Outcome) -> list[Outcome]:

@@ -154,6 +154,12 @@ chats = Table(
     Column("no_reply", Boolean, nullable=False, default=False),
     Column("ended", Boolean, nullable=False, default=False),
     Column("ccai_updated_at", Float),  # CCAI's time of the state applied: older states are ignored
+    # The time of the newest pushed session event applied: events fence each other with it, and a
+    # poll older than it keeps what the push showed (except the end, which only the poll says).
+    Column("pushed_at", Float),
+    # The customer's number (E.164), while the chat is followed: put on the opt-out list if CCAI
+    # says the customer opted out (the send itself keeps only a masked hint).
+    Column("number", String(32)),
     Column("synced_at", Float),
     Column("task_ref", String(64)),  # the note created at send time, completed when the chat ends
     Column("case_pending", Boolean, nullable=False, default=False),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select, update
 
-from bridge.ccai.chats import ChatState
+from bridge.ccai.chats import ChatState, loggable
 from bridge.errors import StoreRejected
 from bridge.store.chats import FOLLOW_LOCK, UNKNOWN_CHAT_SECONDS, apply_each, apply_state, kept_state, read_kept_state
 from bridge.store.database import Database
@@ -72,9 +72,10 @@ class SessionEvents:
                 new += connection.execute(statement).first() is not None
         return new
 
-    def apply(self, *, limit: int) -> tuple[int, int]:
+    def apply(self, *, limit: int, seen: list[ChatState] | None = None) -> tuple[int, int]:
         """Apply kept events, oldest by CCAI's timestamp first; returns how many were handled and
-        how many changed what a ticket shows. One the store refuses is skipped (logged)."""
+        how many changed what a ticket shows. One the store refuses is skipped (logged). ``seen``
+        gets the states of those about a chat the bridge follows (older ones too)."""
         with self._db.tx() as connection:
             rows = connection.execute(
                 select(
@@ -88,7 +89,15 @@ class SessionEvents:
                 .limit(limit)
             ).all()
         events = [_Kept(str(r[0]), float(r[1]), read_kept_state(str(r[3]), r[2])) for r in rows]
-        return len(events), apply_each(self._db, events, _apply, self._skip, lock=FOLLOW_LOCK)
+        found: list[ChatState] = []
+
+        def step(connection: Connection, event: _Kept, now: float) -> int:
+            return _apply(connection, event, now, found)
+
+        changed = apply_each(self._db, events, step, self._skip, lock=FOLLOW_LOCK)
+        if seen is not None:
+            seen.extend({id(state): state for state in found}.values())  # a retried batch finds them twice
+        return len(events), changed
 
     def forget(self, *, forget_before: float) -> None:
         """Drop applied events received more than ``forget_before`` seconds ago (the poll has long
@@ -113,15 +122,20 @@ class SessionEvents:
 
     def _skip(self, event: _Kept, exc: StoreRejected) -> None:
         event_id, state = event.event_id, event.state
-        chat = state.chat_id if state else "unknown"
-        logger.warning("Session event %s (chat %s) was refused by the store and skipped: %s", event_id, chat, exc)
+        chat = loggable(state.chat_id) if state else "unknown"
+        logger.warning(
+            "Session event %s (chat %s) was refused by the store and skipped: %s",
+            loggable(event_id),
+            chat,
+            loggable(exc),
+        )
         with self._db.tx() as connection:
             connection.execute(
                 update(session_events).where(session_events.c.event_id == event_id).values(applied=True, payload="")
             )
 
 
-def _apply(connection: Connection, event: _Kept, now: float) -> int:
+def _apply(connection: Connection, event: _Kept, now: float, found: list[ChatState]) -> int:
     event_id, received_at, state = event.event_id, event.received_at, event.state
     row = None
     if state is not None:
@@ -130,7 +144,9 @@ def _apply(connection: Connection, event: _Kept, now: float) -> int:
             .mappings()
             .first()
         )
-    changed = 0 if row is None or state is None else apply_state(connection, row, state, now)
+    changed = 0 if row is None or state is None else apply_state(connection, row, state, now, pushed=True)
+    if row is not None and state is not None:
+        found.append(state)
     # Not followed (yet), and recent: its chat may be one whose send is being recorded as sent.
     keep = row is None and state is not None and received_at >= now - UNKNOWN_CHAT_SECONDS
     connection.execute(

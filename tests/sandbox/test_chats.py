@@ -308,10 +308,14 @@ async def test_session_events_are_pushed_with_basic_auth(
     authorization, body = receiver.posts[0]
     assert authorization == "Basic " + base64.b64encode(b"ccai:s3cret").decode()
     assert body["count"] == len(body["events"])
-    assert (created["event"], created["timestamp"], created["item"]["id"]) == ("chat_created", T0 * 1000, chat_id)
-    assert (created["item"]["state"], created["item"]["out_ticket_id"]) == ("connected", "5005g00000SBX00AAH")
-    assert (assigned["event"], assigned["timestamp"]) == ("chat_assigned", (T0 + 5) * 1000)
-    assert assigned["item"]["agent_info"] is not None
+    # The documented shape: {event_id, timestamp (epoch ms), item}; no Manager API names in the item.
+    assert set(created) == {"event_id", "timestamp", "item"}
+    assert (created["timestamp"], created["item"]["id"], created["item"]["state"]) == (T0 * 1000, chat_id, "connected")
+    assert [(p["type"], p["status"]) for p in created["item"]["participants"]] == [("end_user", "connected")]
+    assert not {"status", "agent_info", "fail_reason"} & set(created["item"])
+    assert assigned["timestamp"] == (T0 + 5) * 1000
+    agent = assigned["item"]["participants"][-1]
+    assert (agent["type"], agent["status"], agent["name"]) == ("agent", "accepted", "John Doe")
     assert created["event_id"] != assigned["event_id"]
 
 
@@ -323,15 +327,19 @@ async def test_session_events_can_arrive_out_of_order_and_twice(
     await control(ccai, session_events=target)
     await send(ccai)
     await receiver.wait_for(2)
-    clock.advance(10)  # two moves fall due at once
-    events = await receiver.wait_for(6)
+    clock.advance(10)  # two moves fall due at once: assigned, then ended and wrapped up
+    events = await receiver.wait_for(8)
 
-    assert [e["event"] for e in events] == ["chat_created"] * 2 + ["chat_finished"] * 2 + ["chat_assigned"] * 2
-    assert [body["count"] for _, body in receiver.posts] == [1] * 6
-    finished, assigned = events[2], events[4]
-    assert finished["timestamp"] > assigned["timestamp"]  # the receiver must order by timestamp
-    assert finished["item"]["state"] == "disconnected"
-    assert len({e["event_id"] for e in events}) == 3
+    assert [body["count"] for _, body in receiver.posts] == [1] * 8
+    later = events[2::2]  # each one posted twice
+    assert events[2:] == [e for e in later for _ in range(2)]
+    assert [e["timestamp"] for e in later] != sorted(e["timestamp"] for e in later)  # order by timestamp
+    assigned, ended, final = sorted(later, key=lambda e: e["timestamp"])
+    assert [p["status"] for p in assigned["item"]["participants"]] == ["connected", "accepted"]
+    assert (ended["item"]["state"], ended["item"]["ends_at"]) == ("disconnected", "2027-01-15T08:00:06.000Z")
+    assert final["item"]["participants"][-1]["status"] == "dispositionSubmitted"
+    assert final["item"]["dispositions"] == {"code": "resolved", "custom_code_id": None, "note": None}
+    assert len({e["event_id"] for e in events}) == 4
 
 
 async def test_a_failed_delivery_is_retried(ccai: httpx.AsyncClient, receiver: Receiver) -> None:
@@ -339,7 +347,7 @@ async def test_a_failed_delivery_is_retried(ccai: httpx.AsyncClient, receiver: R
     await control(ccai, session_events={"url": "http://hooks.test/events"})
     await send(ccai)
     [event] = await receiver.wait_for(1)
-    assert event["event"] == "chat_created"
+    assert event["item"]["state"] == "connected"
     state = (await ccai.get("/_sandbox/state")).json()["session_events"]
     assert (state["attempts"], state["delivered"], state["failed"]) == (3, 1, 0)
 
