@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from bridge.ccai.pacing import RateLimiter
+from bridge.ccai.pacing import MAX_PAUSE_SECONDS, RateLimiter
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
@@ -42,7 +42,7 @@ FIELD_AGENT_ID = "agentId"
 FIELD_AGENT_EMAIL = "agentEmail"
 
 # A Retry-After beyond this is not believed: one bad header must not stop all sending for days.
-MAX_RETRY_AFTER_SECONDS = 300.0
+MAX_RETRY_AFTER_SECONDS = MAX_PAUSE_SECONDS  # a longer pause would read as a clock that stepped back
 CHAT_PAGE_SIZE = 100
 MAX_CHAT_PAGES = 50
 # CCAI's clock and ours differ: search the chat list from a little before the attempt left.

@@ -20,6 +20,10 @@ from typing import Protocol
 
 import anyio
 
+# The longest pause a 429 imposes (its Retry-After is capped at this): a pause recorded further ahead
+# than this is not one the bridge set, but a clock that stepped back since.
+MAX_PAUSE_SECONDS = 300.0
+
 
 class RateLimiter(Protocol):
     async def acquire(self) -> None:
@@ -50,7 +54,16 @@ class Pace:
         return self.window / self.per_window
 
     def wait(self, now: float, departures: list[float], paused_until: float) -> float:
-        """Seconds until the next request may leave, given the recent departures (oldest first)."""
+        """Seconds until the next request may leave, given the recent departures (oldest first).
+
+        A departure is reserved at most one gap ahead and a pause lasts at most MAX_PAUSE_SECONDS:
+        times further ahead were recorded before the clock stepped back, and waiting them out would
+        stop all sending for as long as the step (R7). They are ignored; the departures still in
+        the window keep the pace.
+        """
+        departures = [at for at in departures if at <= now + self.window]
+        if paused_until > now + MAX_PAUSE_SECONDS:
+            paused_until = now
         earliest = max(now, paused_until)
         if departures:
             earliest = max(earliest, departures[-1] + self.gap)

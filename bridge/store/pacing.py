@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, or_, select, update
 
-from bridge.ccai.pacing import Pace
+from bridge.ccai.pacing import MAX_PAUSE_SECONDS, Pace
 from bridge.store.database import Database
 from bridge.store.schema import rate_events, rate_limits
 
@@ -54,16 +54,22 @@ class SharedRateLimiter:
             if wait > self._pace.gap + 1e-6:  # (times are floats: a wait of exactly one gap is reserved)
                 return wait - self._pace.gap, False
             connection.execute(rate_events.insert().values(name=self._name, at=now + wait))
+            # Old departures go, and so do those a clock that stepped back left in the future (R7).
             connection.execute(
-                delete(rate_events).where(rate_events.c.name == self._name, rate_events.c.at < now - 60.0)
+                delete(rate_events).where(
+                    rate_events.c.name == self._name,
+                    or_(rate_events.c.at < now - 60.0, rate_events.c.at > now + self._pace.window),
+                )
             )
             return wait, True
 
     def _pause(self, seconds: float) -> None:
         with self._db.tx() as connection:
             paused_until = self._lock_row(connection)
-            until = self._db.now(connection) + seconds
-            if paused_until < until:
+            now = self._db.now(connection)
+            until = now + seconds
+            # A pause further ahead than any the bridge sets was left by a clock that stepped back.
+            if paused_until < until or paused_until > now + MAX_PAUSE_SECONDS:
                 connection.execute(update(rate_limits).where(rate_limits.c.name == self._name).values(next_slot=until))
 
     def _lock_row(self, connection: Connection) -> float:

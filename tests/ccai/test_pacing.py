@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from bridge.ccai.pacing import LocalRateLimiter, Pace
+from bridge.ccai.pacing import MAX_PAUSE_SECONDS, LocalRateLimiter, Pace
 from bridge.store import Store
 from bridge.store.database import Database
 from bridge.store.pacing import SharedRateLimiter
@@ -92,5 +92,33 @@ async def test_a_429_pauses_every_process(store_url: str, clock: Clock) -> None:
         wait, reserved = await anyio.to_thread.run_sync(two._try_depart)
         assert wait == pytest.approx(Pace(limit=10).gap)
         assert reserved
+    finally:
+        db.close()
+
+
+def test_times_further_ahead_than_the_rule_ever_sets_are_a_clock_that_stepped_back() -> None:
+    """R7: after the store's clock stepped back an hour, the departures and the 429 pause recorded
+    before the step lie an hour ahead; waiting for them stopped all sending for the hour."""
+    pace = Pace(limit=10, headroom=0.1)
+    assert pace.wait(0.0, [3600.0, 3600.11], paused_until=0.0) == 0.0
+    assert pace.wait(0.0, [], paused_until=3600.0) == 0.0
+    # What the rule itself sets still counts: a departure reserved one gap ahead, a 429's pause.
+    assert pace.wait(0.0, [0.11], paused_until=0.0) == pytest.approx(0.22)
+    assert pace.wait(0.0, [], paused_until=MAX_PAUSE_SECONDS) == MAX_PAUSE_SECONDS
+
+
+async def test_a_store_clock_stepped_back_an_hour_does_not_stop_sending(store_url: str, clock: Clock) -> None:
+    db = Database.from_url(store_url, clock=clock)
+    db.migrate()
+    try:
+        limiter = SharedRateLimiter(db, tenant="acme", pace=Pace(limit=10))
+        for _ in range(3):
+            assert (await anyio.to_thread.run_sync(limiter._try_depart))[1]
+            clock.advance(Pace(limit=10).gap)
+        await limiter.pause(30)
+        clock.advance(-3600)  # the database's clock steps back an hour (NTP, a failover to another host)
+        wait, reserved = await anyio.to_thread.run_sync(limiter._try_depart)
+        assert reserved
+        assert wait == 0.0
     finally:
         db.close()
