@@ -199,6 +199,24 @@ class ZendeskApi:
             return _error(404, _NOT_FOUND)
         return JSONResponse({"user": user})
 
+    async def add_user_tags(self, request: Request) -> Response:
+        """``PUT /api/v2/users/{id}/tags`` (Tags API, "Add Tags"): appends; answers the user's tags."""
+        _, refused = await self.gate(request)
+        if refused is not None:
+            return refused
+        user = self.sim.user(int(request.path_params["user_id"]))
+        if user is None:
+            return _error(404, _NOT_FOUND)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        tags = body.get("tags") if isinstance(body, dict) else None
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            return _error(400, {"error": "InvalidParameter", "description": "tags must be a list of strings"})
+        user["tags"] = [*user.get("tags", []), *(t for t in tags if t not in user.get("tags", []))]
+        return JSONResponse({"tags": user["tags"]})
+
     async def search_users(self, request: Request) -> Response:
         """``GET /api/v2/users/search?query=email:...``: the one query form the bridge uses."""
         _, refused = await self.gate(request)

@@ -115,6 +115,7 @@ def create_zendesk_app(sim: ZendeskSimulator) -> Starlette:
         *both("/api/v2/users/show_many", api.show_many_users, ["GET"]),
         *both("/api/v2/users/search", api.search_users, ["GET"]),
         *both("/api/v2/account/settings", api.account_settings, ["GET"]),
+        *both("/api/v2/users/{user_id:int}/tags", api.add_user_tags, ["PUT"]),
         *both("/api/v2/users/{user_id}", api.show_user, ["GET"]),
         *both("/api/v2/ticket_fields", api.ticket_fields, ["GET", "POST"]),
         *both("/api/v2/user_fields", api.user_fields, ["GET", "POST"]),

@@ -32,7 +32,7 @@ from bridge.crm import ApiUsage, ChatUpdate, FollowUp, Note, Ticket, TicketUpdat
 from bridge.crm.zendesk.client import Answer, ZendeskClient
 from bridge.crm.zendesk.ids import ticket_number
 from bridge.crm.zendesk.settings import ZendeskTable
-from bridge.errors import CRMRequestError
+from bridge.errors import CRMError, CRMRequestError
 from bridge.model import status_words
 from bridge.times import iso_utc
 
@@ -151,7 +151,38 @@ class ZendeskGateway:
         changes = {u.ticket_id: self._outcome_fields(u, ids) for u in updates}
         bodies = [(n.ticket_id, f"{n.subject}\n\n{n.body}\n\n{note_marker(n.key)}"[:COMMENT_LIMIT]) for n in notes]
         tickets, written = self._write_with_notes(changes, bodies)
+        self._tag_opted_out([u.ticket_id for u in updates if u.opted_out])
         return WriteResults([tickets[u.ticket_id] for u in updates], written)
+
+    def _tag_opted_out(self, ticket_ids: Sequence[str]) -> None:
+        """Tag each ticket's requester as opted out, so that agents see it and ``[consent]`` blocks
+        on it whatever the bridge's list says (as Salesforce's Contact checkbox is ticked). Failures
+        are logged, never retried as the outcome's: the opt-out list already blocks every send."""
+        tag = self._table.opt_out_tag
+        if not tag or not ticket_ids:
+            return
+        try:
+            found = self._show_many(ticket_ids).get("tickets") or []
+        except CRMError as exc:
+            logger.warning("Could not read %d ticket(s) to tag their requesters as opted out: %s", len(ticket_ids), exc)
+            return
+        requesters = sorted({t["requester_id"] for t in found if isinstance(t.get("requester_id"), int)})
+        for requester in requesters:
+            try:
+                # Tags API "Add Tags": appends, leaving the user's other tags as they are.
+                answer = self._client.request(
+                    "PUT", f"/api/v2/users/{requester}/tags.json", json={"tags": [tag]}, action="tag the requester"
+                )
+                problem = None if answer.ok else answer.error()
+            except CRMError as exc:
+                problem = str(exc)
+            if problem is not None:
+                logger.warning(
+                    "Could not tag requester %s as opted out (%s); is user tagging on (Admin Center > People > "
+                    "Configuration > Tags)? The bridge's opt-out list blocks this number regardless.",
+                    requester,
+                    problem,
+                )
 
     def write_chats(self, updates: Sequence[ChatUpdate], follow_ups: Sequence[FollowUp]) -> WriteResults:
         """The chat's fields on each ticket and, when the chat ended, an internal note with its outcome.

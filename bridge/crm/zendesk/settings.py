@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from bridge.errors import ConfigError
@@ -41,10 +41,15 @@ class ZendeskTable(Section):
     update_tag: str = "ccai_bridge"
     # The tag the example trigger reacts to (an agent or a macro adds it; the trigger removes it).
     request_tag: str = "ccai_text_customer"
+    # Added to the requester when the bridge learns of an opt-out (the customer's reply, CCAI's
+    # refusal): agents see it, [consent] blocks on it. "" adds none. Needs user tagging turned on.
+    opt_out_tag: str = "sms_opt_out"
 
-    @field_validator("update_tag", "request_tag")
+    @field_validator("update_tag", "request_tag", "opt_out_tag")
     @classmethod
-    def _tag(cls, value: str) -> str:
+    def _tag(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "opt_out_tag" and not value:
+            return value
         if not re.fullmatch(r"[a-z0-9_\-/:.]+", value):
             raise ValueError(f"{value!r} is not a Zendesk tag (lower-case letters, digits, _ - / : .)")
         return value

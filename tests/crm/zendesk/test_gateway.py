@@ -162,3 +162,21 @@ def test_without_the_bridges_fields_the_write_says_to_run_setup(account: Account
 def test_a_refused_token_is_an_auth_error(account: Account) -> None:
     with pytest.raises(CRMAuthError, match="Couldn't authenticate you"):
         account.gateway(login=(f"{SANDBOX_ADMIN_EMAIL}/token", "wrong")).read_tickets(["1001"], FIELDS)
+
+
+def test_an_opt_out_tags_the_requester_and_keeps_their_other_tags(account: Account) -> None:
+    """As Salesforce ticks the Contact's opt-out box: the requester carries the tag [consent] blocks
+    on, so agents see it and the ticket is blocked whatever the bridge's list says."""
+    requester = account.sim.tickets[1001]["requester_id"]
+    before = list(account.sim.users[requester].get("tags", []))
+    opted_out = TicketUpdate(ticket_id="1001", status="opted_out", reason="Replied STOP.", chat_id=None, opted_out=True)
+    [result], _ = account.gateway().write_outcomes([opted_out], [])
+    assert result.ok
+    tags = account.sim.users[requester]["tags"]
+    assert "sms_opt_out" in tags
+    assert set(before) <= set(tags)
+    assert account.gateway().read_tickets(["1001"], FIELDS)["1001"].get("requester.tags.sms_opt_out") is True
+    # A plain outcome tags nobody.
+    other = account.sim.tickets[1002]["requester_id"]
+    account.gateway().write_outcomes([sent("1002")], [])
+    assert "sms_opt_out" not in account.sim.users[other].get("tags", [])
