@@ -365,6 +365,11 @@ def _print_sandbox_banner(settings: Settings, platforms: Platforms, env_file: Pa
 Sandbox ready: the bridge on {bridge_url}, with simulated platforms on 127.0.0.1.
   Simulated CCAI Platform: {platforms.ccai_url}        (what it received: {platforms.ccai_url}/_sandbox/state)
   Simulated {words.crm + ":":<14} {crm.url}  ({words.ticket}s: {crm.url}/_sandbox/state)
+
+In another terminal, load the sandbox's settings first: every command below then works against it.
+
+  set -a; . {shlex.quote(str(env_file))}; set +a
+
 {crm.try_it(bridge_url, exe)}
 
 This terminal then shows each SMS reaching the simulated CCAI and the chat id landing on the {words.ticket};
@@ -376,9 +381,8 @@ Or send as an agent's button would, through the send API:
   curl -sS '{bridge_url}/api/v1/sends?wait=10' -H 'Authorization: Bearer {SANDBOX_API_KEY}' \\
        -H 'Content-Type: application/json' -d '{{"ticket_id": "{crm.sample_ticket}"}}'
 
-Other commands work against this sandbox once its settings are in the environment:
+With its settings loaded, the operator commands work against this sandbox too:
 
-  set -a; . {shlex.quote(str(env_file))}; set +a
   {exe} sends list
   {exe} check
 

@@ -150,7 +150,7 @@ def _salesforce_try_it(bridge_url: str, exe: str) -> str:
     return f"""  Sample Cases:
 {cases}
 
-In another terminal, ask for an SMS the way a Flow does, with a platform event on the Pub/Sub API:
+Then ask for an SMS the way a Flow does, with a platform event on the Pub/Sub API:
 
   {exe} sandbox publish {sample_cases()[0]["Id"]}
 
@@ -194,7 +194,7 @@ def simulated_zendesk(tls: TlsFiles, *, port: int, common: Mapping[str, Any], **
         return f"""  Sample tickets:
 {tickets}
 
-In another terminal, ask for a text as an agent would (the trigger fires the signed webhook):
+Then ask for a text as an agent would (the trigger fires the signed webhook):
 
   curl -sS --cacert {tls.ca} -H 'Content-Type: application/json' -d '{{"additional_tags": ["ccai_text_customer"]}}' \\
        {url}/_sandbox/tickets/1001"""
