@@ -62,6 +62,13 @@ class PendingChatUpdate:
     message: str | None  # the text that was sent, for the completed note
 
 
+@dataclass(frozen=True)
+class PollStart:
+    now: float  # the store's clock
+    followed: int
+    unseen_since: float | None  # created_at of the earliest followed chat no state was applied to
+
+
 @dataclass
 class ChatClaim:
     """Chats leased for one write to their tickets.
@@ -94,9 +101,29 @@ class Chats:
             ).all()
         return {str(row[0]) for row in rows}
 
-    def apply(self, states: Sequence[ChatState]) -> int:
+    def poll_start(self, *, follow_seconds: float, unseen_seconds: float) -> PollStart:
+        """What a poll of the chat list starts from, on the store's clock: whether any chat is
+        followed, and when the earliest followed chat CCAI has not yet told of was started (only
+        those started within ``unseen_seconds``: one the list never shows must not hold every poll back)."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            followed = connection.execute(
+                select(func.count()).where(chats.c.ended.is_(False), chats.c.created_at >= now - follow_seconds)
+            ).scalar_one()
+            unseen = connection.execute(
+                select(func.min(chats.c.created_at)).where(
+                    chats.c.ended.is_(False),
+                    chats.c.ccai_updated_at.is_(None),
+                    chats.c.created_at >= now - min(follow_seconds, unseen_seconds),
+                )
+            ).scalar_one()
+        return PollStart(now=now, followed=int(followed), unseen_since=None if unseen is None else float(unseen))
+
+    def apply(self, states: Sequence[ChatState], *, follow_seconds: float | None = None) -> int:
         """Apply CCAI's states, each only if newer than what is known; returns how many changed what
-        the ticket shows (those are queued for its write-back)."""
+        the ticket shows (those are queued for its write-back). With ``follow_seconds``, only to
+        chats still followed at this moment (the chat list holds the whole tenant's chats, and a
+        chat may start being followed while the list is read: decided here, not before the read)."""
 
         def refused(state: ChatState, exc: StoreRejected) -> None:
             logger.warning("CCAI's state of chat %s was refused by the store and skipped: %s", state.chat_id, exc)
@@ -107,8 +134,25 @@ class Chats:
                 .mappings()
                 .first()
             )
-            return 0 if row is None else apply_state(connection, row, state, now)
+            if row is None:
+                return 0
+            if follow_seconds is not None and (row["ended"] or row["created_at"] < now - follow_seconds):
+                return 0
+            return apply_state(connection, row, state, now)
 
+        if follow_seconds is not None and states:
+            # Most of the list is other chats of the tenant: one query keeps the bridge's own.
+            try:
+                with self._db.tx() as connection:
+                    ours = {
+                        str(row[0])
+                        for row in connection.execute(
+                            select(chats.c.chat_id).where(chats.c.chat_id.in_({s.chat_id for s in states}))
+                        ).all()
+                    }
+                states = [s for s in states if s.chat_id in ours]
+            except StoreRejected:
+                pass  # an id the store cannot hold: each state on its own below, that one refused
         return apply_each(self._db, states, step, refused)
 
     def flag_no_reply(self, *, older_than: float, text: str) -> int:
