@@ -178,3 +178,82 @@ async def test_a_chat_followed_while_the_list_is_read_is_read_again(store: Store
     await sync.poll()
     await sync.write()
     assert shown(h).get(QUEUE_CASE) == "selecting"  # CCAI's status reached the Case
+
+
+# -- the documented vocabulary, and the list's other shapes (issue 20 items 3 and 7) ------------
+
+
+async def test_every_documented_final_status_ends_the_chat_and_completes_its_note(
+    store: Store, clock: Clock, served: Served
+) -> None:
+    h = harness(store, clock, served)
+    finals = ["finished", "no_response", "canceled", "failed"]
+    cases = many_cases(h, len(finals), prefix="E")
+    h.ingest(*cases)
+    await h.drain()
+    sync = sync_for(h)
+    clock.advance(1)
+    for case, status in zip(cases, finals, strict=True):
+        served.sim.chats.update(chat_of(h, case), {"status": status}, now=clock())
+    clock.advance(1)
+    await sync.poll()
+    await sync.write()
+    assert sorted(f.ticket_id for f in h.gateway.follow_ups) == sorted(cases)  # every note completed
+    assert h.store.chats.followed(follow_seconds=OPTIONS.follow_seconds) == set()  # none followed any more
+
+
+async def test_fail_reason_nothing_is_no_outcome_and_a_string_agent_is_shown(
+    store: Store, clock: Clock, served: Served
+) -> None:
+    h = harness(store, clock, served)
+    h.ingest(MOBILE_CASE)
+    await h.drain()
+    sync = sync_for(h)
+    served.sim.chat_list = frozenset({"agent_string"})  # agent_info: "Ana Lopez", as live tenants send it
+    clock.advance(1)
+    chat = chat_of(h, MOBILE_CASE)
+    served.sim.chats.update(chat, {"status": "assigned", "agent_info": {"id": 7, "name": "Ana Lopez"}}, now=clock())
+    clock.advance(1)
+    await sync.poll()
+    await sync.write()
+    served.sim.chats.update(
+        chat, {"status": "finished", "fail_reason": "nothing", "sub_status": "Disconnected by end user"}, now=clock()
+    )
+    clock.advance(1)
+    await sync.poll()
+    await sync.write()
+    last = h.gateway.chat_updates[-1]
+    assert (last.status, last.agent, last.outcome) == ("finished", "Ana Lopez", "Disconnected by end user")
+
+
+async def test_a_list_with_total_but_no_link_is_read_to_its_end(store: Store, clock: Clock, served: Served) -> None:
+    h = harness(store, clock, served)
+    cases = many_cases(h, 130, prefix="L")
+    h.ingest(*cases)
+    await h.drain()
+    sync = sync_for(h)
+    await sync.poll()
+    served.sim.chat_list = frozenset({"no_link"})
+    start = clock()
+    for i, case in enumerate(cases):
+        served.sim.chats.update(chat_of(h, case), {"status": "assigned"}, now=start + 1 + i // 2)
+    clock.advance(70)
+    await sync.poll()
+    await sync.write()
+    assert [case for case in cases if shown(h).get(case) != "assigned"] == []
+
+
+def test_the_sandbox_chat_list_quirks_are_switched_by_hand(served: Served) -> None:
+    base = served.url.replace("/apps/api/v1", "")
+    auth = ("acme", "token")
+    served.sim.chats.create(chat_id=900, body={"ticket_id": "T1", "chat_type": "SMS"}, consumer="+14155550100", outbound="", now=0.0)
+    served.sim.chats.update(900, {"status": "assigned", "agent_info": {"id": 7, "name": "Ana Lopez"}}, now=1.0)
+    refused = httpx.post(f"{base}/_sandbox/control", json={"chat_list": ["sideways"]})
+    assert refused.status_code == 400
+    answer = httpx.post(f"{base}/_sandbox/control", json={"chat_list": "no-link,agent-string"})
+    assert answer.json()["settings"]["chat_list"] == ["agent_string", "no_link"]
+    listed = httpx.get(f"{base}/manager/api/v1/chats", auth=auth)
+    assert "Link" not in listed.headers and listed.headers["Total"] == "1"
+    assert listed.json()[0]["agent_info"] == "Ana Lopez"
+    httpx.post(f"{base}/_sandbox/control", json={"chat_list": []})
+    assert httpx.get(f"{base}/manager/api/v1/chats", auth=auth).json()[0]["agent_info"]["name"] == "Ana Lopez"

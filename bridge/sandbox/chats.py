@@ -37,6 +37,7 @@ from typing import Any
 WAITING = frozenset({"selecting", "queued"})
 # Final statuses (chat-session-metadata): each ends the chat.
 ENDED = frozenset({"finished", "no_response", "canceled", "failed"})
+NO_END_TIME = frozenset({"no_response", "canceled"})
 # Fields a lifecycle step or a hand-made change may set beside the status.
 STEP_FIELDS = frozenset({"sub_status", "finish_reason", "fail_reason"})
 
@@ -325,7 +326,8 @@ class ChatBook:
             self._round_robin += 1
         if step.status == "assigned" and chat.assigned_at is None:
             chat.assigned_at = at
-        if chat.ended and chat.ends_at is None:
+        # Assumed: a chat nobody answered or that was canceled before an agent took it has no end time.
+        if chat.ended and chat.ends_at is None and not (chat.status in NO_END_TIME and chat.assigned_at is None):
             chat.ends_at = at
         if chat.status == "finished" and chat.finish_reason is None:
             chat.finish_reason = "finish_reason_none"
