@@ -259,3 +259,26 @@ def test_the_sandbox_chat_list_quirks_are_switched_by_hand(served: Served) -> No
     assert listed.json()[0]["agent_info"] == "Ana Lopez"
     httpx.post(f"{base}/_sandbox/control", json={"chat_list": []})
     assert httpx.get(f"{base}/manager/api/v1/chats", auth=auth).json()[0]["agent_info"]["name"] == "Ana Lopez"
+
+
+async def test_a_chat_id_ccai_gives_again_carries_news_to_its_own_ticket(
+    store: Store, clock: Clock, served: Served
+) -> None:
+    h = harness(store, clock, served)
+    h.ingest(MOBILE_CASE)
+    await h.drain()
+    reused = chat_of(h, MOBILE_CASE)
+    served.sim.next_chat_id = reused  # CCAI's next chat id goes back (reliability audit 2, R17)
+    del served.sim.chats.chats[reused]
+    clock.advance(1)
+    h.ingest(QUEUE_CASE)
+    await h.drain()
+    assert chat_of(h, QUEUE_CASE) == reused
+    sync = sync_for(h)
+    clock.advance(1)
+    served.sim.chats.update(reused, {"status": "assigned", "agent_info": {"id": 7, "name": "Ana Lopez"}}, now=clock())
+    clock.advance(1)
+    await sync.poll()
+    await sync.write()
+    news = [(u.ticket_id, u.agent) for u in h.gateway.chat_updates if u.agent == "Ana Lopez"]
+    assert news == [(QUEUE_CASE, "Ana Lopez")]  # the new chat's ticket, never the older one

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, tuple_, update
 
 from bridge.ccai.chats import ChatState, event_state
 from bridge.errors import StoreRejected
@@ -36,6 +36,7 @@ UNKNOWN_CHAT_SECONDS = 900.0
 # Held by whoever sets aside an event whose chat is not followed and by whoever starts following a
 # chat, so that an event cannot be set aside just as its chat starts being followed.
 FOLLOW_LOCK = "bridge:chat-follow"
+REUSED_TEXT = "CCAI Platform gave this chat's id to a newer chat"
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,7 @@ class Chats:
             logger.warning("CCAI's state of chat %s was refused by the store and skipped: %s", state.chat_id, exc)
 
         def step(connection: Connection, state: ChatState, now: float) -> int:
-            row = (
-                connection.execute(select(chats).where(chats.c.chat_id == state.chat_id).with_for_update())
-                .mappings()
-                .first()
-            )
+            row = current_row(connection, state.chat_id)
             if row is None:
                 return 0
             if follow_seconds is not None and (row["ended"] or row["created_at"] < now - follow_seconds):
@@ -220,7 +217,7 @@ class Chats:
             )
             connection.execute(
                 update(chats)
-                .where(chats.c.chat_id.in_([row["chat_id"] for row in rows]), free)
+                .where(_keys_in([(row["chat_id"], row["ticket_id"]) for row in rows]), free)
                 .values(case_lease_until=now + lease_seconds)
             )
         items = [
@@ -250,7 +247,7 @@ class Chats:
             renewed = connection.execute(
                 update(chats)
                 .where(
-                    chats.c.chat_id.in_([i.chat_id for i in claim.items]),
+                    _keys_in([(i.chat_id, i.ticket_id) for i in claim.items]),
                     chats.c.case_lease_until == claim.until,
                     chats.c.case_lease_until >= now,
                     chats.c.case_lease_until < until,
@@ -288,7 +285,11 @@ class Chats:
                 values["case_not_before"] = now + retry_in
             result = connection.execute(
                 update(chats)
-                .where(chats.c.chat_id == item.chat_id, chats.c.case_lease_until == claim.until)
+                .where(
+                    chats.c.chat_id == item.chat_id,
+                    chats.c.ticket_id == item.ticket_id,
+                    chats.c.case_lease_until == claim.until,
+                )
                 .values(values)
             )
         return bool(result.rowcount == 1)
@@ -325,8 +326,25 @@ def follow(db: Database, connection: Connection, *, send_id: int, ticket_id: str
     """Start following a chat (called by the store when a send is recorded as sent). Events about
     it that arrived first, while nobody followed it, go back in the queue to be applied."""
     db.lock(connection, FOLLOW_LOCK)
-    exists = connection.execute(select(chats.c.chat_id).where(chats.c.chat_id == chat_id)).first()
-    if exists is None:
+    tickets = {
+        str(t) for t in connection.execute(select(chats.c.ticket_id).where(chats.c.chat_id == chat_id)).scalars()
+    }
+    if tickets - {ticket_id}:
+        # Outside what CCAI promises, but seen in a fault run: the id now names this ticket's chat.
+        # The older chat is no longer followed, so no news of the new one reaches the older ticket.
+        logger.warning("CCAI gave chat id %s again, for another ticket; the older chat is no longer followed", chat_id)
+        connection.execute(
+            update(chats)
+            .where(chats.c.chat_id == chat_id, chats.c.ticket_id != ticket_id, chats.c.ended.is_(False))
+            .values(
+                ended=True,
+                outcome=func.coalesce(chats.c.outcome, REUSED_TEXT),
+                task_pending=chats.c.task_ref.is_not(None),
+                case_pending=True,
+                case_not_before=now,
+            )
+        )
+    if ticket_id not in tickets:
         connection.execute(
             update(session_events)
             .where(
@@ -420,11 +438,31 @@ def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: 
         update(chats)
         .where(
             chats.c.chat_id == state.chat_id,
+            chats.c.ticket_id == row["ticket_id"],
             or_(chats.c.ccai_updated_at.is_(None), chats.c.ccai_updated_at <= state.updated_at),
         )
         .values(values)
     ).rowcount
     return changed if applied else 0
+
+
+def current_row(connection: Connection, chat_id: str) -> RowMapping | None:
+    """The chat that ``chat_id`` names now (locked): the newest, should CCAI have given it twice."""
+    return (
+        connection.execute(
+            select(chats)
+            .where(chats.c.chat_id == chat_id)
+            .order_by(chats.c.created_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        .mappings()
+        .first()
+    )
+
+
+def _keys_in(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+    return tuple_(chats.c.chat_id, chats.c.ticket_id).in_(keys)
 
 
 def _view(row: RowMapping) -> ChatView:

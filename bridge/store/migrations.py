@@ -187,3 +187,24 @@ def _v11(connection: Connection, postgres: bool) -> None:
 def _v12(connection: Connection, postgres: bool) -> None:
     # Each worker's count of the sends it cleared to leave: a store that lost some went back in time.
     metadata.create_all(connection, tables=[generations])
+
+
+@migration(13)
+def _v13(connection: Connection, postgres: bool) -> None:
+    # Chats keyed by id and ticket (a chat id CCAI reuses must not carry news to the older chat's ticket).
+    found = inspect(connection).get_pk_constraint("chats")
+    if list(found.get("constrained_columns") or []) == ["chat_id", "ticket_id"]:
+        return
+    if postgres:
+        connection.execute(text(f'ALTER TABLE chats DROP CONSTRAINT "{found["name"]}"'))
+        connection.execute(text("ALTER TABLE chats ADD PRIMARY KEY (chat_id, ticket_id)"))
+        return
+    # SQLite cannot change a table's primary key: the table is built again and its rows copied.
+    for index in inspect(connection).get_indexes("chats"):
+        connection.execute(text(f'DROP INDEX "{index["name"]}"'))
+    connection.execute(text("ALTER TABLE chats RENAME TO chats_v12"))
+    chats.create(connection)
+    columns = ", ".join(column.name for column in chats.columns)
+    # The column names are the schema's own, not input.
+    connection.execute(text(f"INSERT INTO chats ({columns}) SELECT {columns} FROM chats_v12"))  # noqa: S608
+    connection.execute(text("DROP TABLE chats_v12"))
