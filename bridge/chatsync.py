@@ -1,8 +1,9 @@
 """The chat sync: what happened to each chat the bridge started, kept current on its ticket.
 
 Every ``BRIDGE_CHAT_SYNC_SECONDS`` one process (a lease in the store decides which) reads the
-Manager API's chat list for chats updated since the last run: one paged request for any number of
-changed chats, never one per chat, each page a slot of the tenant's rate limit. It applies what
+Manager API's chat list for chats updated since the last run, tailing it (each request from the
+last row's ``updated_at``, as Google advises; never paged by number): one request per 100 changed
+chats, never one per chat, each a slot of the tenant's rate limit. It applies what
 changed to the followed chats, flags chats nobody answered, stops following chats that ended or
 are too old, and every worker pass writes what changed to the tickets (one CRM call per 200
 tickets) and completes the notes of ended chats. Session events CCAI pushes are applied as they
