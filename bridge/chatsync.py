@@ -128,6 +128,7 @@ class ChatSync:
         record = await anyio.to_thread.run_sync(self._board.get, CHAT_SYNC_KEY)
         # A mark past this poll's start came from a clock ahead (an earlier version kept it): not believed.
         high_water = min(float(record[0].get("high_water") or 0.0) if record else 0.0, started)
+        start_mark = high_water
         changed = requests = 0
         outcome = "ok"
         if start.followed and read_list:  # nothing to follow: no request at all
@@ -137,7 +138,8 @@ class ChatSync:
                 # being read) is read again: from a little before it was started.
                 since = min(since, max(start.unseen_since - UNSEEN_MARGIN_SECONDS, started - follow))
             try:
-                async for page in self._tail(since - OVERLAP_SECONDS):
+                paged: list[float] = []  # seconds read past by page number
+                async for page in self._tail(since - OVERLAP_SECONDS, paged):
                     requests += 1
                     states = [s for s in map(parse, page) if s is not None]
                     self._new_words.notice(states)
@@ -147,6 +149,9 @@ class ChatSync:
                     # Only a time this poll could have read moves the mark: one chat stamped ahead
                     # (a CCAI node with a fast clock) must not carry it past every other chat's news.
                     high_water = max([high_water, *(s.updated_at for s in states if s.updated_at <= started)])
+                    # Rows of one second read page by page can still shift: the next poll reads that
+                    # second once more (once: then the mark is there, and goes on past it).
+                    high_water = min([high_water, *(second for second in paged if second > start_mark)])
                     await anyio.to_thread.run_sync(self._save, high_water, started)
             except CCAIError as exc:
                 outcome = "error"
@@ -167,13 +172,13 @@ class ChatSync:
         logger.debug("Chat sync: %d followed, %d request(s), %d changed", start.followed, requests, changed)
         return changed
 
-    async def _tail(self, since: float) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _tail(self, since: float, paged: list[float]) -> AsyncIterator[list[dict[str, Any]]]:
         """The chats updated at or after ``since``, read by tailing, as Google advises for the chat
         list: each request asks again from the last row's ``updated_at`` (rows of that second are
         read twice, which is harmless); ``page=2`` and on only to get past a full page of rows that
         share one second. Paging by number while the tenant's chats change shifts rows between
-        pages, and a row that moves up a page is never read. Stops after ``MAX_REQUESTS_PER_POLL``:
-        the next poll goes on from the mark."""
+        pages, and a row that moves up a page is never read; the seconds read past by page number
+        go to ``paged``. Stops after ``MAX_REQUESTS_PER_POLL``: the next poll goes on from the mark."""
         cursor, page = float(math.floor(since)), 1
         for _ in range(MAX_REQUESTS_PER_POLL):
             params: dict[str, Any] = {
@@ -191,8 +196,10 @@ class ChatSync:
             first, last = _row_time(answer.rows[0]), _row_time(answer.rows[-1])
             if last is None or math.floor(last) <= cursor:
                 page += 1  # a full page of one second (or of unreadable times): only paging gets past it
+                paged.append(cursor)
             elif first is not None and math.floor(first) == math.floor(last):
                 cursor, page = float(math.floor(last)), 2  # the page is that second's first page
+                paged.append(cursor)
             else:
                 cursor, page = float(math.floor(last)), 1
 

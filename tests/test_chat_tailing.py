@@ -137,6 +137,31 @@ async def test_a_tenant_updating_chats_while_the_list_is_read_loses_no_chat_chan
     assert [case for case in cases if shown(h).get(case) != "assigned"] == []
 
 
+async def test_more_than_a_page_of_changes_in_one_second_is_read_again_by_the_next_poll(
+    store: Store, clock: Clock, served: Served
+) -> None:
+    h = harness(store, clock, served)
+    cases = many_cases(h, 130, prefix="S")
+    await send_all(h, cases)
+    sync = sync_for(h)
+    await sync.poll()
+    await sync.write()
+    second = clock() + 1
+    for case in cases:  # 130 changes within one second: only page=2 gets past the first 100
+        served.sim.chats.update(chat_of(h, case), {"status": "assigned"}, now=second)
+    clock.advance(10)
+    served.sim.chat_list = frozenset({"shift"})  # and rows shift while that second is paged
+    await sync.poll()
+    clock.advance(60)
+    await sync.poll()
+    await sync.write()
+    assert [case for case in cases if shown(h).get(case) != "assigned"] == []
+    before = served.sim.manager_requests
+    clock.advance(60)
+    await sync.poll()
+    assert served.sim.manager_requests - before == 1  # read again once, not at every poll
+
+
 async def test_one_chat_stamped_in_the_future_does_not_hide_the_others(
     store: Store, clock: Clock, served: Served
 ) -> None:
