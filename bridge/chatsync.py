@@ -16,6 +16,7 @@ the next one (see :meth:`bridge.store.chats.Chats.record_update`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -144,7 +145,7 @@ class ChatSync:
                     states = [s for s in map(parse, page) if s is not None]
                     self._new_words.notice(states)
                     changed += await anyio.to_thread.run_sync(
-                        lambda states=states: self._chats.apply(states, follow_seconds=follow)  # type: ignore[misc]
+                        functools.partial(self._chats.apply, states, follow_seconds=follow)
                     )
                     # Only a time this poll could have read moves the mark: one chat stamped ahead
                     # (a CCAI node with a fast clock) must not carry it past every other chat's news.
