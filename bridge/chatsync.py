@@ -1,8 +1,9 @@
 """The chat sync: what happened to each chat the bridge started, kept current on its ticket.
 
 Every ``BRIDGE_CHAT_SYNC_SECONDS`` one process (a lease in the store decides which) reads the
-Manager API's chat list for chats updated since the last run: one paged request for any number of
-changed chats, never one per chat, each page a slot of the tenant's rate limit. It applies what
+Manager API's chat list for chats updated since the last run, tailing it (each request from the
+last row's ``updated_at``, as Google advises; never paged by number): one request per 100 changed
+chats, never one per chat, each a slot of the tenant's rate limit. It applies what
 changed to the followed chats, flags chats nobody answered, stops following chats that ended or
 are too old, and every worker pass writes what changed to the tickets (one CRM call per 200
 tickets) and completes the notes of ended chats. Session events CCAI pushes are applied as they
@@ -15,18 +16,20 @@ the next one (see :meth:`bridge.store.chats.Chats.record_update`).
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from bridge import _backoff
 from bridge.ccai.chats import ChatState, NewStatusWords, loggable, opted_out, parse
-from bridge.ccai.client import CCAIClient
+from bridge.ccai.client import CHAT_PAGE_SIZE, CCAIClient
 from bridge.crm import ChatUpdate, CRMGateway, FollowUp, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
 from bridge.store.chats import ChatClaim, Chats, PendingChatUpdate
@@ -47,6 +50,13 @@ EVENTS_PER_PASS = 500
 # changed in that second after the last poll; re-reading a chat is harmless (an older state is
 # never applied, and an unchanged one writes nothing).
 OVERLAP_SECONDS = 1.0
+# A chat CCAI has not yet told of is read from this long before the bridge followed it: its send
+# was recorded after CCAI created it (the request's own time, and clocks that differ a little).
+UNSEEN_MARGIN_SECONDS = 60.0
+# ... for this long after it was followed; one the list never shows must not hold every poll back.
+UNSEEN_SECONDS = 900.0
+# Requests one poll may make; the next poll goes on from the mark.
+MAX_REQUESTS_PER_POLL = 50
 MAX_WRITE_ATTEMPTS = 300
 # With polling off, chats still expire and go quiet: checked this often.
 HOUSEKEEPING_SECONDS = 60.0
@@ -120,31 +130,39 @@ class ChatSync:
     async def poll(self, *, read_list: bool = True) -> int:
         """One poll of the chat list (unless ``read_list`` is False), then the no-reply and follow
         housekeeping; returns how many chats changed on their ticket."""
-        started = time.time()
-        followed = await anyio.to_thread.run_sync(
-            lambda: self._chats.followed(follow_seconds=self._options.follow_seconds)
+        follow = self._options.follow_seconds
+        start = await anyio.to_thread.run_sync(
+            lambda: self._chats.poll_start(follow_seconds=follow, unseen_seconds=UNSEEN_SECONDS)
         )
+        started = start.now  # the store's clock: the same for every process
         record = await anyio.to_thread.run_sync(self._board.get, CHAT_SYNC_KEY)
-        high_water = float(record[0].get("high_water") or 0.0) if record else 0.0
+        # A mark past this poll's start came from a clock ahead (an earlier version kept it): not believed.
+        high_water = min(float(record[0].get("high_water") or 0.0) if record else 0.0, started)
+        start_mark = high_water
         changed = requests = 0
         outcome = "ok"
-        if followed and read_list:  # nothing to follow: no request at all
-            since = max(high_water, started - self._options.follow_seconds) - OVERLAP_SECONDS
-            params = {
-                "updated_at[from]": iso_utc(since),
-                "sort_column": "updated_at",
-                "sort_direction": "ASC",
-                "per": 100,
-            }
+        if start.followed and read_list:  # nothing to follow: no request at all
+            since = max(high_water, started - follow)
+            if start.unseen_since is not None:
+                # A chat followed only after its row was read (its send recorded while the list was
+                # being read) is read again: from a little before it was started.
+                since = min(since, max(start.unseen_since - UNSEEN_MARGIN_SECONDS, started - follow))
             try:
-                async for page in self._ccai.chat_pages(params, complete=False):
+                paged: list[float] = []  # seconds read past by page number
+                async for page in self._tail(since - OVERLAP_SECONDS, paged):
                     requests += 1
                     states = [s for s in map(parse, page) if s is not None]
                     self._new_words.notice(states)
-                    ours = [s for s in states if s.chat_id in followed]
-                    changed += await anyio.to_thread.run_sync(self._chats.apply, ours)
-                    await self._learn_opt_outs(ours)
-                    high_water = max([high_water, *(s.updated_at for s in states)])
+                    changed += await anyio.to_thread.run_sync(
+                        functools.partial(self._chats.apply, states, follow_seconds=follow)
+                    )
+                    await self._learn_opt_outs(states)
+                    # Only a time this poll could have read moves the mark: one chat stamped ahead
+                    # (a CCAI node with a fast clock) must not carry it past every other chat's news.
+                    high_water = max([high_water, *(s.updated_at for s in states if s.updated_at <= started)])
+                    # Rows of one second read page by page can still shift: the next poll reads that
+                    # second once more (once: then the mark is there, and goes on past it).
+                    high_water = min([high_water, *(second for second in paged if second > start_mark)])
                     await anyio.to_thread.run_sync(self._save, high_water, started)
             except CCAIError as exc:
                 outcome = "error"
@@ -156,15 +174,13 @@ class ChatSync:
                 )
             )
         await anyio.to_thread.run_sync(
-            lambda: self._chats.stop_following(
-                follow_seconds=self._options.follow_seconds, text="No further news from CCAI Platform"
-            )
+            lambda: self._chats.stop_following(follow_seconds=follow, text="No further news from CCAI Platform")
         )
-        await anyio.to_thread.run_sync(lambda: self._events.forget(forget_before=self._options.follow_seconds))
+        await anyio.to_thread.run_sync(lambda: self._events.forget(forget_before=follow))
         await anyio.to_thread.run_sync(self._save, high_water, started)
         self._metrics.chat_syncs.labels(outcome).inc()
         self._metrics.chats_updated.labels("poll").inc(changed)
-        logger.debug("Chat sync: %d followed, %d request(s), %d changed", len(followed), requests, changed)
+        logger.debug("Chat sync: %d followed, %d request(s), %d changed", start.followed, requests, changed)
         return changed
 
     async def _learn_opt_outs(self, states: list[ChatState]) -> None:
@@ -174,8 +190,7 @@ class ChatSync:
         if not chat_ids or self._opt_out is None:
             return
         numbers = await anyio.to_thread.run_sync(self._chats.numbers, chat_ids)
-        for chat_id in chat_ids:
-            number = numbers.get(chat_id)
+        for chat_id, number in numbers.items():  # the bridge's own chats only
             if number is None:
                 logger.warning(
                     "CCAI says the customer of chat %s opted out, but the bridge no longer knows the number: "
@@ -184,6 +199,37 @@ class ChatSync:
                 )
                 continue
             await anyio.to_thread.run_sync(self._opt_out, number, chat_id)
+
+    async def _tail(self, since: float, paged: list[float]) -> AsyncIterator[list[dict[str, Any]]]:
+        """The chats updated at or after ``since``, read by tailing, as Google advises for the chat
+        list: each request asks again from the last row's ``updated_at`` (rows of that second are
+        read twice, which is harmless); ``page=2`` and on only to get past a full page of rows that
+        share one second. Paging by number while the tenant's chats change shifts rows between
+        pages, and a row that moves up a page is never read; the seconds read past by page number
+        go to ``paged``. Stops after ``MAX_REQUESTS_PER_POLL``: the next poll goes on from the mark."""
+        cursor, page = float(math.floor(since)), 1
+        for _ in range(MAX_REQUESTS_PER_POLL):
+            params: dict[str, Any] = {
+                "updated_at[from]": iso_utc(cursor),
+                "sort_column": "updated_at",
+                "sort_direction": "ASC",
+                "per": CHAT_PAGE_SIZE,
+            }
+            if page > 1:
+                params["page"] = page
+            answer = await self._ccai.chat_page(params)
+            yield answer.rows
+            if not answer.more:
+                return
+            first, last = _row_time(answer.rows[0]), _row_time(answer.rows[-1])
+            if last is None or math.floor(last) <= cursor:
+                page += 1  # a full page of one second (or of unreadable times): only paging gets past it
+                paged.append(cursor)
+            elif first is not None and math.floor(first) == math.floor(last):
+                cursor, page = float(math.floor(last)), 2  # the page is that second's first page
+                paged.append(cursor)
+            else:
+                cursor, page = float(math.floor(last)), 1
 
     def _save(self, high_water: float, polled_at: float) -> None:
         self._board.put(CHAT_SYNC_KEY, {"high_water": high_water, "polled_at": polled_at})
@@ -256,6 +302,11 @@ class ChatSync:
                 "Chat %s was taken over by another process while its news was being written; that one writes it",
                 loggable(item.chat_id),
             )
+
+
+def _row_time(row: dict[str, Any]) -> float | None:
+    state = parse(row)
+    return None if state is None else state.updated_at
 
 
 def _outcome_note(item: PendingChatUpdate) -> str:

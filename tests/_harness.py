@@ -125,10 +125,12 @@ def make_harness(
     *,
     wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     limiter: RateLimiter | None = None,
+    ccai_url: str = "http://ccai.test/apps/api/v1",
+    sim: CCAISimulator | None = None,
     **settings: Any,
 ) -> Harness:
     """``transport`` replaces the simulated CCAI; ``wrap`` puts a stand-in in front of it (faults)."""
-    sim = CCAISimulator(
+    sim = sim or CCAISimulator(
         subdomain="acme", api_token="token", outbound_numbers={"+16285550199"}, rate_limit=1000, clock=clock
     )
     gateway = FakeGateway(cases={k: dict(v) for k, v in CASES.items()})
@@ -137,7 +139,7 @@ def make_harness(
     if wrap is not None:
         wire = wrap(wire)
     ccai = CCAIClient(
-        base_url="http://ccai.test/apps/api/v1",
+        base_url=ccai_url,
         subdomain="acme",
         api_token="token",
         timeout=2,

@@ -31,6 +31,12 @@ AGENT_ASSIGNED = frozenset({"accepted", "connected"})
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Words CCAI is known to use; others are written verbatim and logged once.
 KNOWN = ENDED | {"selecting", "queued", "assigned", "in_progress", "active", "connected", "disconnected"}
+# The documented statuses (chat-session-metadata): queued, assigned, and four final ones, each of
+# which ends the chat (and completes its note).
+DOCUMENTED_FINAL = frozenset({"finished", "no_response", "canceled", "failed"})
+ENDED, KNOWN = ENDED | DOCUMENTED_FINAL, KNOWN | DOCUMENTED_FINAL
+# fail_reason code 0, "No Error" (reason-codes-statuses): no outcome at all.
+NO_OUTCOME = frozenset({"nothing", "0", "finish_reason_none"})
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,8 @@ def _word(value: object) -> str | None:
 
 
 def _agent(info: object) -> str | None:
+    if isinstance(info, str):  # a public client built from live data types a chat's agent_info so
+        return _clean(info).strip()[:255] or None
     if not isinstance(info, Mapping):
         return None
     name = info.get("name") or " ".join(str(info.get(k) or "") for k in ("first_name", "last_name")).strip()
@@ -198,7 +206,7 @@ def _outcome(raw: Mapping[str, Any]) -> str | None:
     """The best reason CCAI gives: a failure first, then how it finished, then its sub-status."""
     for key in ("fail_reason", "finish_reason", "sub_status"):
         value = raw.get(key)
-        if isinstance(value, str) and value.strip() and value.strip() != "finish_reason_none":
+        if isinstance(value, str) and value.strip() and value.strip().lower() not in NO_OUTCOME:
             return _clean(value).strip()[:255] or None
     return None
 

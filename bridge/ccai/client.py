@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,6 +72,14 @@ def manager_url_for(sms_base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/manager/api/v1"
 
 
+@dataclass(frozen=True)
+class ChatPage:
+    """One answer of the chat list: its rows (raw chat objects) and whether more rows match."""
+
+    rows: list[dict[str, Any]]
+    more: bool
+
+
 class CCAIClient:
     """Talks to one CCAI Platform tenant."""
 
@@ -107,6 +116,24 @@ class CCAIClient:
         """Take a request slot from the tenant's rate limit (call just before :meth:`send` with
         ``paced=False``, when something must be recorded between the slot and the request)."""
         await self._limiter.acquire()
+
+    async def chat_page(self, params: Mapping[str, Any]) -> ChatPage:
+        """One request for the Manager API's chat list (a slot of the rate limit): its rows, and
+        whether the answer says more rows match. For tailing: the caller asks again from the last
+        row's time rather than for the next page number (Google's advice for the chat list)."""
+        await self.wait_for_slot()
+        response = await self._request("GET", f"{self._manager_url}/chats", params=params)
+        if response.status_code == 429:
+            await self._throttled(response)
+        if response.status_code != 200:
+            raise CCAIUnavailable(
+                f"CCAI Platform's chat list answered HTTP {response.status_code}.",
+                reached=False,
+                throttled=response.status_code == 429,
+                retry_after=_retry_after(response),
+            )
+        rows = _chat_list(response)
+        return ChatPage(rows=rows, more=_more_rows(response, rows, params))
 
     async def send(self, request: SmsRequest, *, paced: bool = True) -> Chat:
         if paced:
@@ -283,6 +310,26 @@ def _chat_list(response: httpx.Response) -> list[dict[str, Any]]:
     if not isinstance(payload, list):
         raise CCAIUnavailable("CCAI Platform's chat list was not a list.", reached=False)
     return [chat for chat in payload if isinstance(chat, dict)]
+
+
+def _more_rows(response: httpx.Response, rows: list[dict[str, Any]], params: Mapping[str, Any]) -> bool:
+    """Whether rows beyond this page match. A short page ends the list; a full one ends it only
+    when the answer says so (a ``Total`` this page reaches, or a ``Link`` without ``next``): some
+    tenants send ``Total`` but no ``Link``, and an older copy of the docs promised neither."""
+    per = _header_int(response, "Per-Page") or int(params.get("per") or CHAT_PAGE_SIZE)
+    if len(rows) < per:
+        return False
+    total = _header_int(response, "Total")
+    if total is not None:
+        return total > (int(params.get("page") or 1) - 1) * per + len(rows)
+    if "Link" in response.headers:
+        return "next" in response.links
+    return True
+
+
+def _header_int(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name, "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def _next_page(response: httpx.Response) -> str | None:

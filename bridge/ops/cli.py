@@ -36,7 +36,7 @@ from bridge.ops.completion import script as completion_script
 from bridge.ops.faults import DESCRIPTIONS, FAULTS, apply, control_body, control_url
 from bridge.ops.setup_page import not_set_up_app
 from bridge.sandbox.cases import SANDBOX_ORG_ID, outbound_message, sample_cases
-from bridge.sandbox.ccai import consumer_number
+from bridge.sandbox.ccai import consumer_number, parse_chat_list
 from bridge.sandbox.chats import DEFAULT_LIFECYCLE, LifeStep, parse_lifecycle
 from bridge.sandbox.publisher import PubSubTarget, publish_request
 from bridge.sandbox.pubsub import KEEPALIVE_SECONDS
@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_LIFECYCLE,
         metavar="STEPS",
         help='how chats move, e.g. "selecting@0,assigned@5,finished@300" (or a JSON list of steps)',
+    )
+    sandbox.add_argument(
+        "--chat-list",
+        type=_chat_list,
+        default=frozenset(),
+        metavar="QUIRKS",
+        help="the chat list's quirks: shift (rows move between pages), no-link (Total without Link), agent-string",
     )
     sandbox.add_argument(
         "--opted-out",
@@ -464,6 +471,7 @@ def _run_sandbox(args: argparse.Namespace, directory: Path) -> int:
         rate_window=args.rate_window,
         jitter=args.jitter,
         chat_lifecycle=args.chat_life,
+        chat_list=args.chat_list,
         opted_out=args.opted_out,
         session_events=EventTarget(args.session_events, user, password) if args.session_events else None,
         crm_options={"pubsub_port": args.pubsub_port, "pubsub_keepalive": args.pubsub_keepalive},
@@ -492,6 +500,13 @@ def _sandbox_publish(args: argparse.Namespace) -> int:
         return 0
     print(f"Published to {published.topic}: EventUuid {published.event_uuid}, replay id {published.replay_id}")
     return 0
+
+
+def _chat_list(text: str) -> frozenset[str]:
+    try:
+        return parse_chat_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _chat_life(text: str) -> tuple[LifeStep, ...]:

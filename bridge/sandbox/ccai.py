@@ -23,6 +23,8 @@ Tests and demos steer it through ``/_sandbox/*`` routes:
   - ``chat_lifecycle`` (for chats created from then on); ``session_events`` (an object, null stops);
   - ``outage`` (``seconds``, ``status``, ``hang``; the Manager API is down too); ``end_sessions``
     (finishes every open chat);
+  - ``chat_list``: the chat list's quirks, any of ``shift``, ``no_link``, ``agent_string`` (see
+    ``CHAT_LIST_QUIRKS``); an empty list answers as documented;
   - ``script``: one-shot steps for the next SMS requests; ``fault``: a step for every SMS request
     until set to null; ``manager_script``: one-shot ``{"status": N}`` answers for the chat list.
 
@@ -66,6 +68,11 @@ VALID_CHAT_TYPES = ("Messaging (SMS)", "Messaging (API)", "SMS")
 ACTIVE_SESSION = "Outbound SMS failed. Consumer is already in an active SMS session."
 OPTED_OUT = "Outbound SMS failed. Consumer has opted out of SMS."
 _SETTINGS = ("latency", "sms_enabled", "outbound_enabled", "rate_limit", "jitter")
+# What the chat list may do beside the documented default, each seen or allowed by some copy of the
+# docs: ``shift`` (a chat of each page read is updated before the next page is asked for, as in a
+# busy tenant), ``no_link`` (``Total`` and ``Per-Page`` but no ``Link`` header) and ``agent_string``
+# (``agent_info`` as the agent's name, as a public client's schema built from live data types it).
+CHAT_LIST_QUIRKS = frozenset({"shift", "no_link", "agent_string"})
 
 
 @dataclass
@@ -100,6 +107,8 @@ class CCAISimulator:
     manager_requests: int = 0
     manager_request_times: list[float] = field(default_factory=list)
     manager_answered: dict[int, int] = field(default_factory=dict)
+    # How the chat list answers beside the documented default (see CHAT_LIST_QUIRKS).
+    chat_list: frozenset[str] = frozenset()
     events_target: EventTarget | None = None
     events_transport: httpx.AsyncBaseTransport | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -158,6 +167,7 @@ class CCAISimulator:
             "rate_window": self.rate_window,
             "opted_out": sorted(self.opted_out),
             "chat_lifecycle": [step.to_json() for step in self.chats.lifecycle],
+            "chat_list": sorted(self.chat_list),
         }
 
     def create_chat(self, body: Mapping[str, Any], consumer: str) -> Chat:
@@ -282,7 +292,17 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
         sim.advance()
         page, total = query.select(sim.chats.chats.values())
         content = [c.to_json() for c in page]
-        return _answer(sim.manager_answered, JSONResponse(content, headers=query.headers(request.url, total)))
+        headers = query.headers(request.url, total)
+        if "agent_string" in sim.chat_list:
+            for row, chat in zip(content, page, strict=True):
+                row["agent_info"] = (chat.agent.name or chat.agent.email) if chat.agent else None
+        if "no_link" in sim.chat_list:
+            del headers["Link"]
+        if "shift" in sim.chat_list and page and query.page * query.per < total:
+            # Another integration updates a chat this page showed, just after it was read: the
+            # chat moves to the end of an updated_at list and every later row moves up one place.
+            sim.chats.touch(page[0].id, sim.clock())
+        return _answer(sim.manager_answered, JSONResponse(content, headers=headers))
 
     async def state(_request: Request) -> Response:
         sim.advance()
@@ -352,6 +372,7 @@ async def _after_creation(step: Mapping[str, Any], chat: Chat) -> Response:
 
 def _apply_control(sim: CCAISimulator, changes: dict[str, Any]) -> None:
     """Apply a ``/_sandbox/control`` body; raises ``ValueError`` (or ``TypeError``) on a bad value."""
+    chat_list = parse_chat_list(changes.get("chat_list", sim.chat_list))
     if changes.get("rate_window", "bucket") not in ("bucket", "sliding"):
         raise ValueError(f"rate_window must be bucket or sliding, not {changes['rate_window']!r}.")
     opted_out = {consumer_number(n) for n in changes.get("opted_out", sim.opted_out)}
@@ -366,7 +387,7 @@ def _apply_control(sim: CCAISimulator, changes: dict[str, Any]) -> None:
     for name in (*_SETTINGS, "fault", "rate_window"):
         if name in changes:
             setattr(sim, name, changes[name])
-    sim.opted_out, sim.chats.lifecycle = opted_out, lifecycle
+    sim.opted_out, sim.chats.lifecycle, sim.chat_list = opted_out, lifecycle, chat_list
     if "session_events" in changes:
         sim.push_events_to(events_target)
     sim.script.extend(changes.get("script", []))
@@ -376,6 +397,15 @@ def _apply_control(sim: CCAISimulator, changes: dict[str, Any]) -> None:
     if changes.get("end_sessions"):
         sim.sessions.clear()
         sim.changed(sim.chats.end_open_chats(sim.clock()))
+
+
+def parse_chat_list(value: Any) -> frozenset[str]:
+    """The chat list's quirks, from a list or a comma-separated text (``-`` and ``_`` alike)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    quirks = frozenset(str(item).strip().replace("-", "_") for item in items if str(item).strip())
+    if unknown := quirks - CHAT_LIST_QUIRKS:
+        raise ValueError(f"chat_list takes {sorted(CHAT_LIST_QUIRKS)}, not {sorted(unknown)}.")
+    return quirks
 
 
 def _answer(tally: dict[int, int], response: Response) -> Response:

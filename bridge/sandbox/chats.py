@@ -17,8 +17,9 @@ What the JSON of a chat follows, and what is assumed here:
   (``id``, ``agent_number``, ``email``, ``name``, ``first_name``, ``last_name``, ``avatar_url``),
   ``end_user``, ``outbound_number``. Times are ISO 8601 in UTC with whole seconds, as in every
   documented example; the answer to ``POST /sms`` keeps ``out_ticket_id`` null.
-- Assumed: the status words besides ``selecting``, ``assigned`` and ``finished`` (``queued``,
-  ``failed``); that ``finished`` and ``failed`` end a chat; the default ``sub_status``
+- Documented (chat-session-metadata): the statuses ``queued``, ``assigned``, ``finished``,
+  ``no_response``, ``canceled`` and ``failed``; the last four end a chat.
+- Assumed: the default ``sub_status``
   ("Disconnected by end user", the documented example). No documented field says "the consumer
   answered": the simulator counts the outbound SMS as message 1, so a reply makes
   ``message_count`` 2 and moves ``last_msg_sent_at``.
@@ -34,7 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WAITING = frozenset({"selecting", "queued"})
-ENDED = frozenset({"finished", "failed"})
+# Final statuses (chat-session-metadata): each ends the chat.
+ENDED = frozenset({"finished", "no_response", "canceled", "failed"})
+NO_END_TIME = frozenset({"no_response", "canceled"})
 # Fields a lifecycle step or a hand-made change may set beside the status.
 STEP_FIELDS = frozenset({"sub_status", "finish_reason", "fail_reason"})
 
@@ -275,6 +278,12 @@ class ChatBook:
         chat.updated_at = now
         return self._change(chat, before, now)
 
+    def touch(self, chat_id: int, now: float) -> Change:
+        """An update that changes nothing the bridge reads (another integration's), moving ``updated_at``."""
+        chat = self.chats[chat_id]
+        chat.updated_at = max(now, chat.updated_at)
+        return change(chat, "updated", now)
+
     def end_open_chats(self, now: float) -> list[Change]:
         """Finish every open chat, as when every consumer's session ends at once."""
         step = DEFAULT_LIFECYCLE[-1]
@@ -317,7 +326,8 @@ class ChatBook:
             self._round_robin += 1
         if step.status == "assigned" and chat.assigned_at is None:
             chat.assigned_at = at
-        if chat.ended and chat.ends_at is None:
+        # Assumed: a chat nobody answered or that was canceled before an agent took it has no end time.
+        if chat.ended and chat.ends_at is None and not (chat.status in NO_END_TIME and chat.assigned_at is None):
             chat.ends_at = at
         if chat.status == "finished" and chat.finish_reason is None:
             chat.finish_reason = "finish_reason_none"

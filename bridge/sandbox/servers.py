@@ -263,6 +263,7 @@ def build_platforms(
     rate_window: RateWindow = "bucket",
     jitter: float = 0.0,
     chat_lifecycle: tuple[LifeStep, ...] = DEFAULT_LIFECYCLE,
+    chat_list: frozenset[str] = frozenset(),
     opted_out: Iterable[str] = (),
     session_events: EventTarget | None = None,
     crm_options: Mapping[str, Any] | None = None,
@@ -278,6 +279,7 @@ def build_platforms(
         rate_window=rate_window,
         jitter=jitter,
         chats=ChatBook(lifecycle=chat_lifecycle),
+        chat_list=chat_list,
         opted_out=set(opted_out),
         events_target=session_events,
     )

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select, tuple_, update
 
 from bridge.ccai.chats import ChatState, event_state, loggable
 from bridge.errors import StoreRejected
@@ -36,6 +36,7 @@ UNKNOWN_CHAT_SECONDS = 900.0
 # Held by whoever sets aside an event whose chat is not followed and by whoever starts following a
 # chat, so that an event cannot be set aside just as its chat starts being followed.
 FOLLOW_LOCK = "bridge:chat-follow"
+REUSED_TEXT = "CCAI Platform gave this chat's id to a newer chat"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,13 @@ class PendingChatUpdate:
     superseded: bool  # a newer chat of the same ticket owns the ticket's chat fields
     case_pending: bool
     message: str | None  # the text that was sent, for the completed note
+
+
+@dataclass(frozen=True)
+class PollStart:
+    now: float  # the store's clock
+    followed: int
+    unseen_since: float | None  # created_at of the earliest followed chat no state was applied to
 
 
 @dataclass
@@ -94,9 +102,29 @@ class Chats:
             ).all()
         return {str(row[0]) for row in rows}
 
-    def apply(self, states: Sequence[ChatState]) -> int:
+    def poll_start(self, *, follow_seconds: float, unseen_seconds: float) -> PollStart:
+        """What a poll of the chat list starts from, on the store's clock: whether any chat is
+        followed, and when the earliest followed chat CCAI has not yet told of was started (only
+        those started within ``unseen_seconds``: one the list never shows must not hold every poll back)."""
+        with self._db.tx() as connection:
+            now = self._db.now(connection)
+            followed = connection.execute(
+                select(func.count()).where(chats.c.ended.is_(False), chats.c.created_at >= now - follow_seconds)
+            ).scalar_one()
+            unseen = connection.execute(
+                select(func.min(chats.c.created_at)).where(
+                    chats.c.ended.is_(False),
+                    chats.c.ccai_updated_at.is_(None),
+                    chats.c.created_at >= now - min(follow_seconds, unseen_seconds),
+                )
+            ).scalar_one()
+        return PollStart(now=now, followed=int(followed), unseen_since=None if unseen is None else float(unseen))
+
+    def apply(self, states: Sequence[ChatState], *, follow_seconds: float | None = None) -> int:
         """Apply CCAI's states, each only if newer than what is known; returns how many changed what
-        the ticket shows (those are queued for its write-back)."""
+        the ticket shows (those are queued for its write-back). With ``follow_seconds``, only to
+        chats still followed at this moment (the chat list holds the whole tenant's chats, and a
+        chat may start being followed while the list is read: decided here, not before the read)."""
 
         def refused(state: ChatState, exc: StoreRejected) -> None:
             logger.warning(
@@ -106,13 +134,26 @@ class Chats:
             )
 
         def step(connection: Connection, state: ChatState, now: float) -> int:
-            row = (
-                connection.execute(select(chats).where(chats.c.chat_id == state.chat_id).with_for_update())
-                .mappings()
-                .first()
-            )
-            return 0 if row is None else apply_state(connection, row, state, now)
+            row = current_row(connection, state.chat_id)
+            if row is None:
+                return 0
+            if follow_seconds is not None and (row["ended"] or row["created_at"] < now - follow_seconds):
+                return 0
+            return apply_state(connection, row, state, now)
 
+        if follow_seconds is not None and states:
+            # Most of the list is other chats of the tenant: one query keeps the bridge's own.
+            try:
+                with self._db.tx() as connection:
+                    ours = {
+                        str(row[0])
+                        for row in connection.execute(
+                            select(chats.c.chat_id).where(chats.c.chat_id.in_({s.chat_id for s in states}))
+                        ).all()
+                    }
+                states = [s for s in states if s.chat_id in ours]
+            except StoreRejected:
+                pass  # an id the store cannot hold: each state on its own below, that one refused
         return apply_each(self._db, states, step, refused)
 
     def flag_no_reply(self, *, older_than: float, text: str) -> int:
@@ -155,17 +196,18 @@ class Chats:
             )
         return int(result.rowcount)
 
-    def numbers(self, chat_ids: Sequence[str]) -> dict[str, str]:
-        """The customer's number of each of these chats, where it is still kept."""
+    def numbers(self, chat_ids: Sequence[str]) -> dict[str, str | None]:
+        """The customer's number of each of these chats that the bridge knows (None where it is no
+        longer kept); chats of other integrations are absent."""
         if not chat_ids:
             return {}
         with self._db.tx() as connection:
             rows = connection.execute(
-                select(chats.c.chat_id, chats.c.number).where(
-                    chats.c.chat_id.in_(list(chat_ids)), chats.c.number.is_not(None)
-                )
+                select(chats.c.chat_id, chats.c.number)
+                .where(chats.c.chat_id.in_(list(chat_ids)))
+                .order_by(chats.c.number.is_not(None))  # a row that still has it wins (a reused chat id)
             ).all()
-        return {str(row[0]): str(row[1]) for row in rows}
+        return {str(row[0]): None if row[1] is None else str(row[1]) for row in rows}
 
     def claim_updates(self, *, limit: int, lease_seconds: float) -> ChatClaim | None:
         """Chats whose news must reach their ticket; a ticket's fields follow only its newest chat.
@@ -198,7 +240,7 @@ class Chats:
             )
             connection.execute(
                 update(chats)
-                .where(chats.c.chat_id.in_([row["chat_id"] for row in rows]), free)
+                .where(_keys_in([(row["chat_id"], row["ticket_id"]) for row in rows]), free)
                 .values(case_lease_until=now + lease_seconds)
             )
         items = [
@@ -228,7 +270,7 @@ class Chats:
             renewed = connection.execute(
                 update(chats)
                 .where(
-                    chats.c.chat_id.in_([i.chat_id for i in claim.items]),
+                    _keys_in([(i.chat_id, i.ticket_id) for i in claim.items]),
                     chats.c.case_lease_until == claim.until,
                     chats.c.case_lease_until >= now,
                     chats.c.case_lease_until < until,
@@ -266,7 +308,11 @@ class Chats:
                 values["case_not_before"] = now + retry_in
             result = connection.execute(
                 update(chats)
-                .where(chats.c.chat_id == item.chat_id, chats.c.case_lease_until == claim.until)
+                .where(
+                    chats.c.chat_id == item.chat_id,
+                    chats.c.ticket_id == item.ticket_id,
+                    chats.c.case_lease_until == claim.until,
+                )
                 .values(values)
             )
         return bool(result.rowcount == 1)
@@ -321,8 +367,25 @@ def follow(
     """Start following a chat (called by the store when a send is recorded as sent). Events about
     it that arrived first, while nobody followed it, go back in the queue to be applied."""
     db.lock(connection, FOLLOW_LOCK)
-    exists = connection.execute(select(chats.c.chat_id).where(chats.c.chat_id == chat_id)).first()
-    if exists is None:
+    tickets = {
+        str(t) for t in connection.execute(select(chats.c.ticket_id).where(chats.c.chat_id == chat_id)).scalars()
+    }
+    if tickets - {ticket_id}:
+        # Outside what CCAI promises, but seen in a fault run: the id now names this ticket's chat.
+        # The older chat is no longer followed, so no news of the new one reaches the older ticket.
+        logger.warning("CCAI gave chat id %s again, for another ticket; the older chat is no longer followed", chat_id)
+        connection.execute(
+            update(chats)
+            .where(chats.c.chat_id == chat_id, chats.c.ticket_id != ticket_id, chats.c.ended.is_(False))
+            .values(
+                ended=True,
+                outcome=func.coalesce(chats.c.outcome, REUSED_TEXT),
+                task_pending=chats.c.task_ref.is_not(None),
+                case_pending=True,
+                case_not_before=now,
+            )
+        )
+    if ticket_id not in tickets:
         connection.execute(
             update(session_events)
             .where(
@@ -439,10 +502,33 @@ def apply_state(connection: Connection, row: RowMapping, state: ChatState, now: 
     # should also have read ``row`` FOR UPDATE; this holds even if it did not).
     applied = connection.execute(
         update(chats)
-        .where(chats.c.chat_id == state.chat_id, or_(fence.is_(None), fence <= state.updated_at))
+        .where(
+            chats.c.chat_id == state.chat_id,
+            chats.c.ticket_id == row["ticket_id"],
+            or_(fence.is_(None), fence <= state.updated_at),
+        )
         .values(values)
     ).rowcount
     return changed if applied else 0
+
+
+def current_row(connection: Connection, chat_id: str) -> RowMapping | None:
+    """The chat that ``chat_id`` names now (locked): the newest, should CCAI have given it twice."""
+    return (
+        connection.execute(
+            select(chats)
+            .where(chats.c.chat_id == chat_id)
+            .order_by(chats.c.created_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        .mappings()
+        .first()
+    )
+
+
+def _keys_in(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+    return tuple_(chats.c.chat_id, chats.c.ticket_id).in_(keys)
 
 
 def _view(row: RowMapping) -> ChatView:

@@ -199,3 +199,26 @@ def _v13(connection: Connection, postgres: bool) -> None:
 def _v14(connection: Connection, postgres: bool) -> None:
     # Pushed session events fence each other, not the poll; the number, for opt-outs CCAI reports.
     _add_columns(connection, "chats", {"pushed_at": "DOUBLE PRECISION", "number": "VARCHAR(32)"})
+
+
+@migration(15)
+def _v15(connection: Connection, postgres: bool) -> None:
+    # Chats keyed by id and ticket (a chat id CCAI reuses must not carry news to the older chat's ticket).
+    found = inspect(connection).get_pk_constraint("chats")
+    if list(found.get("constrained_columns") or []) == ["chat_id", "ticket_id"]:
+        return
+    if postgres:
+        connection.execute(text(f'ALTER TABLE chats DROP CONSTRAINT "{found["name"]}"'))
+        connection.execute(text("ALTER TABLE chats ADD PRIMARY KEY (chat_id, ticket_id)"))
+        return
+    # SQLite cannot change a table's primary key: the table is built again and its rows copied.
+    for index in inspect(connection).get_indexes("chats"):
+        connection.execute(text(f'DROP INDEX "{index["name"]}"'))
+    connection.execute(text("ALTER TABLE chats RENAME TO chats_before_v15"))
+    chats.create(connection)
+    # Only the columns the old table has: a later version may add more (its migration then finds them).
+    kept = {column["name"] for column in inspect(connection).get_columns("chats_before_v15")}
+    columns = ", ".join(column.name for column in chats.columns if column.name in kept)
+    # The column names are the schema's own, not input.
+    connection.execute(text(f"INSERT INTO chats ({columns}) SELECT {columns} FROM chats_before_v15"))  # noqa: S608
+    connection.execute(text("DROP TABLE chats_before_v15"))

@@ -142,9 +142,10 @@ opt_outs = Table(
 chats = Table(
     "chats",
     metadata,
+    # Keyed by id and ticket: should CCAI reuse a chat id, the new chat's news goes to its own ticket.
     Column("chat_id", Text, primary_key=True),
     Column("send_id", Integer),
-    Column("ticket_id", String(64), nullable=False),
+    Column("ticket_id", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),
     Column("status", String(40)),  # CCAI's own word, verbatim
     Column("agent", Text),

@@ -17,9 +17,17 @@ from sqlalchemy import Connection, delete, select, update
 
 from bridge.ccai.chats import ChatState, loggable
 from bridge.errors import StoreRejected
-from bridge.store.chats import FOLLOW_LOCK, UNKNOWN_CHAT_SECONDS, apply_each, apply_state, kept_state, read_kept_state
+from bridge.store.chats import (
+    FOLLOW_LOCK,
+    UNKNOWN_CHAT_SECONDS,
+    apply_each,
+    apply_state,
+    current_row,
+    kept_state,
+    read_kept_state,
+)
 from bridge.store.database import Database
-from bridge.store.schema import chats, session_events
+from bridge.store.schema import session_events
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +147,7 @@ def _apply(connection: Connection, event: _Kept, now: float, found: list[ChatSta
     event_id, received_at, state = event.event_id, event.received_at, event.state
     row = None
     if state is not None:
-        row = (
-            connection.execute(select(chats).where(chats.c.chat_id == state.chat_id).with_for_update())
-            .mappings()
-            .first()
-        )
+        row = current_row(connection, state.chat_id)
     changed = 0 if row is None or state is None else apply_state(connection, row, state, now, pushed=True)
     if row is not None and state is not None:
         found.append(state)
