@@ -43,6 +43,7 @@ from bridge.store.opt_outs import entry_of, lock_number
 from bridge.store.outcomes import record_outcome
 from bridge.store.schema import send_log, sends
 from bridge.store.takeovers import take_over
+from bridge.store.wakeups import announce
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Sends:
             inserted = connection.execute(statement).first()
             if inserted is not None:
                 log_event(connection, int(inserted[0]), now, "received", received_detail(new))
+                announce(self.db, connection)
                 return Created(id=int(inserted[0]), request_hash=request_hash, created=True)
             existing = connection.execute(
                 select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
@@ -149,6 +151,7 @@ class Sends:
             )
             if result.rowcount == 1:
                 log_event(connection, send_id, now, "requeued", "Queued again by an operator.")
+                announce(self.db, connection)
         return result.rowcount == 1
 
     # -- the send step ------------------------------------------------------------------------

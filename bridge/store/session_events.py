@@ -20,6 +20,7 @@ from bridge.errors import StoreRejected
 from bridge.store.chats import FOLLOW_LOCK, UNKNOWN_CHAT_SECONDS, apply_each, apply_state, kept_state, read_kept_state
 from bridge.store.database import Database
 from bridge.store.schema import chats, session_events
+from bridge.store.wakeups import announce
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class SessionEvents:
                     .returning(session_events.c.event_id)
                 )
                 new += connection.execute(statement).first() is not None
+            if new:
+                announce(self._db, connection)  # the chat sync applies them at once
         return new
 
     def apply(self, *, limit: int) -> tuple[int, int]:
