@@ -49,7 +49,7 @@ def run_latency(*, database_url: str, events: int, agent_sends: int, interval: f
         # A limit no sample comes near: one event at a time measures the wake-up, not the pacing.
         sandbox, info = start_sandbox(directory, rate=100.0)
         processes.append(sandbox)
-        count = 2 * (events + agent_sends)
+        count = 2 * (events + agent_sends + 1)
         cases = _seed_cases(info, count)
         bases = {}
         common = {"CCAI_RATE_LIMIT": "100", "BRIDGE_CHAT_SYNC_SECONDS": "0"}
@@ -63,13 +63,14 @@ def run_latency(*, database_url: str, events: int, agent_sends: int, interval: f
         bases["separate"], web = _serve(env, directory / "separate.log")
         processes.append(web)
         processes += [start(["worker"], env=env, log=directory / f"worker{i}.log") for i in range(2)]
-        time.sleep(3.0)  # the workers are up and idle
-
         ccai = httpx.Client(base_url=info["ccai_url"], timeout=30)
         client = httpx.Client(timeout=60)
+        queue = iter(cases)
+        for shape in SHAPES:  # untimed: every process is up, connected and idle before the first sample
+            _event(client, ccai, bases[shape], next(queue))
+        time.sleep(2.0)
         event_ms: dict[str, list[float]] = {shape: [] for shape in SHAPES}
         agent_ms: dict[str, list[float]] = {shape: [] for shape in SHAPES}
-        queue = iter(cases)
         for _ in range(events):
             for shape in SHAPES:
                 time.sleep(interval)  # the worker goes idle between samples
@@ -92,7 +93,7 @@ def run_latency(*, database_url: str, events: int, agent_sends: int, interval: f
             figures["agent_send_separate_over_embedded_p50"] = round(
                 figures["separate_agent_send_wait_p50_ms"] / figures["embedded_agent_send_wait_p50_ms"], 2
             )
-        duplicates = len(ccai.get("/_sandbox/state").json()["accepted"]) - (events + agent_sends) * len(SHAPES)
+        duplicates = len(ccai.get("/_sandbox/state").json()["accepted"]) - (events + agent_sends + 1) * len(SHAPES)
         figures["extra_sms"] = duplicates
         return figures
     finally:
