@@ -482,11 +482,12 @@ class Sends:
                 return removed
 
     def seconds_until_due(self) -> float | None:
-        """How long until the earliest queued send or pending write-back is due (the worker's sleep)."""
+        """How long until the earliest queued or held send or pending write-back is due (the worker's
+        sleep: a send held for its window starts when the window opens, not at the next poll)."""
         with self.db.tx() as connection:
             now = self.db.now(connection)
             send_at = connection.execute(
-                select(func.min(sends.c.not_before)).where(sends.c.status == "queued")
+                select(func.min(sends.c.not_before)).where(sends.c.status.in_(("queued", "scheduled")))
             ).scalar()
             # A leased write-back is not due before its lease ends (else an idle worker would spin).
             lease_end = sends.c.writeback_lease_until
