@@ -11,6 +11,7 @@ from benchmarks.calls import run_calls
 from benchmarks.chats import run_chats
 from benchmarks.faults import FAULTS, run_faults, run_recovery
 from benchmarks.ingest import run_ingest
+from benchmarks.latency import run_latency as run_event_latency
 from benchmarks.pipeline import run_pipeline
 from benchmarks.pubsub import run_decode, run_latency, run_replay, run_silence
 from benchmarks.zendesk import run_zendesk
@@ -40,6 +41,18 @@ def parser() -> argparse.ArgumentParser:
             rate=a.rate,
             window=a.window,
             max_seconds=a.max_seconds,
+        )
+    )
+    latency = scenarios.add_parser(
+        "latency", help="event -> SMS and agent sends with ?wait=, embedded worker on SQLite vs separate workers"
+    )
+    latency.add_argument("--database-url", required=True, help="a PostgreSQL URL; a throw-away schema is used")
+    latency.add_argument("--events", type=int, default=60, help="outbound messages timed per deployment")
+    latency.add_argument("--agent-sends", type=int, default=20, help="agent sends with ?wait= timed per deployment")
+    latency.add_argument("--interval", type=float, default=0.3, help="seconds between two samples")
+    latency.set_defaults(
+        run=lambda a: run_event_latency(
+            database_url=a.database_url, events=a.events, agent_sends=a.agent_sends, interval=a.interval
         )
     )
     ingest = scenarios.add_parser("ingest", help="acks per second of one bridge serve on SQLite vs a bare ceiling")

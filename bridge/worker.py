@@ -31,6 +31,7 @@ from bridge.inputs import Input, InputOptions, InputRunner
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.store.status import API_USAGE_KEY, StatusBoard
+from bridge.store.wakeups import Listener
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ FORGET_WORKERS_AFTER_SECONDS = 7 * 86400.0
 # How often a worker looks for others whose process ended. One is taken for gone when it is seen
 # gone twice in a row: a worker whose database session dropped takes its lock again meanwhile.
 WATCH_SECONDS = 1.0
+# How long one wait for a notification blocks its thread: the longest a stopping worker waits for it.
+LISTEN_SECONDS = 1.0
 
 Step = Callable[[], Awaitable[int]]
 
@@ -67,6 +70,8 @@ class WorkerOptions:
     # How long a send whose request a gone worker may have sent waits before it is looked up
     # (bridge.departure.settle_after_takeover for a holder that is gone).
     gone_settle_seconds: float = 20.0
+    # Listen for the store's announcements of new work (PostgreSQL: sends stored by another process).
+    listen: bool = True
 
 
 class Worker:
@@ -96,6 +101,7 @@ class Worker:
         self._purge_due = 0.0
         self._reported_usage: ApiUsage | None = None
         self._suspects: set[str] = set()  # workers seen gone on the last look
+        self._listener = Listener(store.db) if options.listen and store.db.postgres else None
 
     @property
     def stopping(self) -> bool:
@@ -148,6 +154,8 @@ class Worker:
         async with anyio.create_task_group() as group:
             group.start_soon(self._tick_forever)
             group.start_soon(self._watch_forever)
+            if self._listener is not None:
+                group.start_soon(self._listen_forever, self._listener)
             for runner in self._inputs:
                 group.start_soon(runner.run_forever)
             await self._loop()
@@ -238,6 +246,17 @@ class Worker:
             except Exception:
                 logger.exception("Looking at the other workers failed; carrying on")
             await anyio.sleep(WATCH_SECONDS)
+
+    async def _listen_forever(self, listener: Listener) -> None:
+        """Look for work as soon as another process announces some (see :mod:`bridge.store.wakeups`),
+        until the task group is cancelled. The poll stays the safety net: a notification missed while
+        the listener reconnects only waits for it."""
+        try:
+            while True:
+                if await anyio.to_thread.run_sync(listener.wait, LISTEN_SECONDS, abandon_on_cancel=True):
+                    self.wake()
+        finally:
+            listener.close()
 
     async def watch(self) -> None:
         """Hold this process's liveness lock (again, if its session was lost), and free the sends of

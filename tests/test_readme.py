@@ -54,6 +54,7 @@ def test_every_benchmark_command_in_the_readme_parses() -> None:
     assert {words[0] for words in found} == {
         "pipeline",
         "ingest",
+        "latency",
         "calls",
         "chats",
         "faults",

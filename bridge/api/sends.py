@@ -131,14 +131,20 @@ async def wait_for_outcome(
     store: Store, send_id: int, *, timeout: float, poll: float = 0.05, stop: anyio.Event | None = None
 ) -> SendRecord:
     """Poll the store until the send is final, ``timeout`` passes or ``stop`` is set (a shutting
-    down server answers at once rather than hold its connection); return the latest record."""
+    down server answers at once rather than hold its connection); return the latest record.
+
+    The first looks come sooner (10, 20, 40 ms, then every ``poll``): a send a worker starts at once
+    is often done within a few tens of milliseconds, and the agent waiting should not wait for the
+    poll on top of it."""
     deadline = time.monotonic() + timeout
+    interval = min(0.01, poll)
     while True:
         send = await anyio.to_thread.run_sync(store.history.get, send_id)
         assert send is not None
         if send.final or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             return send
-        await anyio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        await anyio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        interval = min(poll, interval * 2)
 
 
 class SendAPI:

@@ -17,6 +17,9 @@
 ``streams``         CRM event streams: how far each was read, which events were seen
 ==================  ===========================================================================
 
+Beside the tables, :mod:`.wakeups`: on PostgreSQL a transaction that makes work due announces it
+(``NOTIFY``), and a worker in another process listening on a session of its own starts on it at once.
+
 Four kinds of lease fence the work, each for its own reason, all on the database's clock:
 
 - a send's lease carries a *token* bumped by every claim; every write is fenced on it, so a worker

@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, Connection, RowMapping, or_
 
 from bridge.model import NewSend, Overrides
 from bridge.store.schema import send_log, sends
+from bridge.store.wakeups import announce
 
 if TYPE_CHECKING:
     from bridge.store.database import Database
@@ -81,4 +82,6 @@ def insert_new(db: Database, connection: Connection, new: Sequence[NewSend], now
         if inserted is not None:
             stored += 1
             log_event(connection, int(inserted[0]), now, "received", received_detail(item))
+    if stored:
+        announce(db, connection)  # workers in other processes look for work when this commits
     return stored

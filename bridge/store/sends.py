@@ -43,6 +43,7 @@ from bridge.store.opt_outs import entry_of, lock_number
 from bridge.store.outcomes import record_outcome
 from bridge.store.schema import send_log, sends
 from bridge.store.takeovers import take_over
+from bridge.store.wakeups import announce
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Sends:
             inserted = connection.execute(statement).first()
             if inserted is not None:
                 log_event(connection, int(inserted[0]), now, "received", received_detail(new))
+                announce(self.db, connection)
                 return Created(id=int(inserted[0]), request_hash=request_hash, created=True)
             existing = connection.execute(
                 select(sends.c.id, sends.c.request_hash).where(sends.c.dedupe_key == new.dedupe_key)
@@ -149,6 +151,7 @@ class Sends:
             )
             if result.rowcount == 1:
                 log_event(connection, send_id, now, "requeued", "Queued again by an operator.")
+                announce(self.db, connection)
         return result.rowcount == 1
 
     # -- the send step ------------------------------------------------------------------------
@@ -491,11 +494,12 @@ class Sends:
                 return removed
 
     def seconds_until_due(self) -> float | None:
-        """How long until the earliest queued send or pending write-back is due (the worker's sleep)."""
+        """How long until the earliest queued or held send or pending write-back is due (the worker's
+        sleep: a send held for its window starts when the window opens, not at the next poll)."""
         with self.db.tx() as connection:
             now = self.db.now(connection)
             send_at = connection.execute(
-                select(func.min(sends.c.not_before)).where(sends.c.status == "queued")
+                select(func.min(sends.c.not_before)).where(sends.c.status.in_(("queued", "scheduled")))
             ).scalar()
             # A leased write-back is not due before its lease ends (else an idle worker would spin).
             lease_end = sends.c.writeback_lease_until

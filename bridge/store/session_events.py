@@ -28,6 +28,7 @@ from bridge.store.chats import (
 )
 from bridge.store.database import Database
 from bridge.store.schema import session_events
+from bridge.store.wakeups import announce
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class SessionEvents:
                     .returning(session_events.c.event_id)
                 )
                 new += connection.execute(statement).first() is not None
+            if new:
+                announce(self._db, connection)  # the chat sync applies them at once
         return new
 
     def apply(self, *, limit: int, seen: list[ChatState] | None = None) -> tuple[int, int]:

@@ -529,3 +529,13 @@ def test_an_old_outcome_landing_after_the_new_one_has_the_new_one_written_again(
     store.writebacks.record(old, case_state="done", task_state=None, error=None, retry_in=None, case_written=True)
     [again] = store.writebacks.claim("B", limit=10, lease_seconds=30)
     assert (again.id, again.status, again.chat_id) == (send_id, "sent", "114")
+
+
+def test_a_held_send_is_due_when_its_window_opens(store: Store, clock: Clock) -> None:
+    """Issue 22.1: the worker sleeps until the earliest due work, a held send's included, so a send
+    held for its window starts when the window opens, not at the next poll."""
+    store.sends.ingest([om("04l1")])
+    [job] = store.sends.claim("w", limit=1, lease_seconds=30)
+    assert store.sends.hold(job.id, token=job.token, until=clock() + 10, reason="window", hint=None)
+    store.writebacks.claim("w", limit=10, lease_seconds=45)  # the ticket is being told
+    assert store.sends.seconds_until_due() == 10.0
