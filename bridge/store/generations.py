@@ -37,6 +37,13 @@ class Generations:
     def check(self, connection: Connection, owner: str) -> int:
         """The store's count for ``owner`` (read in the caller's transaction, and held until it ends);
         raises :class:`StoreWentBack` if it is below what this process counted."""
+        # The row first (at 0 when new), so that FOR UPDATE has a row to lock: two of one worker's
+        # sends clearing at once both found none and both inserted one, and the second failed on the key.
+        connection.execute(
+            self._db.insert(generations)
+            .values(owner=owner, generation=0, updated_at=0.0)
+            .on_conflict_do_nothing(index_elements=["owner"])
+        )
         stored = connection.execute(
             select(generations.c.generation).where(generations.c.owner == owner).with_for_update()
         ).scalar()
@@ -55,8 +62,7 @@ class Generations:
         which the caller remembers (:meth:`remember`) once that transaction has committed."""
         count = self.check(connection, owner) + 1
         values: dict[str, Any] = {"generation": count, "updated_at": now}
-        if not connection.execute(update(generations).where(generations.c.owner == owner).values(values)).rowcount:
-            connection.execute(generations.insert().values(owner=owner, **values))
+        connection.execute(update(generations).where(generations.c.owner == owner).values(values))
         return count
 
     def remember(self, owner: str, count: int) -> None:

@@ -3,6 +3,8 @@ unfinished in it is sent before it is looked up."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import text
 
@@ -52,3 +54,28 @@ def test_a_store_that_kept_everything_raises_nothing(store: Store) -> None:
     other = Store(store.db)  # another process knows nothing of w's count, and finds nothing wrong
     assert other.sends.claim("w", limit=1, lease_seconds=30) == []
     assert store.sends.claim("w", limit=1, lease_seconds=30) == []
+
+
+def test_a_new_workers_first_sends_clearing_at_once_are_all_counted(store_url: str) -> None:
+    """Both of a new worker's first two departures found no row to lock and inserted one; the second
+    failed on the key, and its send was not cleared (found by the chat-tailing tests on PostgreSQL)."""
+    stores = [Store.from_url(store_url) for _ in range(8)]
+    stores[0].migrate()
+    barrier = threading.Barrier(len(stores))
+    counts: list[int] = []
+
+    def advance(one: Store) -> None:
+        barrier.wait(timeout=30)  # all at once (SQLite's transactions queue; PostgreSQL's race)
+        with one.db.tx() as connection:
+            counts.append(one.generations.advance(connection, "new-worker", now=1.0))
+
+    try:
+        threads = [threading.Thread(target=advance, args=(one,)) for one in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(counts) == list(range(1, 9))
+    finally:
+        for one in stores:
+            one.close()
