@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -29,7 +29,9 @@ from bridge.ccai.chats import NewStatusWords, parse
 from bridge.ccai.client import CCAIClient
 from bridge.crm import ChatUpdate, CRMGateway, FollowUp, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
+from bridge.lookup_proof import sightings_in
 from bridge.store.chats import ChatClaim, Chats, PendingChatUpdate
+from bridge.store.lookup_evidence import LookupEvidence
 from bridge.store.session_events import SessionEvents
 from bridge.store.status import CHAT_SYNC_KEY, StatusBoard
 from bridge.times import iso_utc
@@ -77,8 +79,10 @@ class ChatSync:
         ccai: CCAIClient,
         gateway: CRMGateway,
         options: SyncOptions,
+        evidence: LookupEvidence | None = None,
     ) -> None:
         self._owner = context.owner
+        self._evidence = evidence
         self._metrics = context.metrics
         self._rng = context.rng
         self._chats = chats
@@ -130,6 +134,7 @@ class ChatSync:
             try:
                 async for page in self._ccai.chat_pages(params, complete=False):
                     requests += 1
+                    await self._witness(page)
                     states = [s for s in map(parse, page) if s is not None]
                     self._new_words.notice(states)
                     changed += await anyio.to_thread.run_sync(
@@ -157,6 +162,13 @@ class ChatSync:
         self._metrics.chats_updated.labels("poll").inc(changed)
         logger.debug("Chat sync: %d followed, %d request(s), %d changed", len(followed), requests, changed)
         return changed
+
+    async def _witness(self, page: Sequence[Mapping[str, Any]]) -> None:
+        """What the list shows of the bridge's own chats is the lost-answer lookup's evidence
+        (:mod:`bridge.lookup_proof`): whether they carry the ticket id the bridge sent."""
+        if self._evidence is not None:
+            sightings = sightings_in(page)
+            await anyio.to_thread.run_sync(self._evidence.observe, sightings)
 
     def _save(self, high_water: float, polled_at: float) -> None:
         self._board.put(CHAT_SYNC_KEY, {"high_water": high_water, "polled_at": polled_at})

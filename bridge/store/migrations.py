@@ -23,6 +23,7 @@ from bridge.store.schema import (
     bridge_status,
     chats,
     generations,
+    lookup_evidence,
     metadata,
     opt_outs,
     rate_events,
@@ -187,3 +188,9 @@ def _v11(connection: Connection, postgres: bool) -> None:
 def _v12(connection: Connection, postgres: bool) -> None:
     # Each worker's count of the sends it cleared to leave: a store that lost some went back in time.
     metadata.create_all(connection, tables=[generations])
+
+
+@migration(13)
+def _v13(connection: Connection, postgres: bool) -> None:
+    # What the chat list showed of the bridge's own chats: the lost-answer lookup's proof.
+    metadata.create_all(connection, tables=[lookup_evidence])
