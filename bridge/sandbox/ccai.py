@@ -15,6 +15,8 @@ Tests and demos steer it through ``/_sandbox/*`` routes:
 - ``POST /_sandbox/control`` with any of these keys (every value is checked before any is applied):
 
   - ``latency``, ``sms_enabled``, ``outbound_enabled``, ``rate_limit`` (requests per second);
+  - ``fill_out_ticket_id``: false makes the chat list show ``out_ticket_id`` null for every chat (the
+    SMS page's own example does), so the lost-answer lookup's self-proof can be tried;
   - ``rate_window``: ``bucket`` (default) or ``sliding``, a 429 once ``rate_limit`` requests were
     admitted in the last 1.0 s; ``jitter``: a random 0..jitter s delay before an arrival counts,
     standing in for the network;
@@ -65,7 +67,7 @@ logger = logging.getLogger(__name__)
 VALID_CHAT_TYPES = ("Messaging (SMS)", "Messaging (API)", "SMS")
 ACTIVE_SESSION = "Outbound SMS failed. Consumer is already in an active SMS session."
 OPTED_OUT = "Outbound SMS failed. Consumer has opted out of SMS."
-_SETTINGS = ("latency", "sms_enabled", "outbound_enabled", "rate_limit", "jitter")
+_SETTINGS = ("latency", "sms_enabled", "outbound_enabled", "rate_limit", "jitter", "fill_out_ticket_id")
 
 
 @dataclass
@@ -79,6 +81,9 @@ class CCAISimulator:
     latency: float = 0.0
     sms_enabled: bool = True
     outbound_enabled: bool = True
+    # False: the chat list shows out_ticket_id null, as the SMS page's own example answers (a tenant whose
+    # chat list does not carry the ticket id the request sent).
+    fill_out_ticket_id: bool = True
     script: list[dict[str, Any]] = field(default_factory=list)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     answered: dict[int, int] = field(default_factory=dict)
@@ -282,6 +287,8 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
         sim.advance()
         page, total = query.select(sim.chats.chats.values())
         content = [c.to_json() for c in page]
+        if not sim.fill_out_ticket_id:
+            content = [{**chat, "out_ticket_id": None} for chat in content]
         return _answer(sim.manager_answered, JSONResponse(content, headers=query.headers(request.url, total)))
 
     async def state(_request: Request) -> Response:

@@ -79,8 +79,9 @@ class LookupEvidence:
                     other=other,
                 )
                 .on_conflict_do_nothing(index_elements=["chat_id"])
+                .returning(lookup_evidence.c.chat_id)
             )
-            return int(connection.execute(statement).rowcount or 0)
+            return int(connection.execute(statement).first() is not None)
         if row["carried_at"] is not None or row["other"]:
             return 0  # settled: nothing later changes what it showed first
         values: dict[str, Any] = {"last_seen_at": now}

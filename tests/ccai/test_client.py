@@ -240,7 +240,7 @@ async def test_the_lookup_tails_the_list_by_creation_time_and_pages_only_past_a_
     """Issue 20 item 1: ask again from the last row's created_at; page=2 only past a page of one second."""
     t = float(int(time.time()) - 60)
     ticket = str(REQUEST.ticket_id)
-    chats = [{"id": i, "created": t} for i in (1, 2, 3)]
+    chats: list[dict[str, Any]] = [{"id": i, "created": t} for i in (1, 2, 3)]
     chats += [{"id": 4, "created": t + 1}, {"id": 5, "created": t + 2}, {"id": 6, "created": t + 3, "ticket": ticket}]
     listing = ChatList(chats)
     search = await client(listing).find_chats(ticket_id=ticket, since=t, ago=60)
