@@ -94,10 +94,12 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 
 
-def run_sandbox(directory: Path, *options: str) -> Iterator[SandboxProcess]:
-    """``bridge sandbox`` with ``options`` (its command-line flags), stopped when the generator ends."""
+def run_sandbox(directory: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[SandboxProcess]:
+    """``bridge sandbox`` with ``options`` (its command-line flags), stopped when the generator ends;
+    ``env``: settings added to its environment (e.g. a host fault, :func:`tests._faults.faulty_env`)."""
     process = subprocess.Popen(
         python_command("sandbox", "--dir", str(directory / "tls"), *options),
+        env={**os.environ, **env} if env else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
