@@ -47,6 +47,7 @@ Judgement = Found | NotFound | Unsure
 def judge(
     search: ChatSearch,
     *,
+    since: float,
     known: Collection[str],
     chat_type: str | None,
     others_unresolved: int,
@@ -54,10 +55,23 @@ def judge(
     ago: float,
 ) -> Judgement:
     """What the search means for the send. ``known``: chats other sends recorded; ``others_unresolved``:
-    other sends of the same ticket that may also have reached CCAI without an answer; ``ago``: seconds
-    since the attempt left."""
-    earliest = search.searched_from if search.departed_at is None else search.departed_at - TOLERANCE_SECONDS
-    recent = [c for c in search.chats if c.id not in known and (c.created_at is None or c.created_at >= earliest)]
+    other sends of the same ticket that may also have reached CCAI without an answer; ``since``: when the
+    attempt left, on the store's clock; ``ago``: seconds since then."""
+    unknown = [c for c in search.chats if c.id not in known]
+    if search.departed_at is not None:
+        # CCAI's own clock says when the attempt left: a chat created before that is not its.
+        recent = [c for c in unknown if c.created_at is None or c.created_at >= search.departed_at - TOLERANCE_SECONDS]
+    else:
+        # No Date header to tell the clocks apart: a chat that seems older than the attempt may be
+        # another integration's, or ours under a clock difference. Not to be claimed, nor sent past.
+        recent = [c for c in unknown if c.created_at is None or c.created_at >= since - TOLERANCE_SECONDS]
+        if len(unknown) > len(recent):
+            older = ", ".join(c.id for c in unknown if c not in recent)
+            return Unsure(
+                f"CCAI Platform lists chat(s) for this ticket ({older}) that seem older than the unanswered attempt, "
+                "and sent no Date header to compare its clock with the bridge's: they may be another integration's "
+                "or this send's. Not claimed, and not sent again."
+            )
     if len(recent) > 1:
         ids = ", ".join(c.id for c in recent)
         return Unsure(

@@ -182,7 +182,13 @@ class SendStep:
         others = await anyio.to_thread.run_sync(lambda: self._sends.others_unanswered(job.ticket_id, exclude=job.id))
         proof = lookup_proof.judge(await anyio.to_thread.run_sync(self._evidence.recent))
         return lookup.judge(
-            search, known=known, chat_type=self._options.chat_type, others_unresolved=others, proof=proof, ago=ago
+            search,
+            since=since,
+            known=known,
+            chat_type=self._options.chat_type,
+            others_unresolved=others,
+            proof=proof,
+            ago=ago,
         )
 
     async def _passes_loop_guard(self, job: ClaimedSend) -> bool:
