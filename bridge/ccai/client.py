@@ -16,6 +16,8 @@ import datetime as dt
 import email.utils
 import logging
 import math
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -232,6 +234,16 @@ class CCAIClient:
                 cursor, page = math.floor(last), 1
         raise CCAIUnavailable(f"CCAI Platform's chat list has more than {MAX_CHAT_PAGES} pages.", reached=False)
 
+    async def recent_chats(self, *, since: float) -> list[ListedChat]:
+        """The newest page of the chat list (created since ``since``, newest first), for ``bridge check``."""
+        params = {"created_at[from]": iso_utc(since), "sort_column": "created_at", "sort_direction": "DESC"}
+        response = await self._chat_list_page({**params, "per": CHAT_PAGE_SIZE})
+        return [chat for chat in map(_listed, _chat_list(response)) if chat is not None]
+
+    @property
+    def chat_list_url(self) -> str:
+        return f"{self._manager_url}/chats"
+
     async def _chat_list_page(self, params: Mapping[str, Any]) -> httpx.Response:
         await self.wait_for_slot()
         response = await self._request("GET", f"{self._manager_url}/chats", params=params)
@@ -298,7 +310,11 @@ class CCAIClient:
             self._learn_clock(response)
             return response
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise CCAIUnavailable(f"Could not connect to CCAI Platform ({type(exc).__name__}).", reached=False) from exc
+            raise CCAIUnavailable(
+                f"Could not connect to CCAI Platform at {httpx.URL(url).host or self._client.base_url.host} "
+                f"({connect_cause(exc)}).",
+                reached=False,
+            ) from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise CCAIUnavailable(
                 f"CCAI Platform did not answer within {self._deadline:g} s; the request may have arrived.",
@@ -401,6 +417,31 @@ def _next_page(response: httpx.Response) -> str | None:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def connect_cause(exc: BaseException) -> str:
+    """Why a connection failed, in the words an operator can act on: DNS, refused, TLS or a timeout."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return "DNS: the host name does not resolve"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused: nothing listens on that port"
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"TLS: the certificate was not accepted ({seen.verify_message})"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return "DNS: the host name does not resolve"
+    if "refused" in text:
+        return "connection refused: nothing listens on that port"
+    if "ssl" in text or "certificate" in text:
+        return f"TLS: {exc}"
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return "no connection within the timeout"
+    return type(exc).__name__
 
 
 def _header_int(response: httpx.Response, name: str) -> int | None:

@@ -96,6 +96,16 @@ class LookupEvidence:
         keep = select(lookup_evidence.c.chat_id).order_by(lookup_evidence.c.sent_at.desc()).limit(KEPT)
         connection.execute(delete(lookup_evidence).where(lookup_evidence.c.chat_id.not_in(keep.scalar_subquery())))
 
+    def ours(self, chat_ids: Sequence[str]) -> dict[str, str]:
+        """Which of these chats the bridge created, with the ticket id it sent (read only: ``bridge check``)."""
+        if not chat_ids:
+            return {}
+        with self._db.tx() as connection:
+            rows = connection.execute(
+                select(chats.c.chat_id, chats.c.ticket_id).where(chats.c.chat_id.in_(list(chat_ids)))
+            ).all()
+        return {str(row[0]): str(row[1]) for row in rows}
+
     def recent(self, limit: int = KEPT) -> list[Evidence]:
         """The latest evidence, newest chat first."""
         with self._db.tx() as connection:
