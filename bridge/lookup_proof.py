@@ -117,16 +117,27 @@ class Proof:
 
 
 def judge(evidence: Sequence[Evidence]) -> Proof:
-    """The proof the evidence (any order) gives."""
-    settled = sorted((e for e in evidence if e.settled), key=lambda e: (e.sent_at, e.chat_id))
+    """The proof the evidence (any order) gives. The newest chat counts even before it settles: one
+    read back without our ticket id suspends the trust until it shows the id (the safe side)."""
+    ordered = sorted(evidence, key=lambda e: (e.sent_at, e.chat_id))
+    settled = [e for e in ordered if e.settled]
     carried = [e for e in settled if e.carried]
     max_delay = max((e.delay or 0.0 for e in carried), default=0.0)
-    if not settled:
+    if not ordered:
         return Proof("unproven", f"{NOT_SHOWN} yet: none of the bridge's chats has been read back from it")
-    latest = settled[-1]
-    if not latest.carried:
+    if settled and not settled[-1].carried:
+        latest = settled[-1]
         return Proof(
             "contradicted", f"{NOT_SHOWN}: {latest.describe()}", len(carried), latest=latest, max_delay=max_delay
+        )
+    latest = ordered[-1]
+    if not latest.carried:
+        return Proof(
+            "unproven",
+            f"{NOT_SHOWN} for its latest chat yet: {latest.describe()}",
+            len(carried),
+            latest=latest,
+            max_delay=max_delay,
         )
     if len(carried) < MIN_CARRIED:
         return Proof(

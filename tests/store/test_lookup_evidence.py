@@ -36,8 +36,10 @@ def test_a_tenant_that_leaves_out_ticket_id_null_contradicts_the_proof(store: St
     clock.advance(1)
     sent(store, "310")
     store.lookup_evidence.observe([Sighting("310", None)])
-    # Not settled yet: the tenant may fill it a little later.
-    assert judge(store.lookup_evidence.recent()).state == "proven"
+    # Not settled yet (the tenant may fill it a little later), but not trusted meanwhile.
+    waiting = judge(store.lookup_evidence.recent())
+    assert waiting.state == "unproven"
+    assert "latest chat yet: chat 310 still showed no ticket id" in waiting.detail
     clock.advance(NOT_CARRIED_AFTER_SECONDS)
     store.lookup_evidence.observe([Sighting("310", None)])
     proof = judge(store.lookup_evidence.recent())
