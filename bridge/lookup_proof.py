@@ -122,7 +122,9 @@ def judge(evidence: Sequence[Evidence]) -> Proof:
     ordered = sorted(evidence, key=lambda e: (e.sent_at, e.chat_id))
     settled = [e for e in ordered if e.settled]
     carried = [e for e in settled if e.carried]
-    max_delay = max((e.delay or 0.0 for e in carried), default=0.0)
+    # A delay is what the chat sync saw (at most): one it read late (it was off for a while) says little, and a
+    # tenant slower than NOT_CARRIED_AFTER_SECONDS contradicts the proof anyway.
+    max_delay = min(max((e.delay or 0.0 for e in carried), default=0.0), NOT_CARRIED_AFTER_SECONDS)
     if not ordered:
         return Proof("unproven", f"{NOT_SHOWN} yet: none of the bridge's chats has been read back from it")
     if settled and not settled[-1].carried:
