@@ -112,7 +112,7 @@ def test_a_switch_leaves_out_ticket_id_null_in_the_chat_list_over_http(ccai_serv
     ccai_server.ccai_control(fill_out_ticket_id=False)
     try:
         assert ccai_server.ccai_state()["settings"]["fill_out_ticket_id"] is False
-        assert sms(ccai_server, "+1 415-555-0114", ticket).status_code == 200
+        assert sms(ccai_server, "+1 415-555-0161", ticket).status_code == 200
         assert chats_for(ccai_server, ticket) == []
         [created] = [c for c in ccai_server.ccai_state()["accepted"] if c["ticket_id"] == ticket]
         ccai_server.ccai_control(fill_out_ticket_id=True)
