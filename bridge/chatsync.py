@@ -20,7 +20,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +32,9 @@ from bridge.ccai.chats import ChatState, NewStatusWords, loggable, opted_out, pa
 from bridge.ccai.client import CHAT_PAGE_SIZE, CCAIClient
 from bridge.crm import ChatUpdate, CRMGateway, FollowUp, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
+from bridge.lookup_proof import sightings_in
 from bridge.store.chats import ChatClaim, Chats, PendingChatUpdate
+from bridge.store.lookup_evidence import LookupEvidence
 from bridge.store.session_events import SessionEvents
 from bridge.store.status import CHAT_SYNC_KEY, StatusBoard
 from bridge.times import iso_utc
@@ -91,10 +93,12 @@ class ChatSync:
         gateway: CRMGateway,
         options: SyncOptions,
         opt_out: Callable[[str, str], None] | None = None,
+        evidence: LookupEvidence | None = None,
     ) -> None:
         """``opt_out(number, chat_id)`` puts a number on the opt-out list because CCAI said so (as
         :meth:`bridge.consent.ConsentCheck.record_opt_out` does for a refused send)."""
         self._owner = context.owner
+        self._evidence = evidence
         self._metrics = context.metrics
         self._rng = context.rng
         self._chats = chats
@@ -151,6 +155,7 @@ class ChatSync:
                 paged: list[float] = []  # seconds read past by page number
                 async for page in self._tail(since - OVERLAP_SECONDS, paged):
                     requests += 1
+                    await self._witness(page)
                     states = [s for s in map(parse, page) if s is not None]
                     self._new_words.notice(states)
                     changed += await anyio.to_thread.run_sync(
@@ -230,6 +235,13 @@ class ChatSync:
                 paged.append(cursor)
             else:
                 cursor, page = float(math.floor(last)), 1
+
+    async def _witness(self, page: Sequence[Mapping[str, Any]]) -> None:
+        """What the list shows of the bridge's own chats is the lost-answer lookup's evidence
+        (:mod:`bridge.lookup_proof`): whether they carry the ticket id the bridge sent."""
+        if self._evidence is not None:
+            sightings = sightings_in(page)
+            await anyio.to_thread.run_sync(self._evidence.observe, sightings)
 
     def _save(self, high_water: float, polled_at: float) -> None:
         self._board.put(CHAT_SYNC_KEY, {"high_water": high_water, "polled_at": polled_at})

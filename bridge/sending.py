@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.to_thread
 
-from bridge import _backoff, departure, policy
+from bridge import _backoff, departure, lookup, lookup_proof, policy
 from bridge.ccai.client import CCAIClient
 from bridge.consent import Allow, Block, ConsentCheck, Hold, Verdict
 from bridge.crm import CRMGateway, Ticket
@@ -31,6 +31,7 @@ from bridge.mapping import TicketMapper
 from bridge.model import Chat, ClaimedSend, OptOutReading, Outcome, SmsRequest
 from bridge.phones import mask
 from bridge.segments import count_segments
+from bridge.store.lookup_evidence import LookupEvidence
 from bridge.store.sends import Sends
 from bridge.store.takeovers import Takeovers
 from bridge.worker import StepContext
@@ -46,6 +47,7 @@ class SendOptions:
     max_concurrency: int
     create_task: bool
     ccai_deadline: float
+    chat_type: str | None = None  # what the bridge's requests carry: a listed chat of another type is not ours
 
 
 class SendStep:
@@ -63,8 +65,11 @@ class SendStep:
         consent: ConsentCheck,
         limits: policy.Limits,
         options: SendOptions,
+        evidence: LookupEvidence,
     ) -> None:
         self._owner = context.owner
+        self._evidence = evidence
+        self._claimed_mono: dict[int, float] = {}  # when each send of the batch was claimed (monotonic)
         self._holdings = context.holdings
         self._stopping = context.stopping
         self._metrics = context.metrics
@@ -91,6 +96,7 @@ class SendStep:
         except StoreWentBack as exc:
             await self._went_back(exc)
             return 0
+        self._claimed_mono = dict.fromkeys((job.id for job in claimed), time.monotonic())
         with self._holdings.sends(job.id for job in claimed):
             to_guard: list[ClaimedSend] = []
             for job in claimed:
@@ -134,12 +140,21 @@ class SendStep:
         if isinstance(decision, policy.Proceed):
             return job
         try:
-            found = await self._look_up(job)
+            judged = await self._look_up(job)
         except CCAIUnavailable as exc:
             failed = policy.after_lookup(exc, job, self._limits, rng=self._rng)
             assert not isinstance(failed, policy.Proceed), "a failed lookup never leads to sending"
             await self._apply(job, failed)
             return None
+        if isinstance(judged, lookup.Unsure):
+            if judged.wait > 0:
+                retry = policy.Retry(delay=judged.wait, reason=judged.reason, may_have_sent=True)
+                await self._apply(job, retry)
+            else:
+                logger.warning("Send %s: %s", job.id, judged.reason)
+                await self._finish(job, policy.Finish("unknown", judged.reason))
+            return None
+        found = Chat(id=judged.chat.id, status=judged.chat.status) if isinstance(judged, lookup.Found) else None
         if found is None:
             # The whole list was read and holds no chat for the earlier attempts: nothing reached the customer.
             if not await anyio.to_thread.run_sync(lambda: self._sends.confirm_not_sent(job.id, token=job.token)):
@@ -154,13 +169,27 @@ class SendStep:
         await self._apply(job, after)
         return None
 
-    async def _look_up(self, job: ClaimedSend) -> Chat | None:
+    async def _look_up(self, job: ClaimedSend) -> lookup.Judgement:
+        """Search CCAI's chat list for the send's own chat, and judge what was found (:mod:`bridge.lookup`)."""
         since = job.ambiguous_since or job.first_attempt_at
         assert since is not None, "a possibly delivered send has had an attempt"
-        chats = await self._ccai.find_chats(ticket_id=job.ticket_id, since=since)
+        # How long ago the attempt left, measured on the store's clock alone (both readings are its own),
+        # so that the window can be placed on CCAI's clock whatever the two clocks say.
+        ago = max(0.0, job.claimed_at - since) + (time.monotonic() - self._claimed_mono.get(job.id, time.monotonic()))
+        search = await self._ccai.find_chats(ticket_id=job.ticket_id, since=since, ago=ago)
         # A chat already recorded for another send of the same ticket is that send's, not this one's.
-        known = await anyio.to_thread.run_sync(self._sends.known_chat_ids, [c.id for c in chats])
-        return next((chat for chat in chats if chat.id not in known), None)
+        known = await anyio.to_thread.run_sync(self._sends.known_chat_ids, [c.id for c in search.chats])
+        others = await anyio.to_thread.run_sync(lambda: self._sends.others_unanswered(job.ticket_id, exclude=job.id))
+        proof = lookup_proof.judge(await anyio.to_thread.run_sync(self._evidence.recent))
+        return lookup.judge(
+            search,
+            since=since,
+            known=known,
+            chat_type=self._options.chat_type,
+            others_unresolved=others,
+            proof=proof,
+            ago=ago,
+        )
 
     async def _passes_loop_guard(self, job: ClaimedSend) -> bool:
         if job.first_attempt_at is not None:

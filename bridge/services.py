@@ -272,8 +272,10 @@ def send_step(
             loop_guard_seconds=settings.bridge_loop_guard_seconds,
             max_concurrency=settings.ccai_max_concurrency,
             create_task=settings.writeback.create_task,
+            chat_type=settings.ccai_chat_type,
             ccai_deadline=settings.ccai_timeout_seconds,
         ),
+        evidence=store.lookup_evidence,
     )
 
 
@@ -308,6 +310,7 @@ def chat_sync(
         gateway=gateway,
         options=options,
         opt_out=lambda number, chat_id: consent.record_opt_out(number, reason=chat_id),
+        evidence=store.lookup_evidence,
     )
 
 

@@ -24,6 +24,7 @@ from bridge.store import Store
 from bridge.worker import StepContext, Worker
 from tests._clock import Clock
 from tests._fakes import FakeGateway
+from tests._sends import prove_lookup
 
 MOBILE_CASE = "5005g00000SBX01AAH"
 QUEUE_CASE = "5005g00000SBX02AAH"
@@ -127,9 +128,14 @@ def make_harness(
     limiter: RateLimiter | None = None,
     ccai_url: str = "http://ccai.test/apps/api/v1",
     sim: CCAISimulator | None = None,
+    lookup_proven: bool = True,
     **settings: Any,
 ) -> Harness:
-    """``transport`` replaces the simulated CCAI; ``wrap`` puts a stand-in in front of it (faults)."""
+    """``transport`` replaces the simulated CCAI; ``wrap`` puts a stand-in in front of it (faults).
+    ``lookup_proven``: the tenant has shown its chat list carries the bridge's ticket ids (the
+    lost-answer lookup's proof, :mod:`bridge.lookup_proof`), as a bridge that ran a while has."""
+    if lookup_proven:
+        prove_lookup(store)
     sim = sim or CCAISimulator(
         subdomain="acme", api_token="token", outbound_numbers={"+16285550199"}, rate_limit=1000, clock=clock
     )

@@ -22,6 +22,7 @@ import pytest
 
 from bridge.crm.salesforce.ids import to18
 from bridge.sandbox.servers import free_port
+from tests._sends import proven
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
@@ -94,10 +95,12 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 
 
-def run_sandbox(directory: Path, *options: str) -> Iterator[SandboxProcess]:
-    """``bridge sandbox`` with ``options`` (its command-line flags), stopped when the generator ends."""
+def run_sandbox(directory: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[SandboxProcess]:
+    """``bridge sandbox`` with ``options`` (its command-line flags), stopped when the generator ends;
+    ``env``: settings added to its environment (e.g. a host fault, :func:`tests._faults.faulty_env`)."""
     process = subprocess.Popen(
         python_command("sandbox", "--dir", str(directory / "tls"), *options),
+        env={**os.environ, **env} if env else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -139,12 +142,17 @@ class BridgeProcess:
     process: subprocess.Popen[bytes] | None = None
     # Run in the child before the bridge starts (resource limits of its host).
     preexec: Callable[[], None] | None = None
+    # Start as a bridge that has run a while: its store holds the evidence that the tenant's chat list
+    # carries its ticket ids, so a lost answer's lookup that finds nothing is believed (False: a new bridge).
+    proven: bool = True
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> BridgeProcess:
+        if self.proven and self.env.get("DATABASE_URL"):
+            proven(self.env["DATABASE_URL"])
         self.port = free_port()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -56,3 +56,38 @@ def view(store: Store, send_id: int) -> dict[str, Any]:
     record = store.history.get(send_id)
     assert record is not None
     return public_view(record)
+
+
+def prove_lookup(store: Store, *, chats: int = 3, delay: float = 1.0) -> None:
+    """Evidence that this tenant's chat list carries the bridge's ticket ids (``chats`` of its own chats
+    showed it, ``delay`` s after they were sent): a lookup that finds nothing is then believed."""
+    from sqlalchemy import insert
+
+    from bridge.store.schema import lookup_evidence
+
+    store.migrate()
+    with store.db.tx() as connection:
+        now = store.db.now(connection)
+        for n in range(chats):
+            sent = now - 3600 + n
+            connection.execute(
+                insert(lookup_evidence).values(
+                    chat_id=f"proof-{uuid.uuid4().hex[:8]}",
+                    sent_at=sent,
+                    first_seen_at=sent + delay,
+                    last_seen_at=sent + delay,
+                    carried_at=sent + delay,
+                    other=False,
+                )
+            )
+
+
+def proven(url: str) -> None:
+    """The store at ``url`` migrated, as the release step leaves it, holding the evidence a bridge that
+    has run a while gathered: its tenant's chat list carries the ticket ids it sends, so the lost-answer
+    lookup is trusted (``tests/e2e/test_lookup_proof.py`` starts without it)."""
+    store = Store.from_url(url)
+    try:
+        prove_lookup(store)
+    finally:
+        store.close()

@@ -22,6 +22,7 @@ from tests._processes import (
     bridge_environment,
     run_sandbox,
 )
+from tests._sends import proven
 
 POSTGRES_URL = os.environ.get("BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 E2E = Path(__file__).parent / "e2e"
@@ -155,9 +156,7 @@ def cluster_on(pg_schema_url: str, tmp_path: Path) -> Iterator[ClusterFactory]:
         settings = {**bridge_environment(sandbox, tmp_path), "DATABASE_URL": pg_schema_url, **env}
         # The release step, in-process: `bridge migrate` as a command is tested on its own, and a
         # process start per cluster is a second of CPU the suite does not need to spend.
-        migrated = Store.from_url(pg_schema_url)
-        migrated.migrate()
-        migrated.close()
+        proven(pg_schema_url)
         clusters.append(Cluster(env=settings, directory=tmp_path))
         return clusters[-1]
 

@@ -12,6 +12,7 @@ from bridge.crm import Ticket, TicketUpdate
 from bridge.errors import CRMRequestError, CRMUnavailable
 from bridge.mapping import TicketMapper
 from bridge.sandbox.ccai import ACTIVE_SESSION
+from bridge.sandbox.chats import parse_lifecycle
 from bridge.store import Store
 from tests._ccai_errors import DOCUMENTED_ERRORS
 from tests._clock import Clock
@@ -55,14 +56,14 @@ class Faults(httpx.AsyncBaseTransport):
         return response
 
 
-def faulty(store: Store, clock: Clock, **settings: Any) -> tuple[Harness, Faults]:
+def faulty(store: Store, clock: Clock, *, lookup_proven: bool = True, **settings: Any) -> tuple[Harness, Faults]:
     holder: list[Faults] = []
 
     def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
         holder.append(Faults(inner))
         return holder[0]
 
-    return make_harness(store, clock, wrap=wrap, **settings), holder[0]
+    return make_harness(store, clock, wrap=wrap, lookup_proven=lookup_proven, **settings), holder[0]
 
 
 async def test_three_cases_give_two_sms_and_three_ticket_updates(h: Harness) -> None:
@@ -407,3 +408,56 @@ async def test_an_event_from_any_crm_door_gets_the_loop_guard(h: Harness) -> Non
     assert h.row(MOBILE_CASE).status == "suppressed"
     assert len(h.sim.accepted) == 1
     assert len(h.sim.request_times) == 1  # the echo never reached CCAI
+
+
+# -- the lost-answer lookup matches on everything the bridge knows (R3), and proves itself first ----
+
+
+def quick_chats(h: Harness) -> None:
+    """Chats end a second after they start, so CCAI's active-session check cannot hide a second SMS."""
+    h.sim.chats.lifecycle = parse_lifecycle("selecting@0,finished@1")
+
+
+async def test_two_unanswered_sends_of_one_case_never_take_each_others_chat(h: Harness) -> None:
+    """R3(a): send A's 504 created nothing, send B's 504 came after CCAI created B's chat. A was looked
+    up first and took B's chat, then B found its chat taken and texted again."""
+    quick_chats(h)
+    h.sim.script.extend([{"status": 504}, {"action": "create_then_status", "status": 504}])
+    [a] = h.ingest(MOBILE_CASE, origin="person")
+    await h.drain()
+    h.ingest(MOBILE_CASE, origin="person")
+    await h.drain()
+    assert len(h.sim.accepted) == 1
+    await h.drain(advance=15)
+    assert len(h.sim.accepted) == 1  # never texted twice
+    rows = {r.id: r for r in h.store.history.find(ticket_id=MOBILE_CASE, limit=5)}
+    assert rows[a].status != "sent"  # A's text never left: it must not claim B's chat
+    assert rows[a].status == "unknown"
+    assert "another unanswered send" in (rows[a].reason or "")
+
+
+async def test_another_integrations_earlier_chat_for_the_case_is_not_taken_for_the_lost_attempt(h: Harness) -> None:
+    """R3(b): a chat for the same Case created a minute before by another client of the tenant (CCAI's
+    own CRM adapter) was recorded as "Sent" for a request that created nothing."""
+    quick_chats(h)
+    h.sim.create_chat({**{"chat_type": "SMS", "outbound_number": "+16285550199"}, "ticket_id": MOBILE_CASE}, "+1999")
+    h.clock.advance(60)
+    h.sim.script.append({"status": 504})
+    h.ingest(MOBILE_CASE, origin="person")
+    await h.drain(advance=15)
+    row = h.row(MOBILE_CASE)
+    assert row.status == "unknown"
+    assert "another integration" in (row.reason or "")
+    assert len(h.sim.accepted) == 1  # only the other integration's
+
+
+async def test_before_the_lookup_is_proven_a_lost_answer_ends_unknown(sqlite_store: Store, clock: Clock) -> None:
+    """Issue 20 item 5: nothing found, but the tenant never showed that its list carries our ticket id."""
+    h, faults = faulty(sqlite_store, clock, lookup_proven=False)
+    faults.cut_before = 1
+    h.ingest(MOBILE_CASE)
+    await h.drain(advance=15)
+    row = h.row(MOBILE_CASE)
+    assert (row.status, row.attempts) == ("unknown", 1)
+    assert "has not shown that its chat list carries our ticket id" in (row.reason or "")
+    assert h.sim.accepted == []

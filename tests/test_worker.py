@@ -81,7 +81,7 @@ async def test_the_tick_beats_and_renews_the_leases_of_work_in_progress(h: Harne
 async def test_a_worker_whose_passes_fail_is_not_ready(clock: Clock) -> None:
     """A8: a worker that is alive but whose every pass fails must make /readyz fail."""
     unreachable = Store.from_url("postgresql://nobody@127.0.0.1:9/none?connect_timeout=1")
-    h = make_harness(unreachable, clock, bridge_unhealthy_after_seconds=0.3)
+    h = make_harness(unreachable, clock, lookup_proven=False, bridge_unhealthy_after_seconds=0.3)
     assert h.worker.problem() is None
     with anyio.move_on_after(1.0):
         await h.worker.run()

@@ -12,9 +12,12 @@ byte by byte would otherwise never time out).
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import logging
 import math
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -80,6 +83,27 @@ class ChatPage:
     more: bool
 
 
+@dataclass(frozen=True)
+class ListedChat:
+    """A chat as the Manager API's list shows it: what the lost-answer lookup matches on."""
+
+    id: str
+    status: str | None
+    out_ticket_id: str | None
+    chat_type: str | None
+    created_at: float | None  # on CCAI's clock
+
+
+@dataclass(frozen=True)
+class ChatSearch:
+    """What :meth:`CCAIClient.find_chats` found: the chats carrying the ticket id (oldest first),
+    the attempt's departure on CCAI's clock (None: CCAI sent no ``Date``), and where the search began."""
+
+    chats: list[ListedChat]
+    departed_at: float | None
+    searched_from: float
+
+
 class CCAIClient:
     """Talks to one CCAI Platform tenant."""
 
@@ -99,6 +123,7 @@ class CCAIClient:
         self._limiter = limiter
         self._deadline = timeout
         self._manager_url = (manager_url or manager_url_for(base_url)).rstrip("/")
+        self._clock_offset: float | None = None  # CCAI's clock less ours, from its Date headers
         self._client = httpx.AsyncClient(
             base_url=base_url,
             auth=httpx.BasicAuth(subdomain, api_token),
@@ -159,27 +184,105 @@ class CCAIClient:
             await self._throttled(response)
         return _interpret(response)
 
-    async def find_chats(self, *, ticket_id: str, since: float) -> list[Chat]:
-        """The chats created since ``since`` (less a margin for clock differences) that carry
-        ``ticket_id``, oldest first.
+    def ccai_time(self) -> float | None:
+        """CCAI's clock now, as its ``Date`` headers showed it (None until one was seen)."""
+        return None if self._clock_offset is None else time.time() + self._clock_offset
+
+    async def find_chats(self, *, ticket_id: str, since: float, ago: float | None = None) -> ChatSearch:
+        """The chats carrying ``ticket_id`` created around or after an attempt that left at ``since``
+        (on the store's clock), ``ago`` seconds before this call (as the bridge measured it), oldest first.
+
+        The window is bounded by what the bridge observed, not by one clock: from the earlier of
+        ``since`` and the departure on CCAI's own clock (its ``Date`` header less ``ago``), less a
+        margin; the departure on CCAI's clock comes back as ``departed_at`` so that the caller can
+        tell chats created before the attempt left from the attempt's own.
 
         Raises :class:`CCAIUnavailable` when the list cannot be read completely: a search that
-        could not finish must never be taken for "not found".
+        could not finish (or whose ``Total`` says rows remain unread) is never taken for "not found".
         """
-        params = {
-            "created_at[from]": iso_utc(since - LOOKUP_MARGIN_SECONDS),
-            "sort_column": "created_at",
-            "sort_direction": "ASC",
-            "per": CHAT_PAGE_SIZE,
-        }
-        found = []
-        async for page in self.chat_pages(params):
-            for chat in page:
-                chat_id = str(chat.get("id") or "")
-                if chat_id and str(chat.get("out_ticket_id") or "") == ticket_id:
-                    found.append(Chat(id=chat_id, status=_text(chat.get("status"))))
+        started = time.monotonic()
+
+        def departed() -> float | None:
+            now = self.ccai_time()
+            return None if now is None or ago is None else now - (ago + time.monotonic() - started)
+
+        lower = min(since, departed() or since) - LOOKUP_MARGIN_SECONDS
+        try:
+            rows = await self._tail_created(lower)
+            departed_at = departed()
+            if departed_at is not None and departed_at - LOOKUP_MARGIN_SECONDS < lower - 1:
+                # The first answer showed CCAI's clock behind ours: search again from its own time.
+                lower = departed_at - LOOKUP_MARGIN_SECONDS
+                rows = await self._tail_created(lower)
+        except CCAIUnavailable:
+            self._metrics.ccai_lookups.labels("error").inc()
+            raise
+        found = [chat for chat in map(_listed, rows) if chat is not None and chat.out_ticket_id == ticket_id]
         self._metrics.ccai_lookups.labels("found" if found else "not_found").inc()
-        return found
+        return ChatSearch(chats=found, departed_at=departed(), searched_from=lower)
+
+    async def _tail_created(self, lower: float) -> list[dict[str, Any]]:
+        """Every chat created at or after ``lower``, read by tailing (Google's advice for the chat
+        list): ask again from the last row's ``created_at``; ``page=2`` only to get past a full page
+        of rows sharing one second. Paging by number while chats are created shifts rows between pages."""
+        rows: dict[str, dict[str, Any]] = {}
+        cursor, page = math.floor(lower), 1
+        for _ in range(MAX_CHAT_PAGES):
+            params: dict[str, Any] = {
+                "created_at[from]": iso_utc(cursor),
+                "sort_column": "created_at",
+                "sort_direction": "ASC",
+                "per": CHAT_PAGE_SIZE,
+            }
+            if page > 1:
+                params["page"] = page
+            response = await self._chat_list_page(params)
+            batch = _chat_list(response)
+            rows.update((str(chat.get("id")), chat) for chat in batch if chat.get("id") not in (None, ""))
+            per = _header_int(response, "Per-Page") or CHAT_PAGE_SIZE
+            if len(batch) < per:
+                total = _header_int(response, "Total")
+                unread = None if total is None else total - ((page - 1) * per + len(batch))
+                if (unread is not None and unread > 0) or response.links.get("next"):
+                    raise CCAIUnavailable(
+                        "CCAI Platform's chat list says rows remain unread "
+                        f"({'Total ' + str(total) if total is not None else 'a next page'}) after a short page; "
+                        "a search that did not read them all is not taken for 'not found'.",
+                        reached=False,
+                    )
+                return list(rows.values())
+            last = _moment(batch[-1].get("created_at"))
+            if last is None:
+                raise CCAIUnavailable("CCAI's chat list has a chat with no readable created_at.", reached=False)
+            if math.floor(last) <= cursor:
+                page += 1  # a full page of one second: only paging gets past it
+            else:
+                cursor, page = math.floor(last), 1
+        raise CCAIUnavailable(f"CCAI Platform's chat list has more than {MAX_CHAT_PAGES} pages.", reached=False)
+
+    async def recent_chats(self, *, since: float) -> list[ListedChat]:
+        """The newest page of the chat list (created since ``since``, newest first), for ``bridge check``."""
+        params = {"created_at[from]": iso_utc(since), "sort_column": "created_at", "sort_direction": "DESC"}
+        response = await self._chat_list_page({**params, "per": CHAT_PAGE_SIZE})
+        return [chat for chat in map(_listed, _chat_list(response)) if chat is not None]
+
+    @property
+    def chat_list_url(self) -> str:
+        return f"{self._manager_url}/chats"
+
+    async def _chat_list_page(self, params: Mapping[str, Any]) -> httpx.Response:
+        await self.wait_for_slot()
+        response = await self._request("GET", f"{self._manager_url}/chats", params=params)
+        if response.status_code == 429:
+            await self._throttled(response)
+        if response.status_code != 200:
+            raise CCAIUnavailable(
+                f"CCAI Platform's chat list answered HTTP {response.status_code}.",
+                reached=False,
+                throttled=response.status_code == 429,
+                retry_after=_retry_after(response),
+            )
+        return response
 
     async def chat_pages(
         self, params: Mapping[str, Any], *, max_pages: int = MAX_CHAT_PAGES, complete: bool = True
@@ -210,6 +313,16 @@ class CCAIClient:
         if complete:
             raise CCAIUnavailable(f"CCAI Platform's chat list has more than {max_pages} pages.", reached=False)
 
+    def _learn_clock(self, response: httpx.Response) -> None:
+        """CCAI's clock against ours, from its ``Date`` header (whole seconds: the offset is kept to
+        the second, which the lookup's tolerance allows for)."""
+        try:
+            moment = email.utils.parsedate_to_datetime(response.headers.get("Date", ""))
+        except (TypeError, ValueError, IndexError):
+            return
+        if moment.tzinfo is not None:
+            self._clock_offset = moment.timestamp() + 0.5 - time.time()
+
     async def _throttled(self, response: httpx.Response) -> None:
         pause = _retry_after(response)
         pause = 1.0 if pause is None else pause
@@ -219,9 +332,15 @@ class CCAIClient:
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             with anyio.fail_after(self._deadline):
-                return await self._client.request(method, url, **kwargs)
+                response = await self._client.request(method, url, **kwargs)
+            self._learn_clock(response)
+            return response
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise CCAIUnavailable(f"Could not connect to CCAI Platform ({type(exc).__name__}).", reached=False) from exc
+            raise CCAIUnavailable(
+                f"Could not connect to CCAI Platform at {httpx.URL(url).host or self._client.base_url.host} "
+                f"({connect_cause(exc)}).",
+                reached=False,
+            ) from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise CCAIUnavailable(
                 f"CCAI Platform did not answer within {self._deadline:g} s; the request may have arrived.",
@@ -344,3 +463,55 @@ def _next_page(response: httpx.Response) -> str | None:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def connect_cause(exc: BaseException) -> str:
+    """Why a connection failed, in the words an operator can act on: DNS, refused, TLS or a timeout."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return "DNS: the host name does not resolve"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused: nothing listens on that port"
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"TLS: the certificate was not accepted ({seen.verify_message})"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return "DNS: the host name does not resolve"
+    if "refused" in text:
+        return "connection refused: nothing listens on that port"
+    if "ssl" in text or "certificate" in text:
+        return f"TLS: {exc}"
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return "no connection within the timeout"
+    return type(exc).__name__
+
+
+def _moment(value: object) -> float | None:
+    """An ISO 8601 time (UTC when it names no zone), or epoch seconds/milliseconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value) / (1000.0 if value > 1e11 else 1.0)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _listed(chat: Mapping[str, Any]) -> ListedChat | None:
+    chat_id = str(chat.get("id") or "")
+    if not chat_id:
+        return None
+    ticket = chat.get("out_ticket_id")
+    return ListedChat(
+        id=chat_id,
+        status=_text(chat.get("status")),
+        out_ticket_id=None if ticket in (None, "") else str(ticket),
+        chat_type=_text(chat.get("chat_type")),
+        created_at=_moment(chat.get("created_at")),
+    )

@@ -451,6 +451,7 @@ def _status_report(overview: Overview) -> dict[str, Any]:
             "lag_seconds": sync.lag_seconds,
             "chats_with_news_pending": sync.chats_with_news_pending,
         },
+        "lookup": None if overview.lookup is None else overview.lookup.as_json(),
         "store_went_back": None
         if overview.went_back is None
         else {
@@ -508,6 +509,8 @@ def _status_lines(overview: Overview, words: Words) -> list[str]:
             f"{iso(sync.high_water) or '-'}, {sync.chats_with_news_pending} chat(s) with news still to reach "
             f"{words.crm}"
         )
+    if overview.lookup is not None:
+        lines.append(f"Lost-answer lookup:  {overview.lookup.state}: {overview.lookup.detail}")
     if overview.went_back is not None:
         back = overview.went_back
         lines.append(

@@ -11,11 +11,12 @@ import time
 
 from bridge.crm import Words
 from bridge.errors import StoreError
-from bridge.ops.overview import StreamState, read_streams, read_went_back
+from bridge.ops.overview import StreamState, read_lookup_proof, read_streams, read_went_back
 from bridge.ops.verdict import (
     Backlog,
     ChatSyncHealth,
     Limits,
+    LookupTrust,
     Snapshot,
     StoreRewound,
     Streak,
@@ -61,6 +62,7 @@ def read_snapshot(store: Store, *, chat_sync: bool = True) -> Snapshot:
         sync = ChatSyncHealth(polled_seconds_ago=ago, chats_waiting=store.chats.lagging())
     streams = [_stream_health(stream, facts.at) for stream in read_streams(store.status, facts.at)]
     went_back = read_went_back(store)
+    proof = read_lookup_proof(store)
     return Snapshot(
         at=facts.at,
         backlog=Backlog(
@@ -78,6 +80,7 @@ def read_snapshot(store: Store, *, chat_sync: bool = True) -> Snapshot:
         writebacks_failing=_streak(facts.writebacks_failing),
         chat_sync=sync,
         streams=[stream for stream in streams if stream is not None],
+        lookup=LookupTrust(state=proof.state, detail=proof.detail),
         rewound=None
         if went_back is None
         else StoreRewound(went_back.detected_at, went_back.detail, went_back.still_looking_up),

@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 
 from bridge.crm.plugin import LAST_PUSH_KEY
 from bridge.errors import StoreError
+from bridge.lookup_proof import Proof
+from bridge.lookup_proof import judge as judge_lookup
 from bridge.metrics import Metrics
 from bridge.model import QueueSummary
 from bridge.store import Store
@@ -110,6 +112,7 @@ class Overview:
     went_back: WentBack | None = None
     streams: Sequence[StreamState] = ()
     last_push: LastPush | None = None
+    lookup: Proof | None = None  # whether a lost answer's lookup that finds nothing is believed
 
 
 def read_overview(store: Store, *, now: float | None = None) -> Overview:
@@ -128,7 +131,13 @@ def read_overview(store: Store, *, now: float | None = None) -> Overview:
         last_push=None
         if push is None
         else LastPush(str(push[0].get("door", "")), push[1], int(push[0].get("notifications", 0))),
+        lookup=read_lookup_proof(store),
     )
+
+
+def read_lookup_proof(store: Store) -> Proof:
+    """What the chat list has shown of the bridge's own chats (:mod:`bridge.lookup_proof`)."""
+    return judge_lookup(store.lookup_evidence.recent())
 
 
 def read_streams(board: StatusBoard, now: float) -> list[StreamState]:

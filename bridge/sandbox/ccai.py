@@ -15,6 +15,8 @@ Tests and demos steer it through ``/_sandbox/*`` routes:
 - ``POST /_sandbox/control`` with any of these keys (every value is checked before any is applied):
 
   - ``latency``, ``sms_enabled``, ``outbound_enabled``, ``rate_limit`` (requests per second);
+  - ``fill_out_ticket_id``: false makes the chat list show ``out_ticket_id`` null for every chat (the
+    SMS page's own example does), so the lost-answer lookup's self-proof can be tried;
   - ``rate_window``: ``bucket`` (default) or ``sliding``, a 429 once ``rate_limit`` requests were
     admitted in the last 1.0 s; ``jitter``: a random 0..jitter s delay before an arrival counts,
     standing in for the network;
@@ -67,7 +69,7 @@ logger = logging.getLogger(__name__)
 VALID_CHAT_TYPES = ("Messaging (SMS)", "Messaging (API)", "SMS")
 ACTIVE_SESSION = "Outbound SMS failed. Consumer is already in an active SMS session."
 OPTED_OUT = "Outbound SMS failed. Consumer has opted out of SMS."
-_SETTINGS = ("latency", "sms_enabled", "outbound_enabled", "rate_limit", "jitter")
+_SETTINGS = ("latency", "sms_enabled", "outbound_enabled", "rate_limit", "jitter", "fill_out_ticket_id")
 # What the chat list may do beside the documented default, each seen or allowed by some copy of the
 # docs: ``shift`` (a chat of each page read is updated before the next page is asked for, as in a
 # busy tenant), ``no_link`` (``Total`` and ``Per-Page`` but no ``Link`` header) and ``agent_string``
@@ -86,6 +88,9 @@ class CCAISimulator:
     latency: float = 0.0
     sms_enabled: bool = True
     outbound_enabled: bool = True
+    # False: the chat list shows out_ticket_id null, as the SMS page's own example answers (a tenant whose
+    # chat list does not carry the ticket id the request sent).
+    fill_out_ticket_id: bool = True
     script: list[dict[str, Any]] = field(default_factory=list)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     answered: dict[int, int] = field(default_factory=dict)
@@ -302,6 +307,8 @@ def create_ccai_app(sim: CCAISimulator) -> Starlette:
             # Another integration updates a chat this page showed, just after it was read: the
             # chat moves to the end of an updated_at list and every later row moves up one place.
             sim.chats.touch(page[0].id, sim.clock())
+        if not sim.fill_out_ticket_id:
+            content = [{**chat, "out_ticket_id": None} for chat in content]
         return _answer(sim.manager_answered, JSONResponse(content, headers=headers))
 
     async def state(_request: Request) -> Response:

@@ -15,6 +15,7 @@
 ``generations``     each worker's count of its decisive writes: a store that went back in time
 ``takeovers``       sends taken from gone workers, and from a store that went back (:mod:`.takeovers`)
 ``streams``         CRM event streams: how far each was read, which events were seen
+``lookup_evidence`` whether the chat list shows the bridge's ticket ids (:mod:`.lookup_evidence`)
 ==================  ===========================================================================
 
 Beside the tables, :mod:`.wakeups`: on PostgreSQL a transaction that makes work due announces it
@@ -38,6 +39,7 @@ from bridge.store.generations import Generations
 from bridge.store.health import Health
 from bridge.store.history import History
 from bridge.store.liveness import Liveness
+from bridge.store.lookup_evidence import LookupEvidence
 from bridge.store.opt_outs import OptOuts
 from bridge.store.sends import Sends
 from bridge.store.session_events import SessionEvents
@@ -64,6 +66,7 @@ class Store:
         self.health = Health(db)
         self.liveness = Liveness(db)
         self.streams = Streams(db)
+        self.lookup_evidence = LookupEvidence(db)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Store:

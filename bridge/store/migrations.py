@@ -23,6 +23,7 @@ from bridge.store.schema import (
     bridge_status,
     chats,
     generations,
+    lookup_evidence,
     metadata,
     opt_outs,
     rate_events,
@@ -222,3 +223,9 @@ def _v15(connection: Connection, postgres: bool) -> None:
     # The column names are the schema's own, not input.
     connection.execute(text(f"INSERT INTO chats ({columns}) SELECT {columns} FROM chats_before_v15"))  # noqa: S608
     connection.execute(text("DROP TABLE chats_before_v15"))
+
+
+@migration(16)
+def _v16(connection: Connection, postgres: bool) -> None:
+    # What the chat list showed of the bridge's own chats: the lost-answer lookup's proof.
+    metadata.create_all(connection, tables=[lookup_evidence])

@@ -246,3 +246,17 @@ stream_events = Table(
     Column("received_at", Float, nullable=False),
     Index("ix_stream_events_received", "received_at"),
 )
+
+# v13: what the chat list showed of the chats the bridge created: whether it carried the ticket id the
+# bridge sent, and how soon (see bridge.lookup_proof). No number or text of the customer's is kept.
+lookup_evidence = Table(
+    "lookup_evidence",
+    metadata,
+    Column("chat_id", Text, primary_key=True),
+    Column("sent_at", Float, nullable=False),  # when the bridge recorded the chat (the store's clock)
+    Column("first_seen_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("carried_at", Float),  # first seen carrying our ticket id
+    Column("other", Boolean, nullable=False, default=False),  # seen carrying another ticket id
+    Index("ix_lookup_evidence_sent", "sent_at"),
+)

@@ -468,6 +468,25 @@ class Sends:
             rows = connection.execute(select(sends.c.chat_id).where(sends.c.chat_id.in_(list(chat_ids)))).all()
         return {str(row[0]) for row in rows}
 
+    def others_unanswered(self, ticket_id: str, *, exclude: int, within: float = 86400.0) -> int:
+        """Other sends of the ticket (made in the last ``within`` seconds) that may have reached CCAI
+        without the bridge learning their chat: a chat the lookup finds may be theirs."""
+        with self.db.tx() as connection:
+            since = self.db.now(connection) - within
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(sends)
+                    .where(
+                        sends.c.ticket_id == ticket_id,
+                        sends.c.id != exclude,
+                        sends.c.chat_id.is_(None),
+                        or_(sends.c.may_have_sent.is_(True), sends.c.inflight.is_(True)),
+                        sends.c.created_at >= since,
+                    )
+                ).scalar_one()
+            )
+
     def purge(self, older_than: float, *, batch: int = 1000, once: bool = False) -> int:
         """Delete finished sends (write-back settled) that finished more than ``older_than`` seconds
         ago, in batches.

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import Any
 
 import anyio
@@ -12,6 +15,7 @@ from bridge.ccai.client import MAX_RETRY_AFTER_SECONDS, CCAIClient, manager_url_
 from bridge.ccai.pacing import LocalRateLimiter
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.model import SmsRequest
+from bridge.times import iso_utc
 from tests._ccai_errors import DOCUMENTED_ERRORS, seed_error_messages
 
 pytestmark = pytest.mark.anyio
@@ -205,40 +209,74 @@ def page(chats: list[dict[str, Any]], next_url: str | None = None) -> httpx.Resp
     return httpx.Response(200, json=chats, headers=headers)
 
 
-async def test_looking_a_chat_up_pages_through_the_list_from_before_the_attempt() -> None:
-    seen: list[httpx.URL] = []
-    base = "https://acme.uc1.ccaiplatform.com/manager/api/v1/chats"
+class ChatList:
+    """A stand-in chat list that honours ``created_at[from]``, ``page`` and a page size of its own
+    (``Per-Page``), and answers with ``Date`` from a clock ``skew`` seconds off ours."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url)
-        if request.url.params.get("page") == "2":
-            return page([{"id": 3, "out_ticket_id": REQUEST.ticket_id, "status": "selecting"}])
-        return page(
-            [{"id": 1, "out_ticket_id": "5005g00000OTHERAAA"}, {"id": 2, "out_ticket_id": None}],
-            next_url=f"{base}?page=2&per=100",
-        )
+    def __init__(self, chats: list[dict[str, Any]], *, per: int = 2, skew: float = 0.0, total: int | None = None):
+        self.chats, self.per, self.skew, self.total = chats, per, skew, total
+        self.seen: list[httpx.URL] = []
 
-    limiter = PauseRecorder()
-    chats = await client(handler, limiter=limiter).find_chats(ticket_id=str(REQUEST.ticket_id), since=1_800_000_000)
-    assert [c.id for c in chats] == ["3"]
-    first = seen[0]
-    assert first.path == "/manager/api/v1/chats"
-    assert first.params["created_at[from]"] == "2027-01-15T07:58:00Z"  # two minutes before the attempt
-    assert (first.params["sort_column"], first.params["sort_direction"], first.params["per"]) == (
-        "created_at",
-        "ASC",
-        "100",
-    )
-    assert len(seen) == 2
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request.url)
+        since = dt.datetime.fromisoformat(request.url.params["created_at[from]"].replace("Z", "+00:00")).timestamp()
+        rows = sorted((c for c in self.chats if c["created"] >= since), key=lambda c: (c["created"], c["id"]))
+        number = int(request.url.params.get("page", "1"))
+        chunk = rows[(number - 1) * self.per : number * self.per]
+        body = [
+            {"id": c["id"], "out_ticket_id": c.get("ticket"), "created_at": iso_utc(c["created"]), "chat_type": "SMS"}
+            for c in chunk
+        ]
+        total = self.total if self.total is not None else len(rows)
+        headers = {
+            "Per-Page": str(self.per),
+            "Total": str(total),
+            "Date": formatdate(time.time() + self.skew, usegmt=True),
+        }
+        return httpx.Response(200, json=body, headers=headers)
+
+
+async def test_the_lookup_tails_the_list_by_creation_time_and_pages_only_past_a_full_second() -> None:
+    """Issue 20 item 1: ask again from the last row's created_at; page=2 only past a page of one second."""
+    t = float(int(time.time()) - 60)
+    ticket = str(REQUEST.ticket_id)
+    chats: list[dict[str, Any]] = [{"id": i, "created": t} for i in (1, 2, 3)]
+    chats += [{"id": 4, "created": t + 1}, {"id": 5, "created": t + 2}, {"id": 6, "created": t + 3, "ticket": ticket}]
+    listing = ChatList(chats)
+    search = await client(listing).find_chats(ticket_id=ticket, since=t, ago=60)
+    assert [c.id for c in search.chats] == ["6"]
+    steps = [(u.params["created_at[from]"], u.params.get("page", "1")) for u in listing.seen]
+    assert steps[0][0] == iso_utc(t - 120)  # two minutes before the attempt
+    assert (iso_utc(t), "2") in steps  # past the full page of one second
+    assert [p for _, p in steps].count("2") == 1
+    assert steps[-1] == (iso_utc(t + 3), "1")
+
+
+async def test_a_short_page_whose_total_says_rows_remain_is_never_taken_for_not_found() -> None:
+    """Issue 20 item 5: ``Total`` says more rows than were read, and no ``Link`` says so."""
+    listing = ChatList([], total=7)
+    with pytest.raises(CCAIUnavailable, match="remain unread"):
+        await client(listing).find_chats(ticket_id="x", since=time.time() - 10, ago=10)
+
+
+async def test_the_lookup_window_follows_ccais_own_clock_when_it_is_behind_ours() -> None:
+    """R4: CCAI's clock 300 s behind the store's: the chat, created as the attempt left on CCAI's
+    clock, is still inside the window, and its departure on CCAI's clock comes back."""
+    ticket = str(REQUEST.ticket_id)
+    departed_ccai = time.time() - 300 - 10
+    listing = ChatList([{"id": 9, "created": departed_ccai, "ticket": ticket}], skew=-300)
+    search = await client(listing).find_chats(ticket_id=ticket, since=time.time() - 10, ago=10)
+    assert [c.id for c in search.chats] == ["9"]
+    assert search.departed_at is not None
+    assert abs(search.departed_at - departed_ccai) < 2.5
 
 
 async def test_a_chat_list_that_fails_is_never_taken_for_not_found() -> None:
     with pytest.raises(CCAIUnavailable):
         await client(lambda r: httpx.Response(502, text="bad gateway")).find_chats(ticket_id="x", since=0)
     with pytest.raises(CCAIUnavailable, match="another host"):
-        await client(lambda r: page([], next_url="https://evil.example/chats?page=2")).find_chats(
-            ticket_id="x", since=0
-        )
+        async for _ in client(lambda r: page([], next_url="https://evil.example/chats?page=2")).chat_pages({}):
+            pass
 
 
 def test_the_manager_api_lives_beside_the_sms_endpoint() -> None:

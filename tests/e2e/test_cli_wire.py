@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from bridge.sandbox.cases import sample_cases
 from tests._apps import Bridge, clean_environment, command_line
-from tests._processes import BridgeProcess, python_command, wait_for
+from tests._processes import BridgeProcess, SandboxProcess, python_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +56,71 @@ def test_check_names_what_is_wrong(bridge_env: dict[str, str], tmp_path: Path) -
     assert findings["Mapping fields"]["ok"]  # Contact is a relationship of Case; its fields are not described
     wrong_token = run("check", cwd=tmp_path, **{**bridge_env, "CCAI_API_TOKEN": "wrong"})
     assert re.search(r"^FAIL\s+CCAI\s+.*credentials", wrong_token.stdout, re.M)
+
+
+def test_check_reads_the_chat_list_and_names_the_host_and_the_cause(
+    sandbox: SandboxProcess, bridge_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 20 item 6: a broken Manager API URL passed `bridge check` (only the SMS endpoint was probed)."""
+    assert run("migrate", cwd=tmp_path, **bridge_env).returncode == 0
+    good = json.loads(run("check", "--json", cwd=tmp_path, **bridge_env).stdout)
+    findings = {f["area"]: f for f in good}
+    assert findings["CCAI chat list"]["ok"], findings["CCAI chat list"]
+    assert findings["Lost-answer lookup"]["ok"]
+    assert "unproven" in findings["Lost-answer lookup"]["detail"]
+    ccai = sandbox.info["ccai_url"]
+    causes = {
+        f"{ccai}/wrong/api/v1": ("127.0.0.1", "HTTP 404"),
+        "http://ccai-bridge-check.invalid/manager/api/v1": ("ccai-bridge-check.invalid", "DNS"),
+        "http://127.0.0.1:9/manager/api/v1": ("127.0.0.1", "refused"),
+        f"{sandbox.info['salesforce_url']}/manager/api/v1": ("127.0.0.1", "TLS"),
+    }
+    for url, (host, cause) in causes.items():
+        result = run("check", "--json", cwd=tmp_path, **{**bridge_env, "CCAI_MANAGER_URL": url})
+        assert result.returncode == 1, url
+        finding = {f["area"]: f for f in json.loads(result.stdout)}["CCAI chat list"]
+        assert not finding["ok"]
+        assert host in finding["detail"], finding
+        assert cause in finding["detail"], finding
+    wrong_token = run("check", "--json", cwd=tmp_path, **{**bridge_env, "CCAI_API_TOKEN": "wrong"})
+    finding = {f["area"]: f for f in json.loads(wrong_token.stdout)}["CCAI chat list"]
+    assert "HTTP 401" in finding["detail"]
+    assert "CCAI_API_TOKEN" in finding["detail"]
+
+
+def test_check_makes_no_call_to_ccai_while_its_settings_are_incomplete(
+    bridge_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 20 item 6: with CCAI_API_TOKEN empty, `bridge check` still sent its probe (anonymously)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    calls: list[object] = []
+    done = threading.Event()
+
+    def count() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            calls.append(connection)
+            connection.close()
+
+    counter = threading.Thread(target=count, daemon=True)
+    counter.start()
+    try:
+        port = listener.getsockname()[1]
+        env = {**bridge_env, "CCAI_API_TOKEN": "", "CCAI_BASE_URL": f"http://127.0.0.1:{port}/apps/api/v1"}
+        env.pop("CCAI_MANAGER_URL", None)
+        result = run("check", "--json", cwd=tmp_path, **env)
+    finally:
+        done.set()
+        counter.join()
+        listener.close()
+    assert result.returncode == 1
+    finding = {f["area"]: f for f in json.loads(result.stdout)}["CCAI"]
+    assert "CCAI_API_TOKEN" in finding["detail"]
+    assert calls == []
 
 
 # -- the operator commands, in-process, beside a running bridge ---------------------------------

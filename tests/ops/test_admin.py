@@ -174,7 +174,10 @@ def test_status_leads_with_the_verdict_and_exits_0_1_2_for_monitors(bridge: Brid
     store.status.beat("worker-1", host="web.1", pid=42, pass_ok=True, pass_error=None)
     healthy = bridge("status", "--json")
     assert (healthy.code, healthy.json()["verdict"]) == (0, "healthy")
-    assert [r["code"] for r in healthy.json()["reasons"]] == ["chat_sync_not_run"]  # a note: still healthy
+    # Notes: still healthy. A fresh bridge has not yet seen its own chats carry its ticket ids.
+    assert [r["code"] for r in healthy.json()["reasons"]] == ["chat_sync_not_run", "lookup_unproven"]
+    assert healthy.json()["lookup"]["state"] == "unproven"
+    assert "Lost-answer lookup:  unproven: this tenant has not shown" in bridge("status").out
     # A send queued two minutes ago and still in hand: degraded, with its counts.
     past = Store.from_url(db_url, clock=Clock(time.time() - 120))
     try:

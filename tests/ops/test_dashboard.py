@@ -18,6 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from bridge.app import create_app
 from bridge.crm.salesforce import plugin as salesforce
+from bridge.lookup_proof import Sighting
 from bridge.model import ActivityCount, NewSend, Outcome, Overrides
 from bridge.ops import _csrf, dashboard
 from bridge.ops.dashboard import activity_chart
@@ -127,6 +128,20 @@ def test_the_overview_shows_queue_workers_api_usage_and_the_last_24_hours(sqlite
     assert "of 100,000 Salesforce API calls today" in page.text
     assert "Busiest hour: 3 send(s)" in page.text
     assert "3 send(s), 1 sent, 1 failed, 1 queued" in page.text  # the bar's tooltip
+
+
+def test_the_overview_shows_the_lost_answer_lookups_proof_and_its_evidence(sqlite_store: Store, clock: Clock) -> None:
+    """Issue 20 item 5: the proof state, the latest chat read back and the delay observed."""
+    page = client_for(sqlite_store).get("/dashboard")
+    assert "lost-answer lookup: this tenant has not shown that its chat list carries our ticket id" in page.text
+    assert "a lost answer ends Unknown and is not sent again" in page.text
+    for chat_id in ("81", "82", "83"):
+        add_send(sqlite_store, Outcome(status="sent", chat_id=chat_id))
+    clock.advance(7)
+    sqlite_store.lookup_evidence.observe([Sighting(c, CASE) for c in ("81", "82", "83")])
+    page = client_for(sqlite_store).get("/dashboard")
+    assert '<div class="value">proven</div>' in page.text
+    assert "chat 83 showed our ticket id 7 s after it was sent" in page.text
 
 
 def test_the_activity_chart_stacks_each_hour_and_scales_to_the_busiest() -> None:

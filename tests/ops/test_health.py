@@ -114,3 +114,43 @@ async def test_the_event_stream_as_its_holder_reports_it_is_part_of_the_verdict(
     )
     store.status.put(key, {"state": "stopped"})
     assert read_verdict(store, LIMITS, chat_sync=False).level == "healthy"
+
+
+async def test_the_lookup_proof_the_chat_sync_gathers_is_part_of_the_verdict(store: Store, clock: Clock) -> None:
+    """Issue 20 item 5: a tenant whose chat list leaves out_ticket_id null makes the lookup untrusted
+    (degraded, with the chat and what it showed); one that carries it is proven, with no reason."""
+    from bridge.chatsync import ChatSync, SyncOptions
+
+    h = make_harness(store, clock, lookup_proven=False, bridge_chat_sync_seconds=0)
+    options = SyncOptions(interval=60, follow_seconds=7 * 86400, no_reply_seconds=0, lease_seconds=30)
+    sync = ChatSync(
+        context=h.context("sync"),
+        chats=store.chats,
+        events=store.session_events,
+        board=store.status,
+        ccai=h.ccai,
+        gateway=h.gateway,
+        options=options,
+        evidence=store.lookup_evidence,
+    )
+    alive(h)
+    assert "lookup_unproven" in [r.code for r in read_verdict(store, LIMITS, chat_sync=False).reasons]
+    h.ingest(MOBILE_CASE, QUEUE_CASE)
+    await h.drain()
+    clock.advance(3)
+    await sync.poll()
+    snapshot = read_snapshot(store, chat_sync=False)
+    assert snapshot.lookup is not None
+    assert snapshot.lookup.state == "unproven"
+    assert "2 of the 3 chats needed" in snapshot.lookup.detail
+    h.sim.fill_out_ticket_id = False
+    h.gateway.cases["5005g00000SBX77XAH"] = {**h.gateway.cases[MOBILE_CASE], "ContactMobile": "+1 415-555-0177"}
+    h.ingest("5005g00000SBX77XAH")
+    await h.drain()
+    clock.advance(130)
+    await sync.poll()
+    alive(h)
+    verdict = read_verdict(store, LIMITS, chat_sync=False)
+    assert verdict.level == "degraded", verdict.as_dict()
+    [reason] = [r for r in verdict.reasons if r.code == "lookup_contradicted"]
+    assert "out_ticket_id null" in reason.sentence

@@ -105,6 +105,22 @@ def test_create_then_status_504_answers_html_and_leaves_the_chat(ccai_server: Sa
     assert len(chats_for(ccai_server, "5005g00000GTW01AAH")) == 1
 
 
+def test_a_switch_leaves_out_ticket_id_null_in_the_chat_list_over_http(ccai_server: SandboxProcess) -> None:
+    """Issue 20 item 7: the SMS page's own example answers ``out_ticket_id: null`` for a request that
+    sent ``ticket_id``; the sandbox can behave so, for the lookup's self-proof to be tried."""
+    ticket = "5005g00000NUL01AAH"
+    ccai_server.ccai_control(fill_out_ticket_id=False)
+    try:
+        assert ccai_server.ccai_state()["settings"]["fill_out_ticket_id"] is False
+        assert sms(ccai_server, "+1 415-555-0161", ticket).status_code == 200
+        assert chats_for(ccai_server, ticket) == []
+        [created] = [c for c in ccai_server.ccai_state()["accepted"] if c["ticket_id"] == ticket]
+        ccai_server.ccai_control(fill_out_ticket_id=True)
+        assert [c["id"] for c in chats_for(ccai_server, ticket)] == [created["chat_id"]]
+    finally:
+        ccai_server.ccai_control(fill_out_ticket_id=True)
+
+
 def test_a_trickled_answer_outlasts_a_per_read_timeout_that_never_fires(ccai_server: SandboxProcess) -> None:
     # Reads are allowed twelve times the trickle's interval, so a busy machine does not make one time out.
     ccai_server.ccai_control(script=[{"action": "trickle", "interval": 0.05, "chunk": 20}])
