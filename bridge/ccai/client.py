@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from bridge.ccai.pacing import RateLimiter
+from bridge.ccai.pacing import RateLimiter, Slot
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
@@ -103,17 +103,18 @@ class CCAIClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def wait_for_slot(self) -> None:
-        """Take a request slot from the tenant's rate limit (call just before :meth:`send` with
-        ``paced=False``, when something must be recorded between the slot and the request)."""
-        await self._limiter.acquire()
+    async def wait_for_slot(self, *, lead: float = 0.0) -> Slot:
+        """Take a request slot from the tenant's rate limit, returning ``lead`` seconds early (call
+        before :meth:`send` with the slot, when something must be recorded between the slot and
+        the request)."""
+        return await self._limiter.acquire(lead=lead)
 
-    async def send(self, request: SmsRequest, *, paced: bool = True) -> Chat:
-        if paced:
-            await self.wait_for_slot()
+    async def send(self, request: SmsRequest, *, slot: Slot | None = None) -> Chat:
+        if slot is None:
+            slot = await self.wait_for_slot()
         started = time.perf_counter()
         try:
-            response = await self._request("POST", "/sms", json=request_body(request))
+            response = await self._paced("POST", "/sms", slot, json=request_body(request))
         except CCAIUnavailable:
             self._metrics.ccai_responses.labels("error").inc()
             raise
@@ -164,8 +165,7 @@ class CCAIClient:
         query: Mapping[str, Any] | None = params
         for _ in range(max_pages):
             assert url is not None
-            await self.wait_for_slot()
-            response = await self._request("GET", url, params=query)
+            response = await self._paced("GET", url, await self.wait_for_slot(), params=query)
             if response.status_code == 429:
                 await self._throttled(response)
             if response.status_code != 200:
@@ -188,6 +188,27 @@ class CCAIClient:
         pause = 1.0 if pause is None else pause
         logger.warning("CCAI is rate-limiting requests (HTTP 429); pausing every worker for %.1f s", pause)
         await self._limiter.pause(pause)
+
+    async def _paced(self, method: str, url: str, slot: Slot, **kwargs: Any) -> httpx.Response:
+        """One request on ``slot``: not before it, and the time it left recorded for the pacing."""
+        if (early := slot.not_before - slot.clock()) > 0:
+            await anyio.sleep(early)
+        if not slot.counted():
+            # The caller was held up: said before it goes, so that it is counted (and again with the
+            # exact time once it has left).
+            await self._departed(slot, slot.clock())
+        left = slot.clock()
+        try:
+            return await self._request(method, url, **kwargs)
+        finally:
+            # Until then it counts as leaving at the latest its slot allows, which is later.
+            await self._departed(slot, left)
+
+    async def _departed(self, slot: Slot, at: float) -> None:
+        try:
+            await self._limiter.departed(slot, at)
+        except Exception as exc:  # the pacing then counts it as late as its slot allows
+            logger.warning("The departure of a CCAI request could not be recorded for pacing (%s)", exc)
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:

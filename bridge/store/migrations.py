@@ -187,3 +187,9 @@ def _v11(connection: Connection, postgres: bool) -> None:
 def _v12(connection: Connection, postgres: bool) -> None:
     # Each worker's count of the sends it cleared to leave: a store that lost some went back in time.
     metadata.create_all(connection, tables=[generations])
+
+
+@migration(13)
+def _v13(connection: Connection, postgres: bool) -> None:
+    # When a paced request actually left (its slot's plan is "at"): late departures count as late.
+    _add_columns(connection, "rate_events", {"left_at": "DOUBLE PRECISION"})

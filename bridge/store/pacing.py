@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+
 import anyio
 import anyio.to_thread
 from sqlalchemy import Connection, delete, select, update
 
-from bridge.ccai.pacing import Pace
+from bridge.ccai.pacing import Departure, Pace, Slot
 from bridge.store.database import Database
 from bridge.store.schema import rate_events, rate_limits
 
@@ -16,48 +19,91 @@ class SharedRateLimiter:
     """Paces one CCAI tenant across every process that uses the same database.
 
     Within a process, callers queue on a lock, so only one of them at a time polls the database.
+    ``clock`` is this process's monotonic clock (tests give each "process" its own).
     """
 
-    def __init__(self, db: Database, *, tenant: str, pace: Pace) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        tenant: str,
+        pace: Pace,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
         self._db = db
         self._name = f"ccai:{tenant}"
         self._pace = pace
+        self._clock = clock
+        self._sleep = sleep
         self._lock = anyio.Lock()
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, lead: float = 0.0) -> Slot:
         async with self._lock:
             while True:
-                wait, reserved = await anyio.to_thread.run_sync(self._try_depart)
-                await anyio.sleep(wait)
-                if reserved:
-                    return
+                asked = self._clock()
+                wait, key, store_now = await anyio.to_thread.run_sync(self._try_depart)
+                answered = self._clock()
+                if key is None:
+                    await self._sleep(wait)
+                    continue
+                # The store's "now" was read between asking and the answer: a request leaving at
+                # local time t has left, by the store's clock, after store_now + (t - answered) and
+                # before store_now + (t - asked). The slot starts by the first, is checked and
+                # recorded by the second: a slow answer costs a little pace, never the limit.
+                slot = Slot(
+                    not_before=answered + wait,
+                    counted_until=asked + wait + self._pace.lateness,
+                    until=asked + wait + self._pace.latest,
+                    offset=store_now - asked,
+                    key=key,
+                    clock=self._clock,
+                )
+                await self._sleep(max(0.0, slot.not_before - lead - self._clock()))
+                return slot
+
+    async def departed(self, slot: Slot, at: float) -> None:
+        if slot.key is not None:
+            await anyio.to_thread.run_sync(self._record, slot.key, at + slot.offset)
 
     async def pause(self, seconds: float) -> None:
         await anyio.to_thread.run_sync(self._pause, seconds)
 
-    def _try_depart(self) -> tuple[float, bool]:
+    def _try_depart(self) -> tuple[float, int | None, float]:
         """Record a departure if one is allowed within one gap from now (then the caller sleeps
         until it and goes: reserving that close ahead keeps the pace even without polling the
-        database more often); otherwise say how long to wait before asking again."""
+        database more often); otherwise say how long to wait before asking again.
+
+        Returns the wait, the reserved departure's key (None: nothing reserved) and the store's now.
+        """
         with self._db.tx() as connection:
             paused_until = self._lock_row(connection)
             now = self._db.now(connection)
+            # A departure's actual time is at most a few seconds after its plan (a late one takes
+            # a new slot), so this reads every departure the window rule may count.
             recent = [
-                float(at)
-                for (at,) in connection.execute(
-                    select(rate_events.c.at)
-                    .where(rate_events.c.name == self._name, rate_events.c.at > now - self._pace.window)
+                Departure(float(at), None if left is None else float(left))
+                for at, left in connection.execute(
+                    select(rate_events.c.at, rate_events.c.left_at)
+                    .where(rate_events.c.name == self._name, rate_events.c.at > now - self._pace.window - 5.0)
                     .order_by(rate_events.c.at)
                 )
             ]
+            recent = [d for d in recent if self._pace.counted(d) > now - self._pace.window]
             wait = self._pace.wait(now, recent, paused_until)
             if wait > self._pace.gap + 1e-6:  # (times are floats: a wait of exactly one gap is reserved)
-                return wait - self._pace.gap, False
-            connection.execute(rate_events.insert().values(name=self._name, at=now + wait))
+                return wait - self._pace.gap, None, now
+            inserted = connection.execute(rate_events.insert().values(name=self._name, at=now + wait))
+            assert inserted.inserted_primary_key is not None
+            key = inserted.inserted_primary_key[0]
             connection.execute(
                 delete(rate_events).where(rate_events.c.name == self._name, rate_events.c.at < now - 60.0)
             )
-            return wait, True
+            return wait, int(key), now
+
+    def _record(self, key: int, left_at: float) -> None:
+        with self._db.tx() as connection:
+            connection.execute(update(rate_events).where(rate_events.c.id == key).values(left_at=left_at))
 
     def _pause(self, seconds: float) -> None:
         with self._db.tx() as connection:
