@@ -37,6 +37,7 @@ class SharedRateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._lock = anyio.Lock()
+        self._offsets = _Offsets()
 
     async def acquire(self, *, lead: float = 0.0) -> Slot:
         async with self._lock:
@@ -47,15 +48,17 @@ class SharedRateLimiter:
                 if key is None:
                     await self._sleep(wait)
                     continue
-                # The store's "now" was read between asking and the answer: a request leaving at
-                # local time t has left, by the store's clock, after store_now + (t - answered) and
-                # before store_now + (t - asked). The slot starts by the first, is checked and
-                # recorded by the second: a slow answer costs a little pace, never the limit.
+                early, late = self._offsets.learn(store_now, asked=asked, answered=answered)
+                planned = store_now + wait
+                # Leaving at local time t is leaving after t + early and before t + late by the
+                # store's clock: the slot starts by the first, is checked and recorded by the
+                # second. A slow answer now and then costs nothing: the bounds are the tightest of
+                # the recent answers.
                 slot = Slot(
-                    not_before=answered + wait,
-                    counted_until=asked + wait + self._pace.lateness,
-                    until=asked + wait + self._pace.latest,
-                    offset=store_now - asked,
+                    not_before=planned - early,
+                    counted_until=planned + self._pace.lateness - late,
+                    until=planned + self._pace.latest - late,
+                    offset=late,
                     key=key,
                     clock=self._clock,
                 )
@@ -123,3 +126,22 @@ class SharedRateLimiter:
         if self._db.postgres:
             query = query.with_for_update()
         return float(connection.execute(query).scalar_one())
+
+
+class _Offsets:
+    """What to add to this process's clock to get the store's, as bounds learnt from the recent
+    reservations: each read the store's clock somewhere between asking and the answer."""
+
+    def __init__(self, keep: int = 50) -> None:
+        self._keep = keep
+        self._seen: list[tuple[float, float]] = []
+
+    def learn(self, store_now: float, *, asked: float, answered: float) -> tuple[float, float]:
+        # Only recent answers: two clocks drift apart by parts per million, and the store's may be set.
+        self._seen = [*self._seen[-(self._keep - 1) :], (store_now - answered, store_now - asked)]
+        early = max(low for low, _ in self._seen)
+        late = min(high for _, high in self._seen)
+        if early > late:  # the clocks moved against each other: trust only this answer
+            self._seen = self._seen[-1:]
+            early, late = self._seen[0]
+        return early, late
