@@ -290,11 +290,9 @@ class SendStep:
             slot = await self._ccai.wait_for_slot(lead=self._lead.seconds)
             if self._stopping() and not cleared:
                 return
-            asked = time.monotonic()
             if not await self._cleared_to_leave(job, ticket, request, slot):
                 return
             cleared = True
-            self._lead.observe(time.monotonic() - asked)
             if not slot.late():
                 break
             # Its slot passed long ago while the store answered (a host or database far too busy):
@@ -350,6 +348,7 @@ class SendStep:
                     logger.warning("Send %s was taken over by another worker; not sending it from here", job.id)
                 return False
             now = time.monotonic()
+            self._lead.observe(now - yes.asked_at)  # the go-ahead's round-trip, not the wait for the slot
             until_slot = max(0.0, slot.not_before - slot.clock())
             if yes.fresh(now + until_slot):
                 await anyio.sleep(until_slot)

@@ -42,9 +42,7 @@ class SharedRateLimiter:
     async def acquire(self, *, lead: float = 0.0) -> Slot:
         async with self._lock:
             while True:
-                asked = self._clock()
-                wait, key, store_now = await anyio.to_thread.run_sync(self._try_depart)
-                answered = self._clock()
+                wait, key, store_now, asked, answered = await anyio.to_thread.run_sync(self._try_depart)
                 if key is None:
                     await self._sleep(wait)
                     continue
@@ -72,16 +70,20 @@ class SharedRateLimiter:
     async def pause(self, seconds: float) -> None:
         await anyio.to_thread.run_sync(self._pause, seconds)
 
-    def _try_depart(self) -> tuple[float, int | None, float]:
+    def _try_depart(self) -> tuple[float, int | None, float, float, float]:
         """Record a departure if one is allowed within one gap from now (then the caller sleeps
         until it and goes: reserving that close ahead keeps the pace even without polling the
         database more often); otherwise say how long to wait before asking again.
 
-        Returns the wait, the reserved departure's key (None: nothing reserved) and the store's now.
+        Returns the wait, the reserved departure's key (None: nothing reserved), the store's now, and
+        this process's clock just before and after reading it (one round-trip apart, on this thread:
+        the narrower, the less pace the conversion between the clocks costs).
         """
         with self._db.tx() as connection:
             paused_until = self._lock_row(connection)
+            asked = self._clock()
             now = self._db.now(connection)
+            answered = self._clock()
             # A departure's actual time is at most a few seconds after its plan (a late one takes
             # a new slot), so this reads every departure the window rule may count.
             recent = [
@@ -95,14 +97,14 @@ class SharedRateLimiter:
             recent = [d for d in recent if self._pace.counted(d) > now - self._pace.window]
             wait = self._pace.wait(now, recent, paused_until)
             if wait > self._pace.gap + 1e-6:  # (times are floats: a wait of exactly one gap is reserved)
-                return wait - self._pace.gap, None, now
+                return wait - self._pace.gap, None, now, asked, answered
             inserted = connection.execute(rate_events.insert().values(name=self._name, at=now + wait))
             assert inserted.inserted_primary_key is not None
             key = inserted.inserted_primary_key[0]
             connection.execute(
                 delete(rate_events).where(rate_events.c.name == self._name, rate_events.c.at < now - 60.0)
             )
-            return wait, int(key), now
+            return wait, int(key), now, asked, answered
 
     def _record(self, key: int, left_at: float) -> None:
         with self._db.tx() as connection:

@@ -86,14 +86,14 @@ async def test_a_429_pauses_every_process(store_url: str, clock: Clock) -> None:
         one, two = (SharedRateLimiter(db, tenant="acme", pace=Pace(limit=10)) for _ in range(2))
         await one.pause(5)
         # One step at a time, with the clock held still: not allowed for 5 s, so nothing is reserved.
-        wait, key, _ = await anyio.to_thread.run_sync(two._try_depart)
+        wait, key, *_ = await anyio.to_thread.run_sync(two._try_depart)
         assert wait == pytest.approx(5.0 - Pace(limit=10).gap)
         assert key is None
         clock.advance(5)
-        wait, key, _ = await anyio.to_thread.run_sync(two._try_depart)
+        wait, key, *_ = await anyio.to_thread.run_sync(two._try_depart)
         assert (wait, key is not None) == (0.0, True)
         # The next departure is reserved one gap ahead: the caller sleeps until it, then goes.
-        wait, key, _ = await anyio.to_thread.run_sync(two._try_depart)
+        wait, key, *_ = await anyio.to_thread.run_sync(two._try_depart)
         assert wait == pytest.approx(Pace(limit=10).gap)
         assert key is not None
     finally:
