@@ -197,12 +197,19 @@ class CCAIClient:
             # The caller was held up: said before it goes, so that it is counted (and again with the
             # exact time once it has left).
             await self._departed(slot, slot.clock())
-        left = slot.clock()
+        left = [slot.clock()]
+
+        async def trace(event: str, _info: Mapping[str, Any]) -> None:
+            # The moment the request's last byte was handed to the socket: that, not the moment it
+            # was asked for, is when it left (a busy event loop can sit between the two).
+            if event.endswith("send_request_body.complete"):
+                left.append(slot.clock())
+
         try:
-            return await self._request(method, url, **kwargs)
+            return await self._request(method, url, extensions={"trace": trace}, **kwargs)
         finally:
             # Until then it counts as leaving at the latest its slot allows, which is later.
-            await self._departed(slot, left)
+            await self._departed(slot, left[-1])
 
     async def _departed(self, slot: Slot, at: float) -> None:
         try:
