@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from xml.etree.ElementTree import Element, ParseError
 
 import anyio.to_thread
@@ -95,13 +95,11 @@ def parse_outbound_message(body: bytes, *, template_field: str = "") -> tuple[st
     if len(items) > MAX_NOTIFICATIONS:
         raise MalformedMessage(f"The outbound message holds {len(items)} notifications; at most 100 are allowed.")
     action_id = _text(notifications, "ActionId")
-    return org_id, [
-        replace(_notification(item, org_id, template_field), action_id=action_id if is_record_id(action_id) else "")
-        for item in items
-    ]
+    action_id = action_id if is_record_id(action_id) else ""
+    return org_id, [_notification(item, org_id, template_field, action_id) for item in items]
 
 
-def _notification(item: Element, org_id: str, template_field: str) -> Notification:
+def _notification(item: Element, org_id: str, template_field: str, action_id: str) -> Notification:
     notification_id = _text(item, "Id")
     if not notification_id or not is_record_id(notification_id):
         raise MalformedMessage("A Notification has no valid Id.")
@@ -111,7 +109,7 @@ def _notification(item: Element, org_id: str, template_field: str) -> Notificati
     object_type = sobject.get(_q(XSI_NS, "type"), "")
     if len(sobject) == 0 and object_type.rpartition(":")[2] in ("Case", ""):
         # Salesforce delivers a notification whose record was deleted meanwhile with an empty sObject.
-        return Notification(org_id=org_id, notification_id=notification_id, ticket_id=None)
+        return Notification(org_id=org_id, notification_id=notification_id, ticket_id=None, action_id=action_id)
     if object_type.rpartition(":")[2] != "Case":
         # A misconfigured outbound message (on another object): an admin must see it, so refuse.
         raise MalformedMessage(
@@ -122,7 +120,11 @@ def _notification(item: Element, org_id: str, template_field: str) -> Notificati
         raise MalformedMessage(f"Notification {notification_id} has no valid Case Id.")
     template = sobject.findtext(_q(SOBJECT_NS, template_field), default="").strip() if template_field else ""
     return Notification(
-        org_id=org_id, notification_id=notification_id, ticket_id=to18(record_id), template=template or None
+        org_id=org_id,
+        notification_id=notification_id,
+        ticket_id=to18(record_id),
+        template=template or None,
+        action_id=action_id,
     )
 
 
