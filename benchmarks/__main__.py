@@ -31,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
         "--window", choices=("bucket", "sliding"), default="bucket", help="how the simulated CCAI counts its limit"
     )
     pipeline.add_argument("--max-seconds", type=float, help="stop measuring after this long")
+    pipeline.add_argument("--cpu-load", action="store_true", help="keep one core busy with another process meanwhile")
+    pipeline.add_argument("--headroom", type=float, help="CCAI_RATE_HEADROOM for the workers (default: the setting's)")
     pipeline.set_defaults(
         run=lambda a: run_pipeline(
             database_url=a.database_url,
@@ -41,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
             rate=a.rate,
             window=a.window,
             max_seconds=a.max_seconds,
+            cpu_load=a.cpu_load,
+            headroom=a.headroom,
         )
     )
     latency = scenarios.add_parser(

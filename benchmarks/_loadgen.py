@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import time
+from typing import Any
 
 import httpx
 
@@ -38,7 +39,7 @@ async def _client(client: httpx.AsyncClient, url: str, notifications: int, until
         out.append(time.perf_counter() - started)
 
 
-async def run(url: str, *, seconds: float, concurrency: int, notifications: int) -> dict[str, float]:
+async def run(url: str, *, seconds: float, concurrency: int, notifications: int) -> dict[str, Any]:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -52,6 +53,8 @@ async def run(url: str, *, seconds: float, concurrency: int, notifications: int)
         "per_second": round(len(latencies) / elapsed, 1),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "elapsed": elapsed,
+        "latencies_ms": [round(x * 1000, 2) for x in latencies],
     }
 
 

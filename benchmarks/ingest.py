@@ -6,6 +6,7 @@ separate load process. With ``--grow N`` it measures again after N finished send
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,37 +32,32 @@ def run_ingest(*, seconds: float, concurrency: int, grow: int) -> dict[str, Any]
     database = directory / "bridge.db"
     processes: list[Popen[Any]] = []
     try:
-        ceiling_port = free_port()
-        processes.append(
-            start(
-                [
-                    "-m",
-                    "uvicorn",
-                    "benchmarks._ceiling:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(ceiling_port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ]
-            )
+        ceiling_url = _start_ceiling(processes, "benchmarks._ceiling:app")
+        stored_url = _start_ceiling(
+            processes, "benchmarks._ceiling:stored_app", CEILING_DATABASE=str(directory / "ceiling.db")
         )
-        ceiling_url = f"http://127.0.0.1:{ceiling_port}/salesforce/outbound-message"
-        wait_until_up(ceiling_url)
         bridge, bridge_url = _start_bridge(database, directory)
         processes.append(bridge)
 
-        ceiling = _load(ceiling_url, seconds=seconds, concurrency=concurrency)
-        empty = _load(bridge_url, seconds=seconds, concurrency=concurrency)
-        hundred = _load(bridge_url, seconds=seconds, concurrency=1, notifications=100)
+        # In short rounds taking turns, so that a shared machine's load falls on every target alike.
+        ceiling, fair, empty, fair_hundred, hundred = _rounds(
+            [(ceiling_url, 1), (stored_url, 1), (bridge_url, 1), (stored_url, 100), (bridge_url, 100)],
+            seconds=seconds,
+            concurrency=concurrency,
+        )
         figures: dict[str, Any] = {
-            "ceiling_acks_per_s": ceiling["per_second"],
+            "concurrency": concurrency,
+            "bare_ceiling_acks_per_s": ceiling["per_second"],
+            "fair_ceiling_acks_per_s": fair["per_second"],
             "bridge_acks_per_s": empty["per_second"],
-            "share_of_ceiling": round(empty["per_second"] / ceiling["per_second"], 3),
+            "share_of_bare_ceiling": round(empty["per_second"] / ceiling["per_second"], 3),
+            "share_of_fair_ceiling": round(empty["per_second"] / fair["per_second"], 3),
+            "fair_ceiling_ack_p99_ms": fair["p99_ms"],
             "bridge_ack_p50_ms": empty["p50_ms"],
             "bridge_ack_p99_ms": empty["p99_ms"],
+            "fair_ceiling_100_notifications_acks_per_s": fair_hundred["per_second"],
+            "bridge_100_notifications_acks_per_s": hundred["per_second"],
+            "share_of_fair_ceiling_100_notifications": round(hundred["per_second"] / fair_hundred["per_second"], 3),
             "ack_100_notifications_p50_ms": hundred["p50_ms"],
             "ack_100_notifications_p99_ms": hundred["p99_ms"],
         }
@@ -81,6 +77,15 @@ def run_ingest(*, seconds: float, concurrency: int, grow: int) -> dict[str, Any]
         return figures
     finally:
         stop(processes)
+
+
+def _start_ceiling(processes: list[Popen[Any]], app: str, **env: str) -> str:
+    port = free_port()
+    command = ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    processes.append(start([*command, "--log-level", "warning"], env={**os.environ, **env} if env else None))
+    url = f"http://127.0.0.1:{port}/salesforce/outbound-message"
+    wait_until_up(url)
+    return url
 
 
 def _start_bridge(database: Path, directory: Path) -> tuple[Popen[Any], str]:
@@ -103,6 +108,27 @@ def _start_bridge(database: Path, directory: Path) -> tuple[Popen[Any], str]:
     process = start(["serve", "--host", "127.0.0.1", "--port", str(port)], env=env, log=directory / "bridge.log")
     wait_until_up(f"http://127.0.0.1:{port}/healthz")
     return process, f"http://127.0.0.1:{port}/salesforce/outbound-message?token={TOKEN}"
+
+
+def _rounds(
+    targets: list[tuple[str, int]], *, seconds: float, concurrency: int, rounds: int = 4
+) -> list[dict[str, Any]]:
+    """Each (url, notifications) loaded for ``seconds`` in all, a quarter at a time in turn."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in targets]
+    for _ in range(rounds):
+        for i, (url, notifications) in enumerate(targets):
+            runs[i].append(_load(url, seconds=seconds / rounds, concurrency=concurrency, notifications=notifications))
+    merged = []
+    for parts in runs:
+        latencies = sorted(x for part in parts for x in part["latencies_ms"])
+        merged.append(
+            {
+                "per_second": round(len(latencies) / sum(part["elapsed"] for part in parts), 1),
+                "p50_ms": latencies[len(latencies) // 2],
+                "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)],
+            }
+        )
+    return merged
 
 
 def _load(url: str, *, seconds: float, concurrency: int, notifications: int = 1) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import ssl
+import sys
 import tempfile
 import time
 import uuid
@@ -40,6 +41,8 @@ def run_pipeline(
     jitter: float = 0.0,
     window: str = "bucket",
     max_seconds: float | None = None,
+    cpu_load: bool = False,
+    headroom: float | None = None,
 ) -> dict[str, Any]:
     """Queue ``events`` and let ``workers`` send them; stop after ``max_seconds`` if given (a large
     backlog then measures memory and rate without waiting for the last SMS).
@@ -59,6 +62,10 @@ def run_pipeline(
         sandbox, info = start_sandbox(directory, latency=latency, rate=rate, jitter=jitter, window=window)
         processes.append(sandbox)
         env = bridge_env(info, DATABASE_URL=url, CCAI_RATE_LIMIT=str(rate))
+        if headroom is not None:
+            env["CCAI_RATE_HEADROOM"] = str(headroom)
+        if cpu_load:  # a busy process on one core: the workers, the database and CCAI share the rest
+            processes.append(Popen([sys.executable, "-c", "while True: pass"]))
         ccai = httpx.Client(base_url=info["ccai_url"], timeout=30)
         cases = _seed_cases(info, events)
         store = Store.from_url(url)
@@ -77,6 +84,12 @@ def run_pipeline(
         state = _wait_for_all(ccai, events, deadline=deadline)
         finished = time.time()
         figures = _figures(state, events=events, workers=workers, latency=latency, rate=rate, wall=finished - started)
+        figures["jitter_s"] = jitter
+        figures["window"] = window
+        figures["cpu_load"] = cpu_load
+        figures["physical_ceiling_per_s"] = round(rate / (1 + jitter), 2)  # no sender does better without a 429
+        figures["share_of_physical_ceiling"] = round(figures["sms_per_s_sustained"] / (rate / (1 + jitter)), 3)
+        figures.update(_lateness(admin, schema, window=1.0 + jitter))
         figures["worker_peak_rss_mb"] = max(peak_rss_mb(p.pid) for p in worker_processes)
         return figures
     finally:
@@ -133,6 +146,26 @@ def _figures(
         "windows_over_limit": sum(1 for i in range(len(arrivals)) if _count_from(arrivals, i, 1.0) > rate),
         "duplicates": sum(n - 1 for n in per_case.values()),
         "wall_seconds": round(wall, 1),
+    }
+
+
+def _lateness(admin: Store, schema: str, *, window: float) -> dict[str, Any]:
+    """How long after their planned slots the requests left (what the pacing counted), in ms, and
+    the most that left in any ``window`` by the pacing's own record: above the limit, the pacing
+    broke its rule; at most the limit while CCAI still saw more, the rest of the way (the event
+    loop before the bytes left, the network, CCAI's own host) added more than the jitter."""
+    with admin.db.engine.begin() as connection:
+        rows = connection.execute(text(f"SELECT at, left_at FROM {schema}.rate_events")).all()  # noqa: S608 (our own schema name)
+    late = sorted((left - at) * 1000 for at, left in rows if left is not None)
+    if not late:
+        return {"departures_recorded": 0}
+    left_at = sorted(left for _, left in rows if left is not None)
+    return {
+        "departures_recorded": len(late),
+        "busiest_window_by_record": _busiest(left_at, window),
+        "left_late_ms_p50": round(late[len(late) // 2], 1),
+        "left_late_ms_p99": round(late[min(len(late) - 1, len(late) * 99 // 100)], 1),
+        "left_late_ms_mean": round(sum(late) / len(late), 1),
     }
 
 

@@ -73,3 +73,28 @@ def settle_after_takeover(*, lease_seconds: float, ccai_deadline: float, holder_
     lease = departure_lease(lease_seconds=lease_seconds, ccai_deadline=ccai_deadline)
     waited = lease if holder_alive else FRESH_SECONDS
     return waited + ccai_deadline + LEASE_MARGIN_SECONDS
+
+
+# How often a send whose slot passed while the store cleared it takes the next slot before it goes
+# anyway (counted by the pacing as leaving when it does).
+SLOT_TRIES = 3
+# The most the go-ahead is asked for ahead of a CCAI slot: a small part of its freshness.
+MAX_LEAD_SECONDS = 0.25
+
+
+class Lead:
+    """How long before its CCAI slot a send asks the store for its go-ahead, so that the request
+    leaves on the slot rather than a round-trip after it: the slowest of the recent go-aheads,
+    capped well within the freshness bound (the yes must still be fresh when the slot comes). A
+    request ready early waits for its slot."""
+
+    def __init__(self, keep: int = 20) -> None:
+        self._recent: list[float] = []
+        self._keep = keep
+
+    @property
+    def seconds(self) -> float:
+        return min(MAX_LEAD_SECONDS, max(self._recent, default=0.0))
+
+    def observe(self, seconds: float) -> None:
+        self._recent = [*self._recent[-(self._keep - 1) :], seconds]

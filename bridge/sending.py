@@ -23,6 +23,7 @@ import anyio.to_thread
 
 from bridge import _backoff, departure, lookup, lookup_proof, policy
 from bridge.ccai.client import CCAIClient
+from bridge.ccai.pacing import Slot
 from bridge.consent import Allow, Block, ConsentCheck, Hold, Verdict
 from bridge.crm import CRMGateway, Ticket
 from bridge.errors import CCAIError, CCAIUnavailable, CRMError, StoreError, StoreUnavailable, StoreWentBack
@@ -74,6 +75,7 @@ class SendStep:
         self._stopping = context.stopping
         self._metrics = context.metrics
         self._rng = context.rng
+        self._lead = departure.Lead()
         self._words = context.words
         self._sends = sends
         self._takeovers = takeovers
@@ -324,24 +326,35 @@ class SendStep:
     async def _send_one(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, state: _Attempt) -> None:
         if self._stopping():
             return  # given back to the queue when the worker stops
-        await self._ccai.wait_for_slot()
-        if self._stopping():
-            return
-        if not await self._cleared_to_leave(job, ticket, request):
-            return
+        cleared = False
+        for attempt in range(departure.SLOT_TRIES):
+            # The store's go-ahead is asked for just before the slot, so that the request leaves on time.
+            slot = await self._ccai.wait_for_slot(lead=self._lead.seconds)
+            if self._stopping() and not cleared:
+                return
+            if not await self._cleared_to_leave(job, ticket, request, slot):
+                return
+            cleared = True
+            if not slot.late():
+                break
+            # Its slot passed long ago while the store answered (a host or database far too busy):
+            # leaving now could crowd the requests after it, so it takes the next slot. After a
+            # few, it goes anyway, said to the pacing before it goes.
+            logger.info("Send %s missed its CCAI slot (try %d); taking the next one", job.id, attempt + 1)
         state.departed = True
         result: Chat | CCAIError
         try:
-            result = await self._ccai.send(request, paced=False)
+            result = await self._ccai.send(request, slot=slot)
         except CCAIError as exc:
             result = exc
         await self._apply(job, policy.after_send(result, job, self._limits, rng=self._rng), request=request)
 
-    async def _cleared_to_leave(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest) -> bool:
+    async def _cleared_to_leave(self, job: ClaimedSend, ticket: Ticket, request: SmsRequest, slot: Slot) -> bool:
         """Ask the store, as the request leaves, whether it may: consent and the send window again
         (the wait for a slot can be minutes, long enough for the window to close or the customer to
         opt out) and the lease, in one transaction; and act only on a fresh yes (:mod:`bridge.departure`).
-        A block or a hold is recorded here; False then, or when the send was taken over."""
+        A block or a hold is recorded here; False then, or when the send was taken over. True once
+        ``slot`` has come, with the yes still fresh."""
         ignore = policy.may_ignore_window(job.origin) and job.overrides.window_ignored
         lease = departure.departure_lease(
             lease_seconds=self._options.lease_seconds, ccai_deadline=self._options.ccai_deadline
@@ -377,7 +390,10 @@ class SendStep:
                     logger.warning("Send %s was taken over by another worker; not sending it from here", job.id)
                 return False
             now = time.monotonic()
-            if yes.fresh(now):
+            self._lead.observe(now - yes.asked_at)  # the go-ahead's round-trip, not the wait for the slot
+            until_slot = max(0.0, slot.not_before - slot.clock())
+            if yes.fresh(now + until_slot):
+                await anyio.sleep(until_slot)
                 return True
             if not yes.worth_asking_again(now, first_asked_at=first_asked):
                 await self._withdraw(job, waited=now - yes.asked_at)

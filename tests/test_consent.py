@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 
+from bridge.ccai.pacing import Slot
 from bridge.consent import Allow, Block, Hold, decide
 from bridge.crm import Ticket
 from bridge.crm.salesforce import plugin as salesforce
@@ -220,9 +221,9 @@ async def test_the_window_is_checked_again_when_the_request_leaves(store: Store,
     h = make_harness(store, clock, bridge_send_window="08:00-21:00")
     wait_for_slot = h.ccai.wait_for_slot
 
-    async def slow_slot() -> None:
+    async def slow_slot(*, lead: float = 0.0) -> Slot:
         clock.advance(20)
-        await wait_for_slot()
+        return await wait_for_slot(lead=lead)
 
     h.ccai.wait_for_slot = slow_slot  # type: ignore[method-assign]
     h.ingest(MOBILE_CASE)
@@ -236,9 +237,9 @@ async def test_an_opt_out_recorded_while_a_send_waits_for_its_slot_stops_it(stor
     h = make_harness(store, clock)
     wait_for_slot = h.ccai.wait_for_slot
 
-    async def slot_after_a_stop() -> None:
+    async def slot_after_a_stop(*, lead: float = 0.0) -> Slot:
         store.opt_outs.add(MOBILE_NUMBER, source="flow", note="replied STOP")
-        await wait_for_slot()
+        return await wait_for_slot(lead=lead)
 
     h.ccai.wait_for_slot = slot_after_a_stop  # type: ignore[method-assign]
     h.ingest(MOBILE_CASE)

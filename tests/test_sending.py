@@ -461,3 +461,37 @@ async def test_before_the_lookup_is_proven_a_lost_answer_ends_unknown(sqlite_sto
     assert (row.status, row.attempts) == ("unknown", 1)
     assert "has not shown that its chat list carries our ticket id" in (row.reason or "")
     assert h.sim.accepted == []
+
+
+async def test_a_send_cleared_after_its_slot_passed_takes_the_next_slot(store: Store, clock: Clock) -> None:
+    """The store's go-ahead came back after the slot had passed (a busy host, a slow database):
+    leaving then would crowd the requests after it, so the send takes the next slot, and the
+    pacing hears when it actually left."""
+    from bridge.ccai.pacing import LocalRateLimiter, Slot
+
+    class LateFirst(LocalRateLimiter):
+        def __init__(self) -> None:
+            super().__init__(1000)
+            self.slots: list[Slot] = []
+            self.departures: list[Slot] = []
+
+        async def acquire(self, *, lead: float = 0.0) -> Slot:
+            slot = await super().acquire(lead=lead)
+            if not self.slots:  # the first slot is long gone by the time the go-ahead comes
+                slot = Slot(slot.not_before - 10, slot.counted_until - 10, slot.until - 10, key=slot.key)
+            self.slots.append(slot)
+            return slot
+
+        async def departed(self, slot: Slot, at: float) -> None:
+            self.departures.append(slot)
+            await super().departed(slot, at)
+
+    limiter = LateFirst()
+    h = make_harness(store, clock, limiter=limiter)
+    h.ingest(MOBILE_CASE)
+    await h.drain()
+    assert h.row(MOBILE_CASE).status == "sent"
+    assert len(h.sim.request_times) == 1
+    # The missed slot, then the one it left on (later ones: the chat sync's reads).
+    assert limiter.slots[1] in limiter.departures
+    assert limiter.slots[0] not in limiter.departures

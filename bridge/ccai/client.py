@@ -19,7 +19,7 @@ import math
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from bridge.ccai.pacing import MAX_PAUSE_SECONDS, RateLimiter
+from bridge.ccai.pacing import MAX_PAUSE_SECONDS, RateLimiter, Slot
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
@@ -137,35 +137,26 @@ class CCAIClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def wait_for_slot(self) -> None:
-        """Take a request slot from the tenant's rate limit (call just before :meth:`send` with
-        ``paced=False``, when something must be recorded between the slot and the request)."""
-        await self._limiter.acquire()
+    async def wait_for_slot(self, *, lead: float = 0.0) -> Slot:
+        """Take a request slot from the tenant's rate limit, returning ``lead`` seconds early (call
+        before :meth:`send` with the slot, when something must be recorded between the slot and
+        the request)."""
+        return await self._limiter.acquire(lead=lead)
 
     async def chat_page(self, params: Mapping[str, Any]) -> ChatPage:
         """One request for the Manager API's chat list (a slot of the rate limit): its rows, and
         whether the answer says more rows match. For tailing: the caller asks again from the last
         row's time rather than for the next page number (Google's advice for the chat list)."""
-        await self.wait_for_slot()
-        response = await self._request("GET", f"{self._manager_url}/chats", params=params)
-        if response.status_code == 429:
-            await self._throttled(response)
-        if response.status_code != 200:
-            raise CCAIUnavailable(
-                f"CCAI Platform's chat list answered HTTP {response.status_code}.",
-                reached=False,
-                throttled=response.status_code == 429,
-                retry_after=_retry_after(response),
-            )
+        response = await self._chat_list_page(params)
         rows = _chat_list(response)
         return ChatPage(rows=rows, more=_more_rows(response, rows, params))
 
-    async def send(self, request: SmsRequest, *, paced: bool = True) -> Chat:
-        if paced:
-            await self.wait_for_slot()
+    async def send(self, request: SmsRequest, *, slot: Slot | None = None) -> Chat:
+        if slot is None:
+            slot = await self.wait_for_slot()
         started = time.perf_counter()
         try:
-            response = await self._request("POST", "/sms", json=request_body(request))
+            response = await self._paced("POST", "/sms", slot, json=request_body(request))
         except CCAIUnavailable:
             self._metrics.ccai_responses.labels("error").inc()
             raise
@@ -271,8 +262,8 @@ class CCAIClient:
         return f"{self._manager_url}/chats"
 
     async def _chat_list_page(self, params: Mapping[str, Any]) -> httpx.Response:
-        await self.wait_for_slot()
-        response = await self._request("GET", f"{self._manager_url}/chats", params=params)
+        slot = await self.wait_for_slot()
+        response = await self._paced("GET", f"{self._manager_url}/chats", slot, params=params)
         if response.status_code == 429:
             await self._throttled(response)
         if response.status_code != 200:
@@ -283,35 +274,6 @@ class CCAIClient:
                 retry_after=_retry_after(response),
             )
         return response
-
-    async def chat_pages(
-        self, params: Mapping[str, Any], *, max_pages: int = MAX_CHAT_PAGES, complete: bool = True
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """The Manager API's chat list, page by page (each a slot of the rate limit), following
-        ``Link: rel="next"`` on the same host only. Past ``max_pages`` it raises when the caller
-        needs the ``complete`` list (a lookup), and simply stops otherwise (the sync resumes later)."""
-        url: str | None = f"{self._manager_url}/chats"
-        query: Mapping[str, Any] | None = params
-        for _ in range(max_pages):
-            assert url is not None
-            await self.wait_for_slot()
-            response = await self._request("GET", url, params=query)
-            if response.status_code == 429:
-                await self._throttled(response)
-            if response.status_code != 200:
-                self._metrics.ccai_lookups.labels("error").inc()
-                raise CCAIUnavailable(
-                    f"CCAI Platform's chat list answered HTTP {response.status_code}.",
-                    reached=False,
-                    throttled=response.status_code == 429,
-                    retry_after=_retry_after(response),
-                )
-            yield _chat_list(response)
-            url, query = _next_page(response), None
-            if url is None:
-                return
-        if complete:
-            raise CCAIUnavailable(f"CCAI Platform's chat list has more than {max_pages} pages.", reached=False)
 
     def _learn_clock(self, response: httpx.Response) -> None:
         """CCAI's clock against ours, from its ``Date`` header (whole seconds: the offset is kept to
@@ -328,6 +290,34 @@ class CCAIClient:
         pause = 1.0 if pause is None else pause
         logger.warning("CCAI is rate-limiting requests (HTTP 429); pausing every worker for %.1f s", pause)
         await self._limiter.pause(pause)
+
+    async def _paced(self, method: str, url: str, slot: Slot, **kwargs: Any) -> httpx.Response:
+        """One request on ``slot``: not before it, and the time it left recorded for the pacing."""
+        if (early := slot.not_before - slot.clock()) > 0:
+            await anyio.sleep(early)
+        if not slot.counted():
+            # The caller was held up: said before it goes, so that it is counted (and again with the
+            # exact time once it has left).
+            await self._departed(slot, slot.clock())
+        left = [slot.clock()]
+
+        async def trace(event: str, _info: Mapping[str, Any]) -> None:
+            # The moment the request's last byte was handed to the socket: that, not the moment it
+            # was asked for, is when it left (a busy event loop can sit between the two).
+            if event.endswith("send_request_body.complete"):
+                left.append(slot.clock())
+
+        try:
+            return await self._request(method, url, extensions={"trace": trace}, **kwargs)
+        finally:
+            # Until then it counts as leaving at the latest its slot allows, which is later.
+            await self._departed(slot, left[-1])
+
+    async def _departed(self, slot: Slot, at: float) -> None:
+        try:
+            await self._limiter.departed(slot, at)
+        except Exception as exc:  # the pacing then counts it as late as its slot allows
+            logger.warning("The departure of a CCAI request could not be recorded for pacing (%s)", exc)
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -449,16 +439,6 @@ def _more_rows(response: httpx.Response, rows: list[dict[str, Any]], params: Map
 def _header_int(response: httpx.Response, name: str) -> int | None:
     value = response.headers.get(name, "").strip()
     return int(value) if value.isdigit() else None
-
-
-def _next_page(response: httpx.Response) -> str | None:
-    target = response.links.get("next", {}).get("url")
-    if not target:
-        return None
-    url = response.url.join(target)
-    if url.host != response.url.host:
-        raise CCAIUnavailable("CCAI Platform's chat list pointed to another host; not followed.", reached=False)
-    return str(url)
 
 
 def _text(value: object) -> str | None:

@@ -74,14 +74,34 @@ def new_row(item: NewSend, now: float) -> dict[str, Any]:
 
 def insert_new(db: Database, connection: Connection, new: Sequence[NewSend], now: float) -> int:
     """Insert the sends whose dedupe keys are new, in the caller's transaction; returns how many."""
-    statement = db.insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id)
-    stored = 0
-    # One statement per row (executemany with RETURNING is not portable), one transaction.
+    return len(insert_new_keys(db, connection, new, now))
+
+
+def insert_new_keys(db: Database, connection: Connection, new: Sequence[NewSend], now: float) -> set[str]:
+    """Insert the sends whose dedupe keys are new, in the caller's transaction; returns their keys.
+
+    Rows of one shape go in one multi-row statement (a 100-notification message is a few statements,
+    not two hundred); a key already stored, or met earlier in ``new``, is skipped.
+    """
+    statement = (
+        db.insert(sends).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(sends.c.id, sends.c.dedupe_key)
+    )
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for item in new:
-        inserted = connection.execute(statement, new_row(item, now)).first()
-        if inserted is not None:
-            stored += 1
-            log_event(connection, int(inserted[0]), now, "received", received_detail(item))
-    if stored:
+        row = new_row(item, now)
+        shapes.setdefault(tuple(row), []).append(row)
+    inserted: dict[str, int] = {}
+    for rows in shapes.values():
+        for send_id, key in connection.execute(statement, rows):
+            inserted[str(key)] = int(send_id)
+    if inserted:
+        details = {item.dedupe_key: received_detail(item) for item in new}
+        connection.execute(
+            send_log.insert(),
+            [
+                {"send_id": send_id, "at": now, "event": "received", "detail": details[key]}
+                for key, send_id in inserted.items()
+            ],
+        )
         announce(db, connection)  # workers in other processes look for work when this commits
-    return stored
+    return set(inserted)

@@ -229,3 +229,9 @@ def _v15(connection: Connection, postgres: bool) -> None:
 def _v16(connection: Connection, postgres: bool) -> None:
     # What the chat list showed of the bridge's own chats: the lost-answer lookup's proof.
     metadata.create_all(connection, tables=[lookup_evidence])
+
+
+@migration(17)
+def _v17(connection: Connection, postgres: bool) -> None:
+    # When a paced request actually left (its slot's plan is "at"): late departures count as late.
+    _add_columns(connection, "rate_events", {"left_at": "DOUBLE PRECISION"})

@@ -98,7 +98,8 @@ rate_events = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False),
-    Column("at", Float, nullable=False),
+    Column("at", Float, nullable=False),  # planned
+    Column("left_at", Float, nullable=True),  # when the request actually left, once known
     Index("ix_rate_events_name_at", "name", "at"),
 )
 

@@ -27,10 +27,11 @@ from bridge.model import (
     Overrides,
     SendStatus,
 )
+from bridge.store._group_commit import GroupCommit
 from bridge.store._rows import (
     LEASE_RELEASED,
     PENDING_WRITEBACK,
-    insert_new,
+    insert_new_keys,
     log_event,
     new_row,
     overrides_of,
@@ -57,6 +58,7 @@ class Sends:
     def __init__(self, db: Database, generations: Generations) -> None:
         self.db = db
         self._generations = generations
+        self._ingests: GroupCommit[NewSend] = GroupCommit(self._ingest_together)
 
     def ingest(self, new: Sequence[NewSend]) -> int:
         """Store every send in one transaction; already-known dedupe keys are ignored.
@@ -65,8 +67,21 @@ class Sends:
         """
         if not new:
             return 0
+        return self._ingests.submit(new)
+
+    def _ingest_together(self, groups: list[Sequence[NewSend]]) -> list[int]:
+        """Several callers' sends in one transaction (:mod:`bridge.store._group_commit`); each
+        caller's count of new ones (a key two callers share is the first one's)."""
         with self.db.tx() as connection:
-            return insert_new(self.db, connection, new, self.db.now(connection))
+            stored = insert_new_keys(
+                self.db, connection, [item for group in groups for item in group], self.db.now(connection)
+            )
+        counts = []
+        for group in groups:
+            mine = {item.dedupe_key for item in group} & stored
+            stored -= mine
+            counts.append(len(mine))
+        return counts
 
     def create(self, new: NewSend, *, request_hash: str | None = None) -> Created:
         """Store one send, or find the one already stored under its dedupe key.

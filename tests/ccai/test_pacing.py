@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import pytest
 
-from bridge.ccai.pacing import MAX_PAUSE_SECONDS, LocalRateLimiter, Pace
+from bridge.ccai.pacing import MAX_PAUSE_SECONDS, Departure, LocalRateLimiter, Pace
 from bridge.store import Store
 from bridge.store.database import Database
 from bridge.store.pacing import SharedRateLimiter
@@ -38,7 +40,8 @@ async def test_local_pacing_never_puts_more_than_the_limit_in_any_second(clock: 
     limiter = LocalRateLimiter(Pace(limit=10, headroom=0.1), clock=clock, sleep=clock.sleep)
     departures = []
     for _ in range(50):
-        await limiter.acquire()
+        slot = await limiter.acquire()
+        await limiter.departed(slot, clock.now)
         departures.append(clock.now)
     assert busiest(departures) <= 10
     assert departures[-1] - departures[0] == pytest.approx(49 * 0.11)
@@ -83,15 +86,81 @@ async def test_a_429_pauses_every_process(store_url: str, clock: Clock) -> None:
         one, two = (SharedRateLimiter(db, tenant="acme", pace=Pace(limit=10)) for _ in range(2))
         await one.pause(5)
         # One step at a time, with the clock held still: not allowed for 5 s, so nothing is reserved.
-        wait, reserved = await anyio.to_thread.run_sync(two._try_depart)
+        wait, key, *_ = await anyio.to_thread.run_sync(two._try_depart)
         assert wait == pytest.approx(5.0 - Pace(limit=10).gap)
-        assert not reserved
+        assert key is None
         clock.advance(5)
-        assert await anyio.to_thread.run_sync(two._try_depart) == (0.0, True)
+        wait, key, *_ = await anyio.to_thread.run_sync(two._try_depart)
+        assert (wait, key is not None) == (0.0, True)
         # The next departure is reserved one gap ahead: the caller sleeps until it, then goes.
-        wait, reserved = await anyio.to_thread.run_sync(two._try_depart)
+        wait, key, *_ = await anyio.to_thread.run_sync(two._try_depart)
         assert wait == pytest.approx(Pace(limit=10).gap)
-        assert reserved
+        assert key is not None
+    finally:
+        db.close()
+
+
+def test_a_departure_not_yet_known_counts_as_late_as_its_slot_allows() -> None:
+    pace = Pace(limit=10, headroom=0.1, lateness=0.05)
+    later = [Departure(i * 0.11, i * 0.11) for i in range(1, 10)]
+    assert pace.wait(1.0, [Departure(0.0, 0.0), *later], 0.0) == pytest.approx(0.1)
+    # The first has not said when it left: it may have left as late as 0.05, the window ends then.
+    assert pace.wait(1.0, [Departure(0.0), *later], 0.0) == pytest.approx(0.15)
+    # Late departures push the window, but not the planned gap between slots (that would slow every one).
+    late = [Departure(i * 0.11, i * 0.11 + 0.03) for i in range(10)]
+    assert pace.wait(1.0, late, 0.0) == pytest.approx(0.03 + 1.1 - 1.0)
+    assert pace.wait(0.5, late[:3], 0.0) == pytest.approx(0.0)
+
+
+async def test_a_late_departure_pushes_the_slot_a_window_later(store_url: str, clock: Clock) -> None:
+    """A request that leaves 40 ms after its slot (the store's go-ahead was slow, the host busy): the
+    request ten slots later leaves a whole window after it actually left, not after its plan."""
+    db = Database.from_url(store_url, clock=clock)
+    db.migrate()
+    pace = Pace(limit=10, headroom=0.1)
+    limiter = SharedRateLimiter(db, tenant="acme", pace=pace, clock=clock, sleep=clock.sleep)
+    try:
+        first = await limiter.acquire()
+        clock.advance(0.04)
+        assert not first.late()  # within the lateness its slot allows
+        await limiter.departed(first, clock.now)
+        for _ in range(9):
+            slot = await limiter.acquire()
+            await limiter.departed(slot, clock.now)
+        eleventh = await limiter.acquire()
+        assert eleventh.not_before == pytest.approx(first.not_before + 0.04 + pace.window)
+        assert clock.now == pytest.approx(eleventh.not_before)
+        clock.advance(pace.lateness + 0.01)
+        assert not eleventh.counted()  # said to the pacing before it goes
+        assert not eleventh.late()
+        clock.advance(pace.latest)
+        assert eleventh.late()  # the caller takes a new slot rather than leave this late on it
+    finally:
+        db.close()
+
+
+async def test_workers_whose_clocks_differ_share_one_pace(store_url: str, clock: Clock) -> None:
+    """Three workers whose own clocks are off by minutes, in both directions, and whose requests
+    leave up to 45 ms late: by the database's clock, no eleven requests leave within one window."""
+    db = Database.from_url(store_url, clock=clock)
+    db.migrate()
+    pace = Pace(limit=10, headroom=0.06)
+    skews = (0.0, 312.5, -97.25)
+
+    def skewed(skew: float) -> Callable[[], float]:
+        return lambda: clock.now + skew
+
+    limiters = [SharedRateLimiter(db, tenant="acme", pace=pace, clock=skewed(s), sleep=clock.sleep) for s in skews]
+    left: list[float] = []
+    try:
+        for i in range(60):
+            limiter = limiters[i % 3]
+            slot = await limiter.acquire(lead=0.02)
+            clock.advance(max(0.0, slot.not_before - slot.clock()) + (i * 7 % 10) * 0.005)
+            await limiter.departed(slot, slot.clock())
+            left.append(clock.now)
+        assert all(b - a >= pace.window - 1e-6 for a, b in zip(left, left[10:], strict=False))
+        assert left[-1] - left[0] < 59 * pace.gap + 6 * 0.045 + 0.01  # and no slower than the lateness costs
     finally:
         db.close()
 
@@ -113,12 +182,12 @@ async def test_a_store_clock_stepped_back_an_hour_does_not_stop_sending(store_ur
     try:
         limiter = SharedRateLimiter(db, tenant="acme", pace=Pace(limit=10))
         for _ in range(3):
-            assert (await anyio.to_thread.run_sync(limiter._try_depart))[1]
+            assert (await anyio.to_thread.run_sync(limiter._try_depart))[1] is not None  # reserved
             clock.advance(Pace(limit=10).gap)
         await limiter.pause(30)
         clock.advance(-3600)  # the database's clock steps back an hour (NTP, a failover to another host)
-        wait, reserved = await anyio.to_thread.run_sync(limiter._try_depart)
-        assert reserved
+        wait, key, *_ = await anyio.to_thread.run_sync(limiter._try_depart)
+        assert key is not None
         assert wait == 0.0
     finally:
         db.close()
