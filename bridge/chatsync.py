@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ import anyio.to_thread
 
 from bridge import _backoff
 from bridge.ccai.chats import ChatState, NewStatusWords, loggable, opted_out, parse
-from bridge.ccai.client import CHAT_PAGE_SIZE, CCAIClient
+from bridge.ccai.client import CCAIClient
+from bridge.ccai.tailing import Position
 from bridge.crm import ChatUpdate, CRMGateway, FollowUp, WriteResult
 from bridge.errors import CCAIError, CRMError, CRMRequestError, StoreError
 from bridge.lookup_proof import sightings_in
@@ -206,35 +206,18 @@ class ChatSync:
             await anyio.to_thread.run_sync(self._opt_out, number, chat_id)
 
     async def _tail(self, since: float, paged: list[float]) -> AsyncIterator[list[dict[str, Any]]]:
-        """The chats updated at or after ``since``, read by tailing, as Google advises for the chat
-        list: each request asks again from the last row's ``updated_at`` (rows of that second are
-        read twice, which is harmless); ``page=2`` and on only to get past a full page of rows that
-        share one second. Paging by number while the tenant's chats change shifts rows between
-        pages, and a row that moves up a page is never read; the seconds read past by page number
-        go to ``paged``. Stops after ``MAX_REQUESTS_PER_POLL``: the next poll goes on from the mark."""
-        cursor, page = float(math.floor(since)), 1
+        """The chats updated at or after ``since``, read by tailing (:mod:`bridge.ccai.tailing`); the
+        seconds read past by page number go to ``paged``. Stops after ``MAX_REQUESTS_PER_POLL``: the
+        next poll goes on from the mark."""
+        position = Position.start("updated_at", since)
         for _ in range(MAX_REQUESTS_PER_POLL):
-            params: dict[str, Any] = {
-                "updated_at[from]": iso_utc(cursor),
-                "sort_column": "updated_at",
-                "sort_direction": "ASC",
-                "per": CHAT_PAGE_SIZE,
-            }
-            if page > 1:
-                params["page"] = page
-            answer = await self._ccai.chat_page(params)
+            if position.paged:
+                paged.append(position.cursor)
+            answer = await self._ccai.chat_page(position.params())
             yield answer.rows
             if not answer.more:
                 return
-            first, last = _row_time(answer.rows[0]), _row_time(answer.rows[-1])
-            if last is None or math.floor(last) <= cursor:
-                page += 1  # a full page of one second (or of unreadable times): only paging gets past it
-                paged.append(cursor)
-            elif first is not None and math.floor(first) == math.floor(last):
-                cursor, page = float(math.floor(last)), 2  # the page is that second's first page
-                paged.append(cursor)
-            else:
-                cursor, page = float(math.floor(last)), 1
+            position = position.after(answer.rows)
 
     async def _witness(self, page: Sequence[Mapping[str, Any]]) -> None:
         """What the list shows of the bridge's own chats is the lost-answer lookup's evidence
@@ -314,11 +297,6 @@ class ChatSync:
                 "Chat %s was taken over by another process while its news was being written; that one writes it",
                 loggable(item.chat_id),
             )
-
-
-def _row_time(row: dict[str, Any]) -> float | None:
-    state = parse(row)
-    return None if state is None else state.updated_at
 
 
 def _outcome_note(item: PendingChatUpdate) -> str:

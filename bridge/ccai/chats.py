@@ -107,7 +107,7 @@ def opted_out(state: ChatState, dispositions: Iterable[str] = ()) -> bool:
 def parse(raw: Mapping[str, Any]) -> ChatState | None:
     """A chat object from the Manager API (or a session event's item); None without id or time."""
     chat_id = raw.get("id", raw.get("chat_id"))
-    updated = _time(raw.get("updated_at")) or _time(raw.get("timestamp"))
+    updated = moment(raw.get("updated_at")) or moment(raw.get("timestamp"))
     if chat_id in (None, "") or updated is None:
         return None
     return ChatState(
@@ -115,7 +115,7 @@ def parse(raw: Mapping[str, Any]) -> ChatState | None:
         status=_word(raw.get("status")),
         updated_at=updated,
         agent=_agent(raw.get("agent_info")),
-        ended_at=_time(raw.get("ends_at")),
+        ended_at=moment(raw.get("ends_at")),
         outcome=_outcome(raw),
         replied=_replied(raw),
         fail_reason=_fail_reason(raw),
@@ -223,7 +223,7 @@ def _replied(raw: Mapping[str, Any]) -> bool | None:
     count = raw.get("message_count")
     if isinstance(count, int):
         return count > 1
-    first, last = _time(raw.get("first_msg_sent_at")), _time(raw.get("last_msg_sent_at"))
+    first, last = moment(raw.get("first_msg_sent_at")), moment(raw.get("last_msg_sent_at"))
     if first is not None and last is not None:
         return last > first
     return None
@@ -248,7 +248,9 @@ def epoch_seconds(value: object) -> float | None:
     return number / (1000.0 if number > 1e11 else 1.0)
 
 
-def _time(value: object) -> float | None:
+def moment(value: object) -> float | None:
+    """A time as CCAI writes it (ISO 8601, UTC when it names no zone; or epoch seconds or
+    milliseconds) in epoch seconds, or None."""
     if (seconds := epoch_seconds(value)) is not None:
         return seconds
     if isinstance(value, int | float):

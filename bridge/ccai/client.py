@@ -12,7 +12,6 @@ byte by byte would otherwise never time out).
 
 from __future__ import annotations
 
-import datetime as dt
 import email.utils
 import logging
 import math
@@ -27,7 +26,9 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from bridge.ccai.chats import moment
 from bridge.ccai.pacing import MAX_PAUSE_SECONDS, RateLimiter, Slot
+from bridge.ccai.tailing import PAGE_SIZE, Position
 from bridge.errors import CCAIBadResponse, CCAIRejected, CCAIUnavailable
 from bridge.metrics import Metrics
 from bridge.model import Chat, SmsRequest
@@ -47,7 +48,7 @@ FIELD_AGENT_EMAIL = "agentEmail"
 
 # A Retry-After beyond this is not believed: one bad header must not stop all sending for days.
 MAX_RETRY_AFTER_SECONDS = MAX_PAUSE_SECONDS  # a longer pause would read as a clock that stepped back
-CHAT_PAGE_SIZE = 100
+CHAT_PAGE_SIZE = PAGE_SIZE
 MAX_CHAT_PAGES = 50
 # CCAI's clock and ours differ: search the chat list from a little before the attempt left.
 LOOKUP_MARGIN_SECONDS = 120.0
@@ -213,42 +214,27 @@ class CCAIClient:
         return ChatSearch(chats=found, departed_at=departed(), searched_from=lower)
 
     async def _tail_created(self, lower: float) -> list[dict[str, Any]]:
-        """Every chat created at or after ``lower``, read by tailing (Google's advice for the chat
-        list): ask again from the last row's ``created_at``; ``page=2`` only to get past a full page
-        of rows sharing one second. Paging by number while chats are created shifts rows between pages."""
+        """Every chat created at or after ``lower``, read by tailing (:mod:`bridge.ccai.tailing`). A
+        short page whose ``Total`` or ``Link`` says rows remain unread, or more than MAX_CHAT_PAGES
+        pages, raises: a search that did not read them all is never taken for "not found"."""
         rows: dict[str, dict[str, Any]] = {}
-        cursor, page = math.floor(lower), 1
+        position = Position.start("created_at", lower)
         for _ in range(MAX_CHAT_PAGES):
-            params: dict[str, Any] = {
-                "created_at[from]": iso_utc(cursor),
-                "sort_column": "created_at",
-                "sort_direction": "ASC",
-                "per": CHAT_PAGE_SIZE,
-            }
-            if page > 1:
-                params["page"] = page
+            params = position.params()
             response = await self._chat_list_page(params)
             batch = _chat_list(response)
             rows.update((str(chat.get("id")), chat) for chat in batch if chat.get("id") not in (None, ""))
-            per = _header_int(response, "Per-Page") or CHAT_PAGE_SIZE
-            if len(batch) < per:
-                total = _header_int(response, "Total")
-                unread = None if total is None else total - ((page - 1) * per + len(batch))
-                if (unread is not None and unread > 0) or response.links.get("next"):
+            if not _more_rows(response, batch, params):
+                if _unread_after_short_page(response, batch, params):
                     raise CCAIUnavailable(
-                        "CCAI Platform's chat list says rows remain unread "
-                        f"({'Total ' + str(total) if total is not None else 'a next page'}) after a short page; "
-                        "a search that did not read them all is not taken for 'not found'.",
+                        "CCAI Platform's chat list says rows remain unread after a short page; a search "
+                        "that did not read them all is not taken for 'not found'.",
                         reached=False,
                     )
                 return list(rows.values())
-            last = _moment(batch[-1].get("created_at"))
-            if last is None:
+            if moment(batch[-1].get("created_at")) is None:
                 raise CCAIUnavailable("CCAI's chat list has a chat with no readable created_at.", reached=False)
-            if math.floor(last) <= cursor:
-                page += 1  # a full page of one second: only paging gets past it
-            else:
-                cursor, page = math.floor(last), 1
+            position = position.after(batch)
         raise CCAIUnavailable(f"CCAI Platform's chat list has more than {MAX_CHAT_PAGES} pages.", reached=False)
 
     async def recent_chats(self, *, since: float) -> list[ListedChat]:
@@ -436,6 +422,17 @@ def _more_rows(response: httpx.Response, rows: list[dict[str, Any]], params: Map
     return True
 
 
+def _unread_after_short_page(response: httpx.Response, rows: list[dict[str, Any]], params: Mapping[str, Any]) -> bool:
+    """A page shorter than asked for, whose ``Total`` or ``Link: next`` still says rows remain."""
+    per = _header_int(response, "Per-Page") or int(params.get("per") or CHAT_PAGE_SIZE)
+    if len(rows) >= per:
+        return False
+    total = _header_int(response, "Total")
+    if total is not None:
+        return total > (int(params.get("page") or 1) - 1) * per + len(rows)
+    return "next" in response.links
+
+
 def _header_int(response: httpx.Response, name: str) -> int | None:
     value = response.headers.get(name, "").strip()
     return int(value) if value.isdigit() else None
@@ -470,19 +467,6 @@ def connect_cause(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _moment(value: object) -> float | None:
-    """An ISO 8601 time (UTC when it names no zone), or epoch seconds/milliseconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value) / (1000.0 if value > 1e11 else 1.0)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
-
-
 def _listed(chat: Mapping[str, Any]) -> ListedChat | None:
     chat_id = str(chat.get("id") or "")
     if not chat_id:
@@ -493,5 +477,5 @@ def _listed(chat: Mapping[str, Any]) -> ListedChat | None:
         status=_text(chat.get("status")),
         out_ticket_id=None if ticket in (None, "") else str(ticket),
         chat_type=_text(chat.get("chat_type")),
-        created_at=_moment(chat.get("created_at")),
+        created_at=moment(chat.get("created_at")),
     )

@@ -249,7 +249,7 @@ async def test_the_lookup_tails_the_list_by_creation_time_and_pages_only_past_a_
     assert steps[0][0] == iso_utc(t - 120)  # two minutes before the attempt
     assert (iso_utc(t), "2") in steps  # past the full page of one second
     assert [p for _, p in steps].count("2") == 1
-    assert steps[-1] == (iso_utc(t + 3), "1")
+    assert steps[-1][1] == "1"  # the list ends on a tail, not a page number
 
 
 async def test_a_short_page_whose_total_says_rows_remain_is_never_taken_for_not_found() -> None:
