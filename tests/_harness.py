@@ -13,6 +13,7 @@ import httpx
 
 from bridge.ccai.client import CCAIClient
 from bridge.ccai.pacing import LocalRateLimiter, RateLimiter
+from bridge.chatsync import ChatSync, SyncOptions
 from bridge.crm.salesforce import plugin as salesforce
 from bridge.holdings import Holdings
 from bridge.metrics import Metrics
@@ -99,6 +100,19 @@ class Harness:
                 if not advance:
                     return
                 self.clock.advance(advance)
+
+    def chat_sync(self, options: SyncOptions, *, owner: str = "sync", **wiring: Any) -> ChatSync:
+        """A chat sync of another worker (``owner``) on this harness's store, CCAI and CRM."""
+        return ChatSync(
+            context=self.context(owner),
+            chats=self.store.chats,
+            events=self.store.session_events,
+            board=self.store.status,
+            ccai=self.ccai,
+            gateway=self.gateway,
+            options=options,
+            **wiring,
+        )
 
     def context(self, owner: str) -> StepContext:
         """What a step of another worker (``owner``) would share, for a step built by hand."""

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from bridge.ccai.chats import NewStatusWords, loggable, parse
-from bridge.chatsync import ChatSync, SyncOptions
+from bridge.chatsync import SyncOptions
 from bridge.store import Store
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, Harness, make_harness
@@ -41,15 +41,7 @@ async def test_the_chat_sync_logs_no_number_ccai_put_in_a_status(
     h.ingest(MOBILE_CASE)
     await h.drain()
     chat = int(str(h.row(MOBILE_CASE).chat_id))
-    sync = ChatSync(
-        context=h.context("sync"),
-        chats=h.store.chats,
-        events=h.store.session_events,
-        board=h.store.status,
-        ccai=h.ccai,
-        gateway=h.gateway,
-        options=OPTIONS,
-    )
+    sync = h.chat_sync(OPTIONS)
     caplog.set_level(logging.DEBUG)
     h.clock.advance(1)
     h.sim.chats.update(chat, {"status": NUMBER}, now=h.clock())

@@ -73,15 +73,7 @@ def harness(store: Store, clock: Clock, served: Served, **kwargs: object) -> Har
 
 
 def sync_for(h: Harness) -> ChatSync:
-    return ChatSync(
-        context=h.context("sync"),
-        chats=h.store.chats,
-        events=h.store.session_events,
-        board=h.store.status,
-        ccai=h.ccai,
-        gateway=h.gateway,
-        options=OPTIONS,
-    )
+    return h.chat_sync(OPTIONS)
 
 
 def many_cases(h: Harness, count: int, *, prefix: str = "P") -> list[str]:
@@ -92,11 +84,8 @@ def many_cases(h: Harness, count: int, *, prefix: str = "P") -> list[str]:
 
 
 async def send_all(h: Harness, cases: list[str]) -> None:
-    # One send first: the worker's first sends at once can race on PostgreSQL to create its
-    # generations row (a duplicate key; noticed here, not this file's subject).
-    for batch in (cases[:1], cases[1:]):
-        h.ingest(*batch)
-        await h.drain()
+    h.ingest(*cases)
+    await h.drain()
 
 
 def chat_of(h: Harness, case: str) -> int:

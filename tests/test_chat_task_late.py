@@ -22,15 +22,7 @@ def h(store: Store, clock: Clock) -> Harness:
 
 
 def sync_for(h: Harness) -> ChatSync:
-    return ChatSync(
-        context=h.context("sync"),
-        chats=h.store.chats,
-        events=h.store.session_events,
-        board=h.store.status,
-        ccai=h.ccai,
-        gateway=h.gateway,
-        options=OPTIONS,
-    )
+    return h.chat_sync(OPTIONS)
 
 
 async def test_a_note_written_after_its_chat_ended_is_still_completed(h: Harness) -> None:

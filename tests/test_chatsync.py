@@ -41,15 +41,7 @@ def h(store: Store, clock: Clock) -> Harness:
 
 
 def sync_for(h: Harness, *, owner: str = "sync-a", options: SyncOptions = OPTIONS) -> ChatSync:
-    return ChatSync(
-        context=h.context(owner),
-        chats=h.store.chats,
-        events=h.store.session_events,
-        board=h.store.status,
-        ccai=h.ccai,
-        gateway=h.gateway,
-        options=options,
-    )
+    return h.chat_sync(options, owner=owner)
 
 
 async def sent_chat(h: Harness, case: str = MOBILE_CASE) -> int:

@@ -119,20 +119,11 @@ async def test_the_event_stream_as_its_holder_reports_it_is_part_of_the_verdict(
 async def test_the_lookup_proof_the_chat_sync_gathers_is_part_of_the_verdict(store: Store, clock: Clock) -> None:
     """Issue 20 item 5: a tenant whose chat list leaves out_ticket_id null makes the lookup untrusted
     (degraded, with the chat and what it showed); one that carries it is proven, with no reason."""
-    from bridge.chatsync import ChatSync, SyncOptions
+    from bridge.chatsync import SyncOptions
 
     h = make_harness(store, clock, lookup_proven=False, bridge_chat_sync_seconds=0)
     options = SyncOptions(interval=60, follow_seconds=7 * 86400, no_reply_seconds=0, lease_seconds=30)
-    sync = ChatSync(
-        context=h.context("sync"),
-        chats=store.chats,
-        events=store.session_events,
-        board=store.status,
-        ccai=h.ccai,
-        gateway=h.gateway,
-        options=options,
-        evidence=store.lookup_evidence,
-    )
+    sync = h.chat_sync(options, evidence=store.lookup_evidence)
     alive(h)
     assert "lookup_unproven" in [r.code for r in read_verdict(store, LIMITS, chat_sync=False).reasons]
     h.ingest(MOBILE_CASE, QUEUE_CASE)
