@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bridge.crm.salesforce.ids import to18
 
 
 def start(args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[Any]:
@@ -83,3 +86,29 @@ def stop(processes: list[subprocess.Popen[Any]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# Area codes the sandbox's send window knows: 1,000 distinct numbers each.
+AREAS = ("212", "415", "628", "646", "718", "312", "305", "206", "617", "702", "213", "303", "404", "512")
+
+
+def seed_cases(info: dict[str, Any], count: int, *, tag: str, owner: str = "User") -> list[str]:
+    """``count`` Cases in the sandbox's org, each with its own mobile number (``tag``: one letter that
+    keeps one benchmark's ids apart from another's); returns their ids."""
+    if count > 1000 * len(AREAS):
+        raise ValueError(f"At most {1000 * len(AREAS)} Cases (distinct numbers run out).")
+    cases = [
+        {
+            "Id": to18(f"5005g0000{tag}{i:05d}"),
+            "CaseNumber": f"{i:08d}",
+            "ContactMobile": f"+1 {AREAS[i // 1000]}-555-{i % 1000:04d}",
+            "Owner.Type": owner,
+            **({"Owner.Email": "agent@example.com"} if owner == "User" else {}),
+        }
+        for i in range(count)
+    ]
+    context = ssl.create_default_context(cafile=info["ca_file"])
+    with httpx.Client(base_url=info["salesforce_url"], verify=context, timeout=120) as salesforce:
+        for start_at in range(0, len(cases), 2000):
+            salesforce.post("/_sandbox/control", json={"cases": cases[start_at : start_at + 2000]}).raise_for_status()
+    return [case["Id"] for case in cases]

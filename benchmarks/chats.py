@@ -21,12 +21,9 @@ from typing import Any
 
 import httpx
 
-from benchmarks._procs import bridge_env, start, start_sandbox, stop, wait_until_up
-from bridge.crm.salesforce.ids import to18
+from benchmarks._procs import bridge_env, seed_cases, start, start_sandbox, stop, wait_until_up
 from bridge.sandbox.cases import outbound_message
 from bridge.sandbox.servers import SANDBOX_WEBHOOK_TOKEN, free_port
-
-_AREAS = ("212", "415", "628", "646", "718", "312", "305", "206", "617", "702")
 
 
 def run_chats(*, chats: int = 1000, interval: float = 10.0) -> dict[str, Any]:
@@ -40,16 +37,7 @@ def run_chats(*, chats: int = 1000, interval: float = 10.0) -> dict[str, Any]:
             base_url=info["salesforce_url"], verify=ssl.create_default_context(cafile=info["ca_file"]), timeout=120
         )
         ccai = httpx.Client(base_url=info["ccai_url"], timeout=60)
-        cases = [
-            {
-                "Id": to18(f"5005g0000D{i:05d}"),
-                "CaseNumber": f"{i:08d}",
-                "ContactMobile": f"+1 {_AREAS[i // 1000 % len(_AREAS)]}-555-{i % 1000:04d}",
-                "Owner.Type": "Queue",
-            }
-            for i in range(chats)
-        ]
-        org.post("/_sandbox/control", json={"cases": cases}).raise_for_status()
+        case_ids = seed_cases(info, tag="D", count=chats, owner="Queue")
         port = free_port()
         env = bridge_env(
             info,
@@ -60,7 +48,7 @@ def run_chats(*, chats: int = 1000, interval: float = 10.0) -> dict[str, Any]:
         processes.append(start(["serve", "--host", "127.0.0.1", "--port", str(port)], env=env, log=directory / "b.log"))
         base = f"http://127.0.0.1:{port}"
         wait_until_up(f"{base}/healthz")
-        ids = [c["Id"] for c in cases]
+        ids = case_ids
         for start_at in range(0, len(ids), 100):
             httpx.post(
                 f"{base}/salesforce/outbound-message",

@@ -13,7 +13,6 @@ answered with the outcome). Nothing here runs in the test suite.
 
 from __future__ import annotations
 
-import ssl
 import statistics
 import tempfile
 import time
@@ -25,8 +24,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from benchmarks._procs import bridge_env, start, start_sandbox, stop, wait_until_up
-from bridge.crm.salesforce.ids import to18
+from benchmarks._procs import bridge_env, seed_cases, start, start_sandbox, stop, wait_until_up
 from bridge.errors import ConfigError
 from bridge.sandbox.cases import outbound_message
 from bridge.sandbox.servers import SANDBOX_API_KEY, SANDBOX_WEBHOOK_TOKEN, free_port
@@ -50,7 +48,7 @@ def run_latency(*, database_url: str, events: int, agent_sends: int, interval: f
         sandbox, info = start_sandbox(directory, rate=100.0)
         processes.append(sandbox)
         count = 2 * (events + agent_sends + 1)
-        cases = _seed_cases(info, count)
+        cases = seed_cases(info, tag="L", count=count)
         bases = {}
         common = {"CCAI_RATE_LIMIT": "100", "BRIDGE_CHAT_SYNC_SECONDS": "0"}
         env = bridge_env(info, DATABASE_URL=f"sqlite:///{directory / 'bridge.db'}", **common)
@@ -154,20 +152,3 @@ def _percentile(values: list[float], percent: int) -> float | None:
     if len(values) == 1:
         return round(values[0], 1)
     return round(statistics.quantiles(values, n=100, method="inclusive")[percent - 1], 1)
-
-
-def _seed_cases(info: dict[str, Any], count: int) -> list[str]:
-    cases = [
-        {
-            "Id": to18(f"5005g0000L{i:05d}"),
-            "CaseNumber": f"{i:08d}",
-            "ContactMobile": f"+1 415-555-{i:04d}",
-            "Owner.Type": "User",
-            "Owner.Email": "agent@example.com",
-        }
-        for i in range(count)
-    ]
-    context = ssl.create_default_context(cafile=info["ca_file"])
-    with httpx.Client(base_url=info["salesforce_url"], verify=context, timeout=120) as salesforce:
-        salesforce.post("/_sandbox/control", json={"cases": cases}).raise_for_status()
-    return [case["Id"] for case in cases]

@@ -8,7 +8,6 @@ rate CCAI saw, the 429s it answered and any duplicate SMS. Nothing here runs in 
 from __future__ import annotations
 
 import bisect
-import ssl
 import sys
 import tempfile
 import time
@@ -21,14 +20,12 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from benchmarks._procs import bridge_env, peak_rss_mb, start, start_sandbox, stop
-from bridge.crm.salesforce.ids import to18
+from benchmarks._procs import AREAS, bridge_env, peak_rss_mb, seed_cases, start, start_sandbox, stop
 from bridge.errors import ConfigError
 from bridge.model import NewSend
 from bridge.store import Store
 
 # 555 numbers across area codes, so every Case has its own valid US number (1,000 per area code).
-_AREAS = ("212", "415", "628", "646", "718", "312", "305", "206", "617", "702", "213", "303", "404", "512")
 
 
 def run_pipeline(
@@ -49,8 +46,8 @@ def run_pipeline(
     """
     if not database_url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("The benchmark needs PostgreSQL: pass --database-url postgresql://...")
-    if events > 1000 * len(_AREAS):
-        raise ConfigError(f"At most {1000 * len(_AREAS)} events (distinct numbers run out).")
+    if events > 1000 * len(AREAS):
+        raise ConfigError(f"At most {1000 * len(AREAS)} events (distinct numbers run out).")
     directory = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = Store.from_url(database_url)
@@ -67,7 +64,7 @@ def run_pipeline(
         if cpu_load:  # a busy process on one core: the workers, the database and CCAI share the rest
             processes.append(Popen([sys.executable, "-c", "while True: pass"]))
         ccai = httpx.Client(base_url=info["ccai_url"], timeout=30)
-        cases = _seed_cases(info, events)
+        cases = seed_cases(info, tag="B", count=events)
         store = Store.from_url(url)
         store.migrate()
         store.sends.ingest(
@@ -97,24 +94,6 @@ def run_pipeline(
         with admin.db.engine.begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.close()
-
-
-def _seed_cases(info: dict[str, Any], count: int) -> list[str]:
-    cases = [
-        {
-            "Id": to18(f"5005g0000B{i:05d}"),
-            "CaseNumber": f"{i:08d}",
-            "ContactMobile": f"+1 {_AREAS[i // 1000]}-555-{i % 1000:04d}",
-            "Owner.Type": "User",
-            "Owner.Email": "agent@example.com",
-        }
-        for i in range(count)
-    ]
-    context = ssl.create_default_context(cafile=info["ca_file"])
-    with httpx.Client(base_url=info["salesforce_url"], verify=context, timeout=120) as salesforce:
-        for start_at in range(0, len(cases), 2000):
-            salesforce.post("/_sandbox/control", json={"cases": cases[start_at : start_at + 2000]}).raise_for_status()
-    return [c["Id"] for c in cases]
 
 
 def _wait_for_all(ccai: httpx.Client, events: int, *, deadline: float) -> dict[str, Any]:
