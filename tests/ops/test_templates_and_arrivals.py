@@ -12,8 +12,8 @@ from bridge.api.sends import public_view
 from bridge.crm.plugin import LAST_PUSH_KEY
 from bridge.crm.salesforce import plugin as salesforce
 from bridge.model import Outcome
-from bridge.ops.admin import _status_lines, _status_report
 from bridge.ops.overview import read_overview
+from bridge.ops.status_report import status_lines, status_report
 from bridge.store import Store
 from tests.ops.test_dashboard import add_send, client_for
 
@@ -40,7 +40,7 @@ def test_a_queued_send_shows_the_template_asked_for(sqlite_store: Store) -> None
 def test_no_outbound_message_yet_says_what_to_check(sqlite_store: Store) -> None:
     overview = read_overview(sqlite_store)
     assert overview.last_push is None
-    lines = _status_lines(overview, salesforce.words)
+    lines = status_lines(overview, salesforce.words)
     assert "Last Salesforce push:  none received yet (check the endpoint and token if one is expected)" in lines
     page = client_for(sqlite_store).get("/dashboard").text
     assert "nothing received from Salesforce yet" in page
@@ -52,13 +52,11 @@ def test_the_last_outbound_message_is_shown_with_its_time(sqlite_store: Store, s
     overview = read_overview(sqlite_store)
     assert overview.last_push is not None
     if surface == "status":
-        (line,) = [
-            line for line in _status_lines(overview, salesforce.words) if line.startswith("Last Salesforce push")
-        ]
+        (line,) = [line for line in status_lines(overview, salesforce.words) if line.startswith("Last Salesforce push")]
         assert line.startswith("Last Salesforce push:  outbound message, 20")
         assert line.endswith("(3 notification(s))")
     elif surface == "json":
-        report = json.loads(json.dumps(_status_report(overview)))
+        report = json.loads(json.dumps(status_report(overview)))
         assert report["last_push"]["door"] == "outbound_message"
         assert report["last_push"]["notifications"] == 3
     else:
