@@ -24,7 +24,7 @@ from bridge.chatsync import ChatSync, SyncOptions
 from bridge.crm import ChatUpdate, FollowUp
 from bridge.errors import CRMUnavailable, InboundError, StoreRejected
 from bridge.store import Store
-from bridge.store.chats import apply_state
+from bridge.store.chat_rows import apply_state
 from bridge.store.schema import chats, session_events
 from bridge.store.status import CHAT_SYNC_KEY
 from tests._clock import Clock

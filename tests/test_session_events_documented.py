@@ -27,7 +27,7 @@ from bridge.errors import InboundError
 from bridge.sandbox.servers import free_port
 from bridge.services import chat_sync
 from bridge.store import Store
-from bridge.store.chats import read_kept_state
+from bridge.store.chat_rows import read_kept_state
 from tests._clock import Clock
 from tests._harness import MOBILE_CASE, MOBILE_NUMBER, Harness, harness_settings, make_harness
 from tests._processes import wait_for

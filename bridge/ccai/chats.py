@@ -68,7 +68,7 @@ def event_state(event: Mapping[str, Any], timestamp: float | None) -> ChatState 
     note}``. Manager API names (``status``, ``agent_info``, ``fail_reason``) are not documented for
     events but still read if present. What the event does not say stays unknown (None): it never
     blanks what the poll found. Whether the chat ended is the poll's to say (see
-    :func:`bridge.store.chats.apply_state`)."""
+    :func:`bridge.store.chat_rows.apply_state`)."""
     item = event.get("item", event.get("chat", event))
     if not isinstance(item, Mapping):
         return None

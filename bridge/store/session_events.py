@@ -17,15 +17,8 @@ from sqlalchemy import Connection, delete, select, update
 
 from bridge.ccai.chats import ChatState, loggable
 from bridge.errors import StoreRejected
-from bridge.store.chats import (
-    FOLLOW_LOCK,
-    UNKNOWN_CHAT_SECONDS,
-    apply_each,
-    apply_state,
-    current_row,
-    kept_state,
-    read_kept_state,
-)
+from bridge.store.chat_rows import apply_each, apply_state, current_row, kept_state, read_kept_state
+from bridge.store.chats import FOLLOW_LOCK, UNKNOWN_CHAT_SECONDS
 from bridge.store.database import Database
 from bridge.store.schema import session_events
 from bridge.store.wakeups import announce
