@@ -6,7 +6,8 @@
 ``sends``           the inbox (deduplicated) and the send step's leases (:mod:`.sends`)
 ``writebacks``      the write-back step's claims of finished sends (:mod:`.writebacks`)
 ``history``         what people read: one send, lists, timelines, activity (:mod:`.history`)
-``chats``           the chats being followed, and what their tickets must still be told
+``chats``           the chats being followed, and what their tickets must still be told; how a
+                    CCAI state changes one chat's row is :mod:`.chat_rows`, for poll and push alike
 ``session_events``  events CCAI pushed, kept until applied
 ``opt_outs``        numbers never to be texted
 ``status``          worker heartbeats, singleton leases, what processes report
