@@ -9,7 +9,6 @@ import datetime as dt
 import functools
 import json
 import os
-import signal
 import ssl
 import subprocess
 import zoneinfo
@@ -25,7 +24,7 @@ import pytest
 
 from bridge.sandbox.zendesk_account import FIRST_BRIDGE_FIELD_ID, SANDBOX_ADMIN_EMAIL, SANDBOX_API_TOKEN
 from bridge.store import Store
-from tests._processes import LOCAL, BridgeProcess, python_command, wait_for
+from tests._processes import LOCAL, BridgeProcess, python_command, stop_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -86,14 +85,7 @@ def zendesk(tmp_path: Path) -> Iterator[ZendeskSandbox]:
     finally:
         if "handle" in locals():
             handle.zendesk.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_process(process)
 
 
 def _reachable(handle: ZendeskSandbox) -> bool:
